@@ -1,0 +1,298 @@
+//! Writing outputs: atomically (temp file + rename, so a crash never leaves half a file where
+//! a good one was), and tensors streamed row by row so memory does not grow with the data.
+
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// A file being written under a temporary name beside its destination; `commit` renames it
+/// into place. Dropped without commit, the temp file is removed and the destination untouched.
+pub struct AtomicFile {
+    tmp: PathBuf,
+    dest: PathBuf,
+    file: Option<File>,
+}
+
+impl AtomicFile {
+    pub fn create(dest: &Path) -> Result<Self> {
+        let dir = match dest.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            std::fs::create_dir_all(&dir).with_context(|| format!("failed to create directory {}", dir.display()))?;
+        }
+        let name = dest.file_name().with_context(|| format!("not a file path: {}", dest.display()))?;
+        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+        let file = File::create(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
+        Ok(Self { tmp, dest: dest.to_path_buf(), file: Some(file) })
+    }
+
+    pub fn file(&mut self) -> &mut File {
+        self.file.as_mut().expect("file is open until commit")
+    }
+
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp
+    }
+
+    pub fn commit(mut self) -> Result<()> {
+        let file = self.file.take().expect("commit once");
+        file.sync_all().with_context(|| format!("failed to flush {}", self.tmp.display()))?;
+        drop(file);
+        std::fs::rename(&self.tmp, &self.dest)
+            .with_context(|| format!("failed to move {} into place", self.dest.display()))
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes `bytes` to `dest` atomically.
+pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
+    let mut out = AtomicFile::create(dest)?;
+    out.file().write_all(bytes).with_context(|| format!("failed to write {}", dest.display()))?;
+    out.commit()
+}
+
+/// Element type of a streamed tensor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementType {
+    F32,
+    I64,
+}
+
+impl ElementType {
+    fn size(self) -> usize {
+        match self {
+            ElementType::F32 => 4,
+            ElementType::I64 => 8,
+        }
+    }
+    fn safetensors_name(self) -> &'static str {
+        match self {
+            ElementType::F32 => "F32",
+            ElementType::I64 => "I64",
+        }
+    }
+    fn numpy_descr(self) -> &'static str {
+        match self {
+            ElementType::F32 => "<f4",
+            ElementType::I64 => "<i8",
+        }
+    }
+}
+
+/// Declares one output tensor before any data is written.
+#[derive(Debug, Clone)]
+pub struct TensorSpec {
+    pub name: String,
+    pub dtype: ElementType,
+    pub shape: Vec<usize>,
+}
+
+impl TensorSpec {
+    pub fn f32(name: impl Into<String>, shape: Vec<usize>) -> Self {
+        Self { name: name.into(), dtype: ElementType::F32, shape }
+    }
+    pub fn i64(name: impl Into<String>, shape: Vec<usize>) -> Self {
+        Self { name: name.into(), dtype: ElementType::I64, shape }
+    }
+    fn row_bytes(&self) -> usize {
+        self.shape.iter().skip(1).product::<usize>() * self.dtype.size()
+    }
+    fn bytes(&self) -> usize {
+        self.shape.iter().product::<usize>() * self.dtype.size()
+    }
+}
+
+/// Output container, chosen by the file extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorFormat {
+    Safetensors,
+    Npz,
+}
+
+impl TensorFormat {
+    pub fn from_path(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("safetensors") => Ok(Self::Safetensors),
+            Some("npz") => Ok(Self::Npz),
+            _ => bail!("output {} must end in .safetensors or .npz", path.display()),
+        }
+    }
+}
+
+/// A set of tensors whose shapes are known up front, filled row block by row block in any
+/// order. The data goes straight to disk at its final offset, so memory stays flat however
+/// many records are captured. Safetensors are written in place; npz is assembled on `finish`
+/// by streaming each tensor from the staging file into a stored zip entry.
+pub struct TensorFileWriter {
+    out: AtomicFile,
+    format: TensorFormat,
+    specs: Vec<TensorSpec>,
+    /// name -> (index in specs, byte offset of the tensor's data in the staging file).
+    offsets: BTreeMap<String, (usize, u64)>,
+    data_start: u64,
+    dest: PathBuf,
+}
+
+impl TensorFileWriter {
+    pub fn create(dest: &Path, specs: Vec<TensorSpec>, metadata: &BTreeMap<String, String>) -> Result<Self> {
+        let format = TensorFormat::from_path(dest)?;
+        // npz is staged as raw data beside the destination, then zipped into place.
+        let staging = match format {
+            TensorFormat::Safetensors => dest.to_path_buf(),
+            TensorFormat::Npz => dest.with_extension("npz-staging"),
+        };
+        let mut out = AtomicFile::create(&staging)?;
+        let mut offsets = BTreeMap::new();
+        let mut header = serde_json::Map::new();
+        let mut cursor = 0u64;
+        for (i, spec) in specs.iter().enumerate() {
+            let end = cursor + spec.bytes() as u64;
+            header.insert(
+                spec.name.clone(),
+                serde_json::json!({"dtype": spec.dtype.safetensors_name(), "shape": spec.shape, "data_offsets": [cursor, end]}),
+            );
+            if offsets.insert(spec.name.clone(), (i, cursor)).is_some() {
+                bail!("tensor {} declared twice", spec.name);
+            }
+            cursor = end;
+        }
+        let data_start = match format {
+            TensorFormat::Safetensors => {
+                header.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+                let mut json = serde_json::to_vec(&header)?;
+                // The data section must start 8-byte aligned; pad the header with spaces.
+                while (8 + json.len()) % 8 != 0 {
+                    json.push(b' ');
+                }
+                let f = out.file();
+                f.write_all(&(json.len() as u64).to_le_bytes())?;
+                f.write_all(&json)?;
+                8 + json.len() as u64
+            }
+            TensorFormat::Npz => 0,
+        };
+        out.file().set_len(data_start + cursor).context("failed to size output file")?;
+        Ok(Self { out, format, specs, offsets, data_start, dest: dest.to_path_buf() })
+    }
+
+    /// Writes consecutive rows starting at `first_row` of tensor `name`.
+    pub fn write_f32_rows(&mut self, name: &str, first_row: usize, data: &[f32]) -> Result<()> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write_rows(name, ElementType::F32, first_row, &bytes)
+    }
+
+    pub fn write_i64_rows(&mut self, name: &str, first_row: usize, data: &[i64]) -> Result<()> {
+        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.write_rows(name, ElementType::I64, first_row, &bytes)
+    }
+
+    fn write_rows(&mut self, name: &str, dtype: ElementType, first_row: usize, bytes: &[u8]) -> Result<()> {
+        let &(index, offset) = self.offsets.get(name).with_context(|| format!("no tensor {name} declared"))?;
+        let spec = &self.specs[index];
+        if spec.dtype != dtype {
+            bail!("tensor {name} is {:?}, not {dtype:?}", spec.dtype);
+        }
+        let row_bytes = spec.row_bytes().max(dtype.size());
+        let start = first_row * row_bytes;
+        if bytes.len() % row_bytes != 0 || start + bytes.len() > spec.bytes() {
+            bail!("write of {} bytes at row {first_row} does not fit tensor {name} {:?}", bytes.len(), spec.shape);
+        }
+        let pos = self.data_start + offset + start as u64;
+        let f = self.out.file();
+        f.seek(SeekFrom::Start(pos))?;
+        f.write_all(bytes).with_context(|| format!("failed to write tensor {name}"))?;
+        Ok(())
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        match self.format {
+            TensorFormat::Safetensors => self.out.commit(),
+            TensorFormat::Npz => {
+                let staging = self.out.temp_path().to_path_buf();
+                let mut zipped = AtomicFile::create(&self.dest)?;
+                {
+                    let raw = self.out.file();
+                    raw.flush()?;
+                    let mut zip = zip::ZipWriter::new(BufWriter::new(zipped.file()));
+                    let options = zip::write::SimpleFileOptions::default()
+                        .compression_method(zip::CompressionMethod::Stored)
+                        .large_file(true);
+                    for spec in &self.specs {
+                        let (_, offset) = self.offsets[&spec.name];
+                        zip.start_file(format!("{}.npy", spec.name), options)?;
+                        zip.write_all(&npy_header(spec))?;
+                        raw.seek(SeekFrom::Start(offset))?;
+                        std::io::copy(&mut Read::by_ref(raw).take(spec.bytes() as u64), &mut zip)?;
+                    }
+                    zip.finish()?.flush()?;
+                }
+                zipped.commit()?;
+                drop(self.out);
+                let _ = std::fs::remove_file(staging);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// NPY format 1.0 header, padded so the data starts 64-byte aligned.
+fn npy_header(spec: &TensorSpec) -> Vec<u8> {
+    let shape = match spec.shape.len() {
+        1 => format!("({},)", spec.shape[0]),
+        _ => format!("({})", spec.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", spec.dtype.numpy_descr());
+    while (10 + dict.len() + 1) % 64 != 0 {
+        dict.push(' ');
+    }
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safetensors_written_out_of_order_reads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.safetensors");
+        let specs = vec![TensorSpec::f32("a", vec![3, 2]), TensorSpec::i64("ids", vec![3])];
+        let mut w = TensorFileWriter::create(&path, specs, &BTreeMap::new()).unwrap();
+        w.write_f32_rows("a", 2, &[5.0, 6.0]).unwrap();
+        w.write_f32_rows("a", 0, &[1.0, 2.0, 3.0, 4.0]).unwrap();
+        w.write_i64_rows("ids", 0, &[7, 8, 9]).unwrap();
+        assert!(w.write_f32_rows("a", 3, &[0.0, 0.0]).is_err());
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let a: Vec<f32> = st.tensor("a").unwrap().data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!(a, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        assert_eq!(st.tensor("ids").unwrap().shape(), &[3]);
+    }
+
+    #[test]
+    fn unfinished_write_leaves_destination_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keep.safetensors");
+        std::fs::write(&path, b"old").unwrap();
+        let w = TensorFileWriter::create(&path, vec![TensorSpec::f32("a", vec![1, 1])], &BTreeMap::new()).unwrap();
+        drop(w);
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,15 @@
+//! `probe`: look inside a Llama-family Aligner.
+//!
+//! The forward pass with named hook points ([`model`], [`hooks`]), checkpoint loading,
+//! activation capture streamed to disk ([`capture`]), and the stimulus format ([`stimuli`]).
+//! It does not steer or draw: that is `steer` and `viz`, which build on this crate.
+
+pub mod capture;
+pub mod hooks;
+pub mod io;
+pub mod model;
+pub mod progress;
+pub mod stimuli;
+
+pub use hooks::{HookChain, HookPoint, Hooks, NoHooks, Site};
+pub use model::{AlignerTemplate, Checkpoint, KvCache, Model, ModelConfig, Positions};

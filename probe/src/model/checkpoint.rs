@@ -1,0 +1,195 @@
+//! Loading a local HF-layout checkpoint directory.
+//!
+//! `config.json`, `model.safetensors` or `model.safetensors.index.json` + shards (memory
+//! mapped), `tokenizer.json`, and optionally `generation_config.json`. Every failure is one
+//! line naming the file and, for weights, the key.
+
+use super::config::{token_ids, ModelConfig};
+use super::llama::Model;
+use super::tokenizer::AlignerTokenizer;
+use anyhow::{bail, Context, Result};
+use candle_core::safetensors::MmapedSafetensors;
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// A loaded checkpoint: the model, its config, its tokenizer (if the directory has one) and
+/// the special tokens generation needs.
+pub struct Checkpoint {
+    pub dir: PathBuf,
+    pub config: ModelConfig,
+    pub model: Model,
+    tokenizer: Option<AlignerTokenizer>,
+    /// End-of-sequence ids: `generation_config.json` wins over `config.json`, as in HF.
+    pub eos_token_ids: Vec<u32>,
+    pub bos_token_id: Option<u32>,
+    /// The dtype the weights are held in (as stored).
+    pub weight_dtype: DType,
+}
+
+impl Checkpoint {
+    pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_on(dir, &Device::Cpu)
+    }
+
+    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            bail!("model directory {} does not exist", dir.display());
+        }
+        let config = ModelConfig::from_file(&dir.join("config.json"))?;
+        let weights = WeightFiles::find(dir)?;
+        let st = unsafe { MmapedSafetensors::multi(&weights.files) }
+            .with_context(|| format!("failed to read safetensors in {}", dir.display()))?;
+        let weight_dtype = weights.check(&st, &config)?;
+        let vb = VarBuilder::from_backend(Box::new(st), weight_dtype, device.clone());
+        let model = Model::load(vb, &config)
+            .with_context(|| format!("failed to load weights from {}", dir.display()))?;
+
+        let tokenizer_path = dir.join("tokenizer.json");
+        let tokenizer = if tokenizer_path.exists() {
+            Some(AlignerTokenizer::from_file(&tokenizer_path)?)
+        } else {
+            None
+        };
+        let generation = read_generation_config(&dir.join("generation_config.json"))?;
+        let eos_token_ids = generation
+            .as_ref()
+            .map(|g| token_ids(&g.get("eos_token_id").cloned()))
+            .filter(|ids| !ids.is_empty())
+            .unwrap_or_else(|| config.eos_token_ids.clone());
+        let bos_token_id = generation
+            .as_ref()
+            .and_then(|g| token_ids(&g.get("bos_token_id").cloned()).first().copied())
+            .or(config.bos_token_id);
+        Ok(Self { dir: dir.to_path_buf(), config, model, tokenizer, eos_token_ids, bos_token_id, weight_dtype })
+    }
+
+    /// The tokenizer, or an error saying the directory has none.
+    pub fn tokenizer(&self) -> Result<&AlignerTokenizer> {
+        self.tokenizer.as_ref().with_context(|| {
+            format!("{} has no tokenizer.json (use --token-ids to feed ids directly)", self.dir.display())
+        })
+    }
+
+    pub fn has_tokenizer(&self) -> bool {
+        self.tokenizer.is_some()
+    }
+}
+
+fn read_generation_config(path: &Path) -> Result<Option<serde_json::Value>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    let value = serde_json::from_str(&text).with_context(|| format!("invalid JSON in {}", path.display()))?;
+    Ok(Some(value))
+}
+
+/// The safetensors files of a checkpoint and which file each tensor lives in.
+struct WeightFiles {
+    files: Vec<PathBuf>,
+    /// Tensor name -> file name, from the shard index (empty for a single file).
+    routing: HashMap<String, String>,
+    dir: PathBuf,
+}
+
+impl WeightFiles {
+    fn find(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if index.exists() {
+            #[derive(serde::Deserialize)]
+            struct Index {
+                weight_map: BTreeMap<String, String>,
+            }
+            let text = std::fs::read_to_string(&index).with_context(|| format!("failed to read {}", index.display()))?;
+            let parsed: Index =
+                serde_json::from_str(&text).with_context(|| format!("invalid shard index {}", index.display()))?;
+            let mut names: Vec<&String> = parsed.weight_map.values().collect();
+            names.sort();
+            names.dedup();
+            let files: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
+            if let Some(missing) = files.iter().find(|f| !f.exists()) {
+                bail!("{} lists shard {} which does not exist", index.display(), missing.display());
+            }
+            let routing = parsed.weight_map.into_iter().collect();
+            Ok(Self { files, routing, dir: dir.to_path_buf() })
+        } else if single.exists() {
+            Ok(Self { files: vec![single], routing: HashMap::new(), dir: dir.to_path_buf() })
+        } else {
+            bail!(
+                "no weights in {}: expected model.safetensors or model.safetensors.index.json",
+                dir.display()
+            )
+        }
+    }
+
+    fn file_of(&self, name: &str) -> String {
+        match self.routing.get(name) {
+            Some(file) => self.dir.join(file).display().to_string(),
+            None if self.files.len() == 1 => self.files[0].display().to_string(),
+            None => format!("the shards of {}", self.dir.display()),
+        }
+    }
+
+    /// Checks every tensor the config implies is present with the right shape, so a broken
+    /// checkpoint fails with the file and key named rather than deep inside the model. Returns
+    /// the dtype the weight matrices are stored in.
+    fn check(&self, st: &MmapedSafetensors, cfg: &ModelConfig) -> Result<DType> {
+        let present: HashMap<String, Vec<usize>> =
+            st.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect();
+        for (name, shape) in expected_tensors(cfg) {
+            match present.get(&name) {
+                None => bail!("{} has no tensor {name}", self.file_of(&name)),
+                Some(found) if *found != shape => {
+                    bail!("{}: tensor {name} has shape {found:?}, config.json implies {shape:?}", self.file_of(&name))
+                }
+                _ => {}
+            }
+        }
+        let name = "model.embed_tokens.weight";
+        let dtype = st.get(name).with_context(|| format!("{} has no tensor {name}", self.file_of(name)))?.dtype();
+        match dtype {
+            safetensors::Dtype::F32 => Ok(DType::F32),
+            safetensors::Dtype::F16 => Ok(DType::F16),
+            safetensors::Dtype::BF16 => Ok(DType::BF16),
+            other => bail!("{}: weights stored as {other:?}; supported: F32, F16, BF16", self.file_of(name)),
+        }
+    }
+}
+
+/// Every tensor name and shape a checkpoint with this config must hold.
+fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+    let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, d]),
+        ("model.norm.weight".to_string(), vec![d]),
+    ];
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, d]));
+    }
+    for layer in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{layer}");
+        let mut add = |name: &str, shape: Vec<usize>| out.push((format!("{p}.{name}"), shape));
+        add("input_layernorm.weight", vec![d]);
+        add("post_attention_layernorm.weight", vec![d]);
+        add("self_attn.q_proj.weight", vec![q, d]);
+        add("self_attn.k_proj.weight", vec![kv, d]);
+        add("self_attn.v_proj.weight", vec![kv, d]);
+        add("self_attn.o_proj.weight", vec![d, q]);
+        if cfg.qkv_bias {
+            add("self_attn.q_proj.bias", vec![q]);
+            add("self_attn.k_proj.bias", vec![kv]);
+            add("self_attn.v_proj.bias", vec![kv]);
+        }
+        if cfg.o_bias {
+            add("self_attn.o_proj.bias", vec![d]);
+        }
+        add("mlp.gate_proj.weight", vec![i, d]);
+        add("mlp.up_proj.weight", vec![i, d]);
+        add("mlp.down_proj.weight", vec![d, i]);
+    }
+    out
+}

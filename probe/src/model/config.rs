@@ -1,0 +1,279 @@
+//! `config.json` of a Llama-family checkpoint, read as HF writes it.
+//!
+//! Two layouts exist in the wild: transformers 4.x puts `rope_theta`, `rope_scaling` and
+//! `torch_dtype` at the top level (most published checkpoints, Aligner-7B included); 5.x
+//! nests RoPE under `rope_parameters` and renames `torch_dtype` to `dtype`. Both resolve to
+//! the same [`ModelConfig`].
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// Architectures this model implementation covers. They differ only in which projections
+/// carry a bias and whether attention uses a sliding window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    Llama,
+    Mistral,
+    Qwen2,
+}
+
+/// How positions are rescaled before rotary embedding (`rope_scaling.rope_type`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RopeScaling {
+    None,
+    /// Positions divided by `factor` (position interpolation).
+    Linear { factor: f64 },
+    /// Llama 3.1's frequency-dependent scaling.
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// Everything the forward pass needs, resolved from either config layout.
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub architecture: Architecture,
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    pub head_dim: usize,
+    pub rms_norm_eps: f64,
+    pub rope_theta: f64,
+    pub rope_scaling: RopeScaling,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+    /// Bias on q/k/v projections (Qwen2 always; Llama with `attention_bias`).
+    pub qkv_bias: bool,
+    /// Bias on the output projection (Llama with `attention_bias` only).
+    pub o_bias: bool,
+    pub mlp_bias: bool,
+    pub sliding_window: Option<usize>,
+    pub bos_token_id: Option<u32>,
+    pub eos_token_ids: Vec<u32>,
+    pub pad_token_id: Option<u32>,
+    /// The dtype the checkpoint says it stores (`torch_dtype` / `dtype`), if it says.
+    pub stored_dtype: Option<String>,
+}
+
+/// The raw JSON, every field optional where HF has a default.
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    model_type: Option<String>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    #[serde(default = "default_eps")]
+    rms_norm_eps: f64,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
+    #[serde(default = "default_max_pos")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: Option<bool>,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
+    hidden_act: Option<String>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+    bos_token_id: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+    pad_token_id: Option<serde_json::Value>,
+    torch_dtype: Option<String>,
+    dtype: Option<String>,
+}
+
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_max_pos() -> usize {
+    2048
+}
+
+/// `eos_token_id` may be a number or a list (Llama 3); `null` means none.
+pub(crate) fn token_ids(value: &Option<serde_json::Value>) -> Vec<u32> {
+    match value {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+impl ModelConfig {
+    /// Reads and resolves `config.json`; every error names the file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        Self::from_json(&text).with_context(|| format!("invalid model config {}", path.display()))
+    }
+
+    pub fn from_json(text: &str) -> Result<Self> {
+        let raw: RawConfig = serde_json::from_str(text)?;
+        let architecture = match raw.model_type.as_deref() {
+            Some("llama") => Architecture::Llama,
+            Some("mistral") => Architecture::Mistral,
+            Some("qwen2") => Architecture::Qwen2,
+            Some(other) => bail!(
+                "unsupported model_type {other:?}: aligner-lens covers llama, mistral and qwen2"
+            ),
+            None => bail!("missing model_type"),
+        };
+        if let Some(act) = raw.hidden_act.as_deref() {
+            if act != "silu" {
+                bail!("unsupported hidden_act {act:?}: Llama-family MLPs use silu");
+            }
+        }
+        if raw.num_attention_heads == 0 || raw.hidden_size == 0 || raw.num_hidden_layers == 0 {
+            bail!("hidden_size, num_attention_heads and num_hidden_layers must be positive");
+        }
+        let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
+        if num_key_value_heads == 0 || raw.num_attention_heads % num_key_value_heads != 0 {
+            bail!(
+                "num_attention_heads ({}) must be a multiple of num_key_value_heads ({num_key_value_heads})",
+                raw.num_attention_heads
+            );
+        }
+        // Real configs carry head_dim (Qwen2, Mistral Nemo); hidden/heads is only the default.
+        let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
+        if head_dim % 2 != 0 {
+            bail!("head_dim {head_dim} must be even for rotary embeddings");
+        }
+
+        // 5.x nests theta and scaling in rope_parameters; 4.x keeps them at the top level.
+        let rope_block = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
+        let rope_theta = raw
+            .rope_theta
+            .or_else(|| raw.rope_parameters.as_ref()?.get("rope_theta")?.as_f64())
+            .unwrap_or(10_000.0);
+        let rope_scaling = parse_rope_scaling(rope_block)?;
+
+        let (qkv_bias, o_bias) = match architecture {
+            Architecture::Qwen2 => (true, false),
+            _ => (raw.attention_bias, raw.attention_bias),
+        };
+        let sliding_window = match architecture {
+            Architecture::Mistral => raw.sliding_window,
+            Architecture::Qwen2 if raw.use_sliding_window == Some(true) => raw.sliding_window,
+            _ => None,
+        };
+        // Llama and Mistral default to untied embeddings, Qwen2 configs always say.
+        let tie_word_embeddings = raw.tie_word_embeddings.unwrap_or(false);
+
+        Ok(Self {
+            architecture,
+            vocab_size: raw.vocab_size,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            num_key_value_heads,
+            head_dim,
+            rms_norm_eps: raw.rms_norm_eps,
+            rope_theta,
+            rope_scaling,
+            max_position_embeddings: raw.max_position_embeddings,
+            tie_word_embeddings,
+            qkv_bias,
+            o_bias,
+            mlp_bias: raw.mlp_bias,
+            sliding_window,
+            bos_token_id: token_ids(&raw.bos_token_id).first().copied(),
+            eos_token_ids: token_ids(&raw.eos_token_id),
+            pad_token_id: token_ids(&raw.pad_token_id).first().copied(),
+            stored_dtype: raw.dtype.or(raw.torch_dtype),
+        })
+    }
+}
+
+fn parse_rope_scaling(block: Option<&serde_json::Value>) -> Result<RopeScaling> {
+    let Some(block) = block.filter(|b| !b.is_null()) else {
+        return Ok(RopeScaling::None);
+    };
+    // Older configs say "type", newer "rope_type".
+    let kind = block
+        .get("rope_type")
+        .or_else(|| block.get("type"))
+        .and_then(|v| v.as_str())
+        .unwrap_or("default");
+    let num = |key: &str| -> Result<f64> {
+        block
+            .get(key)
+            .and_then(|v| v.as_f64())
+            .with_context(|| format!("rope scaling of type {kind:?} needs a numeric {key:?}"))
+    };
+    Ok(match kind {
+        "default" => RopeScaling::None,
+        "linear" => RopeScaling::Linear { factor: num("factor")? },
+        "llama3" => RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        },
+        other => bail!("unsupported rope scaling type {other:?} (supported: default, linear, llama3)"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASE: &str = r#""vocab_size": 10, "hidden_size": 8, "intermediate_size": 16,
+        "num_hidden_layers": 2, "num_attention_heads": 2"#;
+
+    #[test]
+    fn reads_transformers_4_layout() {
+        let cfg = ModelConfig::from_json(&format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_theta": 500000.0, "torch_dtype": "bfloat16",
+            "rope_scaling": {{"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}},
+            "eos_token_id": [1, 2]}}"#
+        ))
+        .unwrap();
+        assert_eq!(cfg.rope_theta, 500000.0);
+        assert!(matches!(cfg.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
+        assert_eq!(cfg.eos_token_ids, vec![1, 2]);
+        assert_eq!(cfg.stored_dtype.as_deref(), Some("bfloat16"));
+        assert_eq!(cfg.num_key_value_heads, 2);
+        assert_eq!(cfg.head_dim, 4);
+    }
+
+    #[test]
+    fn reads_transformers_5_layout() {
+        let cfg = ModelConfig::from_json(&format!(
+            r#"{{"model_type": "qwen2", {BASE}, "dtype": "float32",
+            "rope_parameters": {{"rope_type": "linear", "factor": 2.0, "rope_theta": 1000.0}}}}"#
+        ))
+        .unwrap();
+        assert_eq!(cfg.rope_theta, 1000.0);
+        assert_eq!(cfg.rope_scaling, RopeScaling::Linear { factor: 2.0 });
+        assert!(cfg.qkv_bias && !cfg.o_bias);
+    }
+
+    #[test]
+    fn rejects_unknown_architecture_and_scaling() {
+        let err = ModelConfig::from_json(&format!(r#"{{"model_type": "gpt2", {BASE}}}"#)).unwrap_err();
+        assert!(err.to_string().contains("gpt2"), "{err}");
+        let err = ModelConfig::from_json(&format!(
+            r#"{{"model_type": "llama", {BASE}, "rope_scaling": {{"type": "yarn", "factor": 4}}}}"#
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("yarn"), "{err}");
+    }
+}

@@ -1,0 +1,59 @@
+//! A linear layer whose weight stays in the checkpoint's dtype.
+//!
+//! A 7B bf16 checkpoint is 14 GB; upcasting it whole to f32 would not fit in 24 GiB. So the
+//! weight is kept as stored and cast per call, one matrix at a time, while activations and
+//! accumulation stay in f32.
+
+use anyhow::Result;
+use candle_core::{DType, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// `[out, in]`, as PyTorch stores it.
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+/// HF's `initializer_range` default: used only when training from scratch.
+pub const INIT_STD: f64 = 0.02;
+
+impl Linear {
+    pub fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
+        let bias = if bias {
+            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?.to_dtype(DType::F32)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn from_weight(weight: Tensor) -> Self {
+        Self { weight, bias: None }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// `x @ W^T + b` for `x` of shape `[..., in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let w = if self.weight.dtype() == x.dtype() {
+            self.weight.clone()
+        } else {
+            self.weight.to_dtype(x.dtype())?
+        };
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("linear input has a feature dimension");
+        let rows: usize = dims[..dims.len() - 1].iter().product();
+        let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+        let y = match &self.bias {
+            Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = w.dim(0)?;
+        Ok(y.reshape(out_dims)?)
+    }
+}

@@ -1,0 +1,335 @@
+//! The one Llama-family forward pass (Llama 1/2/3, Mistral, Qwen2), with hook points.
+//!
+//! Read it top to bottom like llama2.c's `forward`: embed, then per block
+//! norm -> attention -> residual -> norm -> MLP -> residual, then the final norm. Hook
+//! points sit between exactly those steps (see [`crate::hooks`]). Weights are found by their
+//! checkpoint names through `VarBuilder::pp`, so the code reads like the checkpoint's key tree.
+
+use super::config::ModelConfig;
+use super::linear::Linear;
+use super::rope::Rope;
+use crate::hooks::{run_hook, HookPoint, Hooks, Site};
+use anyhow::Result;
+use candle_core::{DType, Device, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+/// Activations and accumulation run in f32 whatever the weights are stored in.
+pub const COMPUTE_DTYPE: DType = DType::F32;
+
+/// HF's LlamaRMSNorm: normalise in f32, then scale by the weight.
+#[derive(Debug, Clone)]
+struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?.to_dtype(COMPUTE_DTYPE)?;
+        Ok(Self { weight, eps })
+    }
+
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = x.broadcast_mul(&(variance + self.eps)?.sqrt()?.recip()?)?;
+        Ok(normed.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Keys and values of past positions, one entry per layer. A plain struct the caller owns,
+/// so generation state is visible and a cache can be reset or cloned.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<Option<(Tensor, Tensor)>>,
+}
+
+impl KvCache {
+    pub fn new(num_layers: usize) -> Self {
+        Self { layers: vec![None; num_layers] }
+    }
+
+    /// Number of cached positions.
+    pub fn len(&self) -> usize {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Which positions each row of a batch occupies, and which keys are real tokens.
+///
+/// Padding is explicit: `key_mask[b, j]` is 1 for a real token and 0 for padding, over all
+/// keys (cached and new). Rotary positions are given per row, so a left-padded row can start
+/// at position 0 like an unpadded one and yield the same activations.
+#[derive(Debug, Clone)]
+pub struct Positions {
+    /// `[batch, seq]` u32 rotary positions of the new tokens.
+    pub positions: Tensor,
+    /// `[batch, cached + seq]` f32, 1 = attend, 0 = padding. `None`: every key is real.
+    pub key_mask: Option<Tensor>,
+}
+
+impl Positions {
+    /// Positions `offset..offset+seq` in every row, no padding.
+    pub fn contiguous(batch: usize, seq: usize, offset: usize, device: &Device) -> Result<Self> {
+        let row: Vec<u32> = (offset as u32..(offset + seq) as u32).collect();
+        let positions = Tensor::new(row, device)?.unsqueeze(0)?.repeat((batch, 1))?;
+        Ok(Self { positions, key_mask: None })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Attention {
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    num_heads: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (d, hd) = (cfg.hidden_size, cfg.head_dim);
+        Ok(Self {
+            q_proj: Linear::load(&vb.pp("q_proj"), d, cfg.num_attention_heads * hd, cfg.qkv_bias)?,
+            k_proj: Linear::load(&vb.pp("k_proj"), d, cfg.num_key_value_heads * hd, cfg.qkv_bias)?,
+            v_proj: Linear::load(&vb.pp("v_proj"), d, cfg.num_key_value_heads * hd, cfg.qkv_bias)?,
+            o_proj: Linear::load(&vb.pp("o_proj"), cfg.num_attention_heads * hd, d, cfg.o_bias)?,
+            num_heads: cfg.num_attention_heads,
+            num_kv_heads: cfg.num_key_value_heads,
+            head_dim: hd,
+        })
+    }
+
+    /// `x`: `[b, s, d]`; `mask`: additive `[b, 1, s, kv]` or none.
+    fn forward(
+        &self,
+        x: &Tensor,
+        cos_sin: &(Tensor, Tensor),
+        mask: Option<&Tensor>,
+        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        differentiable: bool,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let split = |t: Tensor, heads: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, s, heads, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(self.q_proj.forward(x)?, h)?;
+        let k = split(self.k_proj.forward(x)?, kvh)?;
+        let v = split(self.v_proj.forward(x)?, kvh)?;
+        let q = Rope::apply(&q, &cos_sin.0, &cos_sin.1)?;
+        let k = Rope::apply(&k, &cos_sin.0, &cos_sin.1)?;
+
+        let (k, v) = match cache {
+            Some(slot) => {
+                let kv = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
+                    None => (k, v),
+                };
+                *slot = Some(kv.clone());
+                kv
+            }
+            None => (k, v),
+        };
+        let t = k.dim(2)?;
+
+        // Grouped-query attention without copying K/V: fold the query heads that share a KV
+        // head into the sequence axis, so one batched matmul serves the whole group.
+        let group = h / kvh;
+        let q = q.reshape((b, kvh, group * s, hd))?;
+        let scale = 1.0 / (hd as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, h, s, t))?;
+        let scores = match mask {
+            Some(m) => scores.broadcast_add(m)?,
+            None => scores,
+        };
+        // candle's fused softmax has no backward; the composed one is used when training.
+        let probs = if differentiable {
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            candle_nn::ops::softmax_last_dim(&scores)?
+        };
+        let out = probs.reshape((b, kvh, group * s, t))?.matmul(&v)?;
+        let out = out.reshape((b, h, s, hd))?.transpose(1, 2)?.reshape((b, s, h * hd))?;
+        self.o_proj.forward(&out)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+impl Mlp {
+    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+        Ok(Self {
+            gate_proj: Linear::load(&vb.pp("gate_proj"), d, i, cfg.mlp_bias)?,
+            up_proj: Linear::load(&vb.pp("up_proj"), d, i, cfg.mlp_bias)?,
+            down_proj: Linear::load(&vb.pp("down_proj"), i, d, cfg.mlp_bias)?,
+        })
+    }
+
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`.
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
+        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Block {
+    input_layernorm: RmsNorm,
+    self_attn: Attention,
+    post_attention_layernorm: RmsNorm,
+    mlp: Mlp,
+}
+
+/// A Llama-family decoder with hook points at every layer.
+#[derive(Debug, Clone)]
+pub struct Model {
+    cfg: ModelConfig,
+    embed_tokens: Tensor,
+    blocks: Vec<Block>,
+    norm: RmsNorm,
+    lm_head: Linear,
+    rope: Rope,
+    device: Device,
+    differentiable: bool,
+}
+
+impl Model {
+    /// Builds the model from `vb` rooted at the checkpoint's top level (`model.*`, `lm_head.*`).
+    /// With a `VarMap`-backed builder the same call initialises a model for training.
+    pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let m = vb.pp("model");
+        let embed_tokens = m.pp("embed_tokens").get_with_hints(
+            (cfg.vocab_size, cfg.hidden_size),
+            "weight",
+            Init::Randn { mean: 0.0, stdev: super::linear::INIT_STD },
+        )?;
+        let blocks = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let l = m.pp("layers").pp(i);
+                Ok(Block {
+                    input_layernorm: RmsNorm::load(l.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
+                    self_attn: Attention::load(l.pp("self_attn"), cfg)?,
+                    post_attention_layernorm: RmsNorm::load(
+                        l.pp("post_attention_layernorm"),
+                        cfg.hidden_size,
+                        cfg.rms_norm_eps,
+                    )?,
+                    mlp: Mlp::load(l.pp("mlp"), cfg)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let norm = RmsNorm::load(m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            Linear::from_weight(embed_tokens.clone())
+        } else {
+            Linear::load(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed_tokens,
+            blocks,
+            norm,
+            lm_head,
+            rope: Rope::new(cfg, vb.device())?,
+            device: vb.device().clone(),
+            differentiable: false,
+        })
+    }
+
+    /// Use only autograd-capable ops (for training); slightly slower.
+    pub fn set_differentiable(&mut self, on: bool) {
+        self.differentiable = on;
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The whole stack up to and including the final norm: `[b, s]` token ids to
+    /// `[b, s, d_model]` normalised hidden states (what `lm_head` reads). Calls `hooks` at
+    /// every hook point; with [`crate::hooks::NoHooks`] this is a plain forward.
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        positions: &Positions,
+        mut cache: Option<&mut KvCache>,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Tensor> {
+        let (b, s) = ids.dims2()?;
+        let past = cache.as_ref().map_or(0, |c| c.len());
+        let embedded = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
+        let mut x = embedded.to_dtype(COMPUTE_DTYPE)?.reshape((b, s, self.cfg.hidden_size))?;
+        x = run_hook(hooks, HookPoint::embed(), x)?;
+
+        let cos_sin = self.rope.cos_sin(&positions.positions)?;
+        let mask = self.attention_mask(b, s, past, positions.key_mask.as_ref())?;
+
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = run_hook(hooks, HookPoint::block(i, Site::ResidPre), x)?;
+            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let normed = block.input_layernorm.forward(&x)?;
+            let attn = block.self_attn.forward(&normed, &cos_sin, mask.as_ref(), slot, self.differentiable)?;
+            let attn = run_hook(hooks, HookPoint::block(i, Site::AttnOut), attn)?;
+            x = run_hook(hooks, HookPoint::block(i, Site::ResidMid), (x + attn)?)?;
+            let mlp = block.mlp.forward(&block.post_attention_layernorm.forward(&x)?)?;
+            let mlp = run_hook(hooks, HookPoint::block(i, Site::MlpOut), mlp)?;
+            x = run_hook(hooks, HookPoint::block(i, Site::ResidPost), (x + mlp)?)?;
+        }
+        run_hook(hooks, HookPoint::final_norm(), self.norm.forward(&x)?)
+    }
+
+    /// Unembeds normalised hidden states `[b, s, d]` to logits `[b, s, vocab]`.
+    pub fn logits(&self, normed: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward(normed)
+    }
+
+    /// Additive mask `[b, 1, s, past + s]`: causal (query i sees keys up to past + i), within
+    /// the sliding window if the model has one, and never a padded key. `None` when nothing is
+    /// masked (one new token, no padding, no window), so decoding pays nothing for it.
+    fn attention_mask(&self, b: usize, s: usize, past: usize, key_mask: Option<&Tensor>) -> Result<Option<Tensor>> {
+        let t = past + s;
+        let window = self.cfg.sliding_window.filter(|&w| w < t);
+        if s == 1 && key_mask.is_none() && window.is_none() {
+            return Ok(None);
+        }
+        let keep: Option<Vec<Vec<f32>>> = key_mask.map(|m| m.to_dtype(DType::F32)?.to_vec2()).transpose()?;
+        let mut data = Vec::with_capacity(b * s * t);
+        for row in 0..b {
+            for i in 0..s {
+                let query = past + i;
+                for key in 0..t {
+                    let causal = key <= query;
+                    let in_window = window.is_none_or(|w| query - key.min(query) < w);
+                    let real = keep.as_ref().is_none_or(|k| k[row][key] > 0.5);
+                    // HF fills with the dtype's minimum rather than -inf, so a row with no
+                    // visible key (a padding query) gets a uniform softmax instead of NaN.
+                    data.push(if causal && in_window && real { 0.0 } else { f32::MIN });
+                }
+            }
+        }
+        Ok(Some(Tensor::from_vec(data, (b, 1, s, t), &self.device)?))
+    }
+}

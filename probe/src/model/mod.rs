@@ -1,0 +1,15 @@
+//! The Llama-family model: config, weights, tokenizer and the Aligner template.
+
+pub mod checkpoint;
+pub mod config;
+pub mod linear;
+pub mod llama;
+pub mod rope;
+pub mod template;
+pub mod tokenizer;
+
+pub use checkpoint::Checkpoint;
+pub use config::{Architecture, ModelConfig, RopeScaling};
+pub use llama::{KvCache, Model, Positions, COMPUTE_DTYPE};
+pub use template::AlignerTemplate;
+pub use tokenizer::AlignerTokenizer;

@@ -1,0 +1,92 @@
+//! Our forward pass against HF transformers on the same weights.
+//!
+//! `tests/golden/make_golden.py` builds four tiny random checkpoints (Llama GQA untied, Llama 3
+//! rope scaling tied, Qwen2 with biases, Mistral bf16 with a sliding window) and saves HF's
+//! outputs for fixed token ids. HF convention: `output_hidden_states[i + 1]` is the output of
+//! decoder layer i for i < L - 1, but the last entry `hidden_states[L]` already has the final
+//! norm applied. So we compare our `blocks.{i}.hook_resid_post` with a forward hook on
+//! `model.layers[i]` (saved as `blocks.{i}.hook_resid_post`), and `hidden_states[L]` with our
+//! `ln_final.hook_normalized`.
+
+use candle_core::{DType, Device, Tensor};
+use probe::hooks::{HookPoint, Hooks};
+use probe::{Checkpoint, NoHooks, Positions};
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+const TOLERANCE: f32 = 1e-4;
+
+fn golden_dir(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name)
+}
+
+struct Keep(HashMap<HookPoint, Tensor>);
+
+impl Hooks for Keep {
+    fn wants(&self, _: HookPoint) -> bool {
+        true
+    }
+    fn on(&mut self, point: HookPoint, activation: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        self.0.insert(point, activation.squeeze(0)?);
+        Ok(None)
+    }
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+}
+
+fn check(name: &str) {
+    let dir = golden_dir(name);
+    let ckpt = Checkpoint::load(&dir).unwrap();
+    let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let positions = Positions::contiguous(1, ids.len(), 0, &Device::Cpu).unwrap();
+    let mut keep = Keep(HashMap::new());
+    let normed = ckpt.model.forward(&input, &positions, None, &mut keep).unwrap();
+    let layers = ckpt.config.num_hidden_layers;
+    for i in 0..layers {
+        let key = format!("blocks.{i}.hook_resid_post");
+        let err = max_abs_diff(&keep.0[&HookPoint::resid_post(i)], &golden[&key]);
+        assert!(err <= TOLERANCE, "{name} {key}: max abs error {err}");
+        if i + 1 < layers {
+            let err = max_abs_diff(&keep.0[&HookPoint::resid_post(i)], &golden[&format!("hidden_states.{}", i + 1)]);
+            assert!(err <= TOLERANCE, "{name} hidden_states.{}: {err}", i + 1);
+        }
+    }
+    let err = max_abs_diff(&keep.0[&HookPoint::embed()], &golden["hidden_states.0"]);
+    assert!(err <= TOLERANCE, "{name} embeddings: {err}");
+    let err = max_abs_diff(&keep.0[&HookPoint::final_norm()], &golden[&format!("hidden_states.{layers}")]);
+    assert!(err <= TOLERANCE, "{name} final norm: {err}");
+    let logits = ckpt.model.logits(&normed).unwrap().squeeze(0).unwrap();
+    let err = max_abs_diff(&logits, &golden["logits"]);
+    assert!(err <= TOLERANCE, "{name} logits: max abs error {err}");
+
+    // The same ids without hooks give the same logits: hooks that only read change nothing.
+    let plain = ckpt.model.forward(&input, &positions, None, &mut NoHooks).unwrap();
+    assert_eq!(max_abs_diff(&plain, &normed), 0.0);
+}
+
+#[test]
+fn llama_gqa_untied_matches_hf() {
+    check("llama_gqa");
+}
+
+#[test]
+fn llama3_rope_scaling_tied_matches_hf() {
+    check("llama3_tied");
+}
+
+#[test]
+fn qwen2_biases_match_hf() {
+    check("qwen2_bias");
+}
+
+#[test]
+fn mistral_bf16_sliding_window_matches_hf() {
+    let ckpt = Checkpoint::load(&golden_dir("mistral_bf16")).unwrap();
+    assert_eq!(ckpt.weight_dtype, DType::BF16, "weights stay in their stored dtype");
+    check("mistral_bf16");
+}
