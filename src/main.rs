@@ -1,1 +1,43 @@
-fn main(){}
+//! `alens`: the command line of aligner-lens. Each command parses flags, calls a library crate
+//! (`probe`, `steer`, `viz`) and prints; the maths lives in the crates.
+
+mod commands;
+mod model_arg;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "alens",
+    version,
+    about = "Look inside and steer Aligner models (Llama, Mistral, Qwen2 checkpoints)",
+    long_about = "Look inside and steer Aligner models.\n\n\
+        Every command takes --model DIR, a local HF-layout checkpoint directory; the default is \
+        the shipped mini-aligner.\n\n\
+        Example:\n  alens capture --token-ids 1,5,9,2 --points resid_post,logits --out acts.safetensors"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Capture(commands::capture::CaptureArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Capture(args) => commands::capture::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, with the context chain, never a backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

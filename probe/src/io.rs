@@ -26,7 +26,13 @@ impl AtomicFile {
         }
         let name = dest.file_name().with_context(|| format!("not a file path: {}", dest.display()))?;
         let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        let file = File::create(&tmp).with_context(|| format!("failed to create {}", tmp.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .with_context(|| format!("failed to create {}", tmp.display()))?;
         Ok(Self { tmp, dest: dest.to_path_buf(), file: Some(file) })
     }
 

@@ -1,1 +1,1 @@
-
+//! steer: control vectors and steered generation on top of probe's hooked model.

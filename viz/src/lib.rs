@@ -1,1 +1,1 @@
-
+//! viz: draws arrays (heatmaps, curves) with plotters; knows nothing of models.

@@ -1,0 +1,94 @@
+use crate::model_arg;
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use probe::capture::{capture_to_file, CaptureRequest, PositionMode};
+use probe::stimuli::read_jsonl;
+use probe::AlignerTemplate;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Run inputs through the model and save activations at named hook points.
+///
+/// Tensors are named by hook point (blocks.3.hook_resid_post), shape [tokens, d_model] for
+/// one prompt or [records, d_model] with --positions last; `logits` holds the final logits.
+/// --token-ids feeds ids exactly as given (no BOS added); --prompt and --data go through the
+/// tokenizer's post-processor, like HF's tokenizer(text). --data records are rendered through
+/// the Aligner template.
+///
+/// Example:
+///   alens capture --model tests/golden/llama_gqa --token-ids 1,5,9,2 --points resid_post,logits --out x.safetensors
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct CaptureArgs {
+    /// Checkpoint directory (HF layout). Default: the shipped mini-aligner.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// One prompt, tokenized with the checkpoint's tokenizer.
+    #[arg(long, conflicts_with_all = ["token_ids", "data"])]
+    prompt: Option<String>,
+    /// Comma-separated token ids, fed exactly as given.
+    #[arg(long, value_delimiter = ',', conflicts_with = "data")]
+    token_ids: Option<Vec<u32>>,
+    /// JSONL stimulus records ({"question", "answer", ...}), rendered through the template.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Hook points: short names (embed, resid_pre, attn_out, resid_mid, mlp_out, resid_post,
+    /// ln_final), full names (blocks.3.hook_attn_out), `logits`, or `all`.
+    #[arg(long, default_value = "resid_post")]
+    points: String,
+    /// Layers for short per-layer names: `all` or a list such as 0-3,7.
+    #[arg(long, default_value = "all")]
+    layers: String,
+    /// Token positions to keep: all, or last (one row per sequence).
+    #[arg(long, default_value = "all")]
+    positions: PositionMode,
+    /// Output file: .safetensors or .npz.
+    #[arg(long)]
+    out: PathBuf,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    /// Aligner prompt template with {question} and {answer} (for --data).
+    #[arg(long)]
+    template: Option<String>,
+}
+
+pub fn run(args: CaptureArgs) -> Result<()> {
+    let ckpt = model_arg::load(&args.model)?;
+    let template = match &args.template {
+        Some(t) => AlignerTemplate::new(t)?,
+        None => AlignerTemplate::default(),
+    };
+    let sequences: Vec<Vec<u32>> = if let Some(ids) = &args.token_ids {
+        vec![ids.clone()]
+    } else if let Some(prompt) = &args.prompt {
+        vec![ckpt.tokenizer()?.encode(prompt)?]
+    } else if let Some(path) = &args.data {
+        let tokenizer = ckpt.tokenizer()?;
+        read_jsonl(path)?
+            .iter()
+            .map(|r| tokenizer.encode(&template.render(&r.question, &r.answer)))
+            .collect::<Result<_>>()
+            .with_context(|| format!("tokenizing {}", path.display()))?
+    } else {
+        bail!("give one input: --prompt TEXT, --token-ids 1,2,3 or --data FILE.jsonl");
+    };
+    let request = CaptureRequest::parse(&args.points, &args.layers, ckpt.config.num_hidden_layers, args.positions)?;
+    let mut metadata = BTreeMap::new();
+    metadata.insert("model".to_string(), ckpt.dir.display().to_string());
+    metadata.insert("positions".to_string(), format!("{:?}", args.positions).to_lowercase());
+    if args.data.is_some() {
+        metadata.insert("template".to_string(), template.as_str().to_string());
+    }
+    let summary = capture_to_file(&ckpt, &sequences, &request, &args.out, args.batch_size, metadata)?;
+    println!(
+        "wrote {} tensors for {} sequences ({} tokens) to {} in {:.2}s ({:.0} tokens/s)",
+        summary.tensors.len(),
+        summary.sequences,
+        summary.tokens,
+        args.out.display(),
+        summary.seconds,
+        summary.tokens as f64 / summary.seconds.max(1e-9)
+    );
+    Ok(())
+}
