@@ -25,12 +25,20 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     Capture(commands::capture::CaptureArgs),
+    Generate(commands::generate::GenerateArgs),
+    Eval(commands::eval::EvalArgs),
+    Corpus(commands::corpus::CorpusArgs),
+    TrainMini(commands::train_mini::TrainMiniArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Capture(args) => commands::capture::run(args),
+        Command::Generate(args) => commands::generate::run(args),
+        Command::Eval(args) => commands::eval::run(args),
+        Command::Corpus(args) => commands::corpus::run(args),
+        Command::TrainMini(args) => commands::train_mini::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,11 +13,17 @@ pub fn default_model_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("ALENS_MODEL") {
         return PathBuf::from(dir);
     }
-    let local = PathBuf::from(MINI_ALIGNER);
-    if local.is_dir() {
+    shipped(MINI_ALIGNER)
+}
+
+/// A file shipped in the repository: under the current directory if there, else in the
+/// source tree this binary was built from.
+pub fn shipped(relative: &str) -> PathBuf {
+    let local = PathBuf::from(relative);
+    if local.exists() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(MINI_ALIGNER)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
 pub fn load(model: &Option<PathBuf>) -> Result<Checkpoint> {

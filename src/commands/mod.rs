@@ -1,1 +1,5 @@
 pub mod capture;
+pub mod corpus;
+pub mod eval;
+pub mod generate;
+pub mod train_mini;

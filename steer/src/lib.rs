@@ -1,1 +1,9 @@
-//! steer: control vectors and steered generation on top of probe's hooked model.
+//! `steer`: act on the inside of an Aligner.
+//!
+//! KV-cached generation through probe's hooked model ([`generate`]), the correction
+//! magnitude ([`magnitude`]) and evaluation of corrections ([`eval`]). It uses probe's model
+//! and hook trait; probe never depends on steer. It does not draw (that is `viz`).
+
+pub mod eval;
+pub mod generate;
+pub mod magnitude;

@@ -1,0 +1,85 @@
+//! Forward-pass throughput on a random 110M-parameter Llama (12 layers, d 768, vocab 32000),
+//! batch 8 x 128 tokens, the shape HF transformers is compared at in the README.
+//!
+//! Prints tokens/s and ratios against the plain (unhooked) forward measured in this same run,
+//! so the numbers compare like with like on whatever machine runs it:
+//!   cargo bench --bench forward
+//! `benches/hf_forward.py` measures HF transformers on the same shape and thread count.
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use probe::hooks::{HookPoint, Hooks, Site};
+use probe::{Model, ModelConfig, NoHooks, Positions};
+use std::time::Instant;
+
+const CONFIG: &str = r#"{"model_type": "llama", "vocab_size": 32000, "hidden_size": 768,
+    "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "num_key_value_heads": 12, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048}"#;
+const BATCH: usize = 8;
+const SEQ: usize = 128;
+
+/// Reads every resid_post, as `alens capture --points resid_post` does.
+struct ReadResidPost(Vec<Tensor>);
+
+impl Hooks for ReadResidPost {
+    fn wants(&self, point: HookPoint) -> bool {
+        point.site == Site::ResidPost
+    }
+    fn on(&mut self, _: HookPoint, activation: &Tensor) -> anyhow::Result<Option<Tensor>> {
+        self.0.push(activation.clone());
+        Ok(None)
+    }
+}
+
+/// Median seconds of `runs` calls after one warm-up.
+fn time(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut samples: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    samples[runs / 2]
+}
+
+fn main() {
+    let cfg = ModelConfig::from_json(CONFIG).unwrap();
+    let varmap = VarMap::new();
+    let model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
+    let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    let ids: Vec<u32> = (0..BATCH * SEQ).map(|i| (i * 7919 % 32000) as u32).collect();
+    let ids = Tensor::from_vec(ids, (BATCH, SEQ), &Device::Cpu).unwrap();
+    let positions = Positions::contiguous(BATCH, SEQ, 0, &Device::Cpu).unwrap();
+    let tokens = (BATCH * SEQ) as f64;
+    let runs = 5;
+
+    let plain = time(runs, || {
+        let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
+        model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+    });
+    let hooked = time(runs, || {
+        let mut read = ReadResidPost(Vec::new());
+        let h = model.forward(&ids, &positions, None, &mut read).unwrap();
+        model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+        for t in read.0 {
+            t.to_vec3::<f32>().unwrap();
+        }
+    });
+    let with_logits = time(runs, || {
+        let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
+        model.logits(&h).unwrap();
+    });
+    println!("random Llama, {:.0}M parameters, batch {BATCH} x {SEQ} tokens, {} threads", params as f64 / 1e6,
+             candle_core::utils::get_num_threads());
+    println!("{:<44} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
+    for (name, secs) in [
+        ("plain forward (baseline)", plain),
+        ("forward + read all 12 resid_post to host", hooked),
+        ("forward + logits at every position", with_logits),
+    ] {
+        println!("{name:<44} {:>9.1} {:>10.0} {:>7.3}x", secs * 1e3, tokens / secs, secs / plain);
+    }
+}

@@ -1,0 +1,9 @@
+//! `mini`: the miniature Aligner that aligner-lens ships and defaults to.
+//!
+//! A synthetic correction corpus ([`corpus`]), a tokenizer trained on it ([`tokenizer`]) and
+//! training of probe's own Llama model on it with candle-nn ([`train`]). Not a general
+//! training framework: it exists so the Aligner study can be reproduced offline in minutes.
+
+pub mod corpus;
+pub mod tokenizer;
+pub mod train;

@@ -1,0 +1,303 @@
+//! Training the mini-aligner with candle-nn: AdamW, linear warm-up then cosine decay,
+//! gradient clipping, and loss only on the answer after `ASSISTANT:` (the correction and its
+//! EOS), as Aligner's supervised fine-tuning does. Seeded: the corpus, the initial weights
+//! and the batch order all come from one `StdRng`, so a run reproduces bit for bit on the
+//! same machine.
+
+use crate::corpus::{self, Split};
+use crate::tokenizer::{train_tokenizer, BOS, EOS, PAD};
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use probe::model::AlignerTokenizer;
+use probe::stimuli::StimulusRecord;
+use probe::{AlignerTemplate, Model, ModelConfig, NoHooks, Positions};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use std::path::Path;
+
+/// Everything that determines the trained checkpoint.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOptions {
+    pub seed: u64,
+    pub steps: usize,
+    pub batch_size: usize,
+    pub learning_rate: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    pub max_grad_norm: f64,
+    pub train_records: usize,
+    pub vocab_size: usize,
+    pub layers: usize,
+    pub hidden: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub intermediate: usize,
+}
+
+impl Default for TrainOptions {
+    /// The shipped mini-aligner's settings.
+    fn default() -> Self {
+        Self {
+            seed: 20241,
+            steps: 1500,
+            batch_size: 32,
+            learning_rate: 3e-3,
+            warmup_steps: 100,
+            weight_decay: 0.01,
+            max_grad_norm: 1.0,
+            train_records: 20_000,
+            vocab_size: 800,
+            layers: 6,
+            hidden: 128,
+            heads: 4,
+            kv_heads: 2,
+            intermediate: 352,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainReport {
+    pub parameters: usize,
+    pub steps: usize,
+    pub first_loss: f64,
+    /// Mean loss over the last 50 steps.
+    pub final_loss: f64,
+    pub validation_loss: f64,
+    pub seconds: f64,
+    pub copy_share: f64,
+}
+
+/// One training sequence: prompt ids, then the target (correction + EOS) from `target_start`.
+struct Example {
+    ids: Vec<u32>,
+    target_start: usize,
+}
+
+fn encode_examples(tokenizer: &AlignerTokenizer, template: &AlignerTemplate, records: &[StimulusRecord], eos: u32) -> Result<Vec<Example>> {
+    records
+        .iter()
+        .map(|r| {
+            let correction = r.correction.as_deref().context("training records need a correction")?;
+            let mut ids = tokenizer.encode(&template.render(&r.question, &r.answer))?;
+            let target_start = ids.len();
+            ids.extend(tokenizer.encode_plain(&format!(" {correction}"))?);
+            ids.push(eos);
+            Ok(Example { ids, target_start })
+        })
+        .collect()
+}
+
+/// HF `config.json` (transformers 4.x layout, like Aligner-7B's) for the mini-aligner.
+fn hf_config(opts: &TrainOptions, vocab: usize, max_len: usize) -> serde_json::Value {
+    serde_json::json!({
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": vocab,
+        "hidden_size": opts.hidden,
+        "intermediate_size": opts.intermediate,
+        "num_hidden_layers": opts.layers,
+        "num_attention_heads": opts.heads,
+        "num_key_value_heads": opts.kv_heads,
+        "head_dim": opts.hidden / opts.heads,
+        "hidden_act": "silu",
+        "max_position_embeddings": max_len.next_power_of_two().max(128),
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "rope_scaling": null,
+        "attention_bias": false,
+        "mlp_bias": false,
+        "tie_word_embeddings": true,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+        "pad_token_id": 0,
+        "torch_dtype": "float32",
+    })
+}
+
+/// Box-Muller on the seeded generator: candle's own CPU initialisers cannot be seeded.
+fn seeded_init(varmap: &VarMap, rng: &mut StdRng, std: f64) -> Result<()> {
+    let vars = varmap.data().lock().expect("varmap lock");
+    let mut names: Vec<&String> = vars.keys().collect();
+    names.sort();
+    for name in names {
+        let var = &vars[name];
+        let n = var.elem_count();
+        let values: Vec<f32> = if name.contains("norm") {
+            vec![1.0; n]
+        } else {
+            (0..n)
+                .map(|_| {
+                    let (u1, u2): (f64, f64) = (rng.gen::<f64>().max(1e-12), rng.gen());
+                    (std * (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+                })
+                .collect()
+        };
+        var.set(&Tensor::from_vec(values, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+/// Mean cross-entropy of the target tokens of `batch`.
+fn batch_loss(model: &Model, batch: &[&Example], device: &Device) -> Result<Tensor> {
+    let width = batch.iter().map(|e| e.ids.len()).max().unwrap_or(1);
+    let mut ids = Vec::with_capacity(batch.len() * width);
+    let mut rows = Vec::new();
+    let mut targets = Vec::new();
+    for (b, e) in batch.iter().enumerate() {
+        ids.extend_from_slice(&e.ids);
+        ids.extend(std::iter::repeat_n(0u32, width - e.ids.len()));
+        // Position p predicts token p + 1; only target tokens count.
+        for p in e.target_start - 1..e.ids.len() - 1 {
+            rows.push((b * width + p) as u32);
+            targets.push(e.ids[p + 1]);
+        }
+    }
+    let input = Tensor::from_vec(ids, (batch.len(), width), device)?;
+    let positions = Positions::contiguous(batch.len(), width, 0, device)?;
+    let normed = model.forward(&input, &positions, None, &mut NoHooks)?;
+    let d = normed.dim(2)?;
+    let picked = normed.reshape((batch.len() * width, d))?.index_select(&Tensor::new(rows, device)?, 0)?;
+    let logits = model.logits(&picked)?;
+    Ok(candle_nn::loss::cross_entropy(&logits, &Tensor::new(targets, device)?)?)
+}
+
+fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
+    if step < opts.warmup_steps {
+        return opts.learning_rate * (step + 1) as f64 / opts.warmup_steps as f64;
+    }
+    let progress = (step - opts.warmup_steps) as f64 / (opts.steps - opts.warmup_steps).max(1) as f64;
+    // Cosine decay to a tenth of the peak.
+    opts.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+}
+
+/// Scales the gradients so their global norm is at most `max_norm`; returns the norm before.
+fn clip_gradients(grads: &mut candle_core::backprop::GradStore, varmap: &VarMap, max_norm: f64) -> Result<f64> {
+    let vars = varmap.all_vars();
+    let mut squared = 0.0f64;
+    for v in &vars {
+        if let Some(g) = grads.get(v.as_tensor()) {
+            squared += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    let norm = squared.sqrt();
+    if !norm.is_finite() {
+        bail!("gradient norm is {norm}: training diverged");
+    }
+    if norm > max_norm {
+        let scale = max_norm / norm;
+        for v in &vars {
+            if let Some(g) = grads.get(v.as_tensor()) {
+                let scaled = (g * scale)?;
+                grads.insert(v.as_tensor(), scaled);
+            }
+        }
+    }
+    Ok(norm)
+}
+
+/// Trains the mini-aligner and writes an HF-layout checkpoint (config.json,
+/// model.safetensors, tokenizer.json, generation_config.json, training.json) to `out`.
+pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64)) -> Result<TrainReport> {
+    let started = std::time::Instant::now();
+    if opts.steps == 0 || opts.batch_size == 0 || opts.train_records == 0 {
+        bail!("steps, batch size and training records must be positive");
+    }
+    let device = Device::Cpu;
+    let template = AlignerTemplate::default();
+    let records = corpus::generate(opts.seed, opts.train_records, Split::Train);
+    let validation = corpus::generate(opts.seed ^ 0x5eed, 256, Split::Validation);
+
+    let texts: Vec<String> = records
+        .iter()
+        .flat_map(|r| [template.render(&r.question, &r.answer), r.correction.clone().unwrap_or_default()])
+        .collect();
+    let tokenizer = train_tokenizer(&texts, opts.vocab_size)?;
+    let eos = tokenizer.token_id(EOS).context("tokenizer lacks EOS")?;
+    debug_assert_eq!((tokenizer.token_id(PAD), tokenizer.token_id(BOS), Some(eos)), (Some(0), Some(1), Some(2)));
+    let examples = encode_examples(&tokenizer, &template, &records, eos)?;
+    let held_out = encode_examples(&tokenizer, &template, &validation, eos)?;
+    let max_len = examples.iter().chain(&held_out).map(|e| e.ids.len()).max().unwrap_or(1);
+
+    let config_json = hf_config(opts, tokenizer.vocab_size(), max_len);
+    let cfg = ModelConfig::from_json(&config_json.to_string())?;
+    let varmap = VarMap::new();
+    let mut model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &cfg)?;
+    model.set_differentiable(true);
+    let mut rng = StdRng::seed_from_u64(opts.seed);
+    seeded_init(&varmap, &mut rng, probe::model::linear::INIT_STD)?;
+    let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+
+    let mut optimizer = AdamW::new(
+        varmap.all_vars(),
+        ParamsAdamW { lr: opts.learning_rate, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: opts.weight_decay },
+    )?;
+    let mut losses = Vec::with_capacity(opts.steps);
+    for step in 0..opts.steps {
+        let batch: Vec<&Example> = (0..opts.batch_size).map(|_| &examples[rng.gen_range(0..examples.len())]).collect();
+        let loss = batch_loss(&model, &batch, &device)?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        let mut grads = loss.backward()?;
+        clip_gradients(&mut grads, &varmap, opts.max_grad_norm)?;
+        optimizer.set_learning_rate(learning_rate(opts, step));
+        optimizer.step(&grads)?;
+        losses.push(value);
+        on_step(step, value);
+    }
+
+    model.set_differentiable(false);
+    let mut validation_loss = 0.0;
+    for chunk in held_out.chunks(64) {
+        let refs: Vec<&Example> = chunk.iter().collect();
+        validation_loss += batch_loss(&model, &refs, &device)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+    }
+    validation_loss /= held_out.len() as f64;
+
+    let tail = &losses[losses.len().saturating_sub(50)..];
+    let report = TrainReport {
+        parameters,
+        steps: opts.steps,
+        first_loss: losses[0],
+        final_loss: tail.iter().sum::<f64>() / tail.len() as f64,
+        validation_loss,
+        seconds: started.elapsed().as_secs_f64(),
+        copy_share: corpus::copy_share(&records),
+    };
+    write_checkpoint(out, &varmap, &config_json, &tokenizer, opts, &report)?;
+    Ok(report)
+}
+
+fn write_checkpoint(
+    out: &Path,
+    varmap: &VarMap,
+    config: &serde_json::Value,
+    tokenizer: &AlignerTokenizer,
+    opts: &TrainOptions,
+    report: &TrainReport,
+) -> Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
+    let json = |v: &serde_json::Value| serde_json::to_vec_pretty(v).expect("JSON values serialise");
+    probe::io::write_atomic(&out.join("config.json"), &json(config))?;
+    let generation = serde_json::json!({"bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0, "do_sample": false});
+    probe::io::write_atomic(&out.join("generation_config.json"), &json(&generation))?;
+    let training = serde_json::json!({"options": opts, "report": report});
+    probe::io::write_atomic(&out.join("training.json"), &json(&training))?;
+
+    // safetensors orders tensors by dtype and name when writing, so identical runs give identical files.
+    let tensors: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("varmap lock")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    let tmp = out.join(".model.safetensors.tmp");
+    candle_core::safetensors::save(&tensors, &tmp).context("failed to write model.safetensors")?;
+    std::fs::rename(&tmp, out.join("model.safetensors"))?;
+    let tmp = out.join(".tokenizer.json.tmp");
+    tokenizer.save(&tmp)?;
+    std::fs::rename(&tmp, out.join("tokenizer.json"))?;
+    Ok(())
+}

@@ -1,0 +1,56 @@
+use crate::model_arg;
+use anyhow::Result;
+use clap::Args;
+use probe::stimuli::read_jsonl;
+use probe::AlignerTemplate;
+use std::path::PathBuf;
+use steer::eval::evaluate;
+
+/// Evaluate an Aligner: exact-match rates on copy and correct cases, per category, and the
+/// mean correction magnitude (normalised token edit distance, answer -> output).
+///
+/// Generation is greedy and KV-cached, through the Aligner template.
+///
+/// Example:
+///   alens eval --data notebooks-data/corpus/test.jsonl --json eval.json
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct EvalArgs {
+    /// Checkpoint directory. Default: the shipped mini-aligner.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Records with question, answer, correction. Default: the shipped test split.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Also write the scores as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Aligner prompt template with {question} and {answer}.
+    #[arg(long)]
+    template: Option<String>,
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    let ckpt = model_arg::load(&args.model)?;
+    let template = match &args.template {
+        Some(t) => AlignerTemplate::new(t)?,
+        None => AlignerTemplate::default(),
+    };
+    let data = args.data.unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
+    let records = read_jsonl(&data)?;
+    let report = evaluate(&ckpt, &template, &records, args.max_new_tokens)?;
+    println!("{:<12} {:>5} {:>11} {:>14} {:>10}", "category", "n", "copy exact", "correct exact", "magnitude");
+    let row = |name: &str, s: &steer::eval::EvalScores| {
+        println!("{name:<12} {:>5} {:>10.1}% {:>13.1}% {:>10.3}", s.n, 100.0 * s.copy_exact, 100.0 * s.correct_exact, s.mean_correction_magnitude)
+    };
+    for (name, scores) in &report.per_category {
+        row(name, scores);
+    }
+    row("all", &report.overall);
+    if let Some(path) = &args.json {
+        probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+    }
+    Ok(())
+}

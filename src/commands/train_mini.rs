@@ -1,0 +1,64 @@
+use anyhow::Result;
+use clap::Args;
+use mini::train::{train, TrainOptions};
+use std::path::PathBuf;
+
+/// Train the miniature Aligner from scratch (reproduces the shipped one with its seed).
+///
+/// Generates the synthetic correction corpus, trains a byte-level BPE tokenizer on it, then
+/// trains a small Llama with AdamW (loss only on the corrected answer after ASSISTANT:),
+/// and writes an HF-layout checkpoint that alens and HF transformers both load.
+///
+/// Example:
+///   alens train-mini --out my-mini-aligner --seed 20241
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct TrainMiniArgs {
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = TrainOptions::default().seed)]
+    seed: u64,
+    #[arg(long, default_value_t = TrainOptions::default().steps)]
+    steps: usize,
+    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
+    batch_size: usize,
+    #[arg(long, default_value_t = TrainOptions::default().learning_rate)]
+    learning_rate: f64,
+    /// Records drawn for training.
+    #[arg(long, default_value_t = TrainOptions::default().train_records)]
+    train_records: usize,
+    #[arg(long, default_value_t = TrainOptions::default().layers)]
+    layers: usize,
+    #[arg(long, default_value_t = TrainOptions::default().hidden)]
+    hidden: usize,
+}
+
+pub fn run(args: TrainMiniArgs) -> Result<()> {
+    let defaults = TrainOptions::default();
+    let opts = TrainOptions {
+        seed: args.seed,
+        steps: args.steps,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        warmup_steps: defaults.warmup_steps.min(args.steps / 5).max(1),
+        train_records: args.train_records,
+        layers: args.layers,
+        hidden: args.hidden,
+        ..defaults
+    };
+    let bar = probe::progress::bar(opts.steps as u64, "train");
+    let mut smoothed = None::<f64>;
+    let report = train(&opts, &args.out, &mut |step, loss| {
+        let s = smoothed.map_or(loss, |m| 0.95 * m + 0.05 * loss);
+        smoothed = Some(s);
+        bar.set_position(step as u64 + 1);
+        bar.set_message(format!("loss {s:.4}"));
+    })?;
+    bar.finish_and_clear();
+    println!(
+        "trained {} parameters for {} steps in {:.0}s: loss {:.4} -> {:.4}, validation loss {:.4}; wrote {}",
+        report.parameters, report.steps, report.seconds, report.first_loss, report.final_loss, report.validation_loss,
+        args.out.display()
+    );
+    Ok(())
+}
