@@ -3,6 +3,7 @@
 
 mod commands;
 mod model_arg;
+mod steering_args;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ enum Command {
     Eval(commands::eval::EvalArgs),
     Corpus(commands::corpus::CorpusArgs),
     TrainMini(commands::train_mini::TrainMiniArgs),
+    Lat(commands::lat::LatArgs),
 }
 
 fn main() -> ExitCode {
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Eval(args) => commands::eval::run(args),
         Command::Corpus(args) => commands::corpus::run(args),
         Command::TrainMini(args) => commands::train_mini::run(args),
+        Command::Lat(args) => commands::lat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -7,6 +7,7 @@
 pub mod capture;
 pub mod hooks;
 pub mod io;
+pub mod lat;
 pub mod model;
 pub mod progress;
 pub mod stimuli;

@@ -1,14 +1,18 @@
 use crate::model_arg;
-use anyhow::Result;
+use crate::steering_args::SteeringArgs;
+use anyhow::{bail, Result};
 use clap::Args;
 use probe::{AlignerTemplate, NoHooks};
 use std::path::PathBuf;
 use steer::generate::{correct, GenerationConfig, Sampling};
 
-/// Generate the Aligner's corrected answer for a question and an upstream answer.
+/// Generate the Aligner's corrected answer for a question and an upstream answer, optionally
+/// steered: --alpha adds alpha x the control vector at the chosen layers' outputs (positive =
+/// more correction, negative = more copying).
 ///
-/// Example:
+/// Examples:
 ///   alens generate --question "what is the capital of france?" --answer "the capital of france is rome."
+///   alens generate --question "what colour is snow?" --answer "snow is white." --alphas -4,0,4
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct GenerateArgs {
@@ -19,6 +23,14 @@ pub struct GenerateArgs {
     question: String,
     #[arg(long)]
     answer: String,
+    /// Steering strength (the correction knob). Needs a vector file (default: the shipped one).
+    #[arg(long, allow_hyphen_values = true, conflicts_with = "alphas")]
+    alpha: Option<f64>,
+    /// Several strengths, one output each, side by side (e.g. -4,0,4).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    alphas: Option<Vec<f64>>,
+    #[command(flatten)]
+    steering: SteeringArgs,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// Continue past end-of-sequence until --max-new-tokens.
@@ -56,10 +68,37 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         ignore_eos: args.ignore_eos,
         sampling,
     };
-    let (output, ids) = correct(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?;
-    println!("{output}");
-    if args.json {
-        println!("{}", serde_json::json!({"output": output, "token_ids": ids}));
+    let alphas: Option<Vec<f64>> = args.alphas.clone().or(args.alpha.map(|a| vec![a]));
+    let Some(alphas) = alphas else {
+        let (output, ids) = correct(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?;
+        println!("{output}");
+        if args.json {
+            println!("{}", serde_json::json!({"output": output, "token_ids": ids}));
+        }
+        return Ok(());
+    };
+    if alphas.is_empty() {
+        bail!("--alphas needs at least one value");
+    }
+    let (vectors, layers) = args.steering.load(&ckpt)?;
+    let mut results = Vec::new();
+    for &alpha in &alphas {
+        let mut hook = args.steering.hook(&ckpt, &vectors, &layers, alpha)?;
+        results.push((alpha, correct(&ckpt, &template, &args.question, &args.answer, &config, &mut hook)?));
+    }
+    if let [(_, (output, ids))] = results.as_slice() {
+        println!("{output}");
+        if args.json {
+            println!("{}", serde_json::json!({"output": output, "token_ids": ids}));
+        }
+    } else {
+        for (alpha, (output, _)) in &results {
+            println!("alpha {alpha:>+6.2} | {output}");
+        }
+        if args.json {
+            let all: Vec<_> = results.iter().map(|(a, (o, ids))| serde_json::json!({"alpha": a, "output": o, "token_ids": ids})).collect();
+            println!("{}", serde_json::Value::Array(all));
+        }
     }
     Ok(())
 }

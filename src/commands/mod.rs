@@ -2,4 +2,5 @@ pub mod capture;
 pub mod corpus;
 pub mod eval;
 pub mod generate;
+pub mod lat;
 pub mod train_mini;

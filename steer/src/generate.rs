@@ -30,14 +30,6 @@ impl GenerationConfig {
     }
 }
 
-/// Where a steering hook is being called from: the prompt (prefill) or a generated token.
-/// Hooks that act only on one of them read this through [`PhaseAware`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Prompt,
-    Generated,
-}
-
 /// Generates up to `max_new_tokens` after `prompt`, returning only the new ids (without a
 /// final EOS). The prompt is fed once (prefill), then one token per step from the cache.
 pub fn generate(
@@ -45,7 +37,6 @@ pub fn generate(
     prompt: &[u32],
     config: &GenerationConfig,
     hooks: &mut dyn Hooks,
-    mut on_phase: Option<&mut dyn FnMut(Phase)>,
 ) -> Result<Vec<u32>> {
     if prompt.is_empty() {
         bail!("cannot generate from an empty prompt");
@@ -63,9 +54,6 @@ pub fn generate(
     let mut generated = Vec::new();
     let mut input: Vec<u32> = prompt.to_vec();
     while generated.len() < config.max_new_tokens {
-        if let Some(f) = on_phase.as_deref_mut() {
-            f(if generated.is_empty() { Phase::Prompt } else { Phase::Generated });
-        }
         let ids = Tensor::new(input.as_slice(), device)?.unsqueeze(0)?;
         let positions = Positions::contiguous(1, input.len(), cache.len(), device)?;
         let normed = model.forward(&ids, &positions, Some(&mut cache), hooks)?;
@@ -129,6 +117,6 @@ pub fn correct(
 ) -> Result<(String, Vec<u32>)> {
     let tokenizer = ckpt.tokenizer()?;
     let prompt = tokenizer.encode(&template.render(question, answer))?;
-    let ids = generate(&ckpt.model, &prompt, config, hooks, None)?;
+    let ids = generate(&ckpt.model, &prompt, config, hooks)?;
     Ok((tokenizer.decode(&ids)?.trim().to_string(), ids))
 }

@@ -7,3 +7,5 @@
 pub mod eval;
 pub mod generate;
 pub mod magnitude;
+pub mod steering;
+pub mod vectors;

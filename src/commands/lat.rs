@@ -1,0 +1,113 @@
+use crate::model_arg;
+use anyhow::Result;
+use clap::Args;
+use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
+use probe::stimuli::read_jsonl;
+use probe::AlignerTemplate;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use steer::vectors::{ControlVectors, VectorMetadata, SIGN_CONVENTION};
+
+/// LAT: extract the copy-vs-correct reading vector at every layer.
+///
+/// Builds copy/correct pairs sharing a question from the stimulus records, reads each
+/// record's blocks.{i}.hook_resid_post at the last prompt token (or the mean over the answer
+/// tokens), and fits one direction per layer (pca: RepE's first principal component of pair
+/// differences; mean-diff: difference of class means). Positive projection = correct.
+/// Prints held-out pair accuracy and explained variance per layer, and writes layers.{i} =
+/// unit direction x projection std (the vector added at alpha = 1) with a .json sidecar.
+///
+/// --gguf also writes llama.cpp's control-vector layout: our layer i (added to the output of
+/// decoder layer i) is direction.{i}; llama.cpp has no slot for layer 0, so it is left out.
+///
+/// Example:
+///   alens lat --data notebooks-data/stimuli/copy-correct.jsonl --out vectors.safetensors --seed 0
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct LatArgs {
+    /// Checkpoint directory. Default: the shipped mini-aligner.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Stimulus records (question, answer, correction). Default: the shipped copy/correct set.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// pca or mean-diff.
+    #[arg(long, default_value = "pca")]
+    method: LatMethod,
+    /// Layers to save: all, or a list such as 2-4.
+    #[arg(long, default_value = "all")]
+    layers: String,
+    /// last (the last prompt token) or answer-mean.
+    #[arg(long, default_value = "last")]
+    position: ReadPosition,
+    /// Share of pairs held out for accuracy; 0 fits on all (accuracy is then training accuracy).
+    #[arg(long, default_value_t = 0.25)]
+    test_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long)]
+    out: PathBuf,
+    /// Also export a llama.cpp control-vector GGUF.
+    #[arg(long)]
+    gguf: Option<PathBuf>,
+    /// Aligner prompt template with {question} and {answer}.
+    #[arg(long)]
+    template: Option<String>,
+}
+
+pub fn run(args: LatArgs) -> Result<()> {
+    let ckpt = model_arg::load(&args.model)?;
+    let template = match &args.template {
+        Some(t) => AlignerTemplate::new(t)?,
+        None => AlignerTemplate::default(),
+    };
+    let keep = probe::capture::parse_layers(&args.layers, ckpt.config.num_hidden_layers)?;
+    let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
+    let records = read_jsonl(&data)?;
+    let pairs = build_pairs(&records)?;
+    let activations = read_activations(&ckpt, &template, &records, args.position)?;
+    let result = fit(&activations, &pairs, args.method, args.test_fraction, args.seed)?;
+
+    let accuracy_label = if result.accuracy_is_training { "train acc" } else { "held-out acc" };
+    println!("{} pairs ({} fit, {} held out), method {}, position {}", pairs.len(), result.train_pairs, result.test_pairs,
+             args.method.name(), args.position.name());
+    println!("{:>5} {:>13} {:>19} {:>10}", "layer", accuracy_label, "explained variance", "scale");
+    let kept: Vec<&probe::lat::ReadingVector> = result.vectors.iter().filter(|v| keep.contains(&v.layer)).collect();
+    for v in &kept {
+        println!("{:>5} {:>12.1}% {:>19.3} {:>10.3}", v.layer, 100.0 * v.accuracy, v.explained_variance, v.scale);
+    }
+    let default_layers: Vec<usize> = result.default_layers().into_iter().filter(|l| keep.contains(l)).collect();
+    let metadata = VectorMetadata {
+        model: ckpt.dir.display().to_string(),
+        d_model: ckpt.config.hidden_size,
+        layers: kept.iter().map(|v| v.layer).collect(),
+        accuracy: kept.iter().map(|v| v.accuracy).collect(),
+        explained_variance: kept.iter().map(|v| v.explained_variance).collect(),
+        scale: kept.iter().map(|v| v.scale as f64).collect(),
+        method: args.method.name().into(),
+        position: args.position.name().into(),
+        seed: args.seed,
+        default_layers: if default_layers.is_empty() { kept.iter().map(|v| v.layer).collect() } else { default_layers },
+        sign: SIGN_CONVENTION.into(),
+        accuracy_is_training: result.accuracy_is_training,
+        train_pairs: result.train_pairs,
+        test_pairs: result.test_pairs,
+    };
+    println!("default steering layers: {:?}", metadata.default_layers);
+    let vectors = ControlVectors {
+        vectors: kept.iter().map(|v| (v.layer, v.control_vector())).collect::<BTreeMap<_, _>>(),
+        metadata: Some(metadata),
+    };
+    vectors.save(&args.out)?;
+    println!("wrote {} (+ .json sidecar)", args.out.display());
+    if let Some(gguf) = &args.gguf {
+        let skipped = vectors.save_gguf(gguf, &format!("{:?}", ckpt.config.architecture).to_lowercase())?;
+        // Read it back: the export is only done when it loads as what we wrote.
+        let back = ControlVectors::load(gguf, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+        let expected = vectors.vectors.len() - skipped.len();
+        anyhow::ensure!(back.vectors.len() == expected, "GGUF read-back found {} vectors, wrote {expected}", back.vectors.len());
+        println!("wrote {} (llama.cpp control vector{})", gguf.display(),
+                 if skipped.is_empty() { String::new() } else { format!("; layer 0 has no llama.cpp slot and was left out") });
+    }
+    Ok(())
+}

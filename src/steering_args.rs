@@ -1,0 +1,52 @@
+//! Flags shared by the commands that steer (`generate`, `sweep`): which vectors, which layers.
+
+use crate::model_arg;
+use anyhow::Result;
+use clap::Args;
+use probe::capture::parse_layers;
+use probe::{Checkpoint, Site};
+use std::path::PathBuf;
+use steer::steering::{check_layers, SteerPositions, SteeringHook};
+use steer::vectors::ControlVectors;
+
+/// The vectors the mini-aligner ships with.
+pub const SHIPPED_VECTORS: &str = "notebooks-data/mini-aligner/copy-correct.safetensors";
+
+#[derive(Args, Clone)]
+pub struct SteeringArgs {
+    /// Control vectors (.safetensors with layers.{i}, or llama.cpp .gguf). Default: the
+    /// mini-aligner's shipped copy/correct vectors.
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// Layers to steer (e.g. 2-3). Default: the vector file's default_layers.
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Hook point the vector is added at (resid_post = output of the decoder layer).
+    #[arg(long, default_value = "resid_post")]
+    pub site: String,
+    /// Positions steered: all, prompt or generated.
+    #[arg(long, default_value = "all")]
+    pub steer_positions: SteerPositions,
+}
+
+impl SteeringArgs {
+    pub fn load(&self, ckpt: &Checkpoint) -> Result<(ControlVectors, Vec<usize>)> {
+        let path = self.vectors.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS));
+        let n = ckpt.config.num_hidden_layers;
+        let vectors = ControlVectors::load(&path, ckpt.config.hidden_size, n)?;
+        let layers = match &self.layers {
+            Some(spec) => parse_layers(spec, n)?,
+            None => vectors.default_layers(),
+        };
+        check_layers(&layers, n)?;
+        Ok((vectors, layers))
+    }
+
+    /// A steering hook adding `alpha` times the vectors at the chosen layers.
+    pub fn hook(&self, ckpt: &Checkpoint, vectors: &ControlVectors, layers: &[usize], alpha: f64) -> Result<SteeringHook> {
+        let site = Site::parse_short(&self.site)?;
+        let mut hook = SteeringHook::new(site, self.steer_positions);
+        hook.add(vectors, layers, alpha, ckpt.model.device())?;
+        Ok(hook)
+    }
+}

@@ -1,0 +1,195 @@
+//! Control-vector files.
+//!
+//! Safetensors with one `[d_model]` f32 tensor per layer named `layers.{i}`, the vector added
+//! at alpha = 1 (`blocks.{i}.hook_resid_post += alpha * layers.{i}`), and a JSON sidecar at
+//! the same path with `.json` for `.safetensors`. A file with only `layers.{i}` tensors (as
+//! other tools write them) loads too, and so does a llama.cpp GGUF control vector.
+//!
+//! llama.cpp adds `direction.{k}` to the output of decoder layer k (0-based), i.e. our
+//! `blocks.{k}.hook_resid_post`, and has no slot for layer 0 (`llama_adapter_cvec` keeps
+//! `tensors[0]` empty). So our `layers.{k}` is exported as `direction.{k}` unchanged, and a
+//! vector at layer 0 cannot be exported.
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The sidecar: where the vectors came from and how good they are.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct VectorMetadata {
+    pub model: String,
+    pub d_model: usize,
+    pub layers: Vec<usize>,
+    /// Held-out pair accuracy per entry of `layers` (training accuracy if `accuracy_is_training`).
+    pub accuracy: Vec<f64>,
+    pub explained_variance: Vec<f64>,
+    /// Projection spread per layer (the norm of `layers.{i}`).
+    #[serde(default)]
+    pub scale: Vec<f64>,
+    pub method: String,
+    pub position: String,
+    pub seed: u64,
+    pub default_layers: Vec<usize>,
+    pub sign: String,
+    #[serde(default)]
+    pub accuracy_is_training: bool,
+    #[serde(default)]
+    pub train_pairs: usize,
+    #[serde(default)]
+    pub test_pairs: usize,
+}
+
+pub const SIGN_CONVENTION: &str = "positive = correct";
+
+/// Control vectors by layer, with optional metadata.
+#[derive(Debug, Clone)]
+pub struct ControlVectors {
+    pub vectors: BTreeMap<usize, Vec<f32>>,
+    pub metadata: Option<VectorMetadata>,
+}
+
+pub fn sidecar_path(path: &Path) -> PathBuf {
+    path.with_extension("json")
+}
+
+impl ControlVectors {
+    pub fn d_model(&self) -> usize {
+        self.vectors.values().next().map_or(0, Vec::len)
+    }
+
+    /// The layers to steer when none are given: the sidecar's `default_layers`, else all.
+    pub fn default_layers(&self) -> Vec<usize> {
+        match &self.metadata {
+            Some(m) if !m.default_layers.is_empty() => m.default_layers.clone(),
+            _ => self.vectors.keys().copied().collect(),
+        }
+    }
+
+    /// Writes the safetensors file and its sidecar, each atomically.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+            bail!("vector file {} must end in .safetensors", path.display());
+        }
+        let tensors: Vec<(String, Vec<u8>, usize)> = self
+            .vectors
+            .iter()
+            .map(|(l, v)| (format!("layers.{l}"), v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len()))
+            .collect();
+        let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+            .iter()
+            .map(|(name, bytes, n)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![*n], bytes)?)))
+            .collect::<Result<_>>()?;
+        let bytes = safetensors::serialize(views, None)?;
+        probe::io::write_atomic(path, &bytes)?;
+        if let Some(meta) = &self.metadata {
+            probe::io::write_atomic(&sidecar_path(path), &serde_json::to_vec_pretty(meta)?)?;
+        }
+        Ok(())
+    }
+
+    /// Loads `.safetensors` (with its sidecar if present) or `.gguf`, and checks it against
+    /// the model: width, layer range, finite values.
+    pub fn load(path: &Path, d_model: usize, num_layers: usize) -> Result<Self> {
+        let loaded = match path.extension().and_then(|e| e.to_str()) {
+            Some("gguf") => Self::load_gguf(path)?,
+            _ => Self::load_safetensors(path)?,
+        };
+        loaded.validate(path, d_model, num_layers)?;
+        Ok(loaded)
+    }
+
+    fn load_safetensors(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).with_context(|| format!("failed to read vector file {}", path.display()))?;
+        let st = safetensors::SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        let mut vectors = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let Some(layer) = name.strip_prefix("layers.").and_then(|l| l.parse::<usize>().ok()) else {
+                continue;
+            };
+            if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 1 {
+                bail!("{}: tensor {name} must be a 1-D f32 vector, found {:?} {:?}", path.display(), view.dtype(), view.shape());
+            }
+            vectors.insert(layer, view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
+        }
+        let sidecar = sidecar_path(path);
+        let metadata = if sidecar.exists() {
+            let text = std::fs::read_to_string(&sidecar)?;
+            Some(serde_json::from_str(&text).with_context(|| format!("invalid sidecar {}", sidecar.display()))?)
+        } else {
+            None
+        };
+        Ok(Self { vectors, metadata })
+    }
+
+    fn validate(&self, path: &Path, d_model: usize, num_layers: usize) -> Result<()> {
+        if self.vectors.is_empty() {
+            bail!("{} holds no layers.{{i}} (or direction.{{k}}) vectors", path.display());
+        }
+        for (&layer, v) in &self.vectors {
+            if layer >= num_layers {
+                bail!("{}: vector for layer {layer}, but the model has {num_layers} layers", path.display());
+            }
+            if v.len() != d_model {
+                bail!("{}: vector for layer {layer} has width {}, the model's d_model is {d_model}", path.display(), v.len());
+            }
+            if v.iter().any(|x| !x.is_finite()) {
+                bail!("{}: vector for layer {layer} contains NaN or infinite values", path.display());
+            }
+        }
+        if let Some(meta) = &self.metadata {
+            if meta.d_model != 0 && meta.d_model != d_model {
+                bail!("{}: sidecar says d_model {}, the model's is {d_model}", path.display(), meta.d_model);
+            }
+            if let Some(&missing) = meta.layers.iter().find(|l| !self.vectors.contains_key(l)) {
+                bail!("{}: sidecar lists layer {missing} but the file has no layers.{missing}", path.display());
+            }
+        }
+        Ok(())
+    }
+
+    /// Exports llama.cpp's control-vector GGUF; returns the layers left out (layer 0).
+    pub fn save_gguf(&self, path: &Path, model_hint: &str) -> Result<Vec<usize>> {
+        let exported: Vec<(&usize, &Vec<f32>)> = self.vectors.iter().filter(|(&l, _)| l > 0).collect();
+        if exported.is_empty() {
+            bail!("nothing to export to GGUF: llama.cpp has no slot for layer 0");
+        }
+        let qtensors: Vec<(String, QTensor)> = exported
+            .iter()
+            .map(|(l, v)| {
+                let t = Tensor::new(v.as_slice(), &Device::Cpu)?;
+                Ok((format!("direction.{l}"), QTensor::quantize(&t, GgmlDType::F32)?))
+            })
+            .collect::<Result<_>>()?;
+        let layer_count = gguf_file::Value::I32(exported.len() as i32);
+        let arch = gguf_file::Value::String("controlvector".into());
+        let hint = gguf_file::Value::String(model_hint.into());
+        let metadata = [
+            ("general.architecture", &arch),
+            ("controlvector.model_hint", &hint),
+            ("controlvector.layer_count", &layer_count),
+        ];
+        let tensor_refs: Vec<(&str, &QTensor)> = qtensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut out = probe::io::AtomicFile::create(path)?;
+        gguf_file::write(out.file(), &metadata, &tensor_refs).context("failed to write GGUF")?;
+        out.commit()?;
+        Ok(self.vectors.keys().copied().filter(|&l| l == 0).collect())
+    }
+
+    fn load_gguf(path: &Path) -> Result<Self> {
+        let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        let content = gguf_file::Content::read(&mut file).with_context(|| format!("{} is not a GGUF file", path.display()))?;
+        let mut vectors = BTreeMap::new();
+        for name in content.tensor_infos.keys() {
+            let Some(layer) = name.strip_prefix("direction.").and_then(|l| l.parse::<usize>().ok()) else {
+                continue;
+            };
+            let t = content.tensor(&mut file, name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
+            vectors.insert(layer, t.flatten_all()?.to_vec1::<f32>()?);
+        }
+        Ok(Self { vectors, metadata: None })
+    }
+}
