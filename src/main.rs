@@ -31,6 +31,7 @@ enum Command {
     Corpus(commands::corpus::CorpusArgs),
     TrainMini(commands::train_mini::TrainMiniArgs),
     Lat(commands::lat::LatArgs),
+    Sweep(commands::sweep::SweepArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +43,7 @@ fn main() -> ExitCode {
         Command::Corpus(args) => commands::corpus::run(args),
         Command::TrainMini(args) => commands::train_mini::run(args),
         Command::Lat(args) => commands::lat::run(args),
+        Command::Sweep(args) => commands::sweep::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,4 +3,5 @@ pub mod corpus;
 pub mod eval;
 pub mod generate;
 pub mod lat;
+pub mod sweep;
 pub mod train_mini;

@@ -8,4 +8,5 @@ pub mod eval;
 pub mod generate;
 pub mod magnitude;
 pub mod steering;
+pub mod sweep;
 pub mod vectors;

@@ -8,6 +8,10 @@ with golden.safetensors beside it holding, for the token ids in TOKEN_IDS:
                                         model.layers[i] (what our hook point is defined to be)
   - hidden_states.{k}           [T, d]  HF's output_hidden_states[k]
   - logits                      [T, V]
+  - steered_logits              [T, V]  logits with STEER_ALPHA * steer.safetensors' layers.{STEER_LAYER}
+                                        added to model.layers[STEER_LAYER]'s output by a forward hook
+  - steered_greedy              [N]     greedy continuation of TOKEN_IDS[:4] under that hook
+                                        (full forward each step, no cache, EOS ignored)
 HF convention, checked below: hidden_states[0] is the embedding output, hidden_states[i+1] the
 output of layer i for i < L-1, and the last entry hidden_states[L] already has the final norm
 applied (it is ln_final.hook_normalized, not blocks.{L-1}.hook_resid_post).
@@ -23,6 +27,9 @@ from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2
 HERE = os.path.dirname(os.path.abspath(__file__))
 TOKEN_IDS = [1, 5, 9, 2, 17, 33, 8, 60, 3, 44]
 VOCAB = 64
+STEER_LAYER = 1
+STEER_ALPHA = 1.5
+STEER_NEW_TOKENS = 8
 COMMON = dict(vocab_size=VOCAB, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
               num_attention_heads=4, max_position_embeddings=128, initializer_range=0.3,
               bos_token_id=1, eos_token_id=2, pad_token_id=0)
@@ -76,6 +83,27 @@ def perturb(model):
                 p.copy_(0.3 * torch.randn_like(p))
 
 
+def steered_reference(ref, config, out):
+    """The standard way to steer in PyTorch: a forward hook adding alpha * v to a decoder
+    layer's output. Saves the vector as a bare control-vector file (layers.{i} only)."""
+    vector = torch.randn(config.hidden_size) * 2.0
+    save_file({f"layers.{STEER_LAYER}": vector}, os.path.join(out, "steer.safetensors"))
+
+    def add(_module, _inputs, output):
+        if isinstance(output, tuple):
+            return (output[0] + STEER_ALPHA * vector,) + tuple(output[1:])
+        return output + STEER_ALPHA * vector
+
+    handle = ref.model.layers[STEER_LAYER].register_forward_hook(add)
+    with torch.no_grad():
+        logits = ref(torch.tensor([TOKEN_IDS])).logits[0]
+        ids = list(TOKEN_IDS[:4])
+        for _ in range(STEER_NEW_TOKENS):
+            ids.append(int(ref(torch.tensor([ids])).logits[0, -1].argmax()))
+    handle.remove()
+    return {"steered_logits": logits, "steered_greedy": torch.tensor(ids[4:], dtype=torch.int64)}
+
+
 def main():
     for seed, (name, (config, dtype, layout)) in enumerate(CHECKPOINTS.items()):
         torch.manual_seed(seed)
@@ -110,6 +138,7 @@ def main():
         # The convention the Rust test documents: the last hidden state is post-norm.
         assert torch.allclose(result.hidden_states[n - 1][0], layer_outputs[n - 2])
         assert torch.allclose(result.hidden_states[n][0], ref.model.norm(layer_outputs[n - 1]))
+        tensors.update(steered_reference(ref, config, out))
         save_file({k: v.contiguous() for k, v in tensors.items()}, os.path.join(out, "golden.safetensors"))
         print(f"{name}: {sum(p.numel() for p in model.parameters())} params, {dtype}, {layout} config")
 

@@ -1,0 +1,76 @@
+use crate::model_arg;
+use crate::steering_args::SteeringArgs;
+use anyhow::Result;
+use clap::Args;
+use probe::stimuli::read_jsonl;
+use probe::AlignerTemplate;
+use std::path::PathBuf;
+use steer::generate::GenerationConfig;
+use steer::sweep::{parse_alphas, sweep};
+
+/// Sweep the correction-strength knob: for each alpha, steer every record and report the
+/// mean correction magnitude (normalised token edit distance answer -> output), the copy rate
+/// and the exact-correction rate, for copy cases and correct cases separately.
+///
+/// Example:
+///   alens sweep --alphas -8:8:2 --json sweep.json --csv sweep.csv
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct SweepArgs {
+    /// Checkpoint directory. Default: the shipped mini-aligner.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Records with question, answer, correction. Default: the shipped test split.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// start:stop:step (inclusive) or a list such as -4,0,4.
+    #[arg(long, default_value = "-8:8:2", allow_hyphen_values = true)]
+    alphas: String,
+    #[command(flatten)]
+    steering: SteeringArgs,
+    /// Use only the first N records.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Aligner prompt template with {question} and {answer}.
+    #[arg(long)]
+    template: Option<String>,
+}
+
+pub fn run(args: SweepArgs) -> Result<()> {
+    let ckpt = model_arg::load(&args.model)?;
+    let template = match &args.template {
+        Some(t) => AlignerTemplate::new(t)?,
+        None => AlignerTemplate::default(),
+    };
+    let alphas = parse_alphas(&args.alphas)?;
+    let (vectors, layers) = args.steering.load(&ckpt)?;
+    let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
+    let mut records = read_jsonl(&data)?;
+    if let Some(limit) = args.limit {
+        records.truncate(limit.max(1));
+    }
+    let config = GenerationConfig::greedy(args.max_new_tokens, ckpt.eos_token_ids.clone());
+    let make_hook = |alpha: f64| args.steering.hook(&ckpt, &vectors, &layers, alpha);
+    let result = sweep(&ckpt, &template, &records, &alphas, &layers, &config, &make_hook)?;
+    println!("steering layers {layers:?}; {} copy cases, {} correct cases", result.copy_cases.n, result.correct_cases.n);
+    println!("{:>7} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "corr:mag", "copied", "exact");
+    for (k, a) in alphas.iter().enumerate() {
+        let (c, r) = (&result.copy_cases, &result.correct_cases);
+        println!("{a:>7.2} | {:>9.3} {:>8.1}% {:>8.1}% | {:>9.3} {:>8.1}% {:>8.1}%",
+                 c.correction_magnitude[k], 100.0 * c.copy_rate[k], 100.0 * c.exact_correction_rate[k],
+                 r.correction_magnitude[k], 100.0 * r.copy_rate[k], 100.0 * r.exact_correction_rate[k]);
+    }
+    if let Some(path) = &args.json {
+        probe::io::write_atomic(path, &serde_json::to_vec_pretty(&result)?)?;
+    }
+    if let Some(path) = &args.csv {
+        probe::io::write_atomic(path, result.to_csv().as_bytes())?;
+    }
+    Ok(())
+}

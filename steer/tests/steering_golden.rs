@@ -1,0 +1,92 @@
+//! Steering equals the standard PyTorch method: a forward hook on HF's `model.layers[l]`
+//! adding `alpha * v` to its output (golden outputs from tests/golden/make_golden.py).
+
+use candle_core::{DType, Device, Tensor};
+use probe::{Checkpoint, NoHooks, Positions, Site};
+use std::path::PathBuf;
+use steer::generate::{generate, GenerationConfig};
+use steer::steering::{SteerPositions, SteeringHook};
+use steer::vectors::ControlVectors;
+
+const LAYER: usize = 1;
+const ALPHA: f64 = 1.5;
+
+fn check(name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name);
+    let ckpt = Checkpoint::load(&dir).unwrap();
+    let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    // A bare file with only layers.{i} tensors and no sidecar, as other tools write them.
+    let vectors = ControlVectors::load(&dir.join("steer.safetensors"), ckpt.config.hidden_size, ckpt.config.num_hidden_layers).unwrap();
+    assert!(vectors.metadata.is_none());
+    let mut hook = SteeringHook::new(Site::ResidPost, SteerPositions::All);
+    hook.add(&vectors, &[LAYER], ALPHA, &Device::Cpu).unwrap();
+
+    let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let positions = Positions::contiguous(1, ids.len(), 0, &Device::Cpu).unwrap();
+    let normed = ckpt.model.forward(&input, &positions, None, &mut hook).unwrap();
+    let logits = ckpt.model.logits(&normed).unwrap().squeeze(0).unwrap();
+    let err = (logits - &golden["steered_logits"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(err <= 1e-4, "{name}: steered logits differ from HF by {err}");
+
+    let expected: Vec<u32> = golden["steered_greedy"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
+    let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(expected.len(), vec![]) };
+    let mut hook = SteeringHook::new(Site::ResidPost, SteerPositions::All);
+    hook.add(&vectors, &[LAYER], ALPHA, &Device::Cpu).unwrap();
+    let ours = generate(&ckpt.model, &ids[..4], &config, &mut hook).unwrap();
+    assert_eq!(ours, expected, "{name}: KV-cached steered greedy differs from HF's uncached one");
+
+    // Alpha 0 is bit-identical to no steering at all.
+    let mut zero = SteeringHook::new(Site::ResidPost, SteerPositions::All);
+    zero.add(&vectors, &[LAYER], 0.0, &Device::Cpu).unwrap();
+    let a = generate(&ckpt.model, &ids[..4], &config, &mut zero).unwrap();
+    let b = generate(&ckpt.model, &ids[..4], &config, &mut NoHooks).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn llama_gqa_steering_matches_hf() {
+    check("llama_gqa");
+}
+
+#[test]
+fn llama3_steering_matches_hf() {
+    check("llama3_tied");
+}
+
+#[test]
+fn qwen2_steering_matches_hf() {
+    check("qwen2_bias");
+}
+
+#[test]
+fn mistral_bf16_steering_matches_hf() {
+    check("mistral_bf16");
+}
+
+#[test]
+fn bad_vectors_and_alphas_are_refused() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama_gqa");
+    let path = dir.join("steer.safetensors");
+    let err = ControlVectors::load(&path, 16, 3).unwrap_err().to_string();
+    assert!(err.contains("width 32") && err.contains("d_model is 16"), "{err}");
+    let err = ControlVectors::load(&path, 32, 1).unwrap_err().to_string();
+    assert!(err.contains("layer 1") && err.contains("1 layers"), "{err}");
+    let vectors = ControlVectors::load(&path, 32, 3).unwrap();
+    let mut hook = SteeringHook::new(Site::ResidPost, SteerPositions::All);
+    assert!(hook.add(&vectors, &[1], f64::NAN, &Device::Cpu).unwrap_err().to_string().contains("finite"));
+    assert!(hook.add(&vectors, &[2], 1.0, &Device::Cpu).unwrap_err().to_string().contains("no vector for layer 2"));
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut nan = vectors.clone();
+    nan.vectors.get_mut(&1).unwrap()[3] = f32::NAN;
+    let nan_path = tmp.path().join("nan.safetensors");
+    nan.save(&nan_path).unwrap();
+    assert!(ControlVectors::load(&nan_path, 32, 3).unwrap_err().to_string().contains("NaN"));
+
+    // GGUF round trip in llama.cpp's layout.
+    let gguf = tmp.path().join("v.gguf");
+    assert!(vectors.save_gguf(&gguf, "llama").unwrap().is_empty());
+    let back = ControlVectors::load(&gguf, 32, 3).unwrap();
+    assert_eq!(back.vectors, vectors.vectors);
+}
