@@ -327,3 +327,85 @@ fn first_component(acts: &Array2<f64>, pairs: &[ContrastPair], seed: u64) -> Res
     let direction = unit(pca.components().row(0).to_owned());
     Ok((direction.clone(), explained_share(&diffs, &direction)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Activations with a planted copy/correct direction plus noise: records 2k (copy) and
+    /// 2k + 1 (correct) of each pair.
+    fn planted(pairs: usize, d: usize, seed: u64) -> (Array2<f32>, Vec<ContrastPair>, Array1<f64>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut normal = || -> f64 {
+            let (u1, u2): (f64, f64) = (rng.gen::<f64>().max(1e-12), rng.gen());
+            (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        };
+        let truth = unit(Array1::from_iter((0..d).map(|_| normal())));
+        let mut acts = Array2::zeros((2 * pairs, d));
+        for k in 0..pairs {
+            let base = Array1::from_iter((0..d).map(|_| normal()));
+            let shift = 3.0 + normal().abs();
+            let noise = Array1::from_iter((0..d).map(|_| 0.3 * normal()));
+            acts.row_mut(2 * k).assign(&base.mapv(|v| v as f32));
+            acts.row_mut(2 * k + 1).assign(&(&base + &(&truth * shift) + noise).mapv(|v| v as f32));
+        }
+        let pairs = (0..pairs).map(|k| ContrastPair { copy: 2 * k, correct: 2 * k + 1 }).collect();
+        (acts, pairs, truth)
+    }
+
+    #[test]
+    fn mean_diff_is_the_normalised_difference_of_class_means() {
+        let (acts, pairs, _) = planted(40, 16, 1);
+        let result = fit(&[acts.clone()], &pairs, LatMethod::MeanDiff, 0.0, 0).unwrap();
+        let (mut copy, mut correct) = (vec![0f64; 16], vec![0f64; 16]);
+        for p in &pairs {
+            for j in 0..16 {
+                copy[j] += acts[[p.copy, j]] as f64 / 40.0;
+                correct[j] += acts[[p.correct, j]] as f64 / 40.0;
+            }
+        }
+        let diff: Vec<f64> = correct.iter().zip(&copy).map(|(a, b)| a - b).collect();
+        let norm = diff.iter().map(|v| v * v).sum::<f64>().sqrt();
+        for (ours, theirs) in result.vectors[0].direction.iter().zip(&diff) {
+            assert!((*ours as f64 - theirs / norm).abs() < 1e-5);
+        }
+        assert!(result.accuracy_is_training);
+        assert_eq!(result.vectors[0].accuracy, 1.0);
+    }
+
+    #[test]
+    fn pca_agrees_with_power_iteration_and_points_to_correct() {
+        let (acts, pairs, truth) = planted(60, 24, 2);
+        let result = fit(&[acts.clone()], &pairs, LatMethod::Pca, 0.25, 7).unwrap();
+        let ours = Array1::from_iter(result.vectors[0].direction.iter().map(|&v| v as f64));
+        // Power iteration on the second-moment matrix of the differences (flip-invariant).
+        let diffs = differences(&acts.mapv(f64::from), &pairs, None);
+        let moment = diffs.t().dot(&diffs);
+        let mut v = Array1::from_elem(24, 1.0);
+        for _ in 0..500 {
+            v = unit(moment.dot(&v));
+        }
+        assert!(ours.dot(&v).abs() >= 0.99, "|cos| = {}", ours.dot(&v).abs());
+        assert!(ours.dot(&truth) > 0.9, "sign: positive = correct");
+        assert_eq!(result.test_pairs, 15);
+        assert!(result.vectors[0].accuracy >= 0.99);
+        // Deterministic under the seed.
+        let again = fit(&[acts], &pairs, LatMethod::Pca, 0.25, 7).unwrap();
+        assert_eq!(again.vectors[0].direction, result.vectors[0].direction);
+    }
+
+    fn rec(q: &str, a: &str, c: &str) -> StimulusRecord {
+        StimulusRecord { question: q.into(), answer: a.into(), correction: Some(c.into()), category: None }
+    }
+
+    #[test]
+    fn pairs_need_both_classes_per_question() {
+        assert!(build_pairs(&[]).unwrap_err().to_string().contains("empty"));
+        let only_copy = [rec("q", "a", "a"), rec("r", "b", "b")];
+        assert!(build_pairs(&only_copy).unwrap_err().to_string().contains("only copy"));
+        let unpaired = [rec("q", "a", "a"), rec("r", "b", "c")];
+        assert!(build_pairs(&unpaired).unwrap_err().to_string().contains("no copy/correct pairs"));
+        let ok = [rec("q", "a", "a"), rec("q", "x", "a"), rec("r", "y", "b")];
+        assert_eq!(build_pairs(&ok).unwrap(), vec![ContrastPair { copy: 0, correct: 1 }]);
+    }
+}

@@ -1,0 +1,59 @@
+//! Every figure type renders, at the size asked for by its content, and is not blank.
+
+use std::path::Path;
+use viz::{heatmaps, line_chart, Panel, Series};
+
+fn non_white_share(path: &Path) -> f64 {
+    let img = image::open(path).unwrap().to_rgb8();
+    let coloured = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+    coloured as f64 / (img.width() * img.height()) as f64
+}
+
+fn panel(title: &str, rows: usize, cols: usize, sign: f64) -> Panel {
+    Panel {
+        title: title.into(),
+        values: (0..rows).map(|r| (0..cols).map(|c| sign * (r as f64 - c as f64)).collect()).collect(),
+        row_labels: (0..rows).map(|r| format!("tok{r}")).collect(),
+        col_labels: (0..cols).map(|c| c.to_string()).collect(),
+        x_label: "layer".into(),
+        y_label: "token".into(),
+    }
+}
+
+#[test]
+fn heatmaps_render_png_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("scan.png");
+    heatmaps(&png, "LAT scan", &[panel("scan", 12, 6, 1.0)], "projection").unwrap();
+    let img = image::open(&png).unwrap();
+    assert!(img.width() > 300 && img.height() > 300, "{}x{}", img.width(), img.height());
+    assert!(non_white_share(&png) > 0.2, "blank image");
+
+    let pair = dir.path().join("pair.png");
+    heatmaps(&pair, "correction vs copy", &[panel("(a) correct", 6, 6, 1.0), panel("(b) copy", 6, 6, -1.0)], "score").unwrap();
+    assert!(image::open(&pair).unwrap().width() > img.width());
+
+    let svg = dir.path().join("scan.svg");
+    heatmaps(&svg, "LAT scan", &[panel("scan", 4, 3, 1.0)], "projection").unwrap();
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<svg") && text.contains("<rect") && text.contains("tok3"));
+    assert!(heatmaps(&dir.path().join("x.txt"), "t", &[panel("p", 2, 2, 1.0)], "v").is_err());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no temp files left behind");
+}
+
+#[test]
+fn curves_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("sweep.png");
+    let xs: Vec<f64> = (-4..=4).map(f64::from).collect();
+    let series = vec![
+        Series { name: "copy cases".into(), ys: xs.iter().map(|x| (x + 4.0) / 8.0).collect() },
+        Series { name: "correct cases".into(), ys: xs.iter().map(|x| 0.5 + x / 10.0).collect() },
+    ];
+    line_chart(&png, "sweep", "alpha", "correction magnitude", &xs, &series, (0.0, 1.0)).unwrap();
+    let img = image::open(&png).unwrap();
+    assert_eq!((img.width(), img.height()), (760, 460));
+    assert!(non_white_share(&png) > 0.02);
+    let bad = vec![Series { name: "short".into(), ys: vec![1.0] }];
+    assert!(line_chart(&png, "t", "x", "y", &xs, &bad, (0.0, 1.0)).is_err());
+}
