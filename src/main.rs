@@ -32,6 +32,8 @@ enum Command {
     TrainMini(commands::train_mini::TrainMiniArgs),
     Lat(commands::lat::LatArgs),
     Sweep(commands::sweep::SweepArgs),
+    Scan(commands::scan::ScanArgs),
+    Heatmap(commands::heatmap::HeatmapArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +46,8 @@ fn main() -> ExitCode {
         Command::TrainMini(args) => commands::train_mini::run(args),
         Command::Lat(args) => commands::lat::run(args),
         Command::Sweep(args) => commands::sweep::run(args),
+        Command::Scan(args) => commands::scan::run(args),
+        Command::Heatmap(args) => commands::heatmap::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

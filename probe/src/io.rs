@@ -252,6 +252,16 @@ impl TensorFileWriter {
     }
 }
 
+/// Writes one f32 array as a `.npy` file (for notebooks), atomically.
+pub fn write_npy_f32(dest: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    if shape.iter().product::<usize>() != data.len() {
+        bail!("npy shape {shape:?} does not match {} values", data.len());
+    }
+    let mut bytes = npy_header(&TensorSpec::f32("array", shape.to_vec()));
+    bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
+    write_atomic(dest, &bytes)
+}
+
 /// NPY format 1.0 header, padded so the data starts 64-byte aligned.
 fn npy_header(spec: &TensorSpec) -> Vec<u8> {
     let shape = match spec.shape.len() {

@@ -187,6 +187,9 @@ pub struct ReadingVector {
     pub accuracy: f64,
     /// Share of the (recentred) pair-difference variance along the direction.
     pub explained_variance: f64,
+    /// Mean projection of the training activations: the copy/correct boundary, so a scan can
+    /// show (projection - midpoint) / scale with 0 between the classes.
+    pub midpoint: f64,
 }
 
 impl ReadingVector {
@@ -268,9 +271,47 @@ pub fn fit(
             scale: var.sqrt() as f32,
             accuracy: hits as f64 / evaluate_on.len() as f64,
             explained_variance,
+            midpoint: mean,
         });
     }
     Ok(LatResult { vectors, method, train_pairs: train.len(), test_pairs: test.len(), accuracy_is_training: test.is_empty() })
+}
+
+/// Keeps every `resid_post` of one sequence, `[tokens, d]` per layer.
+struct KeepResidPost(BTreeMap<usize, Tensor>);
+
+impl Hooks for KeepResidPost {
+    fn wants(&self, point: HookPoint) -> bool {
+        point.site == Site::ResidPost
+    }
+    fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
+        self.0.insert(point.layer, activation.get(0)?);
+        Ok(None)
+    }
+}
+
+/// LAT scan: for every token of `ids` and every layer in `directions`, the projection of
+/// `blocks.{l}.hook_resid_post` on the layer's unit direction, as `(p - midpoint) / scale`
+/// (raw projection when no midpoint/scale is known). Rows are tokens, columns the layers in
+/// ascending order.
+pub fn scan(ckpt: &Checkpoint, ids: &[u32], directions: &BTreeMap<usize, (Vec<f32>, f64, f64)>) -> Result<Vec<Vec<f64>>> {
+    if ids.is_empty() {
+        bail!("nothing to scan: the prompt has no tokens");
+    }
+    let input = Tensor::new(ids, ckpt.model.device())?.unsqueeze(0)?;
+    let positions = Positions::contiguous(1, ids.len(), 0, ckpt.model.device())?;
+    let mut keep = KeepResidPost(BTreeMap::new());
+    ckpt.model.forward(&input, &positions, None, &mut keep)?;
+    let mut columns = Vec::new();
+    for (layer, (direction, midpoint, scale)) in directions {
+        let acts = keep.0.get(layer).with_context(|| format!("layer {layer} is not in the model"))?;
+        let norm = direction.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+        let unit_dir = Tensor::new(direction.as_slice(), ckpt.model.device())?.affine(1.0 / norm, 0.0)?;
+        let proj: Vec<f32> = acts.matmul(&unit_dir.unsqueeze(1)?)?.flatten_all()?.to_vec1()?;
+        let scale = if *scale > 0.0 { *scale } else { 1.0 };
+        columns.push(proj.into_iter().map(|p| (p as f64 - midpoint) / scale).collect::<Vec<f64>>());
+    }
+    Ok((0..ids.len()).map(|t| columns.iter().map(|c| c[t]).collect()).collect())
 }
 
 fn unit(v: Array1<f64>) -> Array1<f64> {

@@ -84,6 +84,7 @@ pub fn run(args: LatArgs) -> Result<()> {
         accuracy: kept.iter().map(|v| v.accuracy).collect(),
         explained_variance: kept.iter().map(|v| v.explained_variance).collect(),
         scale: kept.iter().map(|v| v.scale as f64).collect(),
+        midpoint: kept.iter().map(|v| v.midpoint).collect(),
         method: args.method.name().into(),
         position: args.position.name().into(),
         seed: args.seed,

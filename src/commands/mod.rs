@@ -2,6 +2,8 @@ pub mod capture;
 pub mod corpus;
 pub mod eval;
 pub mod generate;
+pub mod heatmap;
 pub mod lat;
+pub mod scan;
 pub mod sweep;
 pub mod train_mini;

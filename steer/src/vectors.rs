@@ -29,6 +29,9 @@ pub struct VectorMetadata {
     /// Projection spread per layer (the norm of `layers.{i}`).
     #[serde(default)]
     pub scale: Vec<f64>,
+    /// Mean training projection on the unit direction per layer (the class boundary).
+    #[serde(default)]
+    pub midpoint: Vec<f64>,
     pub method: String,
     pub position: String,
     pub seed: u64,
@@ -56,6 +59,23 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
 }
 
 impl ControlVectors {
+    /// Per layer: the vector, and the (midpoint, scale) a scan centres and divides by. Files
+    /// without a sidecar scan raw projections (midpoint 0) divided by the vector's norm.
+    pub fn scan_directions(&self) -> std::collections::BTreeMap<usize, (Vec<f32>, f64, f64)> {
+        self.vectors
+            .iter()
+            .map(|(&layer, v)| {
+                let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+                let from_meta = self.metadata.as_ref().and_then(|m| {
+                    let k = m.layers.iter().position(|&l| l == layer)?;
+                    Some((*m.midpoint.get(k)?, *m.scale.get(k)?))
+                });
+                let (midpoint, scale) = from_meta.unwrap_or((0.0, norm));
+                (layer, (v.clone(), midpoint, scale))
+            })
+            .collect()
+    }
+
     pub fn d_model(&self) -> usize {
         self.vectors.values().next().map_or(0, Vec::len)
     }

@@ -1,0 +1,84 @@
+use crate::model_arg;
+use crate::steering_args::SHIPPED_VECTORS;
+use anyhow::Result;
+use clap::Args;
+use probe::lat::scan;
+use probe::AlignerTemplate;
+use std::path::PathBuf;
+use steer::vectors::ControlVectors;
+use viz::Panel;
+
+/// LAT scan of one Aligner prompt: every token's activation at every layer projected on that
+/// layer's reading vector (red = towards correcting, blue = towards copying), drawn as a
+/// tokens x layers heatmap; numbers also go to --csv / --npy.
+///
+/// Example:
+///   alens scan --question "what colour is snow?" --answer "snow is green." --out scan.png --csv scan.csv
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct ScanArgs {
+    /// Checkpoint directory. Default: the shipped mini-aligner.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Reading vectors from `alens lat`. Default: the mini-aligner's shipped vectors.
+    #[arg(long)]
+    vectors: Option<PathBuf>,
+    #[arg(long)]
+    question: String,
+    #[arg(long)]
+    answer: String,
+    /// Figure: .png or .svg.
+    #[arg(long)]
+    out: PathBuf,
+    /// Also write the tokens x layers numbers as CSV.
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Also write them as a [tokens, layers] .npy.
+    #[arg(long)]
+    npy: Option<PathBuf>,
+    /// Aligner prompt template with {question} and {answer}.
+    #[arg(long)]
+    template: Option<String>,
+}
+
+pub fn run(args: ScanArgs) -> Result<()> {
+    let ckpt = model_arg::load(&args.model)?;
+    let template = match &args.template {
+        Some(t) => AlignerTemplate::new(t)?,
+        None => AlignerTemplate::default(),
+    };
+    let vectors_path = args.vectors.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS));
+    let vectors = ControlVectors::load(&vectors_path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+    let tokenizer = ckpt.tokenizer()?;
+    let ids = tokenizer.encode(&template.render(&args.question, &args.answer))?;
+    let directions = vectors.scan_directions();
+    let values = scan(&ckpt, &ids, &directions)?;
+    let tokens = tokenizer.token_strings(&ids).into_iter().map(|t| t.replace('\u{120}', "_")).collect::<Vec<_>>();
+    let layers: Vec<usize> = directions.keys().copied().collect();
+    let panel = Panel {
+        title: format!("Q: {} | A: {}", args.question, args.answer),
+        values: values.clone(),
+        row_labels: tokens.clone(),
+        col_labels: layers.iter().map(|l| l.to_string()).collect(),
+        x_label: "layer".into(),
+        y_label: "token".into(),
+    };
+    let model_name = ckpt.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let vec_name = vectors_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    viz::heatmaps(&args.out, &format!("LAT scan: {model_name}, {vec_name}"), &[panel], "(projection - midpoint) / std")?;
+    if let Some(csv) = &args.csv {
+        let mut text = format!("token,{}\n", layers.iter().map(|l| format!("layer_{l}")).collect::<Vec<_>>().join(","));
+        for (t, row) in tokens.iter().zip(&values) {
+            text.push_str(&format!("{:?},{}\n", t, row.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(",")));
+        }
+        probe::io::write_atomic(csv, text.as_bytes())?;
+    }
+    if let Some(npy) = &args.npy {
+        let flat: Vec<f32> = values.iter().flatten().map(|&v| v as f32).collect();
+        probe::io::write_npy_f32(npy, &[values.len(), layers.len()], &flat)?;
+    }
+    let last = values.last().cloned().unwrap_or_default();
+    println!("last prompt token, per layer: {}", last.iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" "));
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
