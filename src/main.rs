@@ -34,11 +34,29 @@ enum Command {
     Sweep(commands::sweep::SweepArgs),
     Scan(commands::scan::ScanArgs),
     Heatmap(commands::heatmap::HeatmapArgs),
+    Demo(commands::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let result = match cli.command {
+    match dispatch(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line, with the context chain, never a backtrace.
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs a command line given as arguments (without the program name): how `demo` chains the
+/// other commands exactly as a user would type them.
+fn run_argv(argv: &[String]) -> anyhow::Result<()> {
+    let cli = Cli::try_parse_from(std::iter::once("alens".to_string()).chain(argv.iter().cloned()))?;
+    dispatch(cli)
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
         Command::Capture(args) => commands::capture::run(args),
         Command::Generate(args) => commands::generate::run(args),
         Command::Eval(args) => commands::eval::run(args),
@@ -48,13 +66,6 @@ fn main() -> ExitCode {
         Command::Sweep(args) => commands::sweep::run(args),
         Command::Scan(args) => commands::scan::run(args),
         Command::Heatmap(args) => commands::heatmap::run(args),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            // One line, with the context chain, never a backtrace.
-            eprintln!("error: {err:#}");
-            ExitCode::FAILURE
-        }
+        Command::Demo(args) => commands::demo::run(args, &run_argv),
     }
 }

@@ -47,6 +47,9 @@ pub struct LatArgs {
     seed: u64,
     #[arg(long)]
     out: PathBuf,
+    /// Also draw accuracy and explained variance per layer (.png or .svg).
+    #[arg(long)]
+    plot: Option<PathBuf>,
     /// Also export a llama.cpp control-vector GGUF.
     #[arg(long)]
     gguf: Option<PathBuf>,
@@ -101,6 +104,16 @@ pub fn run(args: LatArgs) -> Result<()> {
     };
     vectors.save(&args.out)?;
     println!("wrote {} (+ .json sidecar)", args.out.display());
+    if let Some(plot) = &args.plot {
+        let xs: Vec<f64> = kept.iter().map(|v| v.layer as f64).collect();
+        let series = [
+            viz::Series { name: accuracy_label.replace("acc", "pair accuracy"), ys: kept.iter().map(|v| v.accuracy).collect() },
+            viz::Series { name: "explained variance".into(), ys: kept.iter().map(|v| v.explained_variance).collect() },
+        ];
+        let title = format!("LAT copy-vs-correct ({}, {})", args.method.name(), args.position.name());
+        viz::line_chart(plot, &title, "layer", "share", &xs, &series, (0.0, 1.05))?;
+        println!("wrote {}", plot.display());
+    }
     if let Some(gguf) = &args.gguf {
         let skipped = vectors.save_gguf(gguf, &format!("{:?}", ckpt.config.architecture).to_lowercase())?;
         // Read it back: the export is only done when it loads as what we wrote.

@@ -1,5 +1,6 @@
 pub mod capture;
 pub mod corpus;
+pub mod demo;
 pub mod eval;
 pub mod generate;
 pub mod heatmap;

@@ -33,6 +33,9 @@ pub struct SweepArgs {
     limit: Option<usize>,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
+    /// Figure of the curves (.png or .svg).
+    #[arg(long)]
+    out: Option<PathBuf>,
     #[arg(long)]
     json: Option<PathBuf>,
     #[arg(long)]
@@ -68,6 +71,18 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     if let Some(path) = &args.json {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&result)?)?;
+    }
+    if let Some(path) = &args.out {
+        let series = |name: &str, ys: &Vec<f64>| viz::Series { name: name.into(), ys: ys.clone() };
+        let (c, r) = (&result.copy_cases, &result.correct_cases);
+        let curves = [
+            series("correct cases: correction magnitude", &r.correction_magnitude),
+            series("copy cases: correction magnitude", &c.correction_magnitude),
+            series("correct cases: copy rate", &r.copy_rate),
+            series("correct cases: exact correction", &r.exact_correction_rate),
+            series("copy cases: copy rate", &c.copy_rate),
+        ];
+        viz::line_chart(path, &format!("Steering sweep, layers {layers:?}"), "alpha", "rate / magnitude", &alphas, &curves, (0.0, 1.05))?;
     }
     if let Some(path) = &args.csv {
         probe::io::write_atomic(path, result.to_csv().as_bytes())?;
