@@ -96,7 +96,9 @@ fn write_report(out: &Path) -> Result<PathBuf> {
          <p>Copy-or-correct: where the decision shows up in the layers (LAT), and how adding the reading vector with \
          a negative or positive coefficient dials the model from copying to correcting.</p>\n{body}\
          <h2>Example outputs along the sweep (first correct case)</h2><table><tr><th>alpha</th><th>output</th></tr>{examples}</table>\
-         <p>Exports for notebooks: vectors.safetensors (+ .json), scan-*.npy/csv, heatmap.npy/csv, sweep.json/csv.</p></body></html>\n"
+         <p>Exports for notebooks: vectors.safetensors (+ .json), scan-*.npy/csv, heatmap.npy/csv, sweep.json/csv.</p>\
+         <script>addEventListener('load', () => {{ const broken = [...document.images].filter(i => !i.naturalWidth).length; \
+         document.body.dataset.brokenImages = broken; }});</script></body></html>\n"
     );
     let index = out.join("index.html");
     probe::io::write_atomic(&index, page.as_bytes())?;
