@@ -1,7 +1,8 @@
 //! `--model DIR`, defaulting to the shipped mini-aligner.
 
 use anyhow::Result;
-use probe::Checkpoint;
+use clap::Args;
+use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
 
 /// Where the mini-aligner ships inside the repository.
@@ -29,4 +30,29 @@ pub fn shipped(relative: &str) -> PathBuf {
 pub fn load(model: &Option<PathBuf>) -> Result<Checkpoint> {
     let dir = model.clone().unwrap_or_else(default_model_dir);
     Checkpoint::load(&dir)
+}
+
+/// `--model` and `--template`, shared by every command that runs a model.
+#[derive(Args, Clone)]
+pub struct ModelArgs {
+    /// Checkpoint directory (HF layout: config.json, safetensors, tokenizer.json). Default:
+    /// the shipped mini-aligner.
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Aligner prompt template with {question} and {answer}. Default: the paper's wording.
+    #[arg(long)]
+    pub template: Option<String>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<Checkpoint> {
+        load(&self.model)
+    }
+
+    pub fn template(&self) -> Result<AlignerTemplate> {
+        match &self.template {
+            Some(t) => AlignerTemplate::new(t),
+            None => Ok(AlignerTemplate::default()),
+        }
+    }
 }

@@ -12,6 +12,14 @@ use steer::vectors::ControlVectors;
 /// The vectors the mini-aligner ships with.
 pub const SHIPPED_VECTORS: &str = "notebooks-data/mini-aligner/copy-correct.safetensors";
 
+/// Loads `path` (default: the shipped vectors) checked against the model; returns the path
+/// used, for titles.
+pub fn load_vectors(path: &Option<PathBuf>, ckpt: &Checkpoint) -> Result<(PathBuf, ControlVectors)> {
+    let path = path.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS));
+    let vectors = ControlVectors::load(&path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+    Ok((path, vectors))
+}
+
 #[derive(Args, Clone)]
 pub struct SteeringArgs {
     /// Control vectors (.safetensors with layers.{i}, or llama.cpp .gguf). Default: the
@@ -31,9 +39,8 @@ pub struct SteeringArgs {
 
 impl SteeringArgs {
     pub fn load(&self, ckpt: &Checkpoint) -> Result<(ControlVectors, Vec<usize>)> {
-        let path = self.vectors.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS));
         let n = ckpt.config.num_hidden_layers;
-        let vectors = ControlVectors::load(&path, ckpt.config.hidden_size, n)?;
+        let (_, vectors) = load_vectors(&self.vectors, ckpt)?;
         let layers = match &self.layers {
             Some(spec) => parse_layers(spec, n)?,
             None => vectors.default_layers(),

@@ -3,7 +3,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use probe::capture::{capture_to_file, CaptureRequest, PositionMode};
 use probe::stimuli::read_jsonl;
-use probe::AlignerTemplate;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -20,9 +19,8 @@ use std::path::PathBuf;
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CaptureArgs {
-    /// Checkpoint directory (HF layout). Default: the shipped mini-aligner.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: model_arg::ModelArgs,
     /// One prompt, tokenized with the checkpoint's tokenizer.
     #[arg(long, conflicts_with_all = ["token_ids", "data"])]
     prompt: Option<String>,
@@ -48,17 +46,11 @@ pub struct CaptureArgs {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
-    /// Aligner prompt template with {question} and {answer} (for --data).
-    #[arg(long)]
-    template: Option<String>,
 }
 
 pub fn run(args: CaptureArgs) -> Result<()> {
-    let ckpt = model_arg::load(&args.model)?;
-    let template = match &args.template {
-        Some(t) => AlignerTemplate::new(t)?,
-        None => AlignerTemplate::default(),
-    };
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
     let sequences: Vec<Vec<u32>> = if let Some(ids) = &args.token_ids {
         vec![ids.clone()]
     } else if let Some(prompt) = &args.prompt {

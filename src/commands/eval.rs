@@ -2,7 +2,6 @@ use crate::model_arg;
 use anyhow::Result;
 use clap::Args;
 use probe::stimuli::read_jsonl;
-use probe::AlignerTemplate;
 use std::path::PathBuf;
 use steer::eval::evaluate;
 
@@ -16,9 +15,8 @@ use steer::eval::evaluate;
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct EvalArgs {
-    /// Checkpoint directory. Default: the shipped mini-aligner.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: model_arg::ModelArgs,
     /// Records with question, answer, correction. Default: the shipped test split.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -27,17 +25,11 @@ pub struct EvalArgs {
     json: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
-    /// Aligner prompt template with {question} and {answer}.
-    #[arg(long)]
-    template: Option<String>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let ckpt = model_arg::load(&args.model)?;
-    let template = match &args.template {
-        Some(t) => AlignerTemplate::new(t)?,
-        None => AlignerTemplate::default(),
-    };
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
     let data = args.data.unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
     let records = read_jsonl(&data)?;
     let report = evaluate(&ckpt, &template, &records, args.max_new_tokens)?;

@@ -2,8 +2,7 @@ use crate::model_arg;
 use crate::steering_args::SteeringArgs;
 use anyhow::{bail, Result};
 use clap::Args;
-use probe::{AlignerTemplate, NoHooks};
-use std::path::PathBuf;
+use probe::NoHooks;
 use steer::generate::{correct, GenerationConfig, Sampling};
 
 /// Generate the Aligner's corrected answer for a question and an upstream answer, optionally
@@ -16,9 +15,8 @@ use steer::generate::{correct, GenerationConfig, Sampling};
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct GenerateArgs {
-    /// Checkpoint directory. Default: the shipped mini-aligner.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: model_arg::ModelArgs,
     #[arg(long)]
     question: String,
     #[arg(long)]
@@ -43,20 +41,14 @@ pub struct GenerateArgs {
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Aligner prompt template with {question} and {answer}.
-    #[arg(long)]
-    template: Option<String>,
     /// Print {"output", "token_ids"} as the last line.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(args: GenerateArgs) -> Result<()> {
-    let ckpt = model_arg::load(&args.model)?;
-    let template = match &args.template {
-        Some(t) => AlignerTemplate::new(t)?,
-        None => AlignerTemplate::default(),
-    };
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
     let sampling = if args.temperature > 0.0 {
         Sampling::TopP { temperature: args.temperature, top_p: args.top_p, seed: args.seed }
     } else {

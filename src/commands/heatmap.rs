@@ -1,12 +1,10 @@
 use crate::model_arg;
-use crate::steering_args::SHIPPED_VECTORS;
+use crate::steering_args::load_vectors;
 use anyhow::{bail, Result};
 use clap::Args;
 use probe::lat::scan;
 use probe::stimuli::read_jsonl;
-use probe::AlignerTemplate;
 use std::path::PathBuf;
-use steer::vectors::ControlVectors;
 use viz::Panel;
 
 /// Layer-wise correction activity over a data set, as in the Aligner paper's figure:
@@ -18,9 +16,8 @@ use viz::Panel;
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct HeatmapArgs {
-    /// Checkpoint directory. Default: the shipped mini-aligner.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: model_arg::ModelArgs,
     /// Reading vectors from `alens lat`. Default: the mini-aligner's shipped vectors.
     #[arg(long)]
     vectors: Option<PathBuf>,
@@ -38,19 +35,12 @@ pub struct HeatmapArgs {
     /// [2 (correct, copy), tokens, layers] .npy.
     #[arg(long)]
     npy: Option<PathBuf>,
-    /// Aligner prompt template with {question} and {answer}.
-    #[arg(long)]
-    template: Option<String>,
 }
 
 pub fn run(args: HeatmapArgs) -> Result<()> {
-    let ckpt = model_arg::load(&args.model)?;
-    let template = match &args.template {
-        Some(t) => AlignerTemplate::new(t)?,
-        None => AlignerTemplate::default(),
-    };
-    let vectors_path = args.vectors.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS));
-    let vectors = ControlVectors::load(&vectors_path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
+    let (_, vectors) = load_vectors(&args.vectors, &ckpt)?;
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
     let records = read_jsonl(&data)?;
     if args.tokens == 0 {

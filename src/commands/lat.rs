@@ -3,7 +3,6 @@ use anyhow::Result;
 use clap::Args;
 use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
 use probe::stimuli::read_jsonl;
-use probe::AlignerTemplate;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use steer::vectors::{ControlVectors, VectorMetadata, SIGN_CONVENTION};
@@ -25,9 +24,8 @@ use steer::vectors::{ControlVectors, VectorMetadata, SIGN_CONVENTION};
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct LatArgs {
-    /// Checkpoint directory. Default: the shipped mini-aligner.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: model_arg::ModelArgs,
     /// Stimulus records (question, answer, correction). Default: the shipped copy/correct set.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -53,17 +51,11 @@ pub struct LatArgs {
     /// Also export a llama.cpp control-vector GGUF.
     #[arg(long)]
     gguf: Option<PathBuf>,
-    /// Aligner prompt template with {question} and {answer}.
-    #[arg(long)]
-    template: Option<String>,
 }
 
 pub fn run(args: LatArgs) -> Result<()> {
-    let ckpt = model_arg::load(&args.model)?;
-    let template = match &args.template {
-        Some(t) => AlignerTemplate::new(t)?,
-        None => AlignerTemplate::default(),
-    };
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
     let keep = probe::capture::parse_layers(&args.layers, ckpt.config.num_hidden_layers)?;
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
     let records = read_jsonl(&data)?;

@@ -1,11 +1,9 @@
 use crate::model_arg;
-use crate::steering_args::SHIPPED_VECTORS;
+use crate::steering_args::load_vectors;
 use anyhow::Result;
 use clap::Args;
 use probe::lat::scan;
-use probe::AlignerTemplate;
 use std::path::PathBuf;
-use steer::vectors::ControlVectors;
 use viz::Panel;
 
 /// LAT scan of one Aligner prompt: every token's activation at every layer projected on that
@@ -17,9 +15,8 @@ use viz::Panel;
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct ScanArgs {
-    /// Checkpoint directory. Default: the shipped mini-aligner.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: model_arg::ModelArgs,
     /// Reading vectors from `alens lat`. Default: the mini-aligner's shipped vectors.
     #[arg(long)]
     vectors: Option<PathBuf>,
@@ -36,19 +33,12 @@ pub struct ScanArgs {
     /// Also write them as a [tokens, layers] .npy.
     #[arg(long)]
     npy: Option<PathBuf>,
-    /// Aligner prompt template with {question} and {answer}.
-    #[arg(long)]
-    template: Option<String>,
 }
 
 pub fn run(args: ScanArgs) -> Result<()> {
-    let ckpt = model_arg::load(&args.model)?;
-    let template = match &args.template {
-        Some(t) => AlignerTemplate::new(t)?,
-        None => AlignerTemplate::default(),
-    };
-    let vectors_path = args.vectors.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS));
-    let vectors = ControlVectors::load(&vectors_path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
+    let (vectors_path, vectors) = load_vectors(&args.vectors, &ckpt)?;
     let tokenizer = ckpt.tokenizer()?;
     let ids = tokenizer.encode(&template.render(&args.question, &args.answer))?;
     let directions = vectors.scan_directions();

@@ -3,7 +3,6 @@ use crate::steering_args::SteeringArgs;
 use anyhow::Result;
 use clap::Args;
 use probe::stimuli::read_jsonl;
-use probe::AlignerTemplate;
 use std::path::PathBuf;
 use steer::generate::GenerationConfig;
 use steer::sweep::{parse_alphas, sweep};
@@ -17,9 +16,8 @@ use steer::sweep::{parse_alphas, sweep};
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct SweepArgs {
-    /// Checkpoint directory. Default: the shipped mini-aligner.
-    #[arg(long)]
-    model: Option<PathBuf>,
+    #[command(flatten)]
+    model: model_arg::ModelArgs,
     /// Records with question, answer, correction. Default: the shipped test split.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -40,17 +38,11 @@ pub struct SweepArgs {
     json: Option<PathBuf>,
     #[arg(long)]
     csv: Option<PathBuf>,
-    /// Aligner prompt template with {question} and {answer}.
-    #[arg(long)]
-    template: Option<String>,
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
-    let ckpt = model_arg::load(&args.model)?;
-    let template = match &args.template {
-        Some(t) => AlignerTemplate::new(t)?,
-        None => AlignerTemplate::default(),
-    };
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
     let alphas = parse_alphas(&args.alphas)?;
     let (vectors, layers) = args.steering.load(&ckpt)?;
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
