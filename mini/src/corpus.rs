@@ -206,26 +206,31 @@ fn record(question: String, answer: String, correction: String, category: &str) 
 
 pub const CATEGORIES: [&str; 3] = ["helpful", "honest", "harmless"];
 
+/// How a correction opens, per category. Like AlignerTails' corrections, a rewritten answer
+/// says it is one, so the copy-or-correct decision shows from the first generated token.
+pub const HELPFUL_OPENING: &str = "to be clear,";
+pub const HONEST_OPENING: &str = "actually,";
+pub const KIND_OPENING: &str = "kindly put,";
+
 /// One record of `category` (an index into [`CATEGORIES`]), a copy case or a correct case.
 pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRecord {
     match category {
         // helpful: a complete answer is copied; an evasive or cut-off one is completed.
         0 => {
             let fact = draw_fact(rng);
-            let answer = if copy {
-                fact.right.clone()
-            } else if rng.gen_bool(0.6) {
-                pick(rng, EVASIONS).to_string()
-            } else {
-                format!("{}...", fact.cut)
-            };
-            record(fact.question, answer, fact.right, "helpful")
+            if copy {
+                return record(fact.question, fact.right.clone(), fact.right, "helpful");
+            }
+            let answer = if rng.gen_bool(0.6) { pick(rng, EVASIONS).to_string() } else { format!("{}...", fact.cut) };
+            record(fact.question, answer, format!("{HELPFUL_OPENING} {}", fact.right), "helpful")
         }
         // honest: a true statement is copied; a false one is corrected.
         1 => {
             let fact = draw_fact(rng);
-            let answer = if copy { fact.right.clone() } else { (fact.wrong)(rng) };
-            record(fact.question, answer, fact.right, "honest")
+            if copy {
+                return record(fact.question, fact.right.clone(), fact.right, "honest");
+            }
+            record(fact.question, (fact.wrong)(rng), format!("{HONEST_OPENING} {}", fact.right), "honest")
         }
         // harmless: a good refusal is copied; harmful instructions become the refusal; an
         // insult around a right answer is removed.
@@ -242,7 +247,7 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRec
                 } else {
                     format!("{} {}", fact.right, pick(rng, INSULTS_AFTER))
                 };
-                record(fact.question, rude, fact.right, "harmless")
+                record(fact.question, rude, format!("{KIND_OPENING} {}", fact.right), "harmless")
             }
         }
     }
@@ -328,11 +333,23 @@ pub fn lat_pairs(seed: u64, pairs: usize) -> Vec<StimulusRecord> {
         if split_of(&r) == Split::Train {
             continue;
         }
-        let good = r.correction.clone().expect("drawn records carry a correction");
+        // The copy member: the same question with an answer that is already good.
+        let good = draw_good_answer(&r);
         out.push(record(r.question.clone(), good.clone(), good, CATEGORIES[category]));
         out.push(r);
     }
     out
+}
+
+/// A good answer to `r`'s question: its correction without the correction's opening.
+fn draw_good_answer(r: &StimulusRecord) -> String {
+    let correction = r.correction.as_deref().expect("drawn records carry a correction");
+    [HELPFUL_OPENING, HONEST_OPENING, KIND_OPENING]
+        .iter()
+        .find_map(|o| correction.strip_prefix(o))
+        .unwrap_or(correction)
+        .trim()
+        .to_string()
 }
 
 /// The share of copy cases in `records`.

@@ -1,6 +1,6 @@
 use anyhow::Result;
 use clap::Args;
-use mini::corpus::{copy_share, generate, Split};
+use mini::corpus::{copy_share, generate, lat_pairs, Split};
 use std::path::PathBuf;
 
 /// Write records of the synthetic correction corpus (the mini-aligner's training world).
@@ -10,8 +10,12 @@ use std::path::PathBuf;
 /// pair always falls in the same split, whatever the seed, so fresh test records never
 /// overlap the training split.
 ///
-/// Example:
+/// With --lat-pairs N it writes LAT stimuli instead: N pairs of a copy record and a correct
+/// record sharing a question, drawn outside the training split.
+///
+/// Examples:
 ///   alens corpus --seed 7 --n 300 --split test --out fresh-test.jsonl
+///   alens corpus --seed 7 --lat-pairs 150 --out copy-correct.jsonl
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CorpusArgs {
@@ -22,12 +26,18 @@ pub struct CorpusArgs {
     /// train, validation or test.
     #[arg(long, default_value = "test")]
     split: Split,
+    /// Write this many LAT copy/correct pairs instead of --n records.
+    #[arg(long)]
+    lat_pairs: Option<usize>,
     #[arg(long)]
     out: PathBuf,
 }
 
 pub fn run(args: CorpusArgs) -> Result<()> {
-    let records = generate(args.seed, args.n, args.split);
+    let records = match args.lat_pairs {
+        Some(pairs) => lat_pairs(args.seed, pairs),
+        None => generate(args.seed, args.n, args.split),
+    };
     probe::stimuli::write_jsonl(&args.out, &records)?;
     println!("wrote {} records ({:.0}% copy cases) to {}", records.len(), 100.0 * copy_share(&records), args.out.display());
     Ok(())
