@@ -9,7 +9,7 @@ use crate::hooks::{HookPoint, Hooks, Site};
 use crate::io::{TensorFileWriter, TensorSpec};
 use crate::model::{Checkpoint, Positions};
 use anyhow::{bail, Context, Result};
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -215,11 +215,12 @@ pub fn capture_to_file(
             write_rows(&mut writer, &point.to_string(), &act, batch, sequences, &first_row, all)?;
         }
         if request.logits {
-            let logits = if all { ckpt.model.logits(&normed)? } else { ckpt.model.logits(&last_rows(&normed, batch, sequences)?)? };
-            let logits_all = all;
-            if logits_all {
+            if all {
+                let logits = ckpt.model.logits(&normed)?;
                 write_rows(&mut writer, "logits", &logits, batch, sequences, &first_row, true)?;
             } else {
+                // Unembed only each sequence's last row: [b, 1, vocab].
+                let logits = ckpt.model.logits(&last_rows(&normed, batch, sequences)?)?;
                 for (row, &i) in batch.iter().enumerate() {
                     writer.write_f32_rows("logits", first_row[i], &logits.get(row)?.flatten_all()?.to_vec1()?)?;
                 }
@@ -266,7 +267,6 @@ fn write_rows(
         }
         writer.write_f32_rows(name, first_row[i], &values)?;
     }
-    let _ = act.dim(D::Minus1)?;
     Ok(())
 }
 

@@ -1,179 +1,13 @@
-//! LAT (Linear Artificial Tomography, Zou et al. 2023, "Representation Engineering"): find,
-//! at each layer, the direction that separates the model's state when it is about to copy an
-//! answer from its state when it is about to correct one (Aligner, Ji et al. 2024, Sec. 5).
-//!
-//! Stimuli are contrast pairs sharing a question: one record whose answer is already good
-//! (copy) and one whose answer needs fixing (correct). A [`ReadingVector`] per layer is a unit
-//! direction with the sign fixed so that a positive projection means "correct", plus the
-//! spread of projections along it, so steering coefficients are comparable across layers.
+//! Fitting reading vectors: mean-diff and RepE's PCA, sign, scale and held-out accuracy.
 
-use crate::hooks::{HookPoint, Hooks, Site};
-use crate::model::{AlignerTemplate, Checkpoint, Positions};
-use crate::stimuli::StimulusRecord;
-use anyhow::{bail, Context, Result};
-use candle_core::Tensor;
+use super::{ContrastPair, LatMethod};
+use anyhow::{bail, Result};
 use linfa::traits::Fit;
 use linfa::DatasetBase;
 use ndarray::{Array1, Array2, Axis};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use std::collections::BTreeMap;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LatMethod {
-    /// RepE's LAT: first principal component of (randomly ordered, recentred) pair differences.
-    Pca,
-    /// Difference of the class means, correct minus copy.
-    MeanDiff,
-}
-
-impl std::str::FromStr for LatMethod {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "pca" => Ok(Self::Pca),
-            "mean-diff" => Ok(Self::MeanDiff),
-            other => bail!("--method must be pca or mean-diff, not {other:?}"),
-        }
-    }
-}
-
-impl LatMethod {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Pca => "pca",
-            Self::MeanDiff => "mean-diff",
-        }
-    }
-}
-
-/// Which token's activation stands for a stimulus.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReadPosition {
-    /// The last prompt token (`ASSISTANT:`), where the copy-or-correct decision is taken.
-    Last,
-    /// The mean over the upstream answer's tokens.
-    AnswerMean,
-}
-
-impl std::str::FromStr for ReadPosition {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "last" => Ok(Self::Last),
-            "answer-mean" => Ok(Self::AnswerMean),
-            other => bail!("--position must be last or answer-mean, not {other:?}"),
-        }
-    }
-}
-
-impl ReadPosition {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Last => "last",
-            Self::AnswerMean => "answer-mean",
-        }
-    }
-}
-
-/// One copy/correct contrast: indices into the stimulus records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ContrastPair {
-    pub copy: usize,
-    pub correct: usize,
-}
-
-/// Pairs each question's copy records with its correct records, in file order. Records
-/// without a `correction` cannot be classed and are an error.
-pub fn build_pairs(records: &[StimulusRecord]) -> Result<Vec<ContrastPair>> {
-    if records.is_empty() {
-        bail!("the stimulus set is empty");
-    }
-    let mut by_question: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
-    for (i, r) in records.iter().enumerate() {
-        let is_copy = r.is_copy().with_context(|| format!("record {} has no correction, so it is neither copy nor correct", i + 1))?;
-        let entry = by_question.entry(r.question.as_str()).or_default();
-        if is_copy { entry.0.push(i) } else { entry.1.push(i) }
-    }
-    let copies: usize = by_question.values().map(|v| v.0.len()).sum();
-    if copies == 0 || copies == records.len() {
-        bail!(
-            "the stimulus set has only {} cases: LAT needs both copy cases (correction == answer) and correct cases",
-            if copies == 0 { "correct" } else { "copy" }
-        );
-    }
-    let mut pairs: Vec<ContrastPair> = by_question
-        .values()
-        .flat_map(|(copy, correct)| copy.iter().zip(correct).map(|(&a, &b)| ContrastPair { copy: a, correct: b }))
-        .collect();
-    pairs.sort_by_key(|p| p.copy.min(p.correct));
-    if pairs.is_empty() {
-        bail!("no copy/correct pairs can be built: no question has both a copy record and a correct record");
-    }
-    Ok(pairs)
-}
-
-/// Keeps the chosen position's activation at every `resid_post` of one sequence.
-struct ReadHook {
-    span: (usize, usize),
-    rows: BTreeMap<usize, Vec<f32>>,
-}
-
-impl Hooks for ReadHook {
-    fn wants(&self, point: HookPoint) -> bool {
-        point.site == Site::ResidPost
-    }
-    fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        let (start, end) = self.span;
-        let row = activation.get(0)?.narrow(0, start, end - start)?.mean(0)?;
-        self.rows.insert(point.layer, row.to_vec1()?);
-        Ok(None)
-    }
-}
-
-/// Activations of every record at every layer's `resid_post`: one `[records, d]` array per
-/// layer, at the chosen position of the Aligner prompt.
-pub fn read_activations(
-    ckpt: &Checkpoint,
-    template: &AlignerTemplate,
-    records: &[StimulusRecord],
-    position: ReadPosition,
-) -> Result<Vec<Array2<f32>>> {
-    let tokenizer = ckpt.tokenizer()?;
-    let (layers, d) = (ckpt.config.num_hidden_layers, ckpt.config.hidden_size);
-    let mut out = vec![Array2::<f32>::zeros((records.len(), d)); layers];
-    let progress = crate::progress::bar(records.len() as u64, "activations");
-    for (i, r) in records.iter().enumerate() {
-        let prompt = template.render(&r.question, &r.answer);
-        let ids = tokenizer.encode(&prompt)?;
-        let span = match position {
-            ReadPosition::Last => (ids.len() - 1, ids.len()),
-            ReadPosition::AnswerMean => {
-                // The answer spans from the end of the prompt text before it to the end of the
-                // text through it; token boundaries may merge one token at either edge.
-                let before = template.render(&r.question, "\u{0}");
-                let head = before.split('\u{0}').next().unwrap_or("");
-                let start = tokenizer.encode(head.trim_end())?.len();
-                let end = tokenizer.encode(&format!("{head}{}", r.answer))?.len().clamp(start + 1, ids.len());
-                (start.min(ids.len() - 1), end)
-            }
-        };
-        let input = Tensor::new(ids.as_slice(), ckpt.model.device())?.unsqueeze(0)?;
-        let positions = Positions::contiguous(1, ids.len(), 0, ckpt.model.device())?;
-        let mut hook = ReadHook { span, rows: BTreeMap::new() };
-        ckpt.model.forward(&input, &positions, None, &mut hook)?;
-        for (layer, row) in hook.rows {
-            if row.iter().any(|v| !v.is_finite()) {
-                bail!("non-finite activation at layer {layer} for record {}", i + 1);
-            }
-            out[layer].row_mut(i).assign(&Array1::from(row));
-        }
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    Ok(out)
-}
 
 /// The copy-vs-correct direction at one layer.
 #[derive(Debug, Clone)]
@@ -277,43 +111,6 @@ pub fn fit(
     Ok(LatResult { vectors, method, train_pairs: train.len(), test_pairs: test.len(), accuracy_is_training: test.is_empty() })
 }
 
-/// Keeps every `resid_post` of one sequence, `[tokens, d]` per layer.
-struct KeepResidPost(BTreeMap<usize, Tensor>);
-
-impl Hooks for KeepResidPost {
-    fn wants(&self, point: HookPoint) -> bool {
-        point.site == Site::ResidPost
-    }
-    fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        self.0.insert(point.layer, activation.get(0)?);
-        Ok(None)
-    }
-}
-
-/// LAT scan: for every token of `ids` and every layer in `directions`, the projection of
-/// `blocks.{l}.hook_resid_post` on the layer's unit direction, as `(p - midpoint) / scale`
-/// (raw projection when no midpoint/scale is known). Rows are tokens, columns the layers in
-/// ascending order.
-pub fn scan(ckpt: &Checkpoint, ids: &[u32], directions: &BTreeMap<usize, (Vec<f32>, f64, f64)>) -> Result<Vec<Vec<f64>>> {
-    if ids.is_empty() {
-        bail!("nothing to scan: the prompt has no tokens");
-    }
-    let input = Tensor::new(ids, ckpt.model.device())?.unsqueeze(0)?;
-    let positions = Positions::contiguous(1, ids.len(), 0, ckpt.model.device())?;
-    let mut keep = KeepResidPost(BTreeMap::new());
-    ckpt.model.forward(&input, &positions, None, &mut keep)?;
-    let mut columns = Vec::new();
-    for (layer, (direction, midpoint, scale)) in directions {
-        let acts = keep.0.get(layer).with_context(|| format!("layer {layer} is not in the model"))?;
-        let norm = direction.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
-        let unit_dir = Tensor::new(direction.as_slice(), ckpt.model.device())?.affine(1.0 / norm, 0.0)?;
-        let proj: Vec<f32> = acts.matmul(&unit_dir.unsqueeze(1)?)?.flatten_all()?.to_vec1()?;
-        let scale = if *scale > 0.0 { *scale } else { 1.0 };
-        columns.push(proj.into_iter().map(|p| (p as f64 - midpoint) / scale).collect::<Vec<f64>>());
-    }
-    Ok((0..ids.len()).map(|t| columns.iter().map(|c| c[t]).collect()).collect())
-}
-
 fn unit(v: Array1<f64>) -> Array1<f64> {
     let norm = v.dot(&v).sqrt();
     if norm > 0.0 { v / norm } else { v }
@@ -372,6 +169,8 @@ fn first_component(acts: &Array2<f64>, pairs: &[ContrastPair], seed: u64) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stimuli::StimulusRecord;
+    use crate::lat::build_pairs;
 
     /// Activations with a planted copy/correct direction plus noise: records 2k (copy) and
     /// 2k + 1 (correct) of each pair.
