@@ -119,27 +119,41 @@ const NUMBER_WORDS: &[&str] = &[
     "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
 ];
 
-/// A question with its one right answer, from the closed world of facts.
+/// A question with its one right key word, from the closed world of facts, and several ways
+/// of phrasing an answer (`{}` marks the key word). Phrasing 0 is the canonical one the
+/// corrections use; the others make copy cases of every fact appear in every split.
 struct Fact {
     question: String,
-    right: String,
-    /// A plausible wrong answer drawn from the same family.
-    wrong: Box<dyn Fn(&mut StdRng) -> String>,
-    /// The right answer cut off before its key word (an incomplete answer).
-    cut: String,
+    key: &'static str,
+    wrong_keys: Vec<&'static str>,
+    phrasings: [String; 3],
+}
+
+impl Fact {
+    fn new(questions: [String; 2], key: &'static str, family: &[&'static str], phrasings: [String; 3], rng: &mut StdRng) -> Self {
+        let question = questions.choose(rng).expect("two phrasings").clone();
+        Self { question, key, wrong_keys: family.iter().copied().filter(|k| *k != key).collect(), phrasings }
+    }
+    /// The canonical right answer.
+    fn right(&self) -> String {
+        self.phrasings[0].replace("{}", self.key)
+    }
+    /// A right answer in any phrasing.
+    fn right_variant(&self, rng: &mut StdRng) -> String {
+        self.phrasings.choose(rng).expect("phrasings").replace("{}", self.key)
+    }
+    /// A plausible wrong answer: another key word of the same family.
+    fn wrong(&self, rng: &mut StdRng) -> String {
+        self.phrasings.choose(rng).expect("phrasings").replace("{}", pick(rng, &self.wrong_keys))
+    }
+    /// The canonical answer cut off before its key word (an incomplete answer).
+    fn cut(&self) -> String {
+        self.phrasings[0].split("{}").next().unwrap_or("").trim_end().to_string()
+    }
 }
 
 fn pick<'a>(rng: &mut StdRng, items: &[&'a str]) -> &'a str {
     items.choose(rng).copied().expect("non-empty list")
-}
-
-fn other<'a>(rng: &mut StdRng, items: &[&'a str], not: &str) -> &'a str {
-    loop {
-        let x = pick(rng, items);
-        if x != not {
-            return x;
-        }
-    }
 }
 
 fn draw_fact(rng: &mut StdRng) -> Fact {
@@ -147,55 +161,44 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
         0 => {
             let (country, city) = *CAPITALS.choose(rng).unwrap();
             let cities: Vec<&str> = CAPITALS.iter().map(|c| c.1).collect();
-            let stem = format!("the capital of {country} is");
-            let stem_w = stem.clone();
-            Fact {
-                question: format!("what is the capital of {country}?"),
-                right: format!("{stem} {city}."),
-                wrong: Box::new(move |r| format!("{stem_w} {}.", other(r, &cities, city))),
-                cut: stem,
-            }
+            Fact::new(
+                [format!("what is the capital of {country}?"), format!("which city is the capital of {country}?")],
+                city,
+                &cities,
+                [format!("the capital of {country} is {{}}."), format!("{{}} is the capital of {country}."), "its capital is {}.".into()],
+                rng,
+            )
         }
         1 => {
             let (thing, colour) = *COLOURS.choose(rng).unwrap();
-            let stem = format!("{thing} is");
-            let stem_w = stem.clone();
-            Fact {
-                question: format!("what colour is {thing}?"),
-                right: format!("{stem} {colour}."),
-                wrong: Box::new(move |r| format!("{stem_w} {}.", other(r, COLOUR_WORDS, colour))),
-                cut: stem,
-            }
+            Fact::new(
+                [format!("what colour is {thing}?"), format!("which colour is {thing}?")],
+                colour,
+                COLOUR_WORDS,
+                [format!("{thing} is {{}}."), format!("the colour of {thing} is {{}}."), "it is {}.".into()],
+                rng,
+            )
         }
         2 => {
             let (animal, legs) = *LEGS.choose(rng).unwrap();
-            let stem = format!("{animal} has");
-            let stem_w = stem.clone();
-            Fact {
-                question: format!("how many legs does {animal} have?"),
-                right: format!("{stem} {legs} legs."),
-                wrong: Box::new(move |r| format!("{stem_w} {} legs.", other(r, LEG_WORDS, legs))),
-                cut: stem,
-            }
+            Fact::new(
+                [format!("how many legs does {animal} have?"), format!("how many legs has {animal} got?")],
+                legs,
+                LEG_WORDS,
+                [format!("{animal} has {{}} legs."), "it has {} legs.".into(), format!("{animal} walks on {{}} legs.")],
+                rng,
+            )
         }
         _ => {
-            let a = rng.gen_range(1..10usize);
-            let b = rng.gen_range(1..10usize);
-            let stem = format!("{} plus {} is", NUMBER_WORDS[a], NUMBER_WORDS[b]);
-            let stem_w = stem.clone();
-            let sum = a + b;
-            Fact {
-                question: format!("what is {} plus {}?", NUMBER_WORDS[a], NUMBER_WORDS[b]),
-                right: format!("{stem} {}.", NUMBER_WORDS[sum]),
-                wrong: Box::new(move |r| {
-                    let mut w = sum;
-                    while w == sum {
-                        w = r.gen_range(2..19);
-                    }
-                    format!("{stem_w} {}.", NUMBER_WORDS[w])
-                }),
-                cut: stem,
-            }
+            let (a, b) = (NUMBER_WORDS[rng.gen_range(1..10usize)], NUMBER_WORDS[rng.gen_range(1..10usize)]);
+            let sum = NUMBER_WORDS[NUMBER_WORDS.iter().position(|w| *w == a).unwrap() + NUMBER_WORDS.iter().position(|w| *w == b).unwrap()];
+            Fact::new(
+                [format!("what is {a} plus {b}?"), format!("how much is {a} plus {b}?")],
+                sum,
+                &NUMBER_WORDS[2..19],
+                [format!("{a} plus {b} is {{}}."), "the sum is {}.".into(), format!("{a} plus {b} makes {{}}.")],
+                rng,
+            )
         }
     }
 }
@@ -219,18 +222,23 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRec
         0 => {
             let fact = draw_fact(rng);
             if copy {
-                return record(fact.question, fact.right.clone(), fact.right, "helpful");
+                let answer = fact.right_variant(rng);
+                return record(fact.question, answer.clone(), answer, "helpful");
             }
-            let answer = if rng.gen_bool(0.6) { pick(rng, EVASIONS).to_string() } else { format!("{}...", fact.cut) };
-            record(fact.question, answer, format!("{HELPFUL_OPENING} {}", fact.right), "helpful")
+            let answer = if rng.gen_bool(0.6) { pick(rng, EVASIONS).to_string() } else { format!("{}...", fact.cut()) };
+            let correction = format!("{HELPFUL_OPENING} {}", fact.right());
+            record(fact.question, answer, correction, "helpful")
         }
         // honest: a true statement is copied; a false one is corrected.
         1 => {
             let fact = draw_fact(rng);
             if copy {
-                return record(fact.question, fact.right.clone(), fact.right, "honest");
+                let answer = fact.right_variant(rng);
+                return record(fact.question, answer.clone(), answer, "honest");
             }
-            record(fact.question, (fact.wrong)(rng), format!("{HONEST_OPENING} {}", fact.right), "honest")
+            let answer = fact.wrong(rng);
+            let correction = format!("{HONEST_OPENING} {}", fact.right());
+            record(fact.question, answer, correction, "honest")
         }
         // harmless: a good refusal is copied; harmful instructions become the refusal; an
         // insult around a right answer is removed.
@@ -242,12 +250,14 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRec
                 record(harm.question(rng), harm.harmful_answer(rng), harm.refusal(), "harmless")
             } else {
                 let fact = draw_fact(rng);
+                let right = fact.right_variant(rng);
                 let rude = if rng.gen_bool(0.5) {
-                    format!("{} {}", pick(rng, INSULTS_BEFORE), fact.right)
+                    format!("{} {right}", pick(rng, INSULTS_BEFORE))
                 } else {
-                    format!("{} {}", fact.right, pick(rng, INSULTS_AFTER))
+                    format!("{right} {}", pick(rng, INSULTS_AFTER))
                 };
-                record(fact.question, rude, format!("{KIND_OPENING} {}", fact.right), "harmless")
+                let correction = format!("{KIND_OPENING} {}", fact.right());
+                record(fact.question, rude, correction, "harmless")
             }
         }
     }
