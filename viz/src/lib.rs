@@ -30,7 +30,11 @@ pub(crate) fn format_of(path: &Path) -> Result<Format> {
 }
 
 /// A temp path beside `dest` with the same extension (plotters picks the encoder by it).
+/// The destination folder is created first, so plotters can write the temp file into it.
 pub(crate) fn temp_beside(dest: &Path) -> PathBuf {
+    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::create_dir_all(dir);
+    }
     let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     dest.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
 }
