@@ -9,24 +9,6 @@ use candle_core::Tensor;
 use ndarray::{Array1, Array2};
 use std::collections::BTreeMap;
 
-/// Keeps the chosen position's activation at every `resid_post` of one sequence.
-struct ReadHook {
-    span: (usize, usize),
-    rows: BTreeMap<usize, Vec<f32>>,
-}
-
-impl Hooks for ReadHook {
-    fn wants(&self, point: HookPoint) -> bool {
-        point.site == Site::ResidPost
-    }
-    fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        let (start, end) = self.span;
-        let row = activation.get(0)?.narrow(0, start, end - start)?.mean(0)?;
-        self.rows.insert(point.layer, row.to_vec1()?);
-        Ok(None)
-    }
-}
-
 /// Activations of every record at every layer's `resid_post`: one `[records, d]` array per
 /// layer, at the chosen position of the Aligner prompt.
 pub fn read_activations(
@@ -54,11 +36,8 @@ pub fn read_activations(
                 (start.min(ids.len() - 1), end)
             }
         };
-        let input = Tensor::new(ids.as_slice(), ckpt.model.device())?.unsqueeze(0)?;
-        let positions = Positions::contiguous(1, ids.len(), 0, ckpt.model.device())?;
-        let mut hook = ReadHook { span, rows: BTreeMap::new() };
-        ckpt.model.forward(&input, &positions, None, &mut hook)?;
-        for (layer, row) in hook.rows {
+        for (layer, acts) in resid_post_of(ckpt, &ids)? {
+            let row: Vec<f32> = acts.narrow(0, span.0, span.1 - span.0)?.mean(0)?.to_vec1()?;
             if row.iter().any(|v| !v.is_finite()) {
                 bail!("non-finite activation at layer {layer} for record {}", i + 1);
             }
@@ -83,6 +62,16 @@ impl Hooks for KeepResidPost {
     }
 }
 
+/// Runs one sequence and returns every layer's `resid_post`, `[tokens, d]` each: what both
+/// LAT reading and the scan start from.
+fn resid_post_of(ckpt: &Checkpoint, ids: &[u32]) -> Result<BTreeMap<usize, Tensor>> {
+    let input = Tensor::new(ids, ckpt.model.device())?.unsqueeze(0)?;
+    let positions = Positions::contiguous(1, ids.len(), 0, ckpt.model.device())?;
+    let mut keep = KeepResidPost(BTreeMap::new());
+    ckpt.model.forward(&input, &positions, None, &mut keep)?;
+    Ok(keep.0)
+}
+
 /// LAT scan: for every token of `ids` and every layer in `directions`, the projection of
 /// `blocks.{l}.hook_resid_post` on the layer's unit direction, as `(p - midpoint) / scale`
 /// (raw projection when no midpoint/scale is known). Rows are tokens, columns the layers in
@@ -91,13 +80,10 @@ pub fn scan(ckpt: &Checkpoint, ids: &[u32], directions: &BTreeMap<usize, (Vec<f3
     if ids.is_empty() {
         bail!("nothing to scan: the prompt has no tokens");
     }
-    let input = Tensor::new(ids, ckpt.model.device())?.unsqueeze(0)?;
-    let positions = Positions::contiguous(1, ids.len(), 0, ckpt.model.device())?;
-    let mut keep = KeepResidPost(BTreeMap::new());
-    ckpt.model.forward(&input, &positions, None, &mut keep)?;
+    let resid_post = resid_post_of(ckpt, ids)?;
     let mut columns = Vec::new();
     for (layer, (direction, midpoint, scale)) in directions {
-        let acts = keep.0.get(layer).with_context(|| format!("layer {layer} is not in the model"))?;
+        let acts = resid_post.get(layer).with_context(|| format!("layer {layer} is not in the model"))?;
         let norm = direction.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
         let unit_dir = Tensor::new(direction.as_slice(), ckpt.model.device())?.affine(1.0 / norm, 0.0)?;
         let proj: Vec<f32> = acts.matmul(&unit_dir.unsqueeze(1)?)?.flatten_all()?.to_vec1()?;
