@@ -121,17 +121,19 @@ const NUMBER_WORDS: &[&str] = &[
 
 /// A question with its one right key word, from the closed world of facts, and several ways
 /// of phrasing an answer (`{}` marks the key word). Phrasing 0 is the canonical one the
-/// corrections use; the others make copy cases of every fact appear in every split.
+/// corrections use. Four question and four answer phrasings per fact give sixteen (question,
+/// answer) combinations, so a combination held out for the test split has many siblings in
+/// training: the model must learn that only the key word decides, not memorise combinations.
 struct Fact {
     question: String,
     key: &'static str,
     wrong_keys: Vec<&'static str>,
-    phrasings: [String; 3],
+    phrasings: [String; 4],
 }
 
 impl Fact {
-    fn new(questions: [String; 2], key: &'static str, family: &[&'static str], phrasings: [String; 3], rng: &mut StdRng) -> Self {
-        let question = questions.choose(rng).expect("two phrasings").clone();
+    fn new(questions: [String; 4], key: &'static str, family: &[&'static str], phrasings: [String; 4], rng: &mut StdRng) -> Self {
+        let question = questions.choose(rng).expect("question phrasings").clone();
         Self { question, key, wrong_keys: family.iter().copied().filter(|k| *k != key).collect(), phrasings }
     }
     /// The canonical right answer.
@@ -162,30 +164,50 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
             let (country, city) = *CAPITALS.choose(rng).unwrap();
             let cities: Vec<&str> = CAPITALS.iter().map(|c| c.1).collect();
             Fact::new(
-                [format!("what is the capital of {country}?"), format!("which city is the capital of {country}?")],
+                [
+                    format!("what is the capital of {country}?"),
+                    format!("which city is the capital of {country}?"),
+                    format!("name the capital of {country}."),
+                    format!("what city is the capital of {country}?"),
+                ],
                 city,
                 &cities,
-                [format!("the capital of {country} is {{}}."), format!("{{}} is the capital of {country}."), "its capital is {}.".into()],
+                [
+                    format!("the capital of {country} is {{}}."),
+                    format!("{{}} is the capital of {country}."),
+                    "its capital is {}.".into(),
+                    "the capital city is {}.".into(),
+                ],
                 rng,
             )
         }
         1 => {
             let (thing, colour) = *COLOURS.choose(rng).unwrap();
             Fact::new(
-                [format!("what colour is {thing}?"), format!("which colour is {thing}?")],
+                [
+                    format!("what colour is {thing}?"),
+                    format!("which colour is {thing}?"),
+                    format!("what is the colour of {thing}?"),
+                    format!("tell me the colour of {thing}."),
+                ],
                 colour,
                 COLOUR_WORDS,
-                [format!("{thing} is {{}}."), format!("the colour of {thing} is {{}}."), "it is {}.".into()],
+                [format!("{thing} is {{}}."), format!("the colour of {thing} is {{}}."), "it is {}.".into(), "its colour is {}.".into()],
                 rng,
             )
         }
         2 => {
             let (animal, legs) = *LEGS.choose(rng).unwrap();
             Fact::new(
-                [format!("how many legs does {animal} have?"), format!("how many legs has {animal} got?")],
+                [
+                    format!("how many legs does {animal} have?"),
+                    format!("how many legs has {animal} got?"),
+                    format!("what number of legs does {animal} have?"),
+                    format!("count the legs of {animal}."),
+                ],
                 legs,
                 LEG_WORDS,
-                [format!("{animal} has {{}} legs."), "it has {} legs.".into(), format!("{animal} walks on {{}} legs.")],
+                [format!("{animal} has {{}} legs."), "it has {} legs.".into(), format!("{animal} walks on {{}} legs."), "it walks on {} legs.".into()],
                 rng,
             )
         }
@@ -193,10 +215,15 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
             let (a, b) = (NUMBER_WORDS[rng.gen_range(1..10usize)], NUMBER_WORDS[rng.gen_range(1..10usize)]);
             let sum = NUMBER_WORDS[NUMBER_WORDS.iter().position(|w| *w == a).unwrap() + NUMBER_WORDS.iter().position(|w| *w == b).unwrap()];
             Fact::new(
-                [format!("what is {a} plus {b}?"), format!("how much is {a} plus {b}?")],
+                [
+                    format!("what is {a} plus {b}?"),
+                    format!("how much is {a} plus {b}?"),
+                    format!("what do you get when you add {a} and {b}?"),
+                    format!("add {a} and {b}."),
+                ],
                 sum,
                 &NUMBER_WORDS[2..19],
-                [format!("{a} plus {b} is {{}}."), "the sum is {}.".into(), format!("{a} plus {b} makes {{}}.")],
+                [format!("{a} plus {b} is {{}}."), "the sum is {}.".into(), format!("{a} plus {b} makes {{}}."), "the answer is {}.".into()],
                 rng,
             )
         }

@@ -2,7 +2,7 @@
 //! expected correction for bad ones?
 
 use crate::generate::{correct, GenerationConfig};
-use crate::magnitude::correction_magnitude;
+use crate::magnitude::text_correction_magnitude;
 use anyhow::{bail, Result};
 use probe::hooks::NoHooks;
 use probe::stimuli::StimulusRecord;
@@ -84,9 +84,9 @@ pub fn evaluate(
             bail!("record {} has no correction to evaluate against", i + 1);
         };
         let is_copy = record.is_copy() == Some(true);
-        let (output, ids) = correct(ckpt, template, &record.question, &record.answer, &config, &mut NoHooks)?;
+        let (output, _) = correct(ckpt, template, &record.question, &record.answer, &config, &mut NoHooks)?;
         let exact = output == reference.trim();
-        let magnitude = correction_magnitude(&tokenizer.encode_plain(&record.answer)?, &ids);
+        let magnitude = text_correction_magnitude(&tokenizer, &record.answer, &output)?;
         overall.add(is_copy, exact, magnitude);
         let category = record.category.clone().unwrap_or_else(|| "uncategorised".into());
         per_category.entry(category).or_default().add(is_copy, exact, magnitude);

@@ -3,7 +3,7 @@
 //! correct cases (the paper's "from copying to heavy correction" curve).
 
 use crate::generate::{correct, GenerationConfig};
-use crate::magnitude::correction_magnitude;
+use crate::magnitude::text_correction_magnitude;
 use crate::steering::SteeringHook;
 use anyhow::{bail, Result};
 use probe::stimuli::StimulusRecord;
@@ -83,18 +83,17 @@ pub fn sweep(
     let n_copy = classified.iter().filter(|(_, c)| *c).count();
     let mut copy_cases = SweepCurve { n: n_copy, ..Default::default() };
     let mut correct_cases = SweepCurve { n: records.len() - n_copy, ..Default::default() };
-    let answers: Vec<Vec<u32>> = records.iter().map(|r| tokenizer.encode_plain(&r.answer)).collect::<Result<_>>()?;
     let mut examples = Vec::new();
     let progress = probe::progress::bar((alphas.len() * records.len()) as u64, "sweep");
     for &alpha in alphas {
         // [copy, correct] x (magnitude sum, copies, exact corrections)
         let mut sums = [[0.0f64; 3]; 2];
         let mut example = None;
-        for ((record, is_copy), answer_ids) in classified.iter().zip(&answers) {
+        for (record, is_copy) in &classified {
             let mut hook = make_hook(alpha)?;
-            let (output, ids) = correct(ckpt, template, &record.question, &record.answer, config, &mut hook)?;
+            let (output, _) = correct(ckpt, template, &record.question, &record.answer, config, &mut hook)?;
             let class = &mut sums[usize::from(!is_copy)];
-            class[0] += correction_magnitude(answer_ids, &ids);
+            class[0] += text_correction_magnitude(&tokenizer, &record.answer, &output)?;
             class[1] += f64::from(output == record.answer.trim());
             class[2] += f64::from(Some(output.as_str()) == record.correction.as_deref().map(str::trim));
             if !is_copy && example.is_none() {
