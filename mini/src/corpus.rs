@@ -104,20 +104,25 @@ impl Harmful {
     fn harmful_answer(&self, rng: &mut StdRng) -> String {
         format!("{} {}.", pick(rng, OPENERS), pick(rng, self.steps))
     }
-    /// Good refusals in other wordings: already fine, so they are copied.
+    /// A good refusal, in the canonical or another wording: already fine, so it is copied.
     fn good_refusal(&self, rng: &mut StdRng) -> String {
-        match rng.gen_range(0..3) {
-            0 => self.refusal(),
-            1 => format!("sorry, i will not help with {}. {}", self.topic, self.alternative),
-            _ => format!("i will not explain that. {}", self.alternative),
+        if rng.gen_range(0..3) == 0 {
+            self.refusal()
+        } else {
+            self.reworded_refusal(rng)
+        }
+    }
+    /// A good refusal worded unlike [`Harmful::refusal`].
+    fn reworded_refusal(&self, rng: &mut StdRng) -> String {
+        if rng.gen_bool(0.5) {
+            format!("sorry, i will not help with {}. {}", self.topic, self.alternative)
+        } else {
+            format!("i will not explain that. {}", self.alternative)
         }
     }
 }
 
-const NUMBER_WORDS: &[&str] = &[
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-    "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen",
-];
+const NUMBER_WORDS: &[&str] = &["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
 
 /// A question with its one right key word, from the closed world of facts, and several ways
 /// of phrasing an answer (`{}` marks the key word). Phrasing 0 is the canonical one the
@@ -212,7 +217,8 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
             )
         }
         _ => {
-            let (a, b) = (NUMBER_WORDS[rng.gen_range(1..10usize)], NUMBER_WORDS[rng.gen_range(1..10usize)]);
+            // Operands one to five: 25 sums, a closed table a 1M-parameter model can learn.
+            let (a, b) = (NUMBER_WORDS[rng.gen_range(1..6usize)], NUMBER_WORDS[rng.gen_range(1..6usize)]);
             let sum = NUMBER_WORDS[NUMBER_WORDS.iter().position(|w| *w == a).unwrap() + NUMBER_WORDS.iter().position(|w| *w == b).unwrap()];
             Fact::new(
                 [
@@ -222,7 +228,7 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
                     format!("add {a} and {b}."),
                 ],
                 sum,
-                &NUMBER_WORDS[2..19],
+                &NUMBER_WORDS[2..],
                 [format!("{a} plus {b} is {{}}."), "the sum is {}.".into(), format!("{a} plus {b} makes {{}}."), "the answer is {}.".into()],
                 rng,
             )
@@ -370,8 +376,15 @@ pub fn lat_pairs(seed: u64, pairs: usize) -> Vec<StimulusRecord> {
         if split_of(&r) == Split::Train {
             continue;
         }
-        // The copy member: the same question with an answer that is already good.
-        let good = draw_good_answer(&r);
+        // The copy member: the same question with an answer that is already good. Its output
+        // must differ from the correct member's, or the pair contrasts nothing the model does:
+        // copying the canonical refusal writes exactly what correcting harmful steps writes,
+        // so a harmful request is paired with a refusal in another wording.
+        let harm = HARMFUL.iter().find(|h| r.correction.as_deref() == Some(h.refusal().as_str()));
+        let good = match harm {
+            Some(harm) => harm.reworded_refusal(&mut rng),
+            None => draw_good_answer(&r),
+        };
         out.push(record(r.question.clone(), good.clone(), good, CATEGORIES[category]));
         out.push(r);
     }

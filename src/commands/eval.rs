@@ -25,6 +25,9 @@ pub struct EvalArgs {
     json: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
+    /// Records generated together (left-padded, one KV cache).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -32,7 +35,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let template = args.model.template()?;
     let data = args.data.unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
     let records = read_jsonl(&data)?;
-    let report = evaluate(&ckpt, &template, &records, args.max_new_tokens)?;
+    let report = evaluate(&ckpt, &template, &records, args.max_new_tokens, args.batch_size)?;
     println!("{:<12} {:>5} {:>11} {:>14} {:>10}", "category", "n", "copy exact", "correct exact", "magnitude");
     let row = |name: &str, s: &steer::eval::EvalScores| {
         println!("{name:<12} {:>5} {:>10.1}% {:>13.1}% {:>10.3}", s.n, 100.0 * s.copy_exact, 100.0 * s.correct_exact, s.mean_correction_magnitude)

@@ -31,6 +31,9 @@ pub struct SweepArgs {
     limit: Option<usize>,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
+    /// Records generated together (left-padded, one KV cache).
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
     /// Figure of the curves (.png or .svg).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -52,7 +55,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     let config = GenerationConfig::greedy(args.max_new_tokens, ckpt.eos_token_ids.clone());
     let make_hook = |alpha: f64| args.steering.hook(&ckpt, &vectors, &layers, alpha);
-    let result = sweep(&ckpt, &template, &records, &alphas, &layers, &config, &make_hook)?;
+    let result = sweep(&ckpt, &template, &records, &alphas, &layers, &config, args.batch_size, &make_hook)?;
     println!("steering layers {layers:?}; {} copy cases, {} correct cases", result.copy_cases.n, result.correct_cases.n);
     println!("{:>7} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "corr:mag", "copied", "exact");
     for (k, a) in alphas.iter().enumerate() {

@@ -1,9 +1,9 @@
 //! Evaluating an Aligner on stimulus records: does it copy good answers and produce the
 //! expected correction for bad ones?
 
-use crate::generate::{correct, GenerationConfig};
+use crate::generate::{correct_many, GenerationConfig};
 use crate::magnitude::text_correction_magnitude;
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use probe::hooks::NoHooks;
 use probe::stimuli::StimulusRecord;
 use probe::{AlignerTemplate, Checkpoint};
@@ -72,19 +72,25 @@ pub fn evaluate(
     template: &AlignerTemplate,
     records: &[StimulusRecord],
     max_new_tokens: usize,
+    batch_size: usize,
 ) -> Result<EvalReport> {
     let tokenizer = ckpt.tokenizer()?;
     let config = GenerationConfig::greedy(max_new_tokens, ckpt.eos_token_ids.clone());
+    let references: Vec<&str> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.correction.as_deref().with_context(|| format!("record {} has no correction to evaluate against", i + 1)))
+        .collect::<Result<_>>()?;
+    let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
+    let progress = probe::progress::bar(records.len() as u64, "eval");
+    let outputs = correct_many(ckpt, template, &pairs, &config, batch_size, &mut || Ok(Box::new(NoHooks)), &mut |n| progress.inc(n as u64))?;
+    progress.finish_and_clear();
+
     let mut overall = Tally::default();
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut misses = Vec::new();
-    let progress = probe::progress::bar(records.len() as u64, "eval");
-    for (i, record) in records.iter().enumerate() {
-        let Some(reference) = record.correction.as_deref() else {
-            bail!("record {} has no correction to evaluate against", i + 1);
-        };
+    for ((record, reference), output) in records.iter().zip(references).zip(outputs) {
         let is_copy = record.is_copy() == Some(true);
-        let (output, _) = correct(ckpt, template, &record.question, &record.answer, &config, &mut NoHooks)?;
         let exact = output == reference.trim();
         let magnitude = text_correction_magnitude(&tokenizer, &record.answer, &output)?;
         overall.add(is_copy, exact, magnitude);
@@ -94,9 +100,7 @@ pub fn evaluate(
             misses.push(serde_json::json!({"question": record.question, "answer": record.answer,
                                            "expected": reference, "output": output}));
         }
-        progress.inc(1);
     }
-    progress.finish_and_clear();
     Ok(EvalReport {
         overall: overall.scores(),
         per_category: per_category.into_iter().map(|(k, t)| (k, t.scores())).collect(),

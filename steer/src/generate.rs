@@ -72,6 +72,90 @@ pub fn generate(
     Ok(generated)
 }
 
+/// Generates for many prompts at once: prompts are left-padded to one width (padding masked,
+/// rotary positions counted from each row's first real token, so a row yields what it would
+/// alone, up to float rounding), then decoded together from one KV cache until every row has
+/// hit EOS or `max_new_tokens`. Returns each row's new ids, as [`generate`] does. Sampling
+/// draws rows in order from one seeded generator, so it is reproducible but not equal to
+/// sampling each prompt alone.
+pub fn generate_batch(
+    model: &Model,
+    prompts: &[Vec<u32>],
+    config: &GenerationConfig,
+    hooks: &mut dyn Hooks,
+) -> Result<Vec<Vec<u32>>> {
+    let vocab = model.config().vocab_size;
+    for (row, prompt) in prompts.iter().enumerate() {
+        if prompt.is_empty() {
+            bail!("prompt {} is empty: cannot generate from it", row + 1);
+        }
+        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            bail!("prompt {} has token id {bad}, outside the vocabulary (size {vocab})", row + 1);
+        }
+    }
+    let batch = prompts.len();
+    if batch == 0 {
+        return Ok(Vec::new());
+    }
+    let device = model.device();
+    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+    let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+    let mut ids = Vec::with_capacity(batch * width);
+    let mut positions = Vec::with_capacity(batch * width);
+    let mut key_mask = Vec::with_capacity(batch * width);
+    for (prompt, &pad) in prompts.iter().zip(&pads) {
+        ids.extend(std::iter::repeat_n(0u32, pad).chain(prompt.iter().copied()));
+        positions.extend(std::iter::repeat_n(0u32, pad).chain(0..prompt.len() as u32));
+        key_mask.extend(std::iter::repeat_n(0f32, pad).chain(std::iter::repeat_n(1f32, prompt.len())));
+    }
+    let mut cache = KvCache::new(model.num_layers());
+    let mut rng = match config.sampling {
+        Sampling::TopP { seed, .. } => Some(StdRng::seed_from_u64(seed)),
+        Sampling::Greedy => None,
+    };
+    let mut generated = vec![Vec::new(); batch];
+    let mut done = vec![false; batch];
+    let mut input = Tensor::from_vec(ids, (batch, width), device)?;
+    let mut step_positions = Tensor::from_vec(positions, (batch, width), device)?;
+    for step in 0..config.max_new_tokens {
+        let seq = input.dim(1)?;
+        let mask = Tensor::from_vec(key_mask.clone(), (batch, key_mask.len() / batch), device)?;
+        let normed = model.forward(&input, &Positions { positions: step_positions, key_mask: Some(mask) }, Some(&mut cache), hooks)?;
+        let logits = model.logits(&normed.narrow(1, seq - 1, 1)?)?.squeeze(1)?;
+        let mut next_ids = Vec::with_capacity(batch);
+        for row in 0..batch {
+            let row_logits = logits.get(row)?;
+            let next = match (config.sampling, rng.as_mut()) {
+                (Sampling::TopP { temperature, top_p, .. }, Some(rng)) => sample_top_p(&row_logits, temperature, top_p, rng)?,
+                _ => row_logits.argmax(D::Minus1)?.to_scalar::<u32>()?,
+            };
+            if !done[row] {
+                if !config.ignore_eos && config.eos_token_ids.contains(&next) {
+                    done[row] = true;
+                } else {
+                    generated[row].push(next);
+                }
+            }
+            next_ids.push(next);
+        }
+        if done.iter().all(|&d| d) {
+            break;
+        }
+        // Every row takes its token, finished or not: a finished row's output is already
+        // fixed, and keeping the batch rectangular is cheaper than shrinking the cache.
+        let mut grown = Vec::with_capacity(key_mask.len() + batch);
+        for row in key_mask.chunks(key_mask.len() / batch) {
+            grown.extend_from_slice(row);
+            grown.push(1.0);
+        }
+        key_mask = grown;
+        let next_positions: Vec<u32> = prompts.iter().map(|p| (p.len() + step) as u32).collect();
+        input = Tensor::from_vec(next_ids, (batch, 1), device)?;
+        step_positions = Tensor::from_vec(next_positions, (batch, 1), device)?;
+    }
+    Ok(generated)
+}
+
 fn sample_top_p(logits: &Tensor, temperature: f64, top_p: f64, rng: &mut StdRng) -> Result<u32> {
     if temperature <= 0.0 {
         return Ok(logits.argmax(D::Minus1)?.to_scalar::<u32>()?);
@@ -103,6 +187,30 @@ fn candle_nn_softmax(logits: &Tensor) -> Result<Vec<f32>> {
     let exp = logits.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_all()?;
     Ok(exp.broadcast_div(&sum)?.to_vec1()?)
+}
+
+/// Corrected answers for many (question, answer) pairs, generated [`generate_batch`]-wise in
+/// batches of `batch_size`; `on_batch` is told how many were done (for a progress bar).
+pub fn correct_many(
+    ckpt: &Checkpoint,
+    template: &AlignerTemplate,
+    pairs: &[(&str, &str)],
+    config: &GenerationConfig,
+    batch_size: usize,
+    make_hooks: &mut dyn FnMut() -> Result<Box<dyn Hooks>>,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Vec<String>> {
+    let tokenizer = ckpt.tokenizer()?;
+    let mut outputs = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(batch_size.max(1)) {
+        let prompts: Vec<Vec<u32>> = chunk.iter().map(|(q, a)| tokenizer.encode(&template.render(q, a))).collect::<Result<_>>()?;
+        let mut hooks = make_hooks()?;
+        for ids in generate_batch(&ckpt.model, &prompts, config, hooks.as_mut())? {
+            outputs.push(tokenizer.decode(&ids)?.trim().to_string());
+        }
+        on_batch(chunk.len());
+    }
+    Ok(outputs)
 }
 
 /// The Aligner's corrected answer to `question` + upstream `answer`, as text and as the

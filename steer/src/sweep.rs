@@ -2,7 +2,7 @@
 //! measure how far the output moved from the upstream answer, separately for copy cases and
 //! correct cases (the paper's "from copying to heavy correction" curve).
 
-use crate::generate::{correct, GenerationConfig};
+use crate::generate::{correct_many, GenerationConfig};
 use crate::magnitude::text_correction_magnitude;
 use crate::steering::SteeringHook;
 use anyhow::{bail, Result};
@@ -72,6 +72,7 @@ pub fn sweep(
     alphas: &[f64],
     layers: &[usize],
     config: &GenerationConfig,
+    batch_size: usize,
     make_hook: &dyn Fn(f64) -> Result<SteeringHook>,
 ) -> Result<SweepResult> {
     let tokenizer = ckpt.tokenizer()?;
@@ -84,14 +85,16 @@ pub fn sweep(
     let mut copy_cases = SweepCurve { n: n_copy, ..Default::default() };
     let mut correct_cases = SweepCurve { n: records.len() - n_copy, ..Default::default() };
     let mut examples = Vec::new();
+    let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
     let progress = probe::progress::bar((alphas.len() * records.len()) as u64, "sweep");
     for &alpha in alphas {
+        let outputs = correct_many(ckpt, template, &pairs, config, batch_size, &mut || Ok(Box::new(make_hook(alpha)?)), &mut |n| {
+            progress.inc(n as u64)
+        })?;
         // [copy, correct] x (magnitude sum, copies, exact corrections)
         let mut sums = [[0.0f64; 3]; 2];
         let mut example = None;
-        for (record, is_copy) in &classified {
-            let mut hook = make_hook(alpha)?;
-            let (output, _) = correct(ckpt, template, &record.question, &record.answer, config, &mut hook)?;
+        for ((record, is_copy), output) in classified.iter().zip(outputs) {
             let class = &mut sums[usize::from(!is_copy)];
             class[0] += text_correction_magnitude(&tokenizer, &record.answer, &output)?;
             class[1] += f64::from(output == record.answer.trim());
@@ -99,7 +102,6 @@ pub fn sweep(
             if !is_copy && example.is_none() {
                 example = Some(serde_json::json!({"alpha": alpha, "question": record.question, "answer": record.answer, "output": output}));
             }
-            progress.inc(1);
         }
         for (curve, class) in [(&mut copy_cases, sums[0]), (&mut correct_cases, sums[1])] {
             let n = curve.n.max(1) as f64;

@@ -4,7 +4,7 @@
 use candle_core::{DType, Device, Tensor};
 use probe::{Checkpoint, NoHooks, Positions, Site};
 use std::path::PathBuf;
-use steer::generate::{generate, GenerationConfig};
+use steer::generate::{generate, generate_batch, GenerationConfig};
 use steer::steering::{SteerPositions, SteeringHook};
 use steer::vectors::ControlVectors;
 
@@ -35,6 +35,18 @@ fn check(name: &str) {
     hook.add(&vectors, &[LAYER], ALPHA, &Device::Cpu).unwrap();
     let ours = generate(&ckpt.model, &ids[..4], &config, &mut hook).unwrap();
     assert_eq!(ours, expected, "{name}: KV-cached steered greedy differs from HF's uncached one");
+
+    // Batched over prompts of different lengths (left-padded), steered, each row equals the
+    // same prompt generated alone.
+    let prompts: Vec<Vec<u32>> = [4, 9, 2, 6].iter().map(|&n| ids[..n.min(ids.len())].to_vec()).collect();
+    let mut hook = SteeringHook::new(Site::ResidPost, SteerPositions::All);
+    hook.add(&vectors, &[LAYER], ALPHA, &Device::Cpu).unwrap();
+    let batched = generate_batch(&ckpt.model, &prompts, &config, &mut hook).unwrap();
+    for (prompt, row) in prompts.iter().zip(&batched) {
+        let mut hook = SteeringHook::new(Site::ResidPost, SteerPositions::All);
+        hook.add(&vectors, &[LAYER], ALPHA, &Device::Cpu).unwrap();
+        assert_eq!(row, &generate(&ckpt.model, prompt, &config, &mut hook).unwrap(), "{name}: batched row differs");
+    }
 
     // Alpha 0 is bit-identical to no steering at all.
     let mut zero = SteeringHook::new(Site::ResidPost, SteerPositions::All);
