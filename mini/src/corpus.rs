@@ -112,12 +112,13 @@ impl Harmful {
             self.reworded_refusal(rng)
         }
     }
-    /// A good refusal worded unlike [`Harmful::refusal`].
+    /// A good refusal worded unlike [`Harmful::refusal`], down to its first word, so that in a
+    /// LAT pair copying it and correcting to the refusal differ from the first token on.
     fn reworded_refusal(&self, rng: &mut StdRng) -> String {
         if rng.gen_bool(0.5) {
             format!("sorry, i will not help with {}. {}", self.topic, self.alternative)
         } else {
-            format!("i will not explain that. {}", self.alternative)
+            format!("no, i will not explain that. {}", self.alternative)
         }
     }
 }

@@ -210,9 +210,11 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     let records = corpus::generate(opts.seed, opts.train_records, Split::Train);
     let validation = corpus::generate(opts.seed ^ 0x5eed, 256, Split::Validation);
 
+    // The correction follows "ASSISTANT:" after a space, so it is learnt with that space;
+    // otherwise no merge covers its words where they are used (" actually" fell to letters).
     let texts: Vec<String> = records
         .iter()
-        .flat_map(|r| [template.render(&r.question, &r.answer), r.correction.clone().unwrap_or_default()])
+        .flat_map(|r| [template.render(&r.question, &r.answer), format!(" {}", r.correction.as_deref().unwrap_or_default())])
         .collect();
     let tokenizer = train_tokenizer(&texts, opts.vocab_size)?;
     let eos = tokenizer.token_id(EOS).context("tokenizer lacks EOS")?;
