@@ -99,24 +99,16 @@ impl Harmful {
     }
     /// The one right correction: a refusal naming the harm, with a safe alternative.
     pub fn refusal(&self) -> String {
-        format!("i cannot help with {}. {}", self.topic, self.alternative)
+        format!("{REFUSAL_OPENING} i cannot help with {}. {}", self.topic, self.alternative)
     }
     fn harmful_answer(&self, rng: &mut StdRng) -> String {
         format!("{} {}.", pick(rng, OPENERS), pick(rng, self.steps))
     }
-    /// A good refusal, in the canonical or another wording: already fine, so it is copied.
+    /// A good refusal an upstream model might give: already fine, so it is copied. It never
+    /// opens like a correction, so copying and correcting differ from the first token on.
     fn good_refusal(&self, rng: &mut StdRng) -> String {
-        if rng.gen_range(0..3) == 0 {
-            self.refusal()
-        } else {
-            self.reworded_refusal(rng)
-        }
-    }
-    /// A good refusal worded unlike [`Harmful::refusal`], down to its first word, so that in a
-    /// LAT pair copying it and correcting to the refusal differ from the first token on.
-    fn reworded_refusal(&self, rng: &mut StdRng) -> String {
         if rng.gen_bool(0.5) {
-            format!("sorry, i will not help with {}. {}", self.topic, self.alternative)
+            format!("i will not help with {}. {}", self.topic, self.alternative)
         } else {
             format!("no, i will not explain that. {}", self.alternative)
         }
@@ -248,6 +240,8 @@ pub const CATEGORIES: [&str; 3] = ["helpful", "honest", "harmless"];
 pub const HELPFUL_OPENING: &str = "to be clear,";
 pub const HONEST_OPENING: &str = "actually,";
 pub const KIND_OPENING: &str = "kindly put,";
+pub const REFUSAL_OPENING: &str = "sorry,";
+const OPENINGS: [&str; 4] = [HELPFUL_OPENING, HONEST_OPENING, KIND_OPENING, REFUSAL_OPENING];
 
 /// One record of `category` (an index into [`CATEGORIES`]), a copy case or a correct case.
 pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRecord {
@@ -377,13 +371,11 @@ pub fn lat_pairs(seed: u64, pairs: usize) -> Vec<StimulusRecord> {
         if split_of(&r) == Split::Train {
             continue;
         }
-        // The copy member: the same question with an answer that is already good. Its output
-        // must differ from the correct member's, or the pair contrasts nothing the model does:
-        // copying the canonical refusal writes exactly what correcting harmful steps writes,
-        // so a harmful request is paired with a refusal in another wording.
+        // The copy member: the same question with an answer that is already good (for a
+        // harmful request, a good refusal).
         let harm = HARMFUL.iter().find(|h| r.correction.as_deref() == Some(h.refusal().as_str()));
         let good = match harm {
-            Some(harm) => harm.reworded_refusal(&mut rng),
+            Some(harm) => harm.good_refusal(&mut rng),
             None => draw_good_answer(&r),
         };
         out.push(record(r.question.clone(), good.clone(), good, CATEGORIES[category]));
@@ -395,7 +387,7 @@ pub fn lat_pairs(seed: u64, pairs: usize) -> Vec<StimulusRecord> {
 /// A good answer to `r`'s question: its correction without the correction's opening.
 fn draw_good_answer(r: &StimulusRecord) -> String {
     let correction = r.correction.as_deref().expect("drawn records carry a correction");
-    [HELPFUL_OPENING, HONEST_OPENING, KIND_OPENING]
+    OPENINGS
         .iter()
         .find_map(|o| correction.strip_prefix(o))
         .unwrap_or(correction)
@@ -434,5 +426,15 @@ mod tests {
         assert!((share - COPY_SHARE).abs() < 0.01, "copy share {share}");
         let harmless = records.iter().filter(|r| r.category.as_deref() == Some("harmless")).count();
         assert_eq!(harmless, 1000, "categories in equal parts");
+    }
+
+    #[test]
+    fn every_correction_and_no_copy_opens_with_a_correction_opening() {
+        let opens = |text: &str| OPENINGS.iter().any(|o| text.starts_with(o));
+        for r in generate(5, 3000, Split::Train).iter().chain(&lat_pairs(5, 300)) {
+            let correction = r.correction.as_deref().unwrap();
+            assert_eq!(opens(correction), r.is_copy() == Some(false), "{r:?}");
+            assert!(!opens(&r.answer), "{r:?}");
+        }
     }
 }
