@@ -32,7 +32,7 @@ fn main() {
         vectors: (5..7).map(|l| (l, vec![0.01f32; 768])).collect::<BTreeMap<_, _>>(),
         metadata: None,
     };
-    let runs = 7;
+    let runs = 15;
     let (mut plain, mut steered) = (Vec::new(), Vec::new());
     generate(&model, &prompt, &config, &mut NoHooks).unwrap();
     // Interleaved, so drift in machine load hits both cases alike.
