@@ -105,3 +105,55 @@ fn steered_generate_and_sweep() {
     }
     assert_eq!(std::fs::read_to_string(p("sweep.csv")).unwrap().lines().count(), 4);
 }
+
+/// Writes `layers.{i}` f32 vectors (and optionally a sidecar listing `sidecar_layers`).
+fn write_vectors(path: &Path, vectors: &[(usize, Vec<f32>)], sidecar_layers: Option<&[usize]>) {
+    let data: Vec<(String, Vec<u8>)> =
+        vectors.iter().map(|(l, v)| (format!("layers.{l}"), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = data
+        .iter()
+        .map(|(name, bytes)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![bytes.len() / 4], bytes).unwrap()))
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).unwrap()).unwrap();
+    if let Some(layers) = sidecar_layers {
+        let sidecar = serde_json::json!({"model": "test", "d_model": vectors[0].1.len(), "layers": layers});
+        std::fs::write(path.with_extension("json"), sidecar.to_string()).unwrap();
+    }
+}
+
+#[test]
+fn every_command_that_reads_vectors_refuses_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let model = golden("qwen2_bias").display().to_string();
+    let d_model = read_f32(&golden("qwen2_bias").join("steer.safetensors")).into_values().next().unwrap().1.len();
+    write_stimuli(dir.path().join("stim.jsonl").as_path(), 3);
+
+    let mut nan = vec![0.5f32; d_model];
+    nan[1] = f32::NAN;
+    write_vectors(Path::new(&p("nan.safetensors")), &[(1, nan)], None);
+    write_vectors(Path::new(&p("narrow.safetensors")), &[(1, vec![0.5; d_model - 1])], None);
+    write_vectors(Path::new(&p("gap.safetensors")), &[(1, vec![0.5; d_model])], Some(&[0, 1]));
+    let cases = [("nan", "NaN"), ("narrow", "width"), ("gap", "no layers.0")];
+
+    let (stim, scan_png, heat_png) = (p("stim.jsonl"), p("scan.png"), p("heat.png"));
+    for (file, expected) in cases {
+        let vectors = p(&format!("{file}.safetensors"));
+        let commands: [Vec<&str>; 4] = [
+            vec!["generate", "--question", "w1", "--answer", "w2", "--alpha", "1", "--max-new-tokens", "2"],
+            vec!["sweep", "--data", &stim, "--alphas", "0,1", "--max-new-tokens", "2"],
+            vec!["scan", "--question", "w1", "--answer", "w2", "--out", &scan_png],
+            vec!["heatmap", "--data", &stim, "--out", &heat_png],
+        ];
+        for mut args in commands {
+            args.extend_from_slice(&["--model", &model, "--vectors", &vectors]);
+            let err = alens_err(&args);
+            assert!(err.contains(expected), "{} with {file}: {err}", args[0]);
+        }
+    }
+    // A layer the file does not hold.
+    write_vectors(Path::new(&p("one.safetensors")), &[(1, vec![0.5; d_model])], None);
+    let err = alens_err(&["generate", "--model", &model, "--vectors", &p("one.safetensors"), "--question", "w1", "--answer", "w2",
+                          "--alpha", "1", "--layers", "0"]);
+    assert!(err.contains("layer 0"), "{err}");
+}

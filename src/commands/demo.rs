@@ -19,13 +19,23 @@ pub struct DemoArgs {
     /// Records of the test split used for the sweep (more = smoother curves, slower).
     #[arg(long, default_value_t = 60)]
     sweep_records: usize,
+    /// Steering strengths of the sweep (start:stop:step or a list). In units of the vector
+    /// file (alpha = 1 adds one projection std per steered layer at every position); on the
+    /// mini-aligner text turns to repetition beyond about |alpha| = 1, so the demo stays inside.
+    #[arg(long, default_value = "-1:1:0.25")]
+    alphas: String,
 }
 
 const COPY_EXAMPLE: (&str, &str) = ("what colour is snow?", "snow is white.");
-const CORRECT_EXAMPLE: (&str, &str) = ("what colour is snow?", "snow is green.");
+// An evasive answer: the kind of correction the mini-aligner's reading vector shows most
+// clearly (a wrong fact, `snow is green.`, reads only a little above its copy).
+const CORRECT_EXAMPLE: (&str, &str) = ("what colour is snow?", "i do not know.");
 
 pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result<()> {
     let out = &args.out;
+    let alphas = steer::sweep::parse_alphas(&args.alphas)?;
+    // Five of the sweep's alphas for the side-by-side generations: both ends, the middle, the quarters.
+    let picks: Vec<String> = [0, 1, 2, 3, 4].iter().map(|q| alphas[q * (alphas.len() - 1) / 4].to_string()).collect();
     std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
     let p = |name: &str| out.join(name).display().to_string();
     let stage = |n: usize, what: &str| eprintln!("[{n}/6] {what}");
@@ -44,11 +54,11 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
     stage(3, "layer-wise correction heatmap");
     call(&["heatmap", "--vectors", &p("vectors.safetensors"), "--out", &p("heatmap.png"), "--csv", &p("heatmap.csv"), "--npy", &p("heatmap.npy")])?;
     stage(4, "steering sweep");
-    call(&["sweep", "--vectors", &p("vectors.safetensors"), "--alphas", "-8:8:2", "--limit", &args.sweep_records.to_string(),
+    call(&["sweep", "--vectors", &p("vectors.safetensors"), "--alphas", &args.alphas, "--limit", &args.sweep_records.to_string(),
            "--json", &p("sweep.json"), "--csv", &p("sweep.csv"), "--out", &p("sweep.png")])?;
     stage(5, "example generations at several alphas");
     call(&["generate", "--vectors", &p("vectors.safetensors"), "--question", CORRECT_EXAMPLE.0, "--answer", CORRECT_EXAMPLE.1,
-           "--alphas", "-8,-4,0,4,8", "--json"])?;
+           "--alphas", &picks.join(","), "--json"])?;
     stage(6, "report page");
     let index = write_report(out)?;
     println!("report: {}", index.display());
@@ -75,7 +85,7 @@ fn write_report(out: &Path) -> Result<PathBuf> {
                  fmt_list(&sidecar["accuracy"]), fmt_list(&sidecar["explained_variance"]), sidecar["default_layers"])),
         ("scan-copy.png", "LAT scan of a copy case (the answer is already right)",
          format!("Q: {} A: {} (numbers: scan-copy.csv)", COPY_EXAMPLE.0, COPY_EXAMPLE.1)),
-        ("scan-correct.png", "LAT scan of a correct case (the answer is wrong)",
+        ("scan-correct.png", "LAT scan of a correct case (the answer evades; the model completes it)",
          format!("Q: {} A: {} (numbers: scan-correct.csv)", CORRECT_EXAMPLE.0, CORRECT_EXAMPLE.1)),
         ("heatmap.png", "Layer-wise correction activity: (a) correct cases beside (b) copy cases",
          "Mean LAT score of the last prompt tokens per layer, one colour scale (numbers: heatmap.csv).".to_string()),

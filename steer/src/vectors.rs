@@ -17,8 +17,10 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The sidecar: where the vectors came from and how good they are.
+/// The sidecar: where the vectors came from and how good they are. Keys another tool's
+/// sidecar leaves out take their defaults.
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct VectorMetadata {
     pub model: String,
     pub d_model: usize,

@@ -8,6 +8,7 @@ use crate::{commit, format_of, temp_beside, Format};
 use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use std::path::Path;
 
 /// One heatmap: `values[row][col]`, rows drawn top to bottom.
@@ -100,7 +101,7 @@ where
         .margin(8)
         .x_label_area_size(40)
         .y_label_area_size(label_width)
-        .build_cartesian_2d(0..cols, 0..rows)
+        .build_cartesian_2d(CellAxis(cols), CellAxis(rows))
         .map_err(err)?;
     let row_labels = panel.row_labels.clone();
     let col_labels = panel.col_labels.clone();
@@ -112,10 +113,10 @@ where
         .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
         .label_style((FAMILY, 11))
-        .x_label_formatter(&|c| col_labels.get(*c).cloned().unwrap_or_default())
-        .y_label_formatter(&|r| {
+        .x_label_formatter(&|x| col_labels.get(*x as usize).cloned().unwrap_or_default())
+        .y_label_formatter(&|y| {
             // Row 0 at the top.
-            let label = rows.checked_sub(r + 1).and_then(|i| row_labels.get(i)).cloned().unwrap_or_default();
+            let label = rows.checked_sub(*y as usize + 1).and_then(|i| row_labels.get(i)).cloned().unwrap_or_default();
             label.chars().take(24).collect()
         })
         .draw()
@@ -124,11 +125,33 @@ where
         .draw_series(panel.values.iter().enumerate().flat_map(|(r, row)| {
             row.iter().enumerate().map(move |(c, &v)| {
                 let y = rows - 1 - r;
-                Rectangle::new([(c, y), (c + 1, y + 1)], diverging(v, limit).filled())
+                Rectangle::new([(c as f64, y as f64), ((c + 1) as f64, (y + 1) as f64)], diverging(v, limit).filled())
             })
         }))
         .map_err(err)?;
     Ok(())
+}
+
+/// An axis of `n` unit cells, `[i, i + 1)` for cell i, with its labels at the cell centres.
+/// (plotters' segmented integer axes collapse to a point when there is a single cell.)
+struct CellAxis(usize);
+
+impl Ranged for CellAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, value: &f64, limit: (i32, i32)) -> i32 {
+        limit.0 + ((limit.1 - limit.0) as f64 * value / self.0 as f64).round() as i32
+    }
+
+    fn key_points<Hint: KeyPointHint>(&self, hint: Hint) -> Vec<f64> {
+        let step = self.0.div_ceil(hint.max_num_points().max(1)).max(1);
+        (0..self.0).step_by(step).map(|i| i as f64 + 0.5).collect()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        0.0..self.0 as f64
+    }
 }
 
 fn draw_colour_bar<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, limit: f64, label: &str) -> Result<()>

@@ -37,8 +37,14 @@ fn heatmaps_render_png_and_svg() {
     heatmaps(&svg, "LAT scan", &[panel("scan", 4, 3, 1.0)], "projection").unwrap();
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<svg") && text.contains("<rect") && text.contains("tok3"));
+    // One token at one layer still draws its cell, labelled at the cell's centre.
+    let single = dir.path().join("single.svg");
+    heatmaps(&single, "one cell", &[panel("cell", 1, 1, 1.0)], "projection").unwrap();
+    let text = std::fs::read_to_string(&single).unwrap();
+    assert!(text.contains("tok0") && text.contains("\n0\n"), "labels of a 1x1 heatmap");
+    assert!(!text.contains("width=\"0\" height=\"0\""), "the cell is drawn");
     assert!(heatmaps(&dir.path().join("x.txt"), "t", &[panel("p", 2, 2, 1.0)], "v").is_err());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3, "no temp files left behind");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4, "no temp files left behind");
 }
 
 #[test]
