@@ -88,9 +88,34 @@ where
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
         .label_font((FAMILY, 12))
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(emptiest_corner(xs, series, (x_lo - pad, x_hi + pad), (y_lo, y_hi)))
         .draw()
         .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
+}
+
+/// The plot corner with the fewest data points under where the legend would sit, so the
+/// legend hides no point (it covers about a third of the width and a fifth of the height).
+fn emptiest_corner(xs: &[f64], series: &[Series], (x_lo, x_hi): (f64, f64), (y_lo, y_hi): (f64, f64)) -> SeriesLabelPosition {
+    let points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| xs.iter().zip(&s.ys).map(|(&x, &y)| ((x - x_lo) / (x_hi - x_lo), (y - y_lo) / (y_hi - y_lo))))
+        .collect();
+    let covered = |left: bool, top: bool| {
+        points
+            .iter()
+            .filter(|&&(x, y)| (if left { x < 0.4 } else { x > 0.6 }) && (if top { y > 0.75 } else { y < 0.25 }))
+            .count()
+    };
+    [
+        (SeriesLabelPosition::UpperLeft, covered(true, true)),
+        (SeriesLabelPosition::UpperRight, covered(false, true)),
+        (SeriesLabelPosition::LowerRight, covered(false, false)),
+        (SeriesLabelPosition::LowerLeft, covered(true, false)),
+    ]
+    .into_iter()
+    .min_by_key(|(_, n)| *n)
+    .map(|(corner, _)| corner)
+    .expect("four corners")
 }
