@@ -48,11 +48,17 @@ pub fn run(args: TrainMiniArgs) -> Result<()> {
     };
     let bar = probe::progress::bar(opts.steps as u64, "train");
     let mut smoothed = None::<f64>;
+    let log_to_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let started = std::time::Instant::now();
     let report = train(&opts, &args.out, &mut |step, loss| {
         let s = smoothed.map_or(loss, |m| 0.95 * m + 0.05 * loss);
         smoothed = Some(s);
         bar.set_position(step as u64 + 1);
         bar.set_message(format!("loss {s:.4}"));
+        // The bar draws only on a terminal; a run logged to a file still reports every 5%.
+        if !log_to_terminal && (step + 1) % (opts.steps / 20).max(1) == 0 {
+            eprintln!("train: step {}/{} loss {s:.4} ({:.0}s)", step + 1, opts.steps, started.elapsed().as_secs_f64());
+        }
     })?;
     bar.finish_and_clear();
     println!(
