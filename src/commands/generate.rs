@@ -23,8 +23,9 @@ pub struct GenerateArgs {
     answer: String,
     /// Steering strength (the correction knob). Needs a vector file (default: the shipped one).
     /// alpha = 1 adds the stored vector once (one std of the LAT projection at that layer) at
-    /// each steered layer and position; on the mini-aligner, text stays text for |alpha| <= 1
-    /// at all positions and for larger |alpha| with --steer-positions prompt.
+    /// each steered layer and position. On the mini-aligner the knob is steep: |alpha| <= 0.25
+    /// changes little and alpha = 1 at every position turns most outputs into repetition;
+    /// with --steer-positions prompt outputs stay sentences up to about |alpha| = 4.
     #[arg(long, allow_hyphen_values = true, conflicts_with = "alphas")]
     alpha: Option<f64>,
     /// Several strengths, one output each, side by side (e.g. -4,0,4).
