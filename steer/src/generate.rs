@@ -32,44 +32,15 @@ impl GenerationConfig {
 
 /// Generates up to `max_new_tokens` after `prompt`, returning only the new ids (without a
 /// final EOS). The prompt is fed once (prefill), then one token per step from the cache.
+/// One prompt is a batch of one: no padding, so nothing is masked.
 pub fn generate(
     model: &Model,
     prompt: &[u32],
     config: &GenerationConfig,
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<u32>> {
-    if prompt.is_empty() {
-        bail!("cannot generate from an empty prompt");
-    }
-    let vocab = model.config().vocab_size;
-    if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-        bail!("prompt token id {bad} is outside the vocabulary (size {vocab})");
-    }
-    let device = model.device();
-    let mut cache = KvCache::new(model.num_layers());
-    let mut rng = match config.sampling {
-        Sampling::TopP { seed, .. } => Some(StdRng::seed_from_u64(seed)),
-        Sampling::Greedy => None,
-    };
-    let mut generated = Vec::new();
-    let mut input: Vec<u32> = prompt.to_vec();
-    while generated.len() < config.max_new_tokens {
-        let ids = Tensor::new(input.as_slice(), device)?.unsqueeze(0)?;
-        let positions = Positions::contiguous(1, input.len(), cache.len(), device)?;
-        let normed = model.forward(&ids, &positions, Some(&mut cache), hooks)?;
-        let last = normed.narrow(1, input.len() - 1, 1)?;
-        let logits = model.logits(&last)?.flatten_all()?;
-        let next = match (config.sampling, rng.as_mut()) {
-            (Sampling::TopP { temperature, top_p, .. }, Some(rng)) => sample_top_p(&logits, temperature, top_p, rng)?,
-            _ => logits.argmax(D::Minus1)?.to_scalar::<u32>()?,
-        };
-        if !config.ignore_eos && config.eos_token_ids.contains(&next) {
-            break;
-        }
-        generated.push(next);
-        input = vec![next];
-    }
-    Ok(generated)
+    let mut rows = generate_batch(model, &[prompt.to_vec()], config, hooks)?;
+    Ok(rows.pop().unwrap_or_default())
 }
 
 /// Generates for many prompts at once: prompts are left-padded to one width (padding masked,
@@ -200,9 +171,12 @@ pub fn correct_many(
     make_hooks: &mut dyn FnMut() -> Result<Box<dyn Hooks>>,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Vec<String>> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
     let tokenizer = ckpt.tokenizer()?;
     let mut outputs = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(batch_size.max(1)) {
+    for chunk in pairs.chunks(batch_size) {
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|(q, a)| tokenizer.encode(&template.render(q, a))).collect::<Result<_>>()?;
         let mut hooks = make_hooks()?;
         for ids in generate_batch(&ckpt.model, &prompts, config, hooks.as_mut())? {
