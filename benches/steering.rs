@@ -32,24 +32,47 @@ fn main() {
         vectors: (5..7).map(|l| (l, vec![0.01f32; 768])).collect::<BTreeMap<_, _>>(),
         metadata: None,
     };
-    let runs = 15;
-    let (mut plain, mut steered) = (Vec::new(), Vec::new());
-    generate(&model, &prompt, &config, &mut NoHooks).unwrap();
-    // Interleaved, so drift in machine load hits both cases alike.
-    for _ in 0..runs {
-        let t = Instant::now();
-        generate(&model, &prompt, &config, &mut NoHooks).unwrap();
-        plain.push(t.elapsed().as_secs_f64());
+    let steered_hook = || {
         let mut hook = SteeringHook::new(Site::ResidPost, SteerPositions::All);
         hook.add(&vectors, &[5, 6], 1.0, &Device::Cpu).unwrap();
+        hook
+    };
+    let time_plain = || {
+        let t = Instant::now();
+        generate(&model, &prompt, &config, &mut NoHooks).unwrap();
+        t.elapsed().as_secs_f64()
+    };
+    let time_steered = || {
+        let mut hook = steered_hook();
         let t = Instant::now();
         generate(&model, &prompt, &config, &mut hook).unwrap();
-        steered.push(t.elapsed().as_secs_f64());
+        t.elapsed().as_secs_f64()
+    };
+    time_plain();
+    time_steered();
+    // Paired runs in ABBA order: a pair's ratio cancels drift in machine load that spans
+    // seconds, and alternating who goes first cancels what the first run of a pair pays.
+    let pairs = 25;
+    let (mut plain, mut steered, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..pairs {
+        let (p, s) = if i % 2 == 0 {
+            let p = time_plain();
+            (p, time_steered())
+        } else {
+            let s = time_steered();
+            (time_plain(), s)
+        };
+        plain.push(p);
+        steered.push(s);
+        ratios.push(s / p);
     }
-    let (plain, steered) = (median(plain), median(steered));
-    println!("KV-cached greedy generation, prompt {PROMPT} + {NEW_TOKENS} new tokens, random 12-layer d768 Llama");
+    let mut sorted = ratios.clone();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let (q1, q3) = (sorted[pairs / 4], sorted[3 * pairs / 4]);
+    let (plain, steered, ratio) = (median(plain), median(steered), median(ratios));
+    println!("KV-cached greedy generation, prompt {PROMPT} + {NEW_TOKENS} new tokens, random 12-layer d768 Llama, {pairs} paired runs");
     println!("{:<38} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
-    for (name, secs) in [("unsteered (baseline)", plain), ("steered, alpha 1 at layers 5-6", steered)] {
-        println!("{name:<38} {:>9.1} {:>10.1} {:>7.3}x", secs * 1e3, NEW_TOKENS as f64 / secs, secs / plain);
-    }
+    println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "unsteered (baseline)", plain * 1e3, NEW_TOKENS as f64 / plain, 1.0);
+    println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "steered, alpha 1 at layers 5-6", steered * 1e3, NEW_TOKENS as f64 / steered, ratio);
+    println!("ratio = median of per-pair steered/unsteered; middle half of pairs {q1:.3}x .. {q3:.3}x");
 }

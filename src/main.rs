@@ -1,6 +1,7 @@
 //! `alens`: the command line of aligner-lens. Each command parses flags, calls a library crate
 //! (`probe`, `steer`, `viz`) and prints; the maths lives in the crates.
 
+mod allocator;
 mod commands;
 mod model_arg;
 mod steering_args;
@@ -38,6 +39,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    allocator::keep_freed_memory();
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -11,7 +11,7 @@ use steer::eval::evaluate;
 /// Generation is greedy and KV-cached, through the Aligner template.
 ///
 /// Example:
-///   alens eval --data notebooks-data/corpus/test.jsonl --json eval.json
+///   alens eval --data notebooks-data/corpus/test.jsonl --json eval.json --outputs outputs.jsonl
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct EvalArgs {
@@ -23,6 +23,9 @@ pub struct EvalArgs {
     /// Also write the scores as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Also write every record with its `output` and `exact` (JSONL), to read the misses.
+    #[arg(long)]
+    outputs: Option<PathBuf>,
     #[arg(long, default_value_t = 64)]
     max_new_tokens: usize,
     /// Records generated together (left-padded, one KV cache).
@@ -46,6 +49,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
     row("all", &report.overall);
     if let Some(path) = &args.json {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+    }
+    if let Some(path) = &args.outputs {
+        let mut lines = Vec::new();
+        for (record, output) in records.iter().zip(&report.outputs) {
+            let exact = record.correction.as_deref().map(str::trim) == Some(output.as_str());
+            let mut row = serde_json::to_value(record)?;
+            row["output"] = output.as_str().into();
+            row["exact"] = exact.into();
+            lines.extend(serde_json::to_vec(&row)?);
+            lines.push(b'\n');
+        }
+        probe::io::write_atomic(path, &lines)?;
     }
     Ok(())
 }

@@ -30,6 +30,9 @@ pub struct EvalReport {
     pub per_category: BTreeMap<String, EvalScores>,
     /// A few outputs that missed, for reading.
     pub misses: Vec<serde_json::Value>,
+    /// Every record's output, in record order (written by `eval --outputs`, not in the JSON).
+    #[serde(skip)]
+    pub outputs: Vec<String>,
 }
 
 #[derive(Default)]
@@ -89,10 +92,10 @@ pub fn evaluate(
     let mut overall = Tally::default();
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut misses = Vec::new();
-    for ((record, reference), output) in records.iter().zip(references).zip(outputs) {
+    for ((record, reference), output) in records.iter().zip(references).zip(&outputs) {
         let is_copy = record.is_copy() == Some(true);
         let exact = output == reference.trim();
-        let magnitude = text_correction_magnitude(&tokenizer, &record.answer, &output)?;
+        let magnitude = text_correction_magnitude(&tokenizer, &record.answer, output)?;
         overall.add(is_copy, exact, magnitude);
         let category = record.category.clone().unwrap_or_else(|| "uncategorised".into());
         per_category.entry(category).or_default().add(is_copy, exact, magnitude);
@@ -105,5 +108,6 @@ pub fn evaluate(
         overall: overall.scores(),
         per_category: per_category.into_iter().map(|(k, t)| (k, t.scores())).collect(),
         misses,
+        outputs,
     })
 }
