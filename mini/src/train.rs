@@ -41,7 +41,7 @@ impl Default for TrainOptions {
     fn default() -> Self {
         Self {
             seed: 20241,
-            steps: 2000,
+            steps: 3000,
             batch_size: 32,
             learning_rate: 3e-3,
             warmup_steps: 100,

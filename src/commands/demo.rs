@@ -21,7 +21,7 @@ pub struct DemoArgs {
     sweep_records: usize,
     /// Steering strengths of the sweep (start:stop:step or a list). In units of the vector
     /// file (alpha = 1 adds one projection std per steered layer at every position); on the
-    /// mini-aligner most outputs turn into repetition by |alpha| = 1, so the demo stops there.
+    /// mini-aligner outputs degrade beyond |alpha| = 1 (repetition by 3), so the demo stops there.
     #[arg(long, default_value = "-1:1:0.25")]
     alphas: String,
 }

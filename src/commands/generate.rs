@@ -23,9 +23,9 @@ pub struct GenerateArgs {
     answer: String,
     /// Steering strength (the correction knob). Needs a vector file (default: the shipped one).
     /// alpha = 1 adds the stored vector once (one std of the LAT projection at that layer) at
-    /// each steered layer and position. On the mini-aligner the knob is steep: |alpha| <= 0.25
-    /// changes little and alpha = 1 at every position turns most outputs into repetition;
-    /// with --steer-positions prompt outputs stay sentences up to about |alpha| = 4.
+    /// each steered layer and position. On the mini-aligner, at every position, |alpha| <= 0.75
+    /// changes little and outputs degrade beyond |alpha| = 1; with --steer-positions prompt
+    /// they stay sentences of the corpus up to about |alpha| = 4.
     #[arg(long, allow_hyphen_values = true, conflicts_with = "alphas")]
     alpha: Option<f64>,
     /// Several strengths, one output each, side by side (e.g. -4,0,4).
