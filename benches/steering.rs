@@ -4,9 +4,10 @@
 
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
+use probe::hooks::{HookPoint, Hooks};
 use probe::{Model, ModelConfig, NoHooks, Site};
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use steer::generate::{generate, GenerationConfig};
 use steer::steering::{SteerPositions, SteeringHook};
 use steer::vectors::ControlVectors;
@@ -20,6 +21,27 @@ const NEW_TOKENS: usize = 32;
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
     samples[samples.len() / 2]
+}
+
+/// Times what a hook itself does inside a real generation: the steering cost without the
+/// run-to-run noise of whole generations (a few % on a shared 2-core machine).
+struct TimedHook<H> {
+    inner: H,
+    spent: Duration,
+    calls: usize,
+}
+
+impl<H: Hooks> Hooks for TimedHook<H> {
+    fn wants(&self, point: HookPoint) -> bool {
+        self.inner.wants(point)
+    }
+    fn on(&mut self, point: HookPoint, activation: &candle_core::Tensor) -> anyhow::Result<Option<candle_core::Tensor>> {
+        let t = Instant::now();
+        let out = self.inner.on(point, activation);
+        self.spent += t.elapsed();
+        self.calls += 1;
+        out
+    }
 }
 
 fn main() {
@@ -75,4 +97,13 @@ fn main() {
     println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "unsteered (baseline)", plain * 1e3, NEW_TOKENS as f64 / plain, 1.0);
     println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "steered, alpha 1 at layers 5-6", steered * 1e3, NEW_TOKENS as f64 / steered, ratio);
     println!("ratio = median of per-pair steered/unsteered; middle half of pairs {q1:.3}x .. {q3:.3}x");
+    let mut timed = TimedHook { inner: steered_hook(), spent: Duration::ZERO, calls: 0 };
+    let t = Instant::now();
+    generate(&model, &prompt, &config, &mut timed).unwrap();
+    let whole = t.elapsed().as_secs_f64();
+    let spent = timed.spent.as_secs_f64();
+    println!(
+        "inside the steering hook: {:.3} ms over {} calls in one {:.1} ms generation = {:.3}% of it",
+        spent * 1e3, timed.calls, whole * 1e3, 100.0 * spent / whole
+    );
 }
