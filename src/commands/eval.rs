@@ -52,11 +52,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     if let Some(path) = &args.outputs {
         let mut lines = Vec::new();
-        for (record, output) in records.iter().zip(&report.outputs) {
-            let exact = record.correction.as_deref().map(str::trim) == Some(output.as_str());
+        for (record, (output, exact)) in records.iter().zip(&report.outputs) {
             let mut row = serde_json::to_value(record)?;
             row["output"] = output.as_str().into();
-            row["exact"] = exact.into();
+            row["exact"] = (*exact).into();
             lines.extend(serde_json::to_vec(&row)?);
             lines.push(b'\n');
         }

@@ -30,9 +30,10 @@ pub struct EvalReport {
     pub per_category: BTreeMap<String, EvalScores>,
     /// A few outputs that missed, for reading.
     pub misses: Vec<serde_json::Value>,
-    /// Every record's output, in record order (written by `eval --outputs`, not in the JSON).
+    /// Every record's output and whether it matched, in record order (written by
+    /// `eval --outputs`, not in the JSON).
     #[serde(skip)]
-    pub outputs: Vec<String>,
+    pub outputs: Vec<(String, bool)>,
 }
 
 #[derive(Default)]
@@ -92,10 +93,11 @@ pub fn evaluate(
     let mut overall = Tally::default();
     let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
     let mut misses = Vec::new();
-    for ((record, reference), output) in records.iter().zip(references).zip(&outputs) {
+    let mut scored = Vec::with_capacity(outputs.len());
+    for ((record, reference), output) in records.iter().zip(references).zip(outputs) {
         let is_copy = record.is_copy() == Some(true);
         let exact = output == reference.trim();
-        let magnitude = text_correction_magnitude(&tokenizer, &record.answer, output)?;
+        let magnitude = text_correction_magnitude(&tokenizer, &record.answer, &output)?;
         overall.add(is_copy, exact, magnitude);
         let category = record.category.clone().unwrap_or_else(|| "uncategorised".into());
         per_category.entry(category).or_default().add(is_copy, exact, magnitude);
@@ -103,11 +105,12 @@ pub fn evaluate(
             misses.push(serde_json::json!({"question": record.question, "answer": record.answer,
                                            "expected": reference, "output": output}));
         }
+        scored.push((output, exact));
     }
     Ok(EvalReport {
         overall: overall.scores(),
         per_category: per_category.into_iter().map(|(k, t)| (k, t.scores())).collect(),
         misses,
-        outputs,
+        outputs: scored,
     })
 }
