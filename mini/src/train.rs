@@ -22,6 +22,13 @@ use std::path::Path;
 pub struct TrainOptions {
     pub seed: u64,
     pub steps: usize,
+    /// The first steps learn the identity mapping (question, answer -> answer) on every
+    /// record, good or bad, before learning corrections: the Aligner paper's residual-correction
+    /// warm-up, which gives the model a copy mode that corrections are learnt on top of.
+    pub identity_steps: usize,
+    /// Peak learning rate of the correction phase after an identity warm-up (default: the
+    /// same as the warm-up's).
+    pub correction_learning_rate: Option<f64>,
     pub batch_size: usize,
     pub learning_rate: f64,
     pub warmup_steps: usize,
@@ -42,6 +49,8 @@ impl Default for TrainOptions {
         Self {
             seed: 20241,
             steps: 3000,
+            identity_steps: 0,
+            correction_learning_rate: None,
             batch_size: 32,
             learning_rate: 3e-3,
             warmup_steps: 100,
@@ -76,11 +85,19 @@ struct Example {
     target_start: usize,
 }
 
-fn encode_examples(tokenizer: &AlignerTokenizer, template: &AlignerTemplate, records: &[StimulusRecord], eos: u32) -> Result<Vec<Example>> {
+/// `target` picks what a record is trained to output: its correction, or (identity warm-up)
+/// its answer.
+fn encode_examples(
+    tokenizer: &AlignerTokenizer,
+    template: &AlignerTemplate,
+    records: &[StimulusRecord],
+    eos: u32,
+    target: fn(&StimulusRecord) -> Option<&str>,
+) -> Result<Vec<Example>> {
     records
         .iter()
         .map(|r| {
-            let correction = r.correction.as_deref().context("training records need a correction")?;
+            let correction = target(r).context("training records need a correction")?;
             let mut ids = tokenizer.encode(&template.render(&r.question, &r.answer))?;
             let target_start = ids.len();
             ids.extend(tokenizer.encode_plain(&format!(" {correction}"))?);
@@ -173,6 +190,24 @@ fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
     opts.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
 }
 
+/// The learning rate at `step`. With an identity warm-up, each phase has its own warm-up and
+/// cosine decay, and the correction phase peaks at `correction_learning_rate`: a copier
+/// first, then a fine-tune on corrections, as a real Aligner is a pretrained LM fine-tuned.
+fn phase_learning_rate(opts: &TrainOptions, step: usize) -> f64 {
+    if opts.identity_steps == 0 {
+        return learning_rate(opts, step);
+    }
+    if step < opts.identity_steps {
+        return learning_rate(&TrainOptions { steps: opts.identity_steps, ..opts.clone() }, step);
+    }
+    let correction = TrainOptions {
+        steps: opts.steps - opts.identity_steps,
+        learning_rate: opts.correction_learning_rate.unwrap_or(opts.learning_rate),
+        ..opts.clone()
+    };
+    learning_rate(&correction, step - opts.identity_steps)
+}
+
 /// Scales the gradients so their global norm is at most `max_norm`; returns the norm before.
 fn clip_gradients(grads: &mut candle_core::backprop::GradStore, varmap: &VarMap, max_norm: f64) -> Result<f64> {
     let vars = varmap.all_vars();
@@ -205,6 +240,9 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     if opts.steps == 0 || opts.batch_size == 0 || opts.train_records == 0 {
         bail!("steps, batch size and training records must be positive");
     }
+    if opts.identity_steps >= opts.steps {
+        bail!("--identity-steps ({}) must be fewer than --steps ({}): corrections need steps too", opts.identity_steps, opts.steps);
+    }
     let device = Device::Cpu;
     let template = AlignerTemplate::default();
     let records = corpus::generate(opts.seed, opts.train_records, Split::Train);
@@ -219,9 +257,13 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     let tokenizer = train_tokenizer(&texts, opts.vocab_size)?;
     let eos = tokenizer.token_id(EOS).context("tokenizer lacks EOS")?;
     debug_assert_eq!((tokenizer.token_id(PAD), tokenizer.token_id(BOS), Some(eos)), (Some(0), Some(1), Some(2)));
-    let examples = encode_examples(&tokenizer, &template, &records, eos)?;
-    let held_out = encode_examples(&tokenizer, &template, &validation, eos)?;
-    let max_len = examples.iter().chain(&held_out).map(|e| e.ids.len()).max().unwrap_or(1);
+    fn correction(r: &StimulusRecord) -> Option<&str> {
+        r.correction.as_deref()
+    }
+    let examples = encode_examples(&tokenizer, &template, &records, eos, correction)?;
+    let identity = encode_examples(&tokenizer, &template, &records, eos, |r| Some(r.answer.as_str()))?;
+    let held_out = encode_examples(&tokenizer, &template, &validation, eos, correction)?;
+    let max_len = examples.iter().chain(&identity).chain(&held_out).map(|e| e.ids.len()).max().unwrap_or(1);
 
     let config_json = hf_config(opts, tokenizer.vocab_size(), max_len);
     let cfg = ModelConfig::from_json(&config_json.to_string())?;
@@ -238,12 +280,13 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     )?;
     let mut losses = Vec::with_capacity(opts.steps);
     for step in 0..opts.steps {
-        let batch: Vec<&Example> = (0..opts.batch_size).map(|_| &examples[rng.gen_range(0..examples.len())]).collect();
+        let pool = if step < opts.identity_steps { &identity } else { &examples };
+        let batch: Vec<&Example> = (0..opts.batch_size).map(|_| &pool[rng.gen_range(0..pool.len())]).collect();
         let loss = batch_loss(&model, &batch, &device)?;
         let value = loss.to_scalar::<f32>()? as f64;
         let mut grads = loss.backward()?;
         clip_gradients(&mut grads, &varmap, opts.max_grad_norm)?;
-        optimizer.set_learning_rate(learning_rate(opts, step));
+        optimizer.set_learning_rate(phase_learning_rate(opts, step));
         optimizer.step(&grads)?;
         losses.push(value);
         on_step(step, value);
@@ -302,4 +345,27 @@ fn write_checkpoint(
     tokenizer.save(&tmp)?;
     std::fs::rename(&tmp, out.join("tokenizer.json"))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_identity_warm_up_the_schedule_is_the_single_phase_one() {
+        let opts = TrainOptions::default();
+        for step in [0, 50, 99, 100, 1500, 2999] {
+            assert_eq!(phase_learning_rate(&opts, step), learning_rate(&opts, step));
+        }
+    }
+
+    #[test]
+    fn the_correction_phase_restarts_its_warm_up_at_its_own_peak() {
+        let opts = TrainOptions { steps: 1000, identity_steps: 400, warmup_steps: 10, correction_learning_rate: Some(1e-3), ..Default::default() };
+        let peak = opts.learning_rate;
+        assert!((phase_learning_rate(&opts, 9) - peak).abs() < 1e-12, "warm-up phase reaches its peak");
+        assert!((phase_learning_rate(&opts, 399) - 0.1 * peak).abs() < 1e-6, "and decays to a tenth by its end");
+        assert!((phase_learning_rate(&opts, 400) - 1e-4).abs() < 1e-12, "correction phase starts its own warm-up");
+        assert!((phase_learning_rate(&opts, 409) - 1e-3).abs() < 1e-12, "up to the correction peak");
+    }
 }

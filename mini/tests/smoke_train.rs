@@ -8,6 +8,8 @@ fn tiny(seed: u64) -> TrainOptions {
     TrainOptions {
         seed,
         steps: 30,
+        identity_steps: 0,
+        correction_learning_rate: None,
         batch_size: 8,
         learning_rate: 3e-3,
         warmup_steps: 5,
@@ -44,4 +46,22 @@ fn smoke_training_lowers_loss_and_reproduces() {
         std::fs::read(dir.path().join("model.safetensors")).unwrap(),
         std::fs::read(again.path().join("model.safetensors")).unwrap()
     );
+}
+
+#[test]
+fn identity_warm_up_trains_a_different_model_and_must_leave_steps_for_corrections() {
+    let plain = tempfile::tempdir().unwrap();
+    train(&tiny(6), plain.path(), &mut |_, _| {}).unwrap();
+    let warmed = tempfile::tempdir().unwrap();
+    let opts = TrainOptions { identity_steps: 10, correction_learning_rate: Some(1e-3), ..tiny(6) };
+    train(&opts, warmed.path(), &mut |_, _| {}).unwrap();
+    Checkpoint::load(warmed.path()).unwrap();
+    assert_ne!(
+        std::fs::read(plain.path().join("model.safetensors")).unwrap(),
+        std::fs::read(warmed.path().join("model.safetensors")).unwrap()
+    );
+
+    let all_identity = TrainOptions { identity_steps: 30, ..tiny(6) };
+    let err = train(&all_identity, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("--identity-steps (30) must be fewer than --steps (30)"), "{err}");
 }

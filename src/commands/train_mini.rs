@@ -20,6 +20,13 @@ pub struct TrainMiniArgs {
     seed: u64,
     #[arg(long, default_value_t = TrainOptions::default().steps)]
     steps: usize,
+    /// Warm-up steps on the identity mapping (answer -> answer) before corrections, as in the
+    /// Aligner paper's residual correction; they count towards --steps.
+    #[arg(long, default_value_t = TrainOptions::default().identity_steps)]
+    identity_steps: usize,
+    /// Peak learning rate of the correction phase after --identity-steps (default: --learning-rate).
+    #[arg(long)]
+    correction_learning_rate: Option<f64>,
     #[arg(long, default_value_t = TrainOptions::default().batch_size)]
     batch_size: usize,
     #[arg(long, default_value_t = TrainOptions::default().learning_rate)]
@@ -38,6 +45,8 @@ pub fn run(args: TrainMiniArgs) -> Result<()> {
     let opts = TrainOptions {
         seed: args.seed,
         steps: args.steps,
+        identity_steps: args.identity_steps,
+        correction_learning_rate: args.correction_learning_rate,
         batch_size: args.batch_size,
         learning_rate: args.learning_rate,
         warmup_steps: defaults.warmup_steps.min(args.steps / 5).max(1),
