@@ -97,10 +97,10 @@ fn encode_examples(
     records
         .iter()
         .map(|r| {
-            let correction = target(r).context("training records need a correction")?;
+            let target_text = target(r).context("training records need a correction")?;
             let mut ids = tokenizer.encode(&template.render(&r.question, &r.answer))?;
             let target_start = ids.len();
-            ids.extend(tokenizer.encode_plain(&format!(" {correction}"))?);
+            ids.extend(tokenizer.encode_plain(&format!(" {target_text}"))?);
             ids.push(eos);
             Ok(Example { ids, target_start })
         })
@@ -257,12 +257,12 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     let tokenizer = train_tokenizer(&texts, opts.vocab_size)?;
     let eos = tokenizer.token_id(EOS).context("tokenizer lacks EOS")?;
     debug_assert_eq!((tokenizer.token_id(PAD), tokenizer.token_id(BOS), Some(eos)), (Some(0), Some(1), Some(2)));
-    fn correction(r: &StimulusRecord) -> Option<&str> {
+    fn correction_of(r: &StimulusRecord) -> Option<&str> {
         r.correction.as_deref()
     }
-    let examples = encode_examples(&tokenizer, &template, &records, eos, correction)?;
+    let examples = encode_examples(&tokenizer, &template, &records, eos, correction_of)?;
     let identity = encode_examples(&tokenizer, &template, &records, eos, |r| Some(r.answer.as_str()))?;
-    let held_out = encode_examples(&tokenizer, &template, &validation, eos, correction)?;
+    let held_out = encode_examples(&tokenizer, &template, &validation, eos, correction_of)?;
     let max_len = examples.iter().chain(&identity).chain(&held_out).map(|e| e.ids.len()).max().unwrap_or(1);
 
     let config_json = hf_config(opts, tokenizer.vocab_size(), max_len);
