@@ -243,6 +243,9 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     if opts.identity_steps >= opts.steps {
         bail!("--identity-steps ({}) must be fewer than --steps ({}): corrections need steps too", opts.identity_steps, opts.steps);
     }
+    if opts.correction_learning_rate.is_some() && opts.identity_steps == 0 {
+        bail!("--correction-learning-rate sets the phase after the identity warm-up: give --identity-steps too, or use --learning-rate");
+    }
     let device = Device::Cpu;
     let template = AlignerTemplate::default();
     let records = corpus::generate(opts.seed, opts.train_records, Split::Train);

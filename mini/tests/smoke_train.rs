@@ -64,4 +64,7 @@ fn identity_warm_up_trains_a_different_model_and_must_leave_steps_for_correction
     let all_identity = TrainOptions { identity_steps: 30, ..tiny(6) };
     let err = train(&all_identity, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("--identity-steps (30) must be fewer than --steps (30)"), "{err}");
+    let no_warm_up = TrainOptions { correction_learning_rate: Some(1e-3), ..tiny(6) };
+    let err = train(&no_warm_up, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("give --identity-steps too"), "{err}");
 }
