@@ -240,6 +240,11 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     if opts.steps == 0 || opts.batch_size == 0 || opts.train_records == 0 {
         bail!("steps, batch size and training records must be positive");
     }
+    for (flag, rate) in [("--learning-rate", Some(opts.learning_rate)), ("--correction-learning-rate", opts.correction_learning_rate)] {
+        if let Some(rate) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
+            bail!("{flag} must be a positive number, got {rate}");
+        }
+    }
     if opts.identity_steps >= opts.steps {
         bail!("--identity-steps ({}) must be fewer than --steps ({}): corrections need steps too", opts.identity_steps, opts.steps);
     }

@@ -67,4 +67,11 @@ fn identity_warm_up_trains_a_different_model_and_must_leave_steps_for_correction
     let no_warm_up = TrainOptions { correction_learning_rate: Some(1e-3), ..tiny(6) };
     let err = train(&no_warm_up, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
     assert!(err.contains("give --identity-steps too"), "{err}");
+    for bad in [f64::NAN, -1.0, 0.0] {
+        let opts = TrainOptions { identity_steps: 10, correction_learning_rate: Some(bad), ..tiny(6) };
+        let out = tempfile::tempdir().unwrap();
+        let err = train(&opts, out.path(), &mut |_, _| {}).unwrap_err().to_string();
+        assert!(err.contains("--correction-learning-rate must be a positive number"), "{err}");
+        assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing written");
+    }
 }
