@@ -84,7 +84,7 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
         x_label: "layer".into(),
         y_label: "prompt token (from the end)".into(),
     };
-    let model_name = ckpt.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let model_name = ckpt.name();
     viz::heatmaps(
         &args.out,
         &format!("Correction activity by layer: {model_name}"),

@@ -73,7 +73,7 @@ pub fn run(args: LatArgs) -> Result<()> {
     }
     let default_layers: Vec<usize> = result.default_layers().into_iter().filter(|l| keep.contains(l)).collect();
     let metadata = VectorMetadata {
-        model: ckpt.dir.display().to_string(),
+        model: ckpt.path.display().to_string(),
         d_model: ckpt.config.hidden_size,
         layers: kept.iter().map(|v| v.layer).collect(),
         accuracy: kept.iter().map(|v| v.accuracy).collect(),

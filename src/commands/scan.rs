@@ -53,7 +53,7 @@ pub fn run(args: ScanArgs) -> Result<()> {
         x_label: "layer".into(),
         y_label: "token".into(),
     };
-    let model_name = ckpt.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let model_name = ckpt.name();
     let vec_name = vectors_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     viz::heatmaps(&args.out, &format!("LAT scan: {model_name}, {vec_name}"), &[panel], "(projection - midpoint) / std")?;
     if let Some(csv) = &args.csv {

@@ -1,10 +1,13 @@
-//! Loading a local HF-layout checkpoint directory.
+//! Loading a checkpoint: a local HF-layout directory or a llama.cpp GGUF file.
 //!
-//! `config.json`, `model.safetensors` or `model.safetensors.index.json` + shards (memory
-//! mapped), `tokenizer.json`, and optionally `generation_config.json`. Every failure is one
-//! line naming the file and, for weights, the key.
+//! A directory holds `config.json`, `model.safetensors` or `model.safetensors.index.json` +
+//! shards (memory mapped), `tokenizer.json`, and optionally `generation_config.json`. A GGUF
+//! file holds all of that in one header (see [`super::gguf`]). Both end in the same
+//! [`Model`]. Every failure is one line naming the file and, for weights, the key.
 
 use super::config::{token_ids, ModelConfig};
+use super::gguf::{self, GgufFile};
+use super::gguf_tokenizer;
 use super::llama::Model;
 use super::tokenizer::AlignerTokenizer;
 use anyhow::{bail, Context, Result};
@@ -14,29 +17,40 @@ use candle_nn::VarBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-/// A loaded checkpoint: the model, its config, its tokenizer (if the directory has one) and
+/// A loaded checkpoint: the model, its config, its tokenizer (if the source has one) and
 /// the special tokens generation needs.
 pub struct Checkpoint {
-    pub dir: PathBuf,
+    /// The directory or GGUF file the checkpoint was loaded from.
+    pub path: PathBuf,
     pub config: ModelConfig,
     pub model: Model,
     tokenizer: Option<AlignerTokenizer>,
     /// End-of-sequence ids: `generation_config.json` wins over `config.json`, as in HF.
     pub eos_token_ids: Vec<u32>,
     pub bos_token_id: Option<u32>,
-    /// The dtype the weights are held in (as stored).
+    /// The dtype the weight matrices are held in.
     pub weight_dtype: DType,
+    /// The chat template the source carries (`tokenizer.chat_template` in a GGUF), if any.
+    pub chat_template: Option<String>,
 }
 
 impl Checkpoint {
-    pub fn load(dir: &Path) -> Result<Self> {
-        Self::load_on(dir, &Device::Cpu)
+    /// Loads an HF directory or a `.gguf` file.
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_on(path, &Device::Cpu)
     }
 
-    pub fn load_on(dir: &Path, device: &Device) -> Result<Self> {
-        if !dir.is_dir() {
-            bail!("model directory {} does not exist", dir.display());
+    pub fn load_on(path: &Path, device: &Device) -> Result<Self> {
+        if is_gguf(path) {
+            return Self::load_gguf(path, device);
         }
+        if !path.is_dir() {
+            if path.exists() {
+                bail!("{} is neither a checkpoint directory nor a GGUF file", path.display());
+            }
+            bail!("model {} does not exist", path.display());
+        }
+        let dir = path;
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let weights = WeightFiles::find(dir)?;
         let st = unsafe { MmapedSafetensors::multi(&weights.files) }
@@ -62,19 +76,65 @@ impl Checkpoint {
             .as_ref()
             .and_then(|g| token_ids(&g.get("bos_token_id").cloned()).first().copied())
             .or(config.bos_token_id);
-        Ok(Self { dir: dir.to_path_buf(), config, model, tokenizer, eos_token_ids, bos_token_id, weight_dtype })
+        Ok(Self {
+            path: dir.to_path_buf(),
+            config,
+            model,
+            tokenizer,
+            eos_token_ids,
+            bos_token_id,
+            weight_dtype,
+            chat_template: None,
+        })
     }
 
-    /// The tokenizer, or an error saying the directory has none.
+    fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+        let mut file = GgufFile::open(path)?;
+        let tokenizer = gguf_tokenizer::from_gguf(&file)?.map(AlignerTokenizer::from_tokenizer);
+        let chat_template = file.string("tokenizer.chat_template")?.map(str::to_string);
+        let weights = gguf::read_weights(&mut file, None)?;
+        let vb = VarBuilder::from_tensors(weights.tensors, weights.dtype, device);
+        let model = Model::load(vb, &weights.config)
+            .with_context(|| format!("failed to build the model from {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            eos_token_ids: weights.config.eos_token_ids.clone(),
+            bos_token_id: weights.config.bos_token_id,
+            config: weights.config,
+            model,
+            tokenizer,
+            weight_dtype: weights.dtype,
+            chat_template,
+        })
+    }
+
+    /// The tokenizer, or an error saying the checkpoint has none.
     pub fn tokenizer(&self) -> Result<&AlignerTokenizer> {
         self.tokenizer.as_ref().with_context(|| {
-            format!("{} has no tokenizer.json (use --token-ids to feed ids directly)", self.dir.display())
+            format!("{} has no tokenizer (use --token-ids to feed ids directly)", self.path.display())
         })
     }
 
     pub fn has_tokenizer(&self) -> bool {
         self.tokenizer.is_some()
     }
+
+    /// A short name for titles and metadata: the directory or file name.
+    pub fn name(&self) -> String {
+        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    }
+}
+
+/// A GGUF file: by its magic, so a renamed file still loads and a directory never does.
+pub fn is_gguf(path: &Path) -> bool {
+    if !path.is_file() {
+        return false;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok_and(|_| &magic == b"GGUF")
+        || path.extension().is_some_and(|e| e == "gguf")
 }
 
 fn read_generation_config(path: &Path) -> Result<Option<serde_json::Value>> {
@@ -160,7 +220,7 @@ impl WeightFiles {
 }
 
 /// Every tensor name and shape a checkpoint with this config must hold.
-fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+pub(crate) fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
     let (d, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
     let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
     let mut out = vec![

@@ -32,6 +32,9 @@ pub enum RopeScaling {
         high_freq_factor: f64,
         original_max_position_embeddings: f64,
     },
+    /// One divisor per rotary frequency, as llama.cpp stores Llama 3.1's scaling in a GGUF
+    /// (`rope_freqs.weight`).
+    Factors(Vec<f64>),
 }
 
 /// Everything the forward pass needs, resolved from either config layout.

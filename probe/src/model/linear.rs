@@ -22,7 +22,7 @@ impl Linear {
     pub fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
         let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
         let bias = if bias {
-            Some(vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?.to_dtype(DType::F32)?)
+            Some(vb.get_with_hints_dtype(out_dim, "bias", Init::Const(0.0), DType::F32)?)
         } else {
             None
         };

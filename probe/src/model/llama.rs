@@ -25,7 +25,8 @@ struct RmsNorm {
 
 impl RmsNorm {
     fn load(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
-        let weight = vb.get_with_hints(dim, "weight", Init::Const(1.0))?.to_dtype(COMPUTE_DTYPE)?;
+        // Read straight into f32: a GGUF keeps norms in f32 even when the matrices go to bf16.
+        let weight = vb.get_with_hints_dtype(dim, "weight", Init::Const(1.0), COMPUTE_DTYPE)?;
         Ok(Self { weight, eps })
     }
 

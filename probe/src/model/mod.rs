@@ -2,6 +2,8 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod gguf;
+pub mod gguf_tokenizer;
 pub mod linear;
 pub mod llama;
 pub mod rope;

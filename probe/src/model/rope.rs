@@ -16,7 +16,8 @@ impl Rope {
         let base: Vec<f64> = (0..dim / 2)
             .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64))
             .collect();
-        let scaled: Vec<f32> = base.iter().map(|&f| scale_frequency(f, &cfg.rope_scaling) as f32).collect();
+        let scaled: Vec<f32> =
+            base.iter().enumerate().map(|(i, &f)| scale_frequency(i, f, &cfg.rope_scaling) as f32).collect();
         Ok(Self { inv_freq: Tensor::new(scaled, device)? })
     }
 
@@ -41,9 +42,10 @@ impl Rope {
     }
 }
 
-fn scale_frequency(freq: f64, scaling: &RopeScaling) -> f64 {
+fn scale_frequency(index: usize, freq: f64, scaling: &RopeScaling) -> f64 {
     match *scaling {
         RopeScaling::None => freq,
+        RopeScaling::Factors(ref factors) => freq / factors.get(index).copied().unwrap_or(1.0),
         RopeScaling::Linear { factor } => freq / factor,
         // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and the band
         // between is interpolated smoothly (transformers' `_compute_llama3_parameters`).
