@@ -15,8 +15,9 @@ use std::process::ExitCode;
     version,
     about = "Look inside and steer Aligner models (Llama, Mistral, Qwen2 checkpoints)",
     long_about = "Look inside and steer Aligner models.\n\n\
-        Every command takes --model DIR, a local HF-layout checkpoint directory; the default is \
-        the shipped mini-aligner.\n\n\
+        Every command takes --model: a local HF-layout checkpoint directory, a llama.cpp .gguf \
+        file, or a known name (smollm2-135m-instruct after `alens fetch`, mini-aligner); the \
+        default is the shipped mini-aligner.\n\n\
         Example:\n  alens capture --token-ids 1,5,9,2 --points resid_post,logits --out acts.safetensors"
 )]
 struct Cli {
@@ -36,6 +37,8 @@ enum Command {
     Scan(commands::scan::ScanArgs),
     Heatmap(commands::heatmap::HeatmapArgs),
     Demo(commands::demo::DemoArgs),
+    Fetch(commands::fetch::FetchArgs),
+    ExportHf(commands::export_hf::ExportHfArgs),
 }
 
 fn main() -> ExitCode {
@@ -69,5 +72,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Scan(args) => commands::scan::run(args),
         Command::Heatmap(args) => commands::heatmap::run(args),
         Command::Demo(args) => commands::demo::run(args, &run_argv),
+        Command::Fetch(args) => commands::fetch::run(args),
+        Command::ExportHf(args) => commands::export_hf::run(args),
     }
 }

@@ -1,12 +1,37 @@
-//! `--model DIR`, defaulting to the shipped mini-aligner.
+//! `--model`: a checkpoint directory, a GGUF file, or a known name; default the mini-aligner.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
+use probe::model::known;
 use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
 
 /// Where the mini-aligner ships inside the repository.
 pub const MINI_ALIGNER: &str = "notebooks-data/mini-aligner";
+
+/// The name the shipped mini-aligner answers to.
+pub const MINI_ALIGNER_NAME: &str = "mini-aligner";
+
+/// A `--model` value to a path: an existing path as is, `mini-aligner` to the shipped fixture,
+/// a known base (`smollm2-135m-instruct`) to its cached GGUF, or an error saying what to run.
+pub fn resolve(model: &Path) -> Result<PathBuf> {
+    if model.exists() {
+        return Ok(model.to_path_buf());
+    }
+    let name = model.to_string_lossy();
+    if name == MINI_ALIGNER_NAME {
+        return Ok(shipped(MINI_ALIGNER));
+    }
+    if let Some(known) = known::known(&name) {
+        return known::cached(known);
+    }
+    let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).chain([MINI_ALIGNER_NAME]).collect();
+    bail!(
+        "model {} does not exist: give a checkpoint directory, a .gguf file or a known name ({})",
+        model.display(),
+        names.join(", ")
+    )
+}
 
 /// The default model: `$ALENS_MODEL`, else `notebooks-data/mini-aligner` under the current
 /// directory, else the one in the source tree this binary was built from.
@@ -28,15 +53,16 @@ pub fn shipped(relative: &str) -> PathBuf {
 }
 
 pub fn load(model: &Option<PathBuf>) -> Result<Checkpoint> {
-    let dir = model.clone().unwrap_or_else(default_model_dir);
-    Checkpoint::load(&dir)
+    let path = model.clone().unwrap_or_else(default_model_dir);
+    Checkpoint::load(&resolve(&path)?)
 }
 
 /// `--model` and `--template`, shared by every command that runs a model.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint directory (HF layout: config.json, safetensors, tokenizer.json). Default:
-    /// the shipped mini-aligner.
+    /// An HF checkpoint directory (config.json, safetensors, tokenizer.json), a llama.cpp
+    /// .gguf file, or a known name: smollm2-135m-instruct (after `alens fetch`), mini-aligner.
+    /// Default: the shipped mini-aligner.
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// Aligner prompt template with {question} and {answer}. Default: the paper's wording.

@@ -2,6 +2,8 @@ pub mod capture;
 pub mod corpus;
 pub mod demo;
 pub mod eval;
+pub mod export_hf;
+pub mod fetch;
 pub mod generate;
 pub mod heatmap;
 pub mod lat;

@@ -125,6 +125,11 @@ impl Checkpoint {
     }
 }
 
+/// The safetensors files of an HF directory (one file, or the shards its index lists).
+pub(crate) fn weight_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(WeightFiles::find(dir)?.files)
+}
+
 /// A GGUF file: by its magic, so a renamed file still loads and a directory never does.
 pub fn is_gguf(path: &Path) -> bool {
     if !path.is_file() {

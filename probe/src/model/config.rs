@@ -204,6 +204,71 @@ impl ModelConfig {
     }
 }
 
+impl ModelConfig {
+    /// `config.json` as transformers 4.x writes it (top-level `rope_theta`/`rope_scaling`,
+    /// `torch_dtype`), which both 4.x and 5.x read. `torch_dtype`: "float32", "bfloat16", ...
+    pub fn to_hf_json(&self, torch_dtype: &str) -> Result<serde_json::Value> {
+        use serde_json::json;
+        let (model_type, class) = match self.architecture {
+            Architecture::Llama => ("llama", "LlamaForCausalLM"),
+            Architecture::Mistral => ("mistral", "MistralForCausalLM"),
+            Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        };
+        let rope_scaling = match &self.rope_scaling {
+            RopeScaling::None => serde_json::Value::Null,
+            RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
+            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => json!({
+                "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
+                "high_freq_factor": high_freq_factor,
+                "original_max_position_embeddings": original_max_position_embeddings,
+            }),
+            RopeScaling::Factors(_) => bail!(
+                "per-frequency rope factors (a GGUF's rope_freqs.weight) have no config.json form"
+            ),
+        };
+        let mut cfg = json!({
+            "architectures": [class],
+            "model_type": model_type,
+            "vocab_size": self.vocab_size,
+            "hidden_size": self.hidden_size,
+            "intermediate_size": self.intermediate_size,
+            "num_hidden_layers": self.num_hidden_layers,
+            "num_attention_heads": self.num_attention_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+            "head_dim": self.head_dim,
+            "hidden_act": "silu",
+            "rms_norm_eps": self.rms_norm_eps,
+            "rope_theta": self.rope_theta,
+            "rope_scaling": rope_scaling,
+            "max_position_embeddings": self.max_position_embeddings,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "mlp_bias": self.mlp_bias,
+            "bos_token_id": self.bos_token_id,
+            "eos_token_id": match self.eos_token_ids.as_slice() {
+                [] => serde_json::Value::Null,
+                [one] => json!(one),
+                many => json!(many),
+            },
+            "pad_token_id": self.pad_token_id,
+            "torch_dtype": torch_dtype,
+        });
+        match self.architecture {
+            Architecture::Qwen2 => {
+                cfg["use_sliding_window"] = json!(self.sliding_window.is_some());
+                cfg["sliding_window"] = json!(self.sliding_window);
+            }
+            Architecture::Mistral => cfg["sliding_window"] = json!(self.sliding_window),
+            Architecture::Llama => {
+                if self.qkv_bias != self.o_bias {
+                    bail!("a Llama config.json cannot say q/k/v have a bias but o_proj has none");
+                }
+                cfg["attention_bias"] = json!(self.qkv_bias);
+            }
+        }
+        Ok(cfg)
+    }
+}
+
 fn parse_rope_scaling(block: Option<&serde_json::Value>) -> Result<RopeScaling> {
     let Some(block) = block.filter(|b| !b.is_null()) else {
         return Ok(RopeScaling::None);

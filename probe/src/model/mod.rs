@@ -2,8 +2,10 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod export;
 pub mod gguf;
 pub mod gguf_tokenizer;
+pub mod known;
 pub mod linear;
 pub mod llama;
 pub mod rope;

