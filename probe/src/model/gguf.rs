@@ -41,7 +41,7 @@ impl GgufFile {
         let file = File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
         let mut reader = BufReader::new(file);
         let content = Content::read(&mut reader)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(candle_message)
             .with_context(|| format!("{} is not a readable GGUF file", path.display()))?;
         Ok(Self { content, reader, path: path.display().to_string() })
     }
@@ -108,12 +108,21 @@ impl GgufFile {
         let q = self
             .content
             .tensor(&mut self.reader, name, &Device::Cpu)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(candle_message)
             .with_context(|| format!("{}: failed to read tensor {name}", self.path))?;
         q.dequantize(&Device::Cpu)
-            .map_err(|e| anyhow::anyhow!("{e}"))
+            .map_err(candle_message)
             .with_context(|| format!("{}: failed to dequantize tensor {name} ({:?})", self.path, q.dtype()))
     }
+}
+
+/// candle's error as one line: with `RUST_BACKTRACE` set, its `bail!` appends a backtrace to the
+/// message, which would turn a bad file's one-line error into a page.
+fn candle_message(mut e: candle_core::Error) -> anyhow::Error {
+    while let candle_core::Error::WithBacktrace { inner, .. } = e {
+        e = *inner;
+    }
+    anyhow::anyhow!("{e}")
 }
 
 /// llama.cpp's name for the tensor HF calls `hf`.
