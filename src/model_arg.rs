@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::Args;
+use probe::model::adapter::{is_adapter_dir, LoraAdapter};
 use probe::model::known;
 use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
@@ -52,9 +53,20 @@ pub fn shipped(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-pub fn load(model: &Option<PathBuf>) -> Result<Checkpoint> {
-    let path = model.clone().unwrap_or_else(default_model_dir);
-    Checkpoint::load(&resolve(&path)?)
+/// Loads `model` (default: the mini-aligner) with `adapter` merged. An adapter directory given
+/// as the model brings its own base (`base_model_name_or_path`).
+pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>) -> Result<Checkpoint> {
+    let path = resolve(&model.clone().unwrap_or_else(default_model_dir))?;
+    let (base, adapter) = match (is_adapter_dir(&path), adapter) {
+        (true, Some(_)) => bail!("{} is itself an adapter; give its base as --model or drop --adapter", path.display()),
+        (true, None) => {
+            let lora = LoraAdapter::load(&path)?;
+            (resolve(&lora.base_model()?)?, Some(lora))
+        }
+        (false, Some(dir)) => (path, Some(LoraAdapter::load(dir)?)),
+        (false, None) => (path, None),
+    };
+    Checkpoint::load_with_adapter(&base, adapter, &candle_core::Device::Cpu)
 }
 
 /// `--model` and `--template`, shared by every command that runs a model.
@@ -65,6 +77,11 @@ pub struct ModelArgs {
     /// Default: the shipped mini-aligner.
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged
+    /// into the model's weights at load. An adapter directory may also be given as --model:
+    /// its base_model_name_or_path is then loaded.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
     /// Aligner prompt template with {question} and {answer}. Default: the paper's wording.
     #[arg(long)]
     pub template: Option<String>,
@@ -72,7 +89,7 @@ pub struct ModelArgs {
 
 impl ModelArgs {
     pub fn load(&self) -> Result<Checkpoint> {
-        load(&self.model)
+        load(&self.model, &self.adapter)
     }
 
     pub fn template(&self) -> Result<AlignerTemplate> {

@@ -129,3 +129,28 @@ fn the_fetched_base_runs_by_name_when_cached() {
     let ids: Vec<i64> = st.tensor("token_ids").unwrap().data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
     assert_eq!(ids, vec![19556, 216, 905, 216, 33, 34, 35], "HF's GGUF tokenizer gives these ids");
 }
+
+#[test]
+fn an_adapter_merges_by_flag_or_as_the_model_itself() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = |extra: &[&str], name: &str| {
+        let path = tmp.path().join(name);
+        let mut args = vec!["capture", "--token-ids", "1,5,9,2", "--points", "logits", "--out", path.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = alens_in(tmp.path(), &args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::fs::read(path).unwrap()
+    };
+    let logits = |bytes: &[u8]| safetensors::SafeTensors::deserialize(bytes).unwrap().tensor("logits").unwrap().data().to_vec();
+    let (base, adapter) = ("tests/golden/llama_gqa", "tests/golden/lora_llama_gqa");
+    let by_flag = capture(&["--model", base, "--adapter", adapter], "flag.safetensors");
+    let as_model = capture(&["--model", adapter], "model.safetensors");
+    let plain = capture(&["--model", base], "plain.safetensors");
+    assert_eq!(logits(&by_flag), logits(&as_model));
+    assert_ne!(logits(&by_flag), logits(&plain));
+    let line = one_error_line(&alens_in(tmp.path(), &["capture", "--model", adapter, "--adapter", adapter, "--token-ids", "1", "--out", "x.safetensors"]));
+    assert!(line.contains("itself an adapter"), "{line}");
+    // An adapter on the wrong base fails at load, naming the mismatch.
+    let line = one_error_line(&alens_in(tmp.path(), &["capture", "--model", "tests/golden/llama3_tied", "--adapter", adapter, "--token-ids", "1", "--out", "x.safetensors"]));
+    assert!(line.contains("wrong base"), "{line}");
+}

@@ -90,3 +90,34 @@ fn mistral_bf16_sliding_window_matches_hf() {
     assert_eq!(ckpt.weight_dtype, DType::BF16, "weights stay in their stored dtype");
     check("mistral_bf16");
 }
+
+/// `tests/golden/make_lora_golden.py`: a PEFT LoRA adapter (r 4, alpha 8, every projection,
+/// random A and B) on llama_gqa, saved by peft, and HF + peft's outputs with it. Merged at load,
+/// ours must give the same layer outputs and logits, and differ from the base.
+#[test]
+fn peft_lora_adapter_merged_at_load_matches_hf_peft() {
+    use probe::model::adapter::LoraAdapter;
+    let dir = golden_dir("lora_llama_gqa");
+    let adapter = LoraAdapter::load(&dir).unwrap();
+    let base = adapter.base_model().unwrap();
+    assert_eq!(base.canonicalize().unwrap(), golden_dir("llama_gqa").canonicalize().unwrap());
+    let ckpt = Checkpoint::load_with_adapter(&base, Some(adapter), &Device::Cpu).unwrap();
+    let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let positions = Positions::contiguous(1, ids.len(), 0, &Device::Cpu).unwrap();
+    let mut keep = Keep(HashMap::new());
+    let normed = ckpt.model.forward(&input, &positions, None, &mut keep).unwrap();
+    for i in 0..ckpt.config.num_hidden_layers {
+        let key = format!("blocks.{i}.hook_resid_post");
+        let err = max_abs_diff(&keep.0[&HookPoint::resid_post(i)], &golden[&key]);
+        assert!(err <= TOLERANCE, "{key}: max abs error {err}");
+    }
+    let logits = ckpt.model.logits(&normed).unwrap().squeeze(0).unwrap();
+    let err = max_abs_diff(&logits, &golden["logits"]);
+    assert!(err <= TOLERANCE, "logits: max abs error {err}");
+
+    let plain = Checkpoint::load(&base).unwrap();
+    let base_logits = plain.model.logits(&plain.model.forward(&input, &positions, None, &mut NoHooks).unwrap()).unwrap();
+    assert!(max_abs_diff(&base_logits.squeeze(0).unwrap(), &golden["logits"]) > 1e-2, "the adapter must change the model");
+}

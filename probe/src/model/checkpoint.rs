@@ -5,6 +5,7 @@
 //! file holds all of that in one header (see [`super::gguf`]). Both end in the same
 //! [`Model`]. Every failure is one line naming the file and, for weights, the key.
 
+use super::adapter::{LoraAdapter, Merged};
 use super::config::{token_ids, ModelConfig};
 use super::gguf::{self, GgufFile};
 use super::gguf_tokenizer;
@@ -13,6 +14,7 @@ use super::tokenizer::AlignerTokenizer;
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
+use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -32,6 +34,19 @@ pub struct Checkpoint {
     pub weight_dtype: DType,
     /// The chat template the source carries (`tokenizer.chat_template` in a GGUF), if any.
     pub chat_template: Option<String>,
+    /// The LoRA adapter merged into the weights, if any.
+    pub adapter: Option<PathBuf>,
+}
+
+/// The weights as read, with an adapter merged on the way out when there is one.
+fn weight_source<B: SimpleBackend + 'static>(base: B, adapter: Option<LoraAdapter>) -> Result<Box<dyn SimpleBackend>> {
+    Ok(match adapter {
+        None => Box::new(base),
+        Some(adapter) => {
+            adapter.check_targets(|name| base.contains_tensor(name))?;
+            Box::new(Merged { base, adapter })
+        }
+    })
 }
 
 impl Checkpoint {
@@ -41,9 +56,18 @@ impl Checkpoint {
     }
 
     pub fn load_on(path: &Path, device: &Device) -> Result<Self> {
-        if is_gguf(path) {
-            return Self::load_gguf(path, device);
-        }
+        Self::load_with_adapter(path, None, device)
+    }
+
+    /// Loads the base at `path` with `adapter` merged into its weights.
+    pub fn load_with_adapter(path: &Path, adapter: Option<LoraAdapter>, device: &Device) -> Result<Self> {
+        let adapter_dir = adapter.as_ref().map(|a| a.dir.clone());
+        let mut ckpt = if is_gguf(path) { Self::load_gguf(path, adapter, device)? } else { Self::load_dir(path, adapter, device)? };
+        ckpt.adapter = adapter_dir;
+        Ok(ckpt)
+    }
+
+    fn load_dir(path: &Path, adapter: Option<LoraAdapter>, device: &Device) -> Result<Self> {
         if !path.is_dir() {
             if path.exists() {
                 bail!("{} is neither a checkpoint directory nor a GGUF file", path.display());
@@ -56,7 +80,7 @@ impl Checkpoint {
         let st = unsafe { MmapedSafetensors::multi(&weights.files) }
             .with_context(|| format!("failed to read safetensors in {}", dir.display()))?;
         let weight_dtype = weights.check(&st, &config)?;
-        let vb = VarBuilder::from_backend(Box::new(st), weight_dtype, device.clone());
+        let vb = VarBuilder::from_backend(weight_source(st, adapter)?, weight_dtype, device.clone());
         let model = Model::load(vb, &config)
             .with_context(|| format!("failed to load weights from {}", dir.display()))?;
 
@@ -85,15 +109,16 @@ impl Checkpoint {
             bos_token_id,
             weight_dtype,
             chat_template: None,
+            adapter: None,
         })
     }
 
-    fn load_gguf(path: &Path, device: &Device) -> Result<Self> {
+    fn load_gguf(path: &Path, adapter: Option<LoraAdapter>, device: &Device) -> Result<Self> {
         let mut file = GgufFile::open(path)?;
         let tokenizer = gguf_tokenizer::from_gguf(&file)?.map(AlignerTokenizer::from_tokenizer);
         let chat_template = file.string("tokenizer.chat_template")?.map(str::to_string);
         let weights = gguf::read_weights(&mut file, None)?;
-        let vb = VarBuilder::from_tensors(weights.tensors, weights.dtype, device);
+        let vb = VarBuilder::from_backend(weight_source(weights.tensors, adapter)?, weights.dtype, device.clone());
         let model = Model::load(vb, &weights.config)
             .with_context(|| format!("failed to build the model from {}", path.display()))?;
         Ok(Self {
@@ -105,6 +130,7 @@ impl Checkpoint {
             tokenizer,
             weight_dtype: weights.dtype,
             chat_template,
+            adapter: None,
         })
     }
 

@@ -1,5 +1,6 @@
 //! The Llama-family model: config, weights, tokenizer and the Aligner template.
 
+pub mod adapter;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
