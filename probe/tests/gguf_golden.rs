@@ -9,14 +9,15 @@
 //! 1e-4 of its largest reference value, and every string of the battery must tokenize to HF's ids.
 //! The last tests feed broken files and expect a clean error, not a panic.
 
+mod common;
+
 use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
-use probe::hooks::{HookPoint, Hooks};
+use probe::hooks::HookPoint;
 use probe::model::gguf::GgufFile;
 use probe::model::{gguf_tokenizer, Architecture};
-use probe::{Checkpoint, Positions};
-use std::collections::HashMap;
+use probe::Checkpoint;
 use std::path::{Path, PathBuf};
 
 /// Largest absolute error allowed, as a fraction of the largest absolute reference value.
@@ -28,18 +29,6 @@ fn gguf_dir() -> PathBuf {
 
 fn case(name: &str) -> PathBuf {
     gguf_dir().join(format!("{name}.gguf"))
-}
-
-struct Keep(HashMap<HookPoint, Tensor>);
-
-impl Hooks for Keep {
-    fn wants(&self, _: HookPoint) -> bool {
-        true
-    }
-    fn on(&mut self, point: HookPoint, activation: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        self.0.insert(point, activation.squeeze(0)?);
-        Ok(None)
-    }
 }
 
 fn max_abs(t: &Tensor) -> f32 {
@@ -68,16 +57,13 @@ fn check_forward(name: &str, ckpt: &Checkpoint) -> f32 {
     let golden = candle_core::safetensors::load(gguf_dir().join(format!("{name}.golden.safetensors")), &Device::Cpu)
         .unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let positions = Positions::contiguous(1, ids.len(), 0, &Device::Cpu).unwrap();
-    let mut keep = Keep(HashMap::new());
-    let normed = ckpt.model.forward(&input, &positions, None, &mut keep).unwrap();
+    let (keep, logits) = common::run(ckpt, &ids);
     let mut worst = 0f32;
     for i in 0..ckpt.config.num_hidden_layers {
         let key = format!("blocks.{i}.hook_resid_post");
         worst = worst.max(compare(name, &key, &keep.0[&HookPoint::resid_post(i)], &golden[&key]));
     }
-    let logits = ckpt.model.logits(&normed).unwrap().squeeze(0).unwrap().to_dtype(DType::F32).unwrap();
+    let logits = logits.to_dtype(DType::F32).unwrap();
     let reference = &golden["logits"];
     let logit_err = compare(name, "logits", &logits, reference);
     worst = worst.max(logit_err);
@@ -259,10 +245,8 @@ fn rewritten_good_file_still_loads() {
     let path = parts("llama_f32_untied").write(dir.path(), "copy.gguf");
     let ckpt = Checkpoint::load(&path).unwrap();
     let original = Checkpoint::load(&case("llama_f32_untied")).unwrap();
-    let ids = Tensor::new(&[1u32, 5, 9, 2], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let positions = Positions::contiguous(1, 4, 0, &Device::Cpu).unwrap();
-    let a = ckpt.model.forward(&ids, &positions, None, &mut probe::NoHooks).unwrap();
-    let b = original.model.forward(&ids, &positions, None, &mut probe::NoHooks).unwrap();
+    let (_, a) = common::run(&ckpt, &[1, 5, 9, 2]);
+    let (_, b) = common::run(&original, &[1, 5, 9, 2]);
     assert_eq!(max_abs(&(a - b).unwrap()), 0.0);
 }
 

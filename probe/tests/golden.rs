@@ -8,8 +8,11 @@
 //! `model.layers[i]` (saved as `blocks.{i}.hook_resid_post`), and `hidden_states[L]` with our
 //! `ln_final.hook_normalized`.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor};
-use probe::hooks::{HookPoint, Hooks};
+use common::Keep;
+use probe::hooks::HookPoint;
 use probe::{Checkpoint, NoHooks, Positions};
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,18 +21,6 @@ const TOLERANCE: f32 = 1e-4;
 
 fn golden_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name)
-}
-
-struct Keep(HashMap<HookPoint, Tensor>);
-
-impl Hooks for Keep {
-    fn wants(&self, _: HookPoint) -> bool {
-        true
-    }
-    fn on(&mut self, point: HookPoint, activation: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        self.0.insert(point, activation.squeeze(0)?);
-        Ok(None)
-    }
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -104,20 +95,15 @@ fn peft_lora_adapter_merged_at_load_matches_hf_peft() {
     let ckpt = Checkpoint::load_with_adapter(&base, Some(adapter), &Device::Cpu).unwrap();
     let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let positions = Positions::contiguous(1, ids.len(), 0, &Device::Cpu).unwrap();
-    let mut keep = Keep(HashMap::new());
-    let normed = ckpt.model.forward(&input, &positions, None, &mut keep).unwrap();
+    let (keep, logits) = common::run(&ckpt, &ids);
     for i in 0..ckpt.config.num_hidden_layers {
         let key = format!("blocks.{i}.hook_resid_post");
         let err = max_abs_diff(&keep.0[&HookPoint::resid_post(i)], &golden[&key]);
         assert!(err <= TOLERANCE, "{key}: max abs error {err}");
     }
-    let logits = ckpt.model.logits(&normed).unwrap().squeeze(0).unwrap();
     let err = max_abs_diff(&logits, &golden["logits"]);
     assert!(err <= TOLERANCE, "logits: max abs error {err}");
 
-    let plain = Checkpoint::load(&base).unwrap();
-    let base_logits = plain.model.logits(&plain.model.forward(&input, &positions, None, &mut NoHooks).unwrap()).unwrap();
-    assert!(max_abs_diff(&base_logits.squeeze(0).unwrap(), &golden["logits"]) > 1e-2, "the adapter must change the model");
+    let (_, base_logits) = common::run(&Checkpoint::load(&base).unwrap(), &ids);
+    assert!(max_abs_diff(&base_logits, &golden["logits"]) > 1e-2, "the adapter must change the model");
 }
