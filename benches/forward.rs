@@ -8,7 +8,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use probe::hooks::{HookPoint, Hooks, Site};
+use probe::hooks::HookPoint;
 use probe::{Model, ModelConfig, NoHooks, Positions};
 use std::time::Instant;
 
@@ -17,19 +17,6 @@ const CONFIG: &str = r#"{"model_type": "llama", "vocab_size": 32000, "hidden_siz
     "num_key_value_heads": 12, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048}"#;
 const BATCH: usize = 8;
 const SEQ: usize = 128;
-
-/// Reads every resid_post, as `alens capture --points resid_post` does.
-struct ReadResidPost(Vec<Tensor>);
-
-impl Hooks for ReadResidPost {
-    fn wants(&self, point: HookPoint) -> bool {
-        point.site == Site::ResidPost
-    }
-    fn on(&mut self, _: HookPoint, activation: &Tensor) -> anyhow::Result<Option<Tensor>> {
-        self.0.push(activation.clone());
-        Ok(None)
-    }
-}
 
 /// Median seconds of `runs` calls after one warm-up.
 fn time(runs: usize, mut f: impl FnMut()) -> f64 {
@@ -61,11 +48,12 @@ fn main() {
         model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
     });
     let hooked = time(runs, || {
-        let mut read = ReadResidPost(Vec::new());
-        let h = model.forward(&ids, &positions, None, &mut read).unwrap();
+        // Every resid_post read to the host, as `alens capture --points resid_post` does.
+        let points: Vec<HookPoint> = (0..cfg.num_hidden_layers).map(HookPoint::resid_post).collect();
+        let (h, cache) = model.run_with_cache(&ids, &positions, points.iter().copied()).unwrap();
         model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
-        for t in read.0 {
-            t.to_vec3::<f32>().unwrap();
+        for &point in &points {
+            cache.require(point).unwrap().to_vec3::<f32>().unwrap();
         }
     });
     let with_logits = time(runs, || {

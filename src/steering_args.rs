@@ -6,7 +6,7 @@ use clap::Args;
 use probe::capture::parse_layers;
 use probe::{Checkpoint, Site};
 use std::path::PathBuf;
-use steer::steering::{check_layers, SteerPositions, SteeringHook};
+use steer::steering::{check_layers, SteerPositions, Steering};
 use steer::vectors::ControlVectors;
 
 /// The vectors the mini-aligner ships with.
@@ -29,11 +29,12 @@ pub struct SteeringArgs {
     /// Layers to steer (e.g. 2-3). Default: the vector file's default_layers.
     #[arg(long)]
     pub layers: Option<String>,
-    /// Hook point the vector is added at (resid_post = output of the decoder layer).
-    #[arg(long, default_value = "resid_post")]
-    pub site: String,
-    /// Positions steered: all, prompt or generated.
-    #[arg(long, default_value = "all")]
+    /// Hook point the vector is added at (resid_post = output of the decoder layer). Only
+    /// per-layer sites: a vector file holds one vector per layer.
+    #[arg(long, value_enum, default_value = "resid_post")]
+    pub site: Site,
+    /// Positions steered: every forward, only the prompt's (prefill), or only generated tokens'.
+    #[arg(long, value_enum, default_value = "all")]
     pub steer_positions: SteerPositions,
 }
 
@@ -49,11 +50,9 @@ impl SteeringArgs {
         Ok((vectors, layers))
     }
 
-    /// A steering hook adding `alpha` times the vectors at the chosen layers.
-    pub fn hook(&self, ckpt: &Checkpoint, vectors: &ControlVectors, layers: &[usize], alpha: f64) -> Result<SteeringHook> {
-        let site = Site::parse_short(&self.site)?;
-        let mut hook = SteeringHook::new(site, self.steer_positions);
-        hook.add(vectors, layers, alpha, ckpt.model.device())?;
-        Ok(hook)
+    /// The steering these flags describe, checked against the model.
+    pub fn steering(&self, ckpt: &Checkpoint) -> Result<Steering> {
+        let (vectors, layers) = self.load(ckpt)?;
+        Steering::new(vectors, layers, self.site, self.steer_positions)
     }
 }

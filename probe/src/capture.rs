@@ -5,16 +5,18 @@
 //! unlike it, the cache goes to disk batch by batch, so memory follows the batch size, not the
 //! data set size.
 
-use crate::hooks::{HookPoint, Hooks, Site};
+use crate::batched::{check_sequences, run_batched};
+use crate::hooks::{HookPoint, Site};
 use crate::io::{TensorFileWriter, TensorSpec};
-use crate::model::{Checkpoint, Positions};
+use crate::model::Checkpoint;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Which token positions of each sequence are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum PositionMode {
     /// Every token: tensors `[total tokens, d]`.
     All,
@@ -23,13 +25,11 @@ pub enum PositionMode {
     Last,
 }
 
-impl std::str::FromStr for PositionMode {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "all" => Ok(Self::All),
-            "last" => Ok(Self::Last),
-            other => bail!("--positions must be all or last, not {other:?}"),
+impl PositionMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Last => "last",
         }
     }
 }
@@ -71,8 +71,8 @@ pub struct CaptureRequest {
 }
 
 impl CaptureRequest {
-    /// From `--points` (`resid_post,logits`, `all`, or full names such as
-    /// `blocks.3.hook_attn_out`) and `--layers`, which applies to short per-layer names.
+    /// From a point list (`resid_post,logits`, `all`, or full names such as
+    /// `blocks.3.hook_attn_out`) and a layer list, which applies to short per-layer names.
     pub fn parse(points: &str, layers: &str, num_layers: usize, positions: PositionMode) -> Result<Self> {
         let layers = parse_layers(layers, num_layers)?;
         let mut out = Vec::new();
@@ -81,48 +81,36 @@ impl CaptureRequest {
             match name {
                 "logits" => logits = true,
                 "all" => {
-                    out.push(HookPoint::embed());
+                    out.push(HookPoint::Embed);
                     for &l in &layers {
-                        out.extend(Site::PER_LAYER.iter().map(|&s| HookPoint::block(l, s)));
+                        out.extend(Site::ALL.iter().map(|&s| HookPoint::block(l, s)));
                     }
-                    out.push(HookPoint::final_norm());
+                    out.push(HookPoint::FinalNorm);
                 }
+                "embed" | "hook_embed" => out.push(HookPoint::Embed),
+                "ln_final" | "normalized" | "ln_final.hook_normalized" => out.push(HookPoint::FinalNorm),
                 full if full.starts_with("blocks.") => {
                     let point: HookPoint = full.parse()?;
-                    if point.layer >= num_layers {
-                        bail!("{full}: layer {} is out of range (the model has {num_layers} layers)", point.layer);
+                    if let Some(layer) = point.layer().filter(|&l| l >= num_layers) {
+                        bail!("{full}: layer {layer} is out of range (the model has {num_layers} layers)");
                     }
                     out.push(point);
                 }
-                short => match Site::parse_short(short)? {
-                    Site::Embed => out.push(HookPoint::embed()),
-                    Site::FinalNorm => out.push(HookPoint::final_norm()),
-                    site => out.extend(layers.iter().map(|&l| HookPoint::block(l, site))),
+                short => match Site::from_short(short) {
+                    Some(site) => out.extend(layers.iter().map(|&l| HookPoint::block(l, site))),
+                    None => bail!(
+                        "unknown hook point {short:?} (known: embed, resid_pre, attn_out, resid_mid, mlp_out, \
+                         resid_post, ln_final, logits, all, or a full name such as blocks.3.hook_attn_out)"
+                    ),
                 },
             }
         }
         out.sort();
         out.dedup();
         if out.is_empty() && !logits {
-            bail!("no hook points selected by --points {points:?}");
+            bail!("no hook points selected by {points:?}");
         }
         Ok(Self { points: out, logits, positions })
-    }
-}
-
-/// Keeps the activations at the requested points for one batch.
-struct CaptureHooks<'a> {
-    wanted: &'a [HookPoint],
-    seen: HashMap<HookPoint, Tensor>,
-}
-
-impl Hooks for CaptureHooks<'_> {
-    fn wants(&self, point: HookPoint) -> bool {
-        self.wanted.contains(&point)
-    }
-    fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        self.seen.insert(point, activation.clone());
-        Ok(None)
     }
 }
 
@@ -136,11 +124,8 @@ pub struct CaptureSummary {
 }
 
 /// Runs `sequences` (token ids, fed exactly as given) through the model in batches of
-/// `batch_size` and writes the requested activations to `out`.
-///
-/// Batches are right-padded: with causal attention a real token never sees the padding after
-/// it, so each sequence gets exactly the activations it would get alone. Sequences are
-/// batched by length to waste little on padding, and written back in input order.
+/// `batch_size` ([`run_batched`]) and writes the requested activations to `out`, each
+/// sequence's rows at its place in input order.
 pub fn capture_to_file(
     ckpt: &Checkpoint,
     sequences: &[Vec<u32>],
@@ -151,17 +136,7 @@ pub fn capture_to_file(
 ) -> Result<CaptureSummary> {
     let started = std::time::Instant::now();
     let cfg = &ckpt.config;
-    if sequences.is_empty() {
-        bail!("nothing to capture: no sequences");
-    }
-    for (i, seq) in sequences.iter().enumerate() {
-        if seq.is_empty() {
-            bail!("sequence {i} is empty");
-        }
-        if let Some(&bad) = seq.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-            bail!("token id {bad} in sequence {i} is outside the vocabulary (size {})", cfg.vocab_size);
-        }
-    }
+    check_sequences(ckpt, sequences)?;
     let all = request.positions == PositionMode::All;
     // First output row of each sequence.
     let mut first_row = Vec::with_capacity(sequences.len());
@@ -179,7 +154,7 @@ pub fn capture_to_file(
     let token_ids: Vec<i64> = if all {
         sequences.iter().flatten().map(|&t| t as i64).collect()
     } else {
-        sequences.iter().map(|s| *s.last().unwrap() as i64).collect()
+        sequences.iter().filter_map(|s| s.last()).map(|&t| t as i64).collect()
     };
     specs.push(TensorSpec::i64("token_ids", vec![rows]));
     if all && sequences.len() > 1 {
@@ -194,41 +169,24 @@ pub fn capture_to_file(
         writer.write_i64_rows("token_offsets", 0, &offsets)?;
     }
 
-    let mut order: Vec<usize> = (0..sequences.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
-    let pad = cfg.pad_token_id.unwrap_or(0);
-    let progress = crate::progress::bar(sequences.len() as u64, "capture");
-    let device = ckpt.model.device();
-    for batch in order.chunks(batch_size.max(1)) {
-        let width = batch.iter().map(|&i| sequences[i].len()).max().unwrap_or(0);
-        let mut ids = Vec::with_capacity(batch.len() * width);
-        for &i in batch {
-            ids.extend_from_slice(&sequences[i]);
-            ids.extend(std::iter::repeat_n(pad, width - sequences[i].len()));
-        }
-        let ids = Tensor::from_vec(ids, (batch.len(), width), device)?;
-        let positions = Positions::contiguous(batch.len(), width, 0, device)?;
-        let mut hooks = CaptureHooks { wanted: &request.points, seen: HashMap::new() };
-        let normed = ckpt.model.forward(&ids, &positions, None, &mut hooks)?;
-        for point in &request.points {
-            let act = hooks.seen.remove(point).with_context(|| format!("hook point {point} was never reached"))?;
-            write_rows(&mut writer, &point.to_string(), &act, batch, sequences, &first_row, all)?;
-        }
-        if request.logits {
-            if all {
-                let logits = ckpt.model.logits(&normed)?;
-                write_rows(&mut writer, "logits", &logits, batch, sequences, &first_row, true)?;
-            } else {
-                // Unembed only each sequence's last row: [b, 1, vocab].
-                let logits = ckpt.model.logits(&last_rows(&normed, batch, sequences)?)?;
-                for (row, &i) in batch.iter().enumerate() {
-                    writer.write_f32_rows("logits", first_row[i], &logits.get(row)?.flatten_all()?.to_vec1()?)?;
-                }
+    run_batched(ckpt, sequences, &request.points, batch_size, "capture", |batch| {
+        for (row, &i) in batch.sequences.iter().enumerate() {
+            for &point in &request.points {
+                let act = if all { batch.rows(point, row)? } else { batch.last(point, row)? };
+                write_finite(&mut writer, &point.to_string(), first_row[i], &act, i)?;
             }
         }
-        progress.inc(batch.len() as u64);
-    }
-    progress.finish_and_clear();
+        if request.logits {
+            // Unembed only what is kept: every position, or each row's last.
+            let normed = if all { batch.normed.clone() } else { batch.last_normed()? };
+            let logits = ckpt.model.logits(&normed)?;
+            for (row, &i) in batch.sequences.iter().enumerate() {
+                let kept = if all { logits.get(row)?.narrow(0, 0, batch.len(row))? } else { logits.get(row)? };
+                write_finite(&mut writer, "logits", first_row[i], &kept, i)?;
+            }
+        }
+        Ok(())
+    })?;
     writer.finish()?;
     Ok(CaptureSummary {
         sequences: sequences.len(),
@@ -238,36 +196,13 @@ pub fn capture_to_file(
     })
 }
 
-/// `[b, s, k]` -> `[b, 1, k]`: each row's last real token.
-fn last_rows(x: &Tensor, batch: &[usize], sequences: &[Vec<u32>]) -> Result<Tensor> {
-    let rows = batch
-        .iter()
-        .enumerate()
-        .map(|(row, &i)| x.get(row)?.narrow(0, sequences[i].len() - 1, 1))
-        .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok(Tensor::stack(&rows, 0)?)
-}
-
-/// Writes each sequence's rows of a `[b, s, k]` activation at that sequence's place.
-fn write_rows(
-    writer: &mut TensorFileWriter,
-    name: &str,
-    act: &Tensor,
-    batch: &[usize],
-    sequences: &[Vec<u32>],
-    first_row: &[usize],
-    all: bool,
-) -> Result<()> {
-    for (row, &i) in batch.iter().enumerate() {
-        let len = sequences[i].len();
-        let rows = if all { act.get(row)?.narrow(0, 0, len)? } else { act.get(row)?.narrow(0, len - 1, 1)? };
-        let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
-        if values.iter().any(|v| !v.is_finite()) {
-            bail!("non-finite activation at {name} for sequence {i}");
-        }
-        writer.write_f32_rows(name, first_row[i], &values)?;
+/// Writes one sequence's rows of `name`, refusing NaN or infinity with the place named.
+fn write_finite(writer: &mut TensorFileWriter, name: &str, first_row: usize, rows: &Tensor, sequence: usize) -> Result<()> {
+    let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
+    if values.iter().any(|v| !v.is_finite()) {
+        bail!("non-finite activation at {name} for sequence {}", sequence + 1);
     }
-    Ok(())
+    writer.write_f32_rows(name, first_row, &values)
 }
 
 #[cfg(test)]

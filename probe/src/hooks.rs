@@ -6,97 +6,97 @@
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// Where in a decoder block (or around the stack) a hook sits, in forward order.
+/// Where in a decoder block a hook sits, in forward order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Site {
-    /// The token embeddings, before the first block (`hook_embed`).
-    Embed,
     /// The residual stream entering block i.
+    #[cfg_attr(feature = "clap", value(name = "resid_pre"))]
     ResidPre,
     /// The attention output (after `o_proj`), before it joins the residual.
+    #[cfg_attr(feature = "clap", value(name = "attn_out"))]
     AttnOut,
     /// The residual after attention has been added.
+    #[cfg_attr(feature = "clap", value(name = "resid_mid"))]
     ResidMid,
     /// The MLP output, before it joins the residual.
+    #[cfg_attr(feature = "clap", value(name = "mlp_out"))]
     MlpOut,
     /// The residual leaving block i: what HF's `model.layers[i]` returns.
+    #[cfg_attr(feature = "clap", value(name = "resid_post"))]
     ResidPost,
-    /// After the final RMSNorm, what the unembedding reads (`ln_final.hook_normalized`).
-    FinalNorm,
 }
 
 impl Site {
-    /// The per-layer sites, in the order the forward pass reaches them.
-    pub const PER_LAYER: [Site; 5] =
-        [Site::ResidPre, Site::AttnOut, Site::ResidMid, Site::MlpOut, Site::ResidPost];
+    /// Every site, in the order the forward pass reaches them.
+    pub const ALL: [Site; 5] = [Site::ResidPre, Site::AttnOut, Site::ResidMid, Site::MlpOut, Site::ResidPost];
 
-    /// The short name used on the command line (`resid_post`).
+    /// The short name (`resid_post`), as in `blocks.3.hook_resid_post`.
     pub fn short_name(self) -> &'static str {
         match self {
-            Site::Embed => "embed",
             Site::ResidPre => "resid_pre",
             Site::AttnOut => "attn_out",
             Site::ResidMid => "resid_mid",
             Site::MlpOut => "mlp_out",
             Site::ResidPost => "resid_post",
-            Site::FinalNorm => "normalized",
         }
     }
 
-    pub fn is_per_layer(self) -> bool {
-        !matches!(self, Site::Embed | Site::FinalNorm)
-    }
-
-    /// Parses a short name (`resid_post`, `hook_resid_post`, `embed`, `ln_final`, `normalized`).
-    pub fn parse_short(name: &str) -> Result<Self> {
+    /// Parses a short name, with or without `hook_` (`resid_post`, `hook_resid_post`).
+    pub fn from_short(name: &str) -> Option<Self> {
         let name = name.trim().trim_start_matches("hook_");
-        Ok(match name {
-            "embed" => Site::Embed,
-            "resid_pre" => Site::ResidPre,
-            "attn_out" => Site::AttnOut,
-            "resid_mid" => Site::ResidMid,
-            "mlp_out" => Site::MlpOut,
-            "resid_post" => Site::ResidPost,
-            "normalized" | "ln_final" | "ln_final.hook_normalized" => Site::FinalNorm,
-            other => bail!(
-                "unknown hook point {other:?} (known: embed, resid_pre, attn_out, resid_mid, \
-                 mlp_out, resid_post, ln_final)"
-            ),
-        })
+        Site::ALL.into_iter().find(|s| s.short_name() == name)
     }
 }
 
-/// One named activation site: a [`Site`] and, for per-layer sites, the block index.
+/// One named activation site. The per-layer points carry their layer, so "layer 3 of the
+/// final norm" cannot be written (candle-mi's `HookPoint` does the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct HookPoint {
-    pub layer: usize,
-    pub site: Site,
+pub enum HookPoint {
+    /// The token embeddings, before the first block (`hook_embed`).
+    Embed,
+    /// A site inside decoder block `layer` (`blocks.{layer}.hook_{site}`).
+    Block { layer: usize, site: Site },
+    /// After the final RMSNorm, what the unembedding reads (`ln_final.hook_normalized`).
+    FinalNorm,
 }
 
 impl HookPoint {
-    pub fn embed() -> Self {
-        Self { layer: 0, site: Site::Embed }
-    }
-    pub fn final_norm() -> Self {
-        Self { layer: 0, site: Site::FinalNorm }
-    }
     pub fn block(layer: usize, site: Site) -> Self {
-        Self { layer, site }
+        Self::Block { layer, site }
     }
+
     pub fn resid_post(layer: usize) -> Self {
         Self::block(layer, Site::ResidPost)
+    }
+
+    /// Every hook point of a model with `num_layers` blocks, in forward order.
+    pub fn all(num_layers: usize) -> Vec<HookPoint> {
+        std::iter::once(HookPoint::Embed)
+            .chain((0..num_layers).flat_map(|l| Site::ALL.map(|s| HookPoint::block(l, s))))
+            .chain(std::iter::once(HookPoint::FinalNorm))
+            .collect()
+    }
+
+    /// The block index of a per-layer point.
+    pub fn layer(self) -> Option<usize> {
+        match self {
+            Self::Block { layer, .. } => Some(layer),
+            _ => None,
+        }
     }
 }
 
 impl fmt::Display for HookPoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.site {
-            Site::Embed => write!(f, "hook_embed"),
-            Site::FinalNorm => write!(f, "ln_final.hook_normalized"),
-            site => write!(f, "blocks.{}.hook_{}", self.layer, site.short_name()),
+        match self {
+            Self::Embed => write!(f, "hook_embed"),
+            Self::FinalNorm => write!(f, "ln_final.hook_normalized"),
+            Self::Block { layer, site } => write!(f, "blocks.{layer}.hook_{}", site.short_name()),
         }
     }
 }
@@ -108,24 +108,17 @@ impl FromStr for HookPoint {
     /// `ln_final.hook_normalized`.
     fn from_str(name: &str) -> Result<Self> {
         match name {
-            "hook_embed" => return Ok(Self::embed()),
-            "ln_final.hook_normalized" => return Ok(Self::final_norm()),
+            "hook_embed" => return Ok(Self::Embed),
+            "ln_final.hook_normalized" => return Ok(Self::FinalNorm),
             _ => {}
         }
-        let parts: Vec<&str> = name.splitn(3, '.').collect();
-        if let ["blocks", layer, site] = parts.as_slice() {
-            if let (Ok(layer), Ok(site)) = (layer.parse::<usize>(), Site::parse_short(site)) {
-                if site.is_per_layer() && site_has_prefix(name) {
-                    return Ok(Self::block(layer, site));
-                }
+        if let ["blocks", layer, site] = name.splitn(3, '.').collect::<Vec<_>>().as_slice() {
+            if let (Ok(layer), true, Some(site)) = (layer.parse::<usize>(), site.starts_with("hook_"), Site::from_short(site)) {
+                return Ok(Self::block(layer, site));
             }
         }
         bail!("not a hook point name: {name:?} (expected e.g. blocks.3.hook_resid_post)")
     }
-}
-
-fn site_has_prefix(name: &str) -> bool {
-    name.rsplit('.').next().is_some_and(|s| s.starts_with("hook_"))
 }
 
 /// Called by the model at every hook point, in forward order.
@@ -133,6 +126,10 @@ fn site_has_prefix(name: &str) -> bool {
 /// `wants` is asked first and is meant to be cheap: a forward whose hooks want nothing does no
 /// hook work at all, so an unhooked run costs what a plain forward costs.
 pub trait Hooks {
+    /// Told once at the start of every forward pass: `cached_len` positions are already in the
+    /// KV cache (0 for a prompt's prefill, more for each decoding step). This is how a hook
+    /// tells prompt tokens from generated ones without counting calls.
+    fn begin_forward(&mut self, _cached_len: usize) {}
     fn wants(&self, point: HookPoint) -> bool;
     /// Sees the activation `[batch, seq, d_model]`; returning `Some` replaces it downstream.
     fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>>;
@@ -150,26 +147,49 @@ impl Hooks for NoHooks {
     }
 }
 
-/// Runs several hooks at each point, in order; each sees the previous one's replacement.
-/// This is how a capture sees a steered activation, or two control vectors compose.
-pub struct HookChain<'a>(pub Vec<&'a mut dyn Hooks>);
+/// The one activation cache (TransformerLens' `run_with_cache(names_filter=...)`): keeps the
+/// activation at every point asked for, and nothing else, as `[batch, seq, d]`.
+#[derive(Debug, Default)]
+pub struct Cache {
+    wanted: Vec<HookPoint>,
+    seen: HashMap<HookPoint, Tensor>,
+}
 
-impl Hooks for HookChain<'_> {
+impl Cache {
+    pub fn new(points: impl IntoIterator<Item = HookPoint>) -> Self {
+        let mut wanted: Vec<HookPoint> = points.into_iter().collect();
+        wanted.sort();
+        wanted.dedup();
+        Self { wanted, seen: HashMap::new() }
+    }
+
+    /// The points this cache keeps.
+    pub fn points(&self) -> &[HookPoint] {
+        &self.wanted
+    }
+
+    /// The activation at `point`, or an error naming it when it was not kept.
+    pub fn require(&self, point: HookPoint) -> Result<&Tensor> {
+        match self.seen.get(&point) {
+            Some(t) => Ok(t),
+            None if self.wanted.contains(&point) => bail!("hook point {point} was never reached"),
+            None => bail!("hook point {point} was not asked for"),
+        }
+    }
+
+    /// Empties the cache for the next forward pass.
+    pub fn clear(&mut self) {
+        self.seen.clear();
+    }
+}
+
+impl Hooks for Cache {
     fn wants(&self, point: HookPoint) -> bool {
-        self.0.iter().any(|h| h.wants(point))
+        self.wanted.binary_search(&point).is_ok()
     }
     fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        let mut current: Option<Tensor> = None;
-        for hook in self.0.iter_mut() {
-            if !hook.wants(point) {
-                continue;
-            }
-            let seen = current.as_ref().unwrap_or(activation);
-            if let Some(replacement) = hook.on(point, seen)? {
-                current = Some(replacement);
-            }
-        }
-        Ok(current)
+        self.seen.insert(point, activation.clone());
+        Ok(None)
     }
 }
 

@@ -4,6 +4,7 @@
 //! activation capture streamed to disk ([`capture`]), and the stimulus format ([`stimuli`]).
 //! It does not steer or draw: that is `steer` and `viz`, which build on this crate.
 
+pub mod batched;
 pub mod capture;
 pub mod hooks;
 pub mod io;
@@ -12,5 +13,5 @@ pub mod model;
 pub mod progress;
 pub mod stimuli;
 
-pub use hooks::{HookChain, HookPoint, Hooks, NoHooks, Site};
+pub use hooks::{Cache, HookPoint, Hooks, NoHooks, Site};
 pub use model::{AlignerTemplate, Checkpoint, KvCache, Model, ModelConfig, Positions};

@@ -57,11 +57,11 @@ fn check_forward(name: &str, ckpt: &Checkpoint) -> f32 {
     let golden = candle_core::safetensors::load(gguf_dir().join(format!("{name}.golden.safetensors")), &Device::Cpu)
         .unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
-    let (keep, logits) = common::run(ckpt, &ids);
+    let (cache, logits) = common::run(ckpt, &ids);
     let mut worst = 0f32;
     for i in 0..ckpt.config.num_hidden_layers {
         let key = format!("blocks.{i}.hook_resid_post");
-        worst = worst.max(compare(name, &key, &keep.0[&HookPoint::resid_post(i)], &golden[&key]));
+        worst = worst.max(compare(name, &key, &common::at(&cache, HookPoint::resid_post(i)), &golden[&key]));
     }
     let logits = logits.to_dtype(DType::F32).unwrap();
     let reference = &golden["logits"];

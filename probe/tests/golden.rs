@@ -11,10 +11,9 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::Keep;
+use common::at;
 use probe::hooks::HookPoint;
 use probe::{Checkpoint, NoHooks, Positions};
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 const TOLERANCE: f32 = 1e-4;
@@ -33,31 +32,30 @@ fn check(name: &str) {
     let ckpt = Checkpoint::load(&dir).unwrap();
     let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
-    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
-    let positions = Positions::contiguous(1, ids.len(), 0, &Device::Cpu).unwrap();
-    let mut keep = Keep(HashMap::new());
-    let normed = ckpt.model.forward(&input, &positions, None, &mut keep).unwrap();
+    let (cache, logits) = common::run(&ckpt, &ids);
     let layers = ckpt.config.num_hidden_layers;
     for i in 0..layers {
         let key = format!("blocks.{i}.hook_resid_post");
-        let err = max_abs_diff(&keep.0[&HookPoint::resid_post(i)], &golden[&key]);
+        let err = max_abs_diff(&at(&cache, HookPoint::resid_post(i)), &golden[&key]);
         assert!(err <= TOLERANCE, "{name} {key}: max abs error {err}");
         if i + 1 < layers {
-            let err = max_abs_diff(&keep.0[&HookPoint::resid_post(i)], &golden[&format!("hidden_states.{}", i + 1)]);
+            let err = max_abs_diff(&at(&cache, HookPoint::resid_post(i)), &golden[&format!("hidden_states.{}", i + 1)]);
             assert!(err <= TOLERANCE, "{name} hidden_states.{}: {err}", i + 1);
         }
     }
-    let err = max_abs_diff(&keep.0[&HookPoint::embed()], &golden["hidden_states.0"]);
+    let err = max_abs_diff(&at(&cache, HookPoint::Embed), &golden["hidden_states.0"]);
     assert!(err <= TOLERANCE, "{name} embeddings: {err}");
-    let err = max_abs_diff(&keep.0[&HookPoint::final_norm()], &golden[&format!("hidden_states.{layers}")]);
+    let err = max_abs_diff(&at(&cache, HookPoint::FinalNorm), &golden[&format!("hidden_states.{layers}")]);
     assert!(err <= TOLERANCE, "{name} final norm: {err}");
-    let logits = ckpt.model.logits(&normed).unwrap().squeeze(0).unwrap();
     let err = max_abs_diff(&logits, &golden["logits"]);
     assert!(err <= TOLERANCE, "{name} logits: max abs error {err}");
 
     // The same ids without hooks give the same logits: hooks that only read change nothing.
+    let input = Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let positions = Positions::contiguous(1, ids.len(), 0, &Device::Cpu).unwrap();
     let plain = ckpt.model.forward(&input, &positions, None, &mut NoHooks).unwrap();
-    assert_eq!(max_abs_diff(&plain, &normed), 0.0);
+    let plain_logits = ckpt.model.logits(&plain).unwrap().squeeze(0).unwrap();
+    assert_eq!(max_abs_diff(&plain_logits, &logits), 0.0);
 }
 
 #[test]
@@ -95,10 +93,10 @@ fn peft_lora_adapter_merged_at_load_matches_hf_peft() {
     let ckpt = Checkpoint::load_with_adapter(&base, Some(adapter), &Device::Cpu).unwrap();
     let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
-    let (keep, logits) = common::run(&ckpt, &ids);
+    let (cache, logits) = common::run(&ckpt, &ids);
     for i in 0..ckpt.config.num_hidden_layers {
         let key = format!("blocks.{i}.hook_resid_post");
-        let err = max_abs_diff(&keep.0[&HookPoint::resid_post(i)], &golden[&key]);
+        let err = max_abs_diff(&at(&cache, HookPoint::resid_post(i)), &golden[&key]);
         assert!(err <= TOLERANCE, "{key}: max abs error {err}");
     }
     let err = max_abs_diff(&logits, &golden["logits"]);

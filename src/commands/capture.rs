@@ -68,7 +68,7 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     let request = CaptureRequest::parse(&args.points, &args.layers, ckpt.config.num_hidden_layers, args.positions)?;
     let mut metadata = BTreeMap::new();
     metadata.insert("model".to_string(), ckpt.path.display().to_string());
-    metadata.insert("positions".to_string(), format!("{:?}", args.positions).to_lowercase());
+    metadata.insert("positions".to_string(), args.positions.name().to_string());
     if args.data.is_some() {
         metadata.insert("template".to_string(), template.as_str().to_string());
     }

@@ -3,7 +3,7 @@ use crate::steering_args::SteeringArgs;
 use anyhow::{bail, Result};
 use clap::Args;
 use probe::NoHooks;
-use steer::generate::{correct, GenerationConfig, Sampling};
+use steer::generate::{run_aligner, GenerationConfig, Sampling};
 
 /// Generate the Aligner's corrected answer for a question and an upstream answer, optionally
 /// steered: --alpha adds alpha x the control vector at the chosen layers' outputs (positive =
@@ -66,7 +66,8 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     };
     let alphas: Option<Vec<f64>> = args.alphas.clone().or(args.alpha.map(|a| vec![a]));
     let Some(alphas) = alphas else {
-        let (output, ids) = correct(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?;
+        let out = run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?;
+        let (output, ids) = (out.text, out.ids);
         println!("{output}");
         if args.json {
             println!("{}", serde_json::json!({"output": output, "token_ids": ids}));
@@ -76,11 +77,12 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if alphas.is_empty() {
         bail!("--alphas needs at least one value");
     }
-    let (vectors, layers) = args.steering.load(&ckpt)?;
+    let steering = args.steering.steering(&ckpt)?;
     let mut results = Vec::new();
     for &alpha in &alphas {
-        let mut hook = args.steering.hook(&ckpt, &vectors, &layers, alpha)?;
-        results.push((alpha, correct(&ckpt, &template, &args.question, &args.answer, &config, &mut hook)?));
+        let mut hook = steering.at(alpha, ckpt.model.device())?;
+        let out = run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut hook)?;
+        results.push((alpha, (out.text, out.ids)));
     }
     if let [(_, (output, ids))] = results.as_slice() {
         println!("{output}");

@@ -51,6 +51,9 @@ pub struct LatArgs {
     /// Also export a llama.cpp control-vector GGUF.
     #[arg(long)]
     gguf: Option<PathBuf>,
+    /// Records per forward pass when reading activations.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
 }
 
 pub fn run(args: LatArgs) -> Result<()> {
@@ -60,7 +63,7 @@ pub fn run(args: LatArgs) -> Result<()> {
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
     let records = read_jsonl(&data)?;
     let pairs = build_pairs(&records)?;
-    let activations = read_activations(&ckpt, &template, &records, args.position)?;
+    let activations = read_activations(&ckpt, &template, &records, args.position, args.batch_size)?;
     let result = fit(&activations, &pairs, args.method, args.test_fraction, args.seed)?;
 
     let accuracy_label = if result.accuracy_is_training { "train acc" } else { "held-out acc" };

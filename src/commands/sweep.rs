@@ -5,7 +5,7 @@ use clap::Args;
 use probe::stimuli::read_jsonl;
 use std::path::PathBuf;
 use steer::generate::GenerationConfig;
-use steer::sweep::{parse_alphas, sweep};
+use steer::sweep::{parse_alphas, sweep, SweepOptions};
 
 /// Sweep the correction-strength knob: for each alpha, steer every record and report the
 /// mean correction magnitude (normalised token edit distance answer -> output), the copy rate
@@ -47,22 +47,25 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let alphas = parse_alphas(&args.alphas)?;
-    let (vectors, layers) = args.steering.load(&ckpt)?;
+    let steering = args.steering.steering(&ckpt)?;
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
     let mut records = read_jsonl(&data)?;
     if let Some(limit) = args.limit {
         records.truncate(limit.max(1));
     }
-    let config = GenerationConfig::greedy(args.max_new_tokens, ckpt.eos_token_ids.clone());
-    let make_hook = |alpha: f64| args.steering.hook(&ckpt, &vectors, &layers, alpha);
-    let result = sweep(&ckpt, &template, &records, &alphas, &layers, &config, args.batch_size, &make_hook)?;
-    println!("steering layers {layers:?}; {} copy cases, {} correct cases", result.copy_cases.n, result.correct_cases.n);
-    println!("{:>7} | {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "corr:mag", "copied", "exact");
-    for (k, a) in alphas.iter().enumerate() {
+    let options = SweepOptions {
+        alphas,
+        generation: GenerationConfig::greedy(args.max_new_tokens, ckpt.eos_token_ids.clone()),
+        batch_size: args.batch_size,
+    };
+    let result = sweep(&ckpt, &template, &records, &steering, &options)?;
+    println!("steering layers {:?}; {} copy cases, {} correct cases", steering.layers, result.copy_cases.n, result.correct_cases.n);
+    println!("{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen");
+    for (k, a) in result.alphas.iter().enumerate() {
         let (c, r) = (&result.copy_cases, &result.correct_cases);
-        println!("{a:>7.2} | {:>9.3} {:>8.1}% {:>8.1}% | {:>9.3} {:>8.1}% {:>8.1}%",
-                 c.correction_magnitude[k], 100.0 * c.copy_rate[k], 100.0 * c.exact_correction_rate[k],
-                 r.correction_magnitude[k], 100.0 * r.copy_rate[k], 100.0 * r.exact_correction_rate[k]);
+        println!("{a:>7.2} | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}% | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}%",
+                 c.correction_magnitude[k], 100.0 * c.copy_rate[k], 100.0 * c.exact_correction_rate[k], 100.0 * c.degenerate_rate[k],
+                 r.correction_magnitude[k], 100.0 * r.copy_rate[k], 100.0 * r.exact_correction_rate[k], 100.0 * r.degenerate_rate[k]);
     }
     if let Some(path) = &args.json {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&result)?)?;
@@ -76,8 +79,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
             series("correct cases: copy rate", &r.copy_rate),
             series("correct cases: exact correction", &r.exact_correction_rate),
             series("copy cases: copy rate", &c.copy_rate),
+            series("all cases: degenerate", &c.degenerate_rate.iter().zip(&r.degenerate_rate)
+                .map(|(a, b)| (a * c.n as f64 + b * r.n as f64) / (c.n + r.n).max(1) as f64).collect()),
         ];
-        viz::line_chart(path, &format!("Steering sweep, layers {layers:?}"), "alpha", "rate / magnitude", &alphas, &curves, (0.0, 1.05))?;
+        let title = format!("Steering sweep, layers {:?}", steering.layers);
+        viz::line_chart(path, &title, "alpha", "rate / magnitude", &result.alphas, &curves, (0.0, 1.05))?;
     }
     if let Some(path) = &args.csv {
         probe::io::write_atomic(path, result.to_csv().as_bytes())?;

@@ -1,8 +1,8 @@
 //! Evaluating an Aligner on stimulus records: does it copy good answers and produce the
 //! expected correction for bad ones?
 
-use crate::generate::{correct_many, GenerationConfig};
-use crate::magnitude::text_correction_magnitude;
+use crate::generate::{run_aligner_many, GenerationConfig};
+use crate::outcome::{ClassTally, Outcome};
 use anyhow::{Context, Result};
 use probe::hooks::NoHooks;
 use probe::stimuli::StimulusRecord;
@@ -21,6 +21,8 @@ pub struct EvalScores {
     /// Share of correct cases whose output equals the reference correction.
     pub correct_exact: f64,
     pub mean_correction_magnitude: f64,
+    /// Share of outputs that are empty, loop, or never stop.
+    pub degenerate_rate: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -36,36 +38,19 @@ pub struct EvalReport {
     pub outputs: Vec<(String, bool)>,
 }
 
-#[derive(Default)]
-struct Tally {
-    n_copy: usize,
-    n_correct: usize,
-    copy_hits: usize,
-    correct_hits: usize,
-    magnitude: f64,
-}
-
-impl Tally {
-    fn add(&mut self, is_copy: bool, exact: bool, magnitude: f64) {
-        if is_copy {
-            self.n_copy += 1;
-            self.copy_hits += usize::from(exact);
-        } else {
-            self.n_correct += 1;
-            self.correct_hits += usize::from(exact);
-        }
-        self.magnitude += magnitude;
-    }
-    fn scores(&self) -> EvalScores {
-        let n = self.n_copy + self.n_correct;
-        let rate = |hits: usize, of: usize| if of == 0 { 0.0 } else { hits as f64 / of as f64 };
-        EvalScores {
+impl EvalScores {
+    fn from_tally(t: &ClassTally) -> Self {
+        let (copy, correct) = (t.copy_cases.rates(), t.correct_cases.rates());
+        let n = copy.n + correct.n;
+        let magnitude = t.copy_cases.magnitude_sum + t.correct_cases.magnitude_sum;
+        Self {
             n,
-            n_copy: self.n_copy,
-            n_correct: self.n_correct,
-            copy_exact: rate(self.copy_hits, self.n_copy),
-            correct_exact: rate(self.correct_hits, self.n_correct),
-            mean_correction_magnitude: if n == 0 { 0.0 } else { self.magnitude / n as f64 },
+            n_copy: copy.n,
+            n_correct: correct.n,
+            copy_exact: copy.exact_rate,
+            correct_exact: correct.exact_rate,
+            mean_correction_magnitude: if n == 0 { 0.0 } else { magnitude / n as f64 },
+            degenerate_rate: if n == 0 { 0.0 } else { (t.copy_cases.degenerate + t.correct_cases.degenerate) as f64 / n as f64 },
         }
     }
 }
@@ -87,29 +72,27 @@ pub fn evaluate(
         .collect::<Result<_>>()?;
     let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
     let progress = probe::progress::bar(records.len() as u64, "eval");
-    let outputs = correct_many(ckpt, template, &pairs, &config, batch_size, &mut || Ok(Box::new(NoHooks)), &mut |n| progress.inc(n as u64))?;
+    let outputs = run_aligner_many(ckpt, template, &pairs, &config, batch_size, &mut NoHooks, &mut |n| progress.inc(n as u64))?;
     progress.finish_and_clear();
 
-    let mut overall = Tally::default();
-    let mut per_category: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut overall = ClassTally::default();
+    let mut per_category: BTreeMap<String, ClassTally> = BTreeMap::new();
     let mut misses = Vec::new();
     let mut scored = Vec::with_capacity(outputs.len());
     for ((record, reference), output) in records.iter().zip(references).zip(outputs) {
-        let is_copy = record.is_copy() == Some(true);
-        let exact = output == reference.trim();
-        let magnitude = text_correction_magnitude(&tokenizer, &record.answer, &output)?;
-        overall.add(is_copy, exact, magnitude);
+        let outcome = Outcome::of(&tokenizer, record, &output)?;
+        overall.add(&outcome);
         let category = record.category.clone().unwrap_or_else(|| "uncategorised".into());
-        per_category.entry(category).or_default().add(is_copy, exact, magnitude);
-        if !exact && misses.len() < 10 {
+        per_category.entry(category).or_default().add(&outcome);
+        if !outcome.exact && misses.len() < 10 {
             misses.push(serde_json::json!({"question": record.question, "answer": record.answer,
-                                           "expected": reference, "output": output}));
+                                           "expected": reference, "output": output.text}));
         }
-        scored.push((output, exact));
+        scored.push((output.text, outcome.exact));
     }
     Ok(EvalReport {
-        overall: overall.scores(),
-        per_category: per_category.into_iter().map(|(k, t)| (k, t.scores())).collect(),
+        overall: EvalScores::from_tally(&overall),
+        per_category: per_category.iter().map(|(k, t)| (k.clone(), EvalScores::from_tally(t))).collect(),
         misses,
         outputs: scored,
     })

@@ -1,7 +1,7 @@
 //! KV-cached generation through the hooked model: greedy, or temperature / top-p sampling
 //! with a seed. Hooks (a steering vector, a capture) apply at every step.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 use probe::hooks::Hooks;
 use probe::{AlignerTemplate, Checkpoint, KvCache, Model, Positions};
@@ -73,7 +73,7 @@ pub fn generate_batch(
     let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
     let mut ids = Vec::with_capacity(batch * width);
     let mut positions = Vec::with_capacity(batch * width);
-    let mut key_mask = Vec::with_capacity(batch * width);
+    let mut key_mask: Vec<f32> = Vec::with_capacity(batch * width);
     for (prompt, &pad) in prompts.iter().zip(&pads) {
         ids.extend(std::iter::repeat_n(0u32, pad).chain(prompt.iter().copied()));
         positions.extend(std::iter::repeat_n(0u32, pad).chain(0..prompt.len() as u32));
@@ -88,11 +88,19 @@ pub fn generate_batch(
     let mut done = vec![false; batch];
     let mut input = Tensor::from_vec(ids, (batch, width), device)?;
     let mut step_positions = Tensor::from_vec(positions, (batch, width), device)?;
+    // The padding mask lives on the device and grows by a column of ones per step; with no
+    // padding there is none, and decoding builds no mask at all.
+    let padded = pads.iter().any(|&p| p > 0);
+    let mut mask = Tensor::from_vec(key_mask, (batch, width), device)?;
+    let new_column = Tensor::ones((batch, 1), candle_core::DType::F32, device)?;
     for step in 0..config.max_new_tokens {
         let seq = input.dim(1)?;
-        let mask = Tensor::from_vec(key_mask.clone(), (batch, key_mask.len() / batch), device)?;
-        let normed = model.forward(&input, &Positions { positions: step_positions, key_mask: Some(mask) }, Some(&mut cache), hooks)?;
+        let step_inputs = Positions { positions: step_positions, key_mask: padded.then(|| mask.clone()) };
+        let normed = model.forward(&input, &step_inputs, Some(&mut cache), hooks)?;
         let logits = model.logits(&normed.narrow(1, seq - 1, 1)?)?.squeeze(1)?;
+        if !logits.sum_all()?.to_scalar::<f32>()?.is_finite() {
+            bail!("the model produced non-finite logits at generation step {} (a steering vector or alpha too large, or broken weights)", step + 1);
+        }
         let mut next_ids = Vec::with_capacity(batch);
         for row in 0..batch {
             let row_logits = logits.get(row)?;
@@ -114,12 +122,9 @@ pub fn generate_batch(
         }
         // Every row takes its token, finished or not: a finished row's output is already
         // fixed, and keeping the batch rectangular is cheaper than shrinking the cache.
-        let mut grown = Vec::with_capacity(key_mask.len() + batch);
-        for row in key_mask.chunks(key_mask.len() / batch) {
-            grown.extend_from_slice(row);
-            grown.push(1.0);
+        if padded {
+            mask = Tensor::cat(&[&mask, &new_column], 1)?;
         }
-        key_mask = grown;
         let next_positions: Vec<u32> = prompts.iter().map(|p| (p.len() + step) as u32).collect();
         input = Tensor::from_vec(next_ids, (batch, 1), device)?;
         step_positions = Tensor::from_vec(next_positions, (batch, 1), device)?;
@@ -160,45 +165,56 @@ fn candle_nn_softmax(logits: &Tensor) -> Result<Vec<f32>> {
     Ok(exp.broadcast_div(&sum)?.to_vec1()?)
 }
 
-/// Corrected answers for many (question, answer) pairs, generated [`generate_batch`]-wise in
-/// batches of `batch_size`; `on_batch` is told how many were done (for a progress bar).
-pub fn correct_many(
+/// What the Aligner wrote for one record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlignerOutput {
+    /// The decoded text, trimmed.
+    pub text: String,
+    /// The generated ids (no final EOS).
+    pub ids: Vec<u32>,
+    /// Whether generation stopped at EOS (false: it ran out of `max_new_tokens`).
+    pub stopped: bool,
+}
+
+/// Runs the Aligner on many (question, answer) pairs, [`generate_batch`]-wise in batches of
+/// `batch_size`, with `hooks` on every forward (a steering hook, or [`probe::NoHooks`]);
+/// `on_batch` is told how many were done (for a progress bar).
+pub fn run_aligner_many(
     ckpt: &Checkpoint,
     template: &AlignerTemplate,
     pairs: &[(&str, &str)],
     config: &GenerationConfig,
     batch_size: usize,
-    make_hooks: &mut dyn FnMut() -> Result<Box<dyn Hooks>>,
+    hooks: &mut dyn Hooks,
     on_batch: &mut dyn FnMut(usize),
-) -> Result<Vec<String>> {
+) -> Result<Vec<AlignerOutput>> {
     if batch_size == 0 {
-        bail!("--batch-size must be at least 1");
+        bail!("batch size must be at least 1");
     }
     let tokenizer = ckpt.tokenizer()?;
     let mut outputs = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(batch_size) {
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|(q, a)| tokenizer.encode(&template.render(q, a))).collect::<Result<_>>()?;
-        let mut hooks = make_hooks()?;
-        for ids in generate_batch(&ckpt.model, &prompts, config, hooks.as_mut())? {
-            outputs.push(tokenizer.decode(&ids)?.trim().to_string());
+        probe::batched::check_sequences(ckpt, &prompts)?;
+        for ids in generate_batch(&ckpt.model, &prompts, config, hooks)? {
+            let text = tokenizer.decode(&ids)?.trim().to_string();
+            let stopped = ids.len() < config.max_new_tokens;
+            outputs.push(AlignerOutput { text, ids, stopped });
         }
         on_batch(chunk.len());
     }
     Ok(outputs)
 }
 
-/// The Aligner's corrected answer to `question` + upstream `answer`, as text and as the
-/// generated ids.
-pub fn correct(
+/// The Aligner's output for `question` + upstream `answer`.
+pub fn run_aligner(
     ckpt: &Checkpoint,
     template: &AlignerTemplate,
     question: &str,
     answer: &str,
     config: &GenerationConfig,
     hooks: &mut dyn Hooks,
-) -> Result<(String, Vec<u32>)> {
-    let tokenizer = ckpt.tokenizer()?;
-    let prompt = tokenizer.encode(&template.render(question, answer))?;
-    let ids = generate(&ckpt.model, &prompt, config, hooks)?;
-    Ok((tokenizer.decode(&ids)?.trim().to_string(), ids))
+) -> Result<AlignerOutput> {
+    let mut outputs = run_aligner_many(ckpt, template, &[(question, answer)], config, 1, hooks, &mut |_| {})?;
+    outputs.pop().context("no output")
 }

@@ -7,6 +7,7 @@
 pub mod eval;
 pub mod generate;
 pub mod magnitude;
+pub mod outcome;
 pub mod steering;
 pub mod sweep;
 pub mod vectors;

@@ -12,23 +12,42 @@ use std::collections::BTreeMap;
 
 /// Which positions receive the vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SteerPositions {
     All,
     /// Only the prompt (the prefill forward).
     Prompt,
-    /// Only generated tokens.
+    /// Only generated tokens (the decoding forwards).
     Generated,
 }
 
-impl std::str::FromStr for SteerPositions {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "all" => Ok(Self::All),
-            "prompt" => Ok(Self::Prompt),
-            "generated" => Ok(Self::Generated),
-            other => bail!("--steer-positions must be all, prompt or generated, not {other:?}"),
+/// A steering intervention as plain data (repeng's `ControlVector` + `set_control`): which
+/// vectors, at which layers and site, on which positions. `at(alpha)` is the hook for one
+/// strength; the same value serves every batch and every alpha of a sweep.
+#[derive(Debug, Clone)]
+pub struct Steering {
+    pub vectors: ControlVectors,
+    pub layers: Vec<usize>,
+    pub site: Site,
+    pub positions: SteerPositions,
+}
+
+impl Steering {
+    /// Checks that `vectors` has every layer asked for.
+    pub fn new(vectors: ControlVectors, layers: Vec<usize>, site: Site, positions: SteerPositions) -> Result<Self> {
+        if let Some(missing) = layers.iter().find(|l| !vectors.vectors.contains_key(l)) {
+            let have: Vec<usize> = vectors.vectors.keys().copied().collect();
+            bail!("the vector file has no vector for layer {missing} (it has {have:?})");
         }
+        Ok(Self { vectors, layers, site, positions })
+    }
+
+    /// The hook adding `alpha` times the vectors. Alpha 0 adds nothing at all, so an
+    /// unsteered run and an alpha-0 run are bit-identical.
+    pub fn at(&self, alpha: f64, device: &Device) -> Result<SteeringHook> {
+        let mut hook = SteeringHook::new(self.site, self.positions);
+        hook.add(&self.vectors, &self.layers, alpha, device)?;
+        Ok(hook)
     }
 }
 
@@ -37,17 +56,17 @@ pub struct SteeringHook {
     site: Site,
     positions: SteerPositions,
     additions: BTreeMap<usize, Tensor>,
-    /// Forwards started so far; the first one of a generation is the prompt.
-    forwards: usize,
+    /// Whether the current forward pass is one this hook steers (set by `begin_forward`).
+    active: bool,
 }
 
 impl SteeringHook {
     pub fn new(site: Site, positions: SteerPositions) -> Self {
-        Self { site, positions, additions: BTreeMap::new(), forwards: 0 }
+        Self { site, positions, additions: BTreeMap::new(), active: true }
     }
 
-    /// Composes `alpha * vectors[l]` for each `l` in `layers`. Alpha 0 adds nothing at all,
-    /// so an unsteered run and an alpha-0 run are bit-identical.
+    /// Composes `alpha * vectors[l]` for each `l` in `layers`; adding several vector files
+    /// sums them.
     pub fn add(&mut self, vectors: &ControlVectors, layers: &[usize], alpha: f64, device: &Device) -> Result<()> {
         if !alpha.is_finite() {
             bail!("alpha must be a finite number, got {alpha}");
@@ -69,37 +88,29 @@ impl SteeringHook {
         }
         Ok(())
     }
-
-    /// Starts a new generation (the next forward is a prompt again).
-    pub fn reset(&mut self) {
-        self.forwards = 0;
-    }
-
-    fn active(&self) -> bool {
-        match self.positions {
-            SteerPositions::All => true,
-            SteerPositions::Prompt => self.forwards == 1,
-            SteerPositions::Generated => self.forwards > 1,
-        }
-    }
 }
 
 impl Hooks for SteeringHook {
+    fn begin_forward(&mut self, cached_len: usize) {
+        self.active = match self.positions {
+            SteerPositions::All => true,
+            SteerPositions::Prompt => cached_len == 0,
+            SteerPositions::Generated => cached_len > 0,
+        };
+    }
+
     fn wants(&self, point: HookPoint) -> bool {
-        if self.additions.is_empty() {
-            return false;
+        match point {
+            HookPoint::Block { layer, site } => self.active && site == self.site && self.additions.contains_key(&layer),
+            _ => false,
         }
-        // The embedding hook only counts forwards, to tell the prompt from generated tokens.
-        point.site == Site::Embed || (point.site == self.site && self.additions.contains_key(&point.layer) && self.active())
     }
 
     fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        if point.site == Site::Embed {
-            self.forwards += 1;
-            return Ok(None);
+        match point.layer().and_then(|l| self.additions.get(&l)) {
+            Some(v) => Ok(Some(activation.broadcast_add(v)?)),
+            None => Ok(None),
         }
-        let v = &self.additions[&point.layer];
-        Ok(Some(activation.broadcast_add(v)?))
     }
 }
 

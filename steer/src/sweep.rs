@@ -2,9 +2,9 @@
 //! measure how far the output moved from the upstream answer, separately for copy cases and
 //! correct cases (the paper's "from copying to heavy correction" curve).
 
-use crate::generate::{correct_many, GenerationConfig};
-use crate::magnitude::text_correction_magnitude;
-use crate::steering::SteeringHook;
+use crate::generate::{run_aligner_many, GenerationConfig};
+use crate::outcome::{ClassTally, Outcome, Tally};
+use crate::steering::Steering;
 use anyhow::{bail, Result};
 use probe::stimuli::StimulusRecord;
 use probe::{AlignerTemplate, Checkpoint};
@@ -20,6 +20,28 @@ pub struct SweepCurve {
     pub copy_rate: Vec<f64>,
     /// Share of outputs equal to the reference correction.
     pub exact_correction_rate: Vec<f64>,
+    /// Share of outputs that are empty, loop, or never stop.
+    pub degenerate_rate: Vec<f64>,
+}
+
+impl SweepCurve {
+    fn push(&mut self, t: &Tally) {
+        let r = t.rates();
+        self.n = r.n;
+        self.correction_magnitude.push(r.mean_correction_magnitude);
+        self.copy_rate.push(r.copy_rate);
+        self.exact_correction_rate.push(r.exact_rate);
+        self.degenerate_rate.push(r.degenerate_rate);
+    }
+}
+
+/// How a sweep runs: the strengths, and generation settings.
+#[derive(Debug, Clone)]
+pub struct SweepOptions {
+    pub alphas: Vec<f64>,
+    pub generation: GenerationConfig,
+    /// Records generated together (left-padded, one KV cache).
+    pub batch_size: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -37,96 +59,90 @@ pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
     let parse = |s: &str| -> Result<f64> {
         let v: f64 = s.trim().parse().map_err(|_| anyhow::anyhow!("bad alpha {s:?} in {spec:?}"))?;
         if !v.is_finite() {
-            bail!("alpha must be finite, got {s:?}");
+            bail!("alphas must be finite, got {s:?}");
         }
         Ok(v)
     };
     let alphas = if spec.contains(':') {
         let parts: Vec<&str> = spec.split(':').collect();
         let [start, stop, step] = parts.as_slice() else {
-            bail!("--alphas range must be start:stop:step, got {spec:?}");
+            bail!("an alpha range must be start:stop:step, got {spec:?}");
         };
         let (start, stop, step) = (parse(start)?, parse(stop)?, parse(step)?);
         if step <= 0.0 || stop < start {
-            bail!("--alphas {spec:?}: need start <= stop and a positive step");
+            bail!("alpha range {spec:?}: need start <= stop and a positive step");
         }
         let n = ((stop - start) / step + 1e-9).floor() as usize + 1;
         if n > 1000 {
-            bail!("--alphas {spec:?} gives {n} values; at most 1000");
+            bail!("alpha range {spec:?} gives {n} values; at most 1000");
         }
         (0..n).map(|k| start + k as f64 * step).collect()
     } else {
         spec.split(',').map(parse).collect::<Result<Vec<_>>>()?
     };
     if alphas.is_empty() {
-        bail!("--alphas {spec:?} selects no value");
+        bail!("alphas {spec:?} select no value");
     }
     Ok(alphas)
 }
 
-/// Runs the sweep. `make_hook(alpha)` builds the steering hook for one strength.
+/// Runs the sweep: every record at every alpha of `steering`.
 pub fn sweep(
     ckpt: &Checkpoint,
     template: &AlignerTemplate,
     records: &[StimulusRecord],
-    alphas: &[f64],
-    layers: &[usize],
-    config: &GenerationConfig,
-    batch_size: usize,
-    make_hook: &dyn Fn(f64) -> Result<SteeringHook>,
+    steering: &Steering,
+    options: &SweepOptions,
 ) -> Result<SweepResult> {
     let tokenizer = ckpt.tokenizer()?;
-    let classified: Vec<(&StimulusRecord, bool)> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| r.is_copy().map(|c| (r, c)).ok_or_else(|| anyhow::anyhow!("record {} has no correction", i + 1)))
-        .collect::<Result<_>>()?;
-    let n_copy = classified.iter().filter(|(_, c)| *c).count();
-    let mut copy_cases = SweepCurve { n: n_copy, ..Default::default() };
-    let mut correct_cases = SweepCurve { n: records.len() - n_copy, ..Default::default() };
+    if let Some(i) = records.iter().position(|r| r.is_copy().is_none()) {
+        bail!("record {} has no correction", i + 1);
+    }
+    let mut copy_cases = SweepCurve::default();
+    let mut correct_cases = SweepCurve::default();
     let mut examples = Vec::new();
     let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
-    let progress = probe::progress::bar((alphas.len() * records.len()) as u64, "sweep");
-    for &alpha in alphas {
-        let outputs = correct_many(ckpt, template, &pairs, config, batch_size, &mut || Ok(Box::new(make_hook(alpha)?)), &mut |n| {
+    let progress = probe::progress::bar((options.alphas.len() * records.len()) as u64, "sweep");
+    for &alpha in &options.alphas {
+        let mut hook = steering.at(alpha, ckpt.model.device())?;
+        let outputs = run_aligner_many(ckpt, template, &pairs, &options.generation, options.batch_size, &mut hook, &mut |n| {
             progress.inc(n as u64)
         })?;
-        // [copy, correct] x (magnitude sum, copies, exact corrections)
-        let mut sums = [[0.0f64; 3]; 2];
+        let mut tally = ClassTally::default();
         let mut example = None;
-        for ((record, is_copy), output) in classified.iter().zip(outputs) {
-            let class = &mut sums[usize::from(!is_copy)];
-            class[0] += text_correction_magnitude(&tokenizer, &record.answer, &output)?;
-            class[1] += f64::from(output == record.answer.trim());
-            class[2] += f64::from(Some(output.as_str()) == record.correction.as_deref().map(str::trim));
-            if !is_copy && example.is_none() {
-                example = Some(serde_json::json!({"alpha": alpha, "question": record.question, "answer": record.answer, "output": output}));
+        for (record, output) in records.iter().zip(&outputs) {
+            let outcome = Outcome::of(&tokenizer, record, output)?;
+            tally.add(&outcome);
+            if !outcome.copy_case && example.is_none() {
+                example = Some(serde_json::json!({"alpha": alpha, "question": record.question, "answer": record.answer, "output": output.text}));
             }
         }
-        for (curve, class) in [(&mut copy_cases, sums[0]), (&mut correct_cases, sums[1])] {
-            let n = curve.n.max(1) as f64;
-            curve.correction_magnitude.push(class[0] / n);
-            curve.copy_rate.push(class[1] / n);
-            curve.exact_correction_rate.push(class[2] / n);
-        }
+        copy_cases.push(&tally.copy_cases);
+        correct_cases.push(&tally.correct_cases);
         examples.extend(example);
     }
     progress.finish_and_clear();
-    Ok(SweepResult { alphas: alphas.to_vec(), layers: layers.to_vec(), copy_cases, correct_cases, examples })
+    Ok(SweepResult { alphas: options.alphas.clone(), layers: steering.layers.clone(), copy_cases, correct_cases, examples })
 }
 
 impl SweepResult {
     /// One row per alpha: alpha, then magnitude / copy rate / exact correction for each class.
     pub fn to_csv(&self) -> String {
-        let mut out = String::from("alpha,copy_cases_correction_magnitude,copy_cases_copy_rate,copy_cases_exact_correction_rate,correct_cases_correction_magnitude,correct_cases_copy_rate,correct_cases_exact_correction_rate\n");
+        let mut out = String::from("alpha");
+        for class in ["copy_cases", "correct_cases"] {
+            for column in ["correction_magnitude", "copy_rate", "exact_correction_rate", "degenerate_rate"] {
+                out.push_str(&format!(",{class}_{column}"));
+            }
+        }
+        out.push('\n');
         for (k, a) in self.alphas.iter().enumerate() {
-            let c = &self.copy_cases;
-            let r = &self.correct_cases;
-            out.push_str(&format!(
-                "{a},{},{},{},{},{},{}\n",
-                c.correction_magnitude[k], c.copy_rate[k], c.exact_correction_rate[k],
-                r.correction_magnitude[k], r.copy_rate[k], r.exact_correction_rate[k]
-            ));
+            out.push_str(&a.to_string());
+            for c in [&self.copy_cases, &self.correct_cases] {
+                for column in [&c.correction_magnitude, &c.copy_rate, &c.exact_correction_rate, &c.degenerate_rate] {
+                    out.push_str(&format!(",{}", column[k]));
+                }
+            }
+            out.push('\n');
         }
         out
     }

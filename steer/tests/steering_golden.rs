@@ -102,3 +102,61 @@ fn bad_vectors_and_alphas_are_refused() {
     let back = ControlVectors::load(&gguf, 32, 3).unwrap();
     assert_eq!(back.vectors, vectors.vectors);
 }
+
+/// Steering only the prompt or only the generated tokens equals HF's KV-cached greedy decoding
+/// with a forward hook on `model.layers[l]` that adds `alpha * v` only in the prefill forward
+/// (layer input longer than one token) or only in the decode forwards (one token each), golden
+/// outputs from tests/golden/make_steer_positions_golden.py.
+fn check_positions(name: &str) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name);
+    let ckpt = Checkpoint::load(&dir).unwrap();
+    let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
+    let reference = candle_core::safetensors::load(dir.join("steer_positions.safetensors"), &Device::Cpu).unwrap();
+    let vectors = ControlVectors::load(&dir.join("steer.safetensors"), ckpt.config.hidden_size, ckpt.config.num_hidden_layers).unwrap();
+    let alpha = reference["alpha"].flatten_all().unwrap().to_vec1::<f32>().unwrap()[0] as f64;
+    let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
+    let prompt = &ids[..4];
+    let hook = |positions: SteerPositions| {
+        let mut hook = SteeringHook::new(Site::ResidPost, positions);
+        hook.add(&vectors, &[LAYER], alpha, &Device::Cpu).unwrap();
+        hook
+    };
+    let expected = |key: &str| -> Vec<u32> { reference[key].to_dtype(DType::U32).unwrap().to_vec1().unwrap() };
+
+    // The first generated step under prompt-only steering: the prompt forward, last row.
+    let input = Tensor::new(prompt, &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let positions = Positions::contiguous(1, prompt.len(), 0, &Device::Cpu).unwrap();
+    let normed = ckpt.model.forward(&input, &positions, None, &mut hook(SteerPositions::Prompt)).unwrap();
+    let logits = ckpt.model.logits(&normed).unwrap().squeeze(0).unwrap().get(prompt.len() - 1).unwrap();
+    let err = (logits - &reference["prompt_only_first_logits"]).unwrap().abs().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+    assert!(err <= 1e-4, "{name}: prompt-only first-step logits differ from HF by {err}");
+
+    let unsteered = expected("unsteered_greedy");
+    let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(unsteered.len(), vec![]) };
+    let ours = generate(&ckpt.model, prompt, &config, &mut NoHooks).unwrap();
+    assert_eq!(ours, unsteered, "{name}: unsteered greedy differs from HF's");
+    let ours = generate(&ckpt.model, prompt, &config, &mut hook(SteerPositions::Prompt)).unwrap();
+    assert_eq!(ours, expected("prompt_only_greedy"), "{name}: prompt-only steered greedy differs from HF's");
+    let ours = generate(&ckpt.model, prompt, &config, &mut hook(SteerPositions::Generated)).unwrap();
+    assert_eq!(ours, expected("generated_only_greedy"), "{name}: generated-only steered greedy differs from HF's");
+}
+
+#[test]
+fn llama_gqa_position_steering_matches_hf() {
+    check_positions("llama_gqa");
+}
+
+#[test]
+fn llama3_position_steering_matches_hf() {
+    check_positions("llama3_tied");
+}
+
+#[test]
+fn qwen2_position_steering_matches_hf() {
+    check_positions("qwen2_bias");
+}
+
+#[test]
+fn mistral_bf16_position_steering_matches_hf() {
+    check_positions("mistral_bf16");
+}

@@ -15,25 +15,13 @@ pub use fit::{fit, split_pairs, LatResult, ReadingVector};
 pub use pairs::{build_pairs, ContrastPair};
 pub use read::{read_activations, scan};
 
-use anyhow::{bail, Result};
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum LatMethod {
     /// RepE's LAT: first principal component of (randomly ordered, recentred) pair differences.
     Pca,
     /// Difference of the class means, correct minus copy.
     MeanDiff,
-}
-
-impl std::str::FromStr for LatMethod {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "pca" => Ok(Self::Pca),
-            "mean-diff" => Ok(Self::MeanDiff),
-            other => bail!("--method must be pca or mean-diff, not {other:?}"),
-        }
-    }
 }
 
 impl LatMethod {
@@ -47,22 +35,12 @@ impl LatMethod {
 
 /// Which token's activation stands for a stimulus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum ReadPosition {
     /// The last prompt token (`ASSISTANT:`), where the copy-or-correct decision is taken.
     Last,
     /// The mean over the upstream answer's tokens.
     AnswerMean,
-}
-
-impl std::str::FromStr for ReadPosition {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "last" => Ok(Self::Last),
-            "answer-mean" => Ok(Self::AnswerMean),
-            other => bail!("--position must be last or answer-mean, not {other:?}"),
-        }
-    }
 }
 
 impl ReadPosition {

@@ -8,7 +8,7 @@
 use super::config::ModelConfig;
 use super::linear::Linear;
 use super::rope::Rope;
-use crate::hooks::{run_hook, HookPoint, Hooks, Site};
+use crate::hooks::{run_hook, Cache, HookPoint, Hooks, Site};
 use anyhow::Result;
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Init, VarBuilder};
@@ -281,9 +281,10 @@ impl Model {
     ) -> Result<Tensor> {
         let (b, s) = ids.dims2()?;
         let past = cache.as_ref().map_or(0, |c| c.len());
+        hooks.begin_forward(past);
         let embedded = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
         let mut x = embedded.to_dtype(COMPUTE_DTYPE)?.reshape((b, s, self.cfg.hidden_size))?;
-        x = run_hook(hooks, HookPoint::embed(), x)?;
+        x = run_hook(hooks, HookPoint::Embed, x)?;
 
         let cos_sin = self.rope.cos_sin(&positions.positions)?;
         let mask = self.attention_mask(b, s, past, positions.key_mask.as_ref())?;
@@ -299,7 +300,20 @@ impl Model {
             let mlp = run_hook(hooks, HookPoint::block(i, Site::MlpOut), mlp)?;
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPost), (x + mlp)?)?;
         }
-        run_hook(hooks, HookPoint::final_norm(), self.norm.forward(&x)?)
+        run_hook(hooks, HookPoint::FinalNorm, self.norm.forward(&x)?)
+    }
+
+    /// One forward pass keeping the activations at `points` (TransformerLens'
+    /// `run_with_cache`): the normalised hidden states and the filled [`Cache`].
+    pub fn run_with_cache(
+        &self,
+        ids: &Tensor,
+        positions: &Positions,
+        points: impl IntoIterator<Item = HookPoint>,
+    ) -> Result<(Tensor, Cache)> {
+        let mut cache = Cache::new(points);
+        let normed = self.forward(ids, positions, None, &mut cache)?;
+        Ok((normed, cache))
     }
 
     /// Unembeds normalised hidden states `[b, s, d]` to logits `[b, s, vocab]`.
@@ -309,28 +323,34 @@ impl Model {
 
     /// Additive mask `[b, 1, s, past + s]`: causal (query i sees keys up to past + i), within
     /// the sliding window if the model has one, and never a padded key. `None` when nothing is
-    /// masked (one new token, no padding, no window), so decoding pays nothing for it.
+    /// masked (one new token, no padding, no window), so decoding pays nothing for it. The
+    /// padding part is combined on the device: the key mask never goes back to the host.
     fn attention_mask(&self, b: usize, s: usize, past: usize, key_mask: Option<&Tensor>) -> Result<Option<Tensor>> {
         let t = past + s;
         let window = self.cfg.sliding_window.filter(|&w| w < t);
-        if s == 1 && key_mask.is_none() && window.is_none() {
-            return Ok(None);
-        }
-        let keep: Option<Vec<Vec<f32>>> = key_mask.map(|m| m.to_dtype(DType::F32)?.to_vec2()).transpose()?;
-        let mut data = Vec::with_capacity(b * s * t);
-        for row in 0..b {
-            for i in 0..s {
-                let query = past + i;
-                for key in 0..t {
-                    let causal = key <= query;
-                    let in_window = window.is_none_or(|w| query - key.min(query) < w);
-                    let real = keep.as_ref().is_none_or(|k| k[row][key] > 0.5);
-                    // HF fills with the dtype's minimum rather than -inf, so a row with no
-                    // visible key (a padding query) gets a uniform softmax instead of NaN.
-                    data.push(if causal && in_window && real { 0.0 } else { f32::MIN });
-                }
-            }
-        }
-        Ok(Some(Tensor::from_vec(data, (b, 1, s, t), &self.device)?))
+        // 1 where query i may see key j by position alone (causal and in the window).
+        let positional = if s == 1 && window.is_none() {
+            None
+        } else {
+            let keep: Vec<f32> = (0..s)
+                .flat_map(|i| {
+                    let query = past + i;
+                    (0..t).map(move |key| {
+                        let in_window = window.is_none_or(|w| query - key.min(query) < w);
+                        f32::from(u8::from(key <= query && in_window))
+                    })
+                })
+                .collect();
+            Some(Tensor::from_vec(keep, (1, 1, s, t), &self.device)?)
+        };
+        let allowed = match (positional, key_mask) {
+            (None, None) => return Ok(None),
+            (Some(p), None) => p,
+            (None, Some(m)) => m.to_dtype(DType::F32)?.reshape((b, 1, 1, t))?,
+            (Some(p), Some(m)) => p.broadcast_mul(&m.to_dtype(DType::F32)?.reshape((b, 1, 1, t))?)?,
+        };
+        // allowed 1 -> 0, allowed 0 -> f32::MIN. HF fills with the dtype's minimum rather than
+        // -inf, so a row with no visible key (a padding query) gets a uniform softmax, not NaN.
+        Ok(Some(((allowed - 1.0)? * f32::MAX as f64)?))
     }
 }
