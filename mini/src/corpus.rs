@@ -304,22 +304,11 @@ impl Copied for StimulusRecord {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum Split {
     Train,
     Validation,
     Test,
-}
-
-impl std::str::FromStr for Split {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> anyhow::Result<Self> {
-        match s {
-            "train" => Ok(Self::Train),
-            "validation" => Ok(Self::Validation),
-            "test" => Ok(Self::Test),
-            other => anyhow::bail!("split must be train, validation or test, not {other:?}"),
-        }
-    }
 }
 
 /// FNV-1a: a hash that never changes between Rust releases, so splits are stable forever.

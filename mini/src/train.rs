@@ -240,16 +240,16 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     if opts.steps == 0 || opts.batch_size == 0 || opts.train_records == 0 {
         bail!("steps, batch size and training records must be positive");
     }
-    for (flag, rate) in [("--learning-rate", Some(opts.learning_rate)), ("--correction-learning-rate", opts.correction_learning_rate)] {
+    for (name, rate) in [("learning rate", Some(opts.learning_rate)), ("correction-phase learning rate", opts.correction_learning_rate)] {
         if let Some(rate) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
-            bail!("{flag} must be a positive number, got {rate}");
+            bail!("the {name} must be a positive number, got {rate}");
         }
     }
     if opts.identity_steps >= opts.steps {
-        bail!("--identity-steps ({}) must be fewer than --steps ({}): corrections need steps too", opts.identity_steps, opts.steps);
+        bail!("identity warm-up steps ({}) must be fewer than all steps ({}): corrections need steps too", opts.identity_steps, opts.steps);
     }
     if opts.correction_learning_rate.is_some() && opts.identity_steps == 0 {
-        bail!("--correction-learning-rate sets the phase after the identity warm-up: give --identity-steps too, or use --learning-rate");
+        bail!("a correction-phase learning rate needs an identity warm-up before it (identity steps > 0)");
     }
     let device = Device::Cpu;
     let template = AlignerTemplate::default();

@@ -63,15 +63,15 @@ fn identity_warm_up_trains_a_different_model_and_must_leave_steps_for_correction
 
     let all_identity = TrainOptions { identity_steps: 30, ..tiny(6) };
     let err = train(&all_identity, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
-    assert!(err.contains("--identity-steps (30) must be fewer than --steps (30)"), "{err}");
+    assert!(err.contains("identity warm-up steps (30) must be fewer than all steps (30)"), "{err}");
     let no_warm_up = TrainOptions { correction_learning_rate: Some(1e-3), ..tiny(6) };
     let err = train(&no_warm_up, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
-    assert!(err.contains("give --identity-steps too"), "{err}");
+    assert!(err.contains("needs an identity warm-up"), "{err}");
     for bad in [f64::NAN, -1.0, 0.0] {
         let opts = TrainOptions { identity_steps: 10, correction_learning_rate: Some(bad), ..tiny(6) };
         let out = tempfile::tempdir().unwrap();
         let err = train(&opts, out.path(), &mut |_, _| {}).unwrap_err().to_string();
-        assert!(err.contains("--correction-learning-rate must be a positive number"), "{err}");
+        assert!(err.contains("correction-phase learning rate must be a positive number"), "{err}");
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing written");
     }
 }

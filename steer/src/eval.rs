@@ -80,7 +80,7 @@ pub fn evaluate(
     let mut misses = Vec::new();
     let mut scored = Vec::with_capacity(outputs.len());
     for ((record, reference), output) in records.iter().zip(references).zip(outputs) {
-        let outcome = Outcome::of(&tokenizer, record, &output)?;
+        let outcome = Outcome::of(tokenizer, record, &output)?;
         overall.add(&outcome);
         let category = record.category.clone().unwrap_or_else(|| "uncategorised".into());
         per_category.entry(category).or_default().add(&outcome);

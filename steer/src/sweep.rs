@@ -111,7 +111,7 @@ pub fn sweep(
         let mut tally = ClassTally::default();
         let mut example = None;
         for (record, output) in records.iter().zip(&outputs) {
-            let outcome = Outcome::of(&tokenizer, record, output)?;
+            let outcome = Outcome::of(tokenizer, record, output)?;
             tally.add(&outcome);
             if !outcome.copy_case && example.is_none() {
                 example = Some(serde_json::json!({"alpha": alpha, "question": record.question, "answer": record.answer, "output": output.text}));

@@ -58,7 +58,7 @@ impl LatResult {
 /// Splits pairs into train and test deterministically under `seed`.
 pub fn split_pairs(pairs: &[ContrastPair], test_fraction: f64, seed: u64) -> Result<(Vec<ContrastPair>, Vec<ContrastPair>)> {
     if !(0.0..1.0).contains(&test_fraction) {
-        bail!("--test-fraction must be in [0, 1), got {test_fraction}");
+        bail!("the held-out fraction must be in [0, 1), got {test_fraction}");
     }
     let mut shuffled = pairs.to_vec();
     shuffled.shuffle(&mut StdRng::seed_from_u64(seed));
@@ -196,7 +196,7 @@ mod tests {
     #[test]
     fn mean_diff_is_the_normalised_difference_of_class_means() {
         let (acts, pairs, _) = planted(40, 16, 1);
-        let result = fit(&[acts.clone()], &pairs, LatMethod::MeanDiff, 0.0, 0).unwrap();
+        let result = fit(std::slice::from_ref(&acts), &pairs, LatMethod::MeanDiff, 0.0, 0).unwrap();
         let (mut copy, mut correct) = (vec![0f64; 16], vec![0f64; 16]);
         for p in &pairs {
             for j in 0..16 {
@@ -216,7 +216,7 @@ mod tests {
     #[test]
     fn pca_agrees_with_power_iteration_and_points_to_correct() {
         let (acts, pairs, truth) = planted(60, 24, 2);
-        let result = fit(&[acts.clone()], &pairs, LatMethod::Pca, 0.25, 7).unwrap();
+        let result = fit(std::slice::from_ref(&acts), &pairs, LatMethod::Pca, 0.25, 7).unwrap();
         let ours = Array1::from_iter(result.vectors[0].direction.iter().map(|&v| v as f64));
         // Power iteration on the second-moment matrix of the differences (flip-invariant).
         let diffs = differences(&acts.mapv(f64::from), &pairs, None);

@@ -119,7 +119,7 @@ impl LoraAdapter {
             .base_model_name_or_path
             .as_deref()
             .filter(|b| !b.is_empty())
-            .with_context(|| format!("{}: no base_model_name_or_path; give the base with --model", self.dir.display()))?;
+            .with_context(|| format!("{}: no base_model_name_or_path, so the base model must be given", self.dir.display()))?;
         let path = Path::new(base);
         Ok(if path.is_relative() && self.dir.join(path).exists() { self.dir.join(path) } else { path.to_path_buf() })
     }

@@ -137,7 +137,7 @@ impl Checkpoint {
     /// The tokenizer, or an error saying the checkpoint has none.
     pub fn tokenizer(&self) -> Result<&AlignerTokenizer> {
         self.tokenizer.as_ref().with_context(|| {
-            format!("{} has no tokenizer (use --token-ids to feed ids directly)", self.path.display())
+            format!("{} has no tokenizer: only token ids can be fed to it", self.path.display())
         })
     }
 

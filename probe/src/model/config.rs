@@ -146,7 +146,7 @@ impl ModelConfig {
             bail!("hidden_size, num_attention_heads and num_hidden_layers must be positive");
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if num_key_value_heads == 0 || raw.num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads) {
             bail!(
                 "num_attention_heads ({}) must be a multiple of num_key_value_heads ({num_key_value_heads})",
                 raw.num_attention_heads
@@ -154,7 +154,7 @@ impl ModelConfig {
         }
         // Real configs carry head_dim (Qwen2, Mistral Nemo); hidden/heads is only the default.
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim % 2 != 0 {
+        if !head_dim.is_multiple_of(2) {
             bail!("head_dim {head_dim} must be even for rotary embeddings");
         }
 

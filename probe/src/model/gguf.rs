@@ -174,14 +174,14 @@ pub fn config_from_metadata(g: &GgufFile) -> Result<ModelConfig> {
         Some(_) => g.required_size(&key("attention.head_count_kv"), MAX_HEADS)?,
         None => num_attention_heads,
     };
-    if num_attention_heads % num_key_value_heads != 0 {
+    if !num_attention_heads.is_multiple_of(num_key_value_heads) {
         bail!("{}: head_count {num_attention_heads} is not a multiple of head_count_kv {num_key_value_heads}", g.path);
     }
     let head_dim = match g.uint(&key("attention.key_length"))? {
         Some(_) => g.required_size(&key("attention.key_length"), MAX_WIDTH)?,
         None => hidden_size / num_attention_heads,
     };
-    if head_dim == 0 || head_dim % 2 != 0 {
+    if head_dim == 0 || !head_dim.is_multiple_of(2) {
         bail!("{}: head dimension {head_dim} must be even and positive for rotary embeddings", g.path);
     }
     if let Some(rot) = g.uint(&key("rope.dimension_count"))? {
@@ -317,7 +317,7 @@ pub fn unpermute_rotary_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
     let dims = t.dims().to_vec();
     let rows = dims[0];
     let rest: usize = dims[1..].iter().product();
-    if rows % (2 * heads) != 0 {
+    if !rows.is_multiple_of(2 * heads) {
         bail!("cannot undo the rotary permutation: {rows} rows for {heads} heads");
     }
     let half = rows / heads / 2;

