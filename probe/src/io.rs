@@ -8,11 +8,11 @@ use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// A file being written under a temporary name beside its destination; `commit` renames it
-/// into place. Dropped without commit, the temp file is removed and the destination untouched.
+/// into place. Dropped without commit (an error, a panic), the temp file is removed and the
+/// destination untouched: `tempfile::NamedTempFile` does the cleanup and the rename.
 pub struct AtomicFile {
-    tmp: PathBuf,
+    temp: tempfile::NamedTempFile,
     dest: PathBuf,
-    file: Option<File>,
 }
 
 impl AtomicFile {
@@ -25,39 +25,34 @@ impl AtomicFile {
             std::fs::create_dir_all(&dir).with_context(|| format!("failed to create directory {}", dir.display()))?;
         }
         let name = dest.file_name().with_context(|| format!("not a file path: {}", dest.display()))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .with_context(|| format!("failed to create {}", tmp.display()))?;
-        Ok(Self { tmp, dest: dest.to_path_buf(), file: Some(file) })
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".tmp")
+            .tempfile_in(&dir)
+            .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
+        Ok(Self { temp, dest: dest.to_path_buf() })
     }
 
     pub fn file(&mut self) -> &mut File {
-        self.file.as_mut().expect("file is open until commit")
+        self.temp.as_file_mut()
     }
 
     pub fn temp_path(&self) -> &Path {
-        &self.tmp
+        self.temp.path()
     }
 
-    pub fn commit(mut self) -> Result<()> {
-        let file = self.file.take().expect("commit once");
-        file.sync_all().with_context(|| format!("failed to flush {}", self.tmp.display()))?;
-        drop(file);
-        std::fs::rename(&self.tmp, &self.dest)
-            .with_context(|| format!("failed to move {} into place", self.dest.display()))
-    }
-}
-
-impl Drop for AtomicFile {
-    fn drop(&mut self) {
-        if self.file.take().is_some() {
-            let _ = std::fs::remove_file(&self.tmp);
+    pub fn commit(self) -> Result<()> {
+        self.temp.as_file().sync_all().with_context(|| format!("failed to flush {}", self.temp.path().display()))?;
+        let dest = self.dest;
+        let file = self.temp.persist(&dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", dest.display()))?;
+        // NamedTempFile creates files 0600; an output gets the permissions a new file would.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
         }
+        drop(file);
+        Ok(())
     }
 }
 

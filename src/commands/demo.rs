@@ -4,6 +4,8 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use steer::sweep::SweepResult;
+use steer::vectors::VectorMetadata;
 
 /// Run the whole Aligner interpretability study on the shipped mini-aligner: LAT, a scan of a
 /// copy and a correct example, the layer-wise heatmap, the steering sweep and example
@@ -65,24 +67,26 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
     Ok(())
 }
 
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_default()
+/// Reads a JSON file an earlier stage wrote, as its type: a missing or changed file is an
+/// error here, not a "?" on the page.
+fn read_typed<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{} is not what the demo wrote", path.display()))
 }
 
 fn write_report(out: &Path) -> Result<PathBuf> {
-    let sidecar: serde_json::Value = serde_json::from_str(&read(&out.join("vectors.json"))).unwrap_or_default();
-    let sweep: serde_json::Value = serde_json::from_str(&read(&out.join("sweep.json"))).unwrap_or_default();
-    let fmt_list = |v: &serde_json::Value| -> String {
-        v.as_array().map(|a| a.iter().map(|x| x.as_f64().map_or("?".into(), |f| format!("{f:.2}"))).collect::<Vec<_>>().join(", ")).unwrap_or_default()
-    };
-    let examples: String = sweep["examples"]
-        .as_array()
-        .map(|a| a.iter().map(|e| format!("<tr><td>{}</td><td>{}</td></tr>", e["alpha"], html(e["output"].as_str().unwrap_or("")))).collect())
-        .unwrap_or_default();
+    let sidecar: VectorMetadata = read_typed(&out.join("vectors.json"))?;
+    let sweep: SweepResult = read_typed(&out.join("sweep.json"))?;
+    let fmt_list = |v: &[f64]| v.iter().map(|f| format!("{f:.2}")).collect::<Vec<_>>().join(", ");
+    let examples: String = sweep
+        .examples
+        .iter()
+        .map(|e| format!("<tr><td>{}</td><td>{}</td></tr>", e["alpha"], html(e["output"].as_str().unwrap_or(""))))
+        .collect();
     let figures = [
         ("lat-accuracy.png", "LAT: held-out copy/correct pair accuracy per layer",
          format!("Accuracy by layer: [{}]. Explained variance: [{}]. Default steering layers: {}.",
-                 fmt_list(&sidecar["accuracy"]), fmt_list(&sidecar["explained_variance"]), sidecar["default_layers"])),
+                 fmt_list(&sidecar.accuracy), fmt_list(&sidecar.explained_variance), format!("{:?}", sidecar.default_layers))),
         ("scan-copy.png", "LAT scan of a copy case (the answer is already right)",
          format!("Q: {} A: {} (numbers: scan-copy.csv)", COPY_EXAMPLE.0, COPY_EXAMPLE.1)),
         ("scan-correct.png", "LAT scan of a correct case (the answer evades; the model completes it)",
@@ -91,8 +95,8 @@ fn write_report(out: &Path) -> Result<PathBuf> {
          "Mean LAT score of the last prompt tokens per layer, one colour scale (numbers: heatmap.csv).".to_string()),
         ("sweep.png", "Steering: correction magnitude, copy rate and exact-correction rate against alpha",
          format!("alphas [{}]; correct cases' magnitude [{}]; copy cases' magnitude [{}].",
-                 fmt_list(&sweep["alphas"]), fmt_list(&sweep["correct_cases"]["correction_magnitude"]),
-                 fmt_list(&sweep["copy_cases"]["correction_magnitude"]))),
+                 fmt_list(&sweep.alphas), fmt_list(&sweep.correct_cases.correction_magnitude),
+                 fmt_list(&sweep.copy_cases.correction_magnitude))),
     ];
     let mut body = String::new();
     for (file, title, caption) in &figures {

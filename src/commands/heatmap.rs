@@ -1,8 +1,8 @@
 use crate::model_arg;
 use crate::steering_args::load_vectors;
-use anyhow::{bail, Result};
+use anyhow::{Context, Result};
 use clap::Args;
-use probe::lat::scan;
+use probe::lat::correction_activity;
 use probe::stimuli::read_jsonl;
 use std::path::PathBuf;
 use viz::Panel;
@@ -27,9 +27,12 @@ pub struct HeatmapArgs {
     /// Figure: .png or .svg.
     #[arg(long)]
     out: PathBuf,
-    /// How many final prompt tokens to show.
+    /// How many final prompt tokens to show (1 to 4096).
     #[arg(long, default_value_t = 12)]
     tokens: usize,
+    /// Records per forward pass.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
     #[arg(long)]
     csv: Option<PathBuf>,
     /// [2 (correct, copy), tokens, layers] .npy.
@@ -43,70 +46,51 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
     let (_, vectors) = load_vectors(&args.vectors, &ckpt)?;
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
     let records = read_jsonl(&data)?;
-    if args.tokens == 0 {
-        bail!("--tokens must be at least 1");
-    }
-    let directions = vectors.scan_directions();
-    let layers: Vec<usize> = directions.keys().copied().collect();
-    let tokenizer = ckpt.tokenizer()?;
-    // [class][token from the end][layer] sums; class 0 = correct, 1 = copy.
-    let mut sums = vec![vec![vec![0.0f64; layers.len()]; args.tokens]; 2];
-    let mut counts = [0usize; 2];
-    let progress = probe::progress::bar(records.len() as u64, "heatmap");
-    for (i, r) in records.iter().enumerate() {
-        let Some(is_copy) = r.is_copy() else { bail!("record {} has no correction", i + 1) };
-        let ids = tokenizer.encode(&template.render(&r.question, &r.answer))?;
-        let values = scan(&ckpt, &ids, &directions)?;
-        let class = usize::from(is_copy);
-        counts[class] += 1;
-        for k in 0..args.tokens.min(values.len()) {
-            let row = &values[values.len() - args.tokens.min(values.len()) + k];
-            let slot = args.tokens - args.tokens.min(values.len()) + k;
-            for (l, v) in row.iter().enumerate() {
-                sums[class][slot][l] += v;
-            }
-        }
-        progress.inc(1);
-    }
-    progress.finish_and_clear();
-    if counts[0] == 0 || counts[1] == 0 {
-        bail!("{} needs both correct cases and copy cases (has {} and {})", data.display(), counts[0], counts[1]);
-    }
-    let means: Vec<Vec<Vec<f64>>> =
-        (0..2).map(|c| sums[c].iter().map(|row| row.iter().map(|v| v / counts[c] as f64).collect()).collect()).collect();
-    let row_labels: Vec<String> = (0..args.tokens).map(|k| if k + 1 == args.tokens { "last".into() } else { format!("t-{}", args.tokens - 1 - k) }).collect();
-    let col_labels: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
-    let panel = |title: String, values: Vec<Vec<f64>>| Panel {
+    let activity = correction_activity(&ckpt, &template, &records, &vectors.scan_directions(), args.tokens, args.batch_size)
+        .with_context(|| format!("correction activity over {}", data.display()))?;
+    let tokens = args.tokens;
+    let row_labels: Vec<String> = (0..tokens).map(|k| if k + 1 == tokens { "last".into() } else { format!("t-{}", tokens - 1 - k) }).collect();
+    let col_labels: Vec<String> = activity.layers.iter().map(|l| l.to_string()).collect();
+    let panel = |title: String, values: &Vec<Vec<f64>>| Panel {
         title,
-        values,
+        values: values.clone(),
         row_labels: row_labels.clone(),
         col_labels: col_labels.clone(),
         x_label: "layer".into(),
         y_label: "prompt token (from the end)".into(),
     };
-    let model_name = ckpt.name();
     viz::heatmaps(
         &args.out,
-        &format!("Correction activity by layer: {model_name}"),
-        &[panel(format!("(a) correct cases (n={})", counts[0]), means[0].clone()), panel(format!("(b) copy cases (n={})", counts[1]), means[1].clone())],
+        &format!("Correction activity by layer: {}", ckpt.name()),
+        &[
+            panel(format!("(a) correct cases (n={})", activity.n_correct), &activity.correct),
+            panel(format!("(b) copy cases (n={})", activity.n_copy), &activity.copy),
+        ],
         "mean LAT score",
     )?;
-    if let Some(csv) = &args.csv {
-        let mut text = format!("class,token,{}\n", layers.iter().map(|l| format!("layer_{l}")).collect::<Vec<_>>().join(","));
-        for (c, name) in ["correct", "copy"].iter().enumerate() {
-            for (label, row) in row_labels.iter().zip(&means[c]) {
-                text.push_str(&format!("{name},{label},{}\n", row.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(",")));
+    if let Some(path) = &args.csv {
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        let header: Vec<String> = ["class".to_string(), "token".to_string()]
+            .into_iter()
+            .chain(activity.layers.iter().map(|l| format!("layer_{l}")))
+            .collect();
+        csv.write_record(&header)?;
+        for (name, means) in [("correct", &activity.correct), ("copy", &activity.copy)] {
+            for (label, row) in row_labels.iter().zip(means) {
+                let cells = [name.to_string(), label.clone()].into_iter().chain(row.iter().map(|v| format!("{v:.6}")));
+                csv.write_record(cells)?;
             }
         }
-        probe::io::write_atomic(csv, text.as_bytes())?;
+        probe::io::write_atomic(path, &csv.into_inner()?)?;
     }
     if let Some(npy) = &args.npy {
-        let flat: Vec<f32> = means.iter().flatten().flatten().map(|&v| v as f32).collect();
-        probe::io::write_npy_f32(npy, &[2, args.tokens, layers.len()], &flat)?;
+        let flat: Vec<f32> = activity.correct.iter().chain(&activity.copy).flatten().map(|&v| v as f32).collect();
+        probe::io::write_npy_f32(npy, &[2, tokens, activity.layers.len()], &flat)?;
     }
+    let last_row = |means: &Vec<Vec<f64>>| means[tokens - 1].iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" ");
     println!("mean LAT score at the last prompt token, per layer:");
-    println!("  correct: {}", means[0][args.tokens - 1].iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" "));
-    println!("  copy:    {}", means[1][args.tokens - 1].iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" "));
+    println!("  correct: {}", last_row(&activity.correct));
+    println!("  copy:    {}", last_row(&activity.copy));
     println!("wrote {}", args.out.display());
     Ok(())
 }

@@ -42,7 +42,7 @@ pub fn run(args: ScanArgs) -> Result<()> {
     let tokenizer = ckpt.tokenizer()?;
     let ids = tokenizer.encode(&template.render(&args.question, &args.answer))?;
     let directions = vectors.scan_directions();
-    let values = scan(&ckpt, &ids, &directions)?;
+    let values = scan(&ckpt, &ids, &directions)?.values;
     let tokens = tokenizer.token_strings(&ids).into_iter().map(|t| t.replace('\u{120}', "_")).collect::<Vec<_>>();
     let layers: Vec<usize> = directions.keys().copied().collect();
     let panel = Panel {
@@ -56,12 +56,13 @@ pub fn run(args: ScanArgs) -> Result<()> {
     let model_name = ckpt.name();
     let vec_name = vectors_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     viz::heatmaps(&args.out, &format!("LAT scan: {model_name}, {vec_name}"), &[panel], "(projection - midpoint) / std")?;
-    if let Some(csv) = &args.csv {
-        let mut text = format!("token,{}\n", layers.iter().map(|l| format!("layer_{l}")).collect::<Vec<_>>().join(","));
+    if let Some(path) = &args.csv {
+        let mut csv = csv::Writer::from_writer(Vec::new());
+        csv.write_record(std::iter::once("token".to_string()).chain(layers.iter().map(|l| format!("layer_{l}"))))?;
         for (t, row) in tokens.iter().zip(&values) {
-            text.push_str(&format!("{:?},{}\n", t, row.iter().map(|v| format!("{v:.6}")).collect::<Vec<_>>().join(",")));
+            csv.write_record(std::iter::once(t.clone()).chain(row.iter().map(|v| format!("{v:.6}"))))?;
         }
-        probe::io::write_atomic(csv, text.as_bytes())?;
+        probe::io::write_atomic(path, &csv.into_inner()?)?;
     }
     if let Some(npy) = &args.npy {
         let flat: Vec<f32> = values.iter().flatten().map(|&v| v as f32).collect();

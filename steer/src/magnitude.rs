@@ -17,21 +17,7 @@ pub fn correction_magnitude(answer: &[u32], output: &[u32]) -> f64 {
     if longest == 0 {
         return 0.0;
     }
-    levenshtein(answer, output) as f64 / longest as f64
-}
-
-fn levenshtein<T: PartialEq>(a: &[T], b: &[T]) -> usize {
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut row = vec![0; b.len() + 1];
-    for (i, x) in a.iter().enumerate() {
-        row[0] = i + 1;
-        for (j, y) in b.iter().enumerate() {
-            let substitute = prev[j] + usize::from(x != y);
-            row[j + 1] = substitute.min(prev[j + 1] + 1).min(row[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut row);
-    }
-    prev[b.len()]
+    strsim::generic_levenshtein(&answer.to_vec(), &output.to_vec()) as f64 / longest as f64
 }
 
 #[cfg(test)]

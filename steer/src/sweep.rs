@@ -8,10 +8,10 @@ use crate::steering::Steering;
 use anyhow::{bail, Result};
 use probe::stimuli::StimulusRecord;
 use probe::{AlignerTemplate, Checkpoint};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Per-alpha rates for one class of records; every list is aligned with the sweep's alphas.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct SweepCurve {
     pub n: usize,
     /// Mean normalised token edit distance, upstream answer -> output.
@@ -44,7 +44,7 @@ pub struct SweepOptions {
     pub batch_size: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SweepResult {
     pub alphas: Vec<f64>,
     pub layers: Vec<usize>,

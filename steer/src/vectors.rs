@@ -13,6 +13,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use probe::lat::ScanDirection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -63,7 +64,7 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
 impl ControlVectors {
     /// Per layer: the vector, and the (midpoint, scale) a scan centres and divides by. Files
     /// without a sidecar scan raw projections (midpoint 0) divided by the vector's norm.
-    pub fn scan_directions(&self) -> std::collections::BTreeMap<usize, (Vec<f32>, f64, f64)> {
+    pub fn scan_directions(&self) -> BTreeMap<usize, ScanDirection> {
         self.vectors
             .iter()
             .map(|(&layer, v)| {
@@ -73,13 +74,9 @@ impl ControlVectors {
                     Some((*m.midpoint.get(k)?, *m.scale.get(k)?))
                 });
                 let (midpoint, scale) = from_meta.unwrap_or((0.0, norm));
-                (layer, (v.clone(), midpoint, scale))
+                (layer, ScanDirection { direction: v.clone(), midpoint, scale })
             })
             .collect()
-    }
-
-    pub fn d_model(&self) -> usize {
-        self.vectors.values().next().map_or(0, Vec::len)
     }
 
     /// The layers to steer when none are given: the sidecar's `default_layers`, else all.

@@ -10,10 +10,12 @@
 mod fit;
 mod pairs;
 mod read;
+mod scan;
 
 pub use fit::{fit, split_pairs, LatResult, ReadingVector};
 pub use pairs::{build_pairs, ContrastPair};
-pub use read::{read_activations, scan};
+pub use read::read_activations;
+pub use scan::{correction_activity, scan, scan_many, CorrectionActivity, LatScan, ScanDirection, MAX_HEATMAP_TOKENS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]

@@ -6,9 +6,7 @@ use crate::hooks::HookPoint;
 use crate::model::{AlignerTemplate, Checkpoint};
 use crate::stimuli::StimulusRecord;
 use anyhow::{bail, Result};
-use candle_core::Tensor;
 use ndarray::{Array1, Array2};
-use std::collections::BTreeMap;
 
 /// Activations of every record at every layer's `resid_post`: one `[records, d]` array per
 /// layer, at the chosen position of the Aligner prompt. Records run batched through the same
@@ -61,35 +59,4 @@ pub fn read_activations(
         Ok(())
     })?;
     Ok(out)
-}
-
-/// LAT scan: for every token of `ids` and every layer in `directions`, the projection of
-/// `blocks.{l}.hook_resid_post` on the layer's unit direction, as `(p - midpoint) / scale`
-/// (raw projection when no midpoint/scale is known). Rows are tokens, columns the layers in
-/// ascending order.
-pub fn scan(ckpt: &Checkpoint, ids: &[u32], directions: &BTreeMap<usize, (Vec<f32>, f64, f64)>) -> Result<Vec<Vec<f64>>> {
-    if ids.is_empty() {
-        bail!("nothing to scan: the prompt has no tokens");
-    }
-    if let Some(bad) = directions.keys().find(|&&l| l >= ckpt.config.num_hidden_layers) {
-        bail!("layer {bad} is not in the model ({} layers)", ckpt.config.num_hidden_layers);
-    }
-    let points: Vec<HookPoint> = directions.keys().map(|&l| HookPoint::resid_post(l)).collect();
-    let mut resid_post = BTreeMap::new();
-    run_batched(ckpt, &[ids.to_vec()], &points, 1, "scan", |batch| {
-        for &point in &points {
-            resid_post.insert(point, batch.rows(point, 0)?);
-        }
-        Ok(())
-    })?;
-    let mut columns = Vec::new();
-    for (layer, (direction, midpoint, scale)) in directions {
-        let acts = &resid_post[&HookPoint::resid_post(*layer)];
-        let norm = direction.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
-        let unit_dir = Tensor::new(direction.as_slice(), ckpt.model.device())?.affine(1.0 / norm, 0.0)?;
-        let proj: Vec<f32> = acts.matmul(&unit_dir.unsqueeze(1)?)?.flatten_all()?.to_vec1()?;
-        let scale = if *scale > 0.0 { *scale } else { 1.0 };
-        columns.push(proj.into_iter().map(|p| (p as f64 - midpoint) / scale).collect::<Vec<f64>>());
-    }
-    Ok((0..ids.len()).map(|t| columns.iter().map(|c| c[t]).collect()).collect())
 }

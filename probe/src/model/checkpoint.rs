@@ -29,7 +29,6 @@ pub struct Checkpoint {
     tokenizer: Option<AlignerTokenizer>,
     /// End-of-sequence ids: `generation_config.json` wins over `config.json`, as in HF.
     pub eos_token_ids: Vec<u32>,
-    pub bos_token_id: Option<u32>,
     /// The dtype the weight matrices are held in.
     pub weight_dtype: DType,
     /// The chat template the source carries (`tokenizer.chat_template` in a GGUF), if any.
@@ -96,17 +95,12 @@ impl Checkpoint {
             .map(|g| token_ids(&g.get("eos_token_id").cloned()))
             .filter(|ids| !ids.is_empty())
             .unwrap_or_else(|| config.eos_token_ids.clone());
-        let bos_token_id = generation
-            .as_ref()
-            .and_then(|g| token_ids(&g.get("bos_token_id").cloned()).first().copied())
-            .or(config.bos_token_id);
         Ok(Self {
             path: dir.to_path_buf(),
             config,
             model,
             tokenizer,
             eos_token_ids,
-            bos_token_id,
             weight_dtype,
             chat_template: None,
             adapter: None,
@@ -124,7 +118,6 @@ impl Checkpoint {
         Ok(Self {
             path: path.to_path_buf(),
             eos_token_ids: weights.config.eos_token_ids.clone(),
-            bos_token_id: weights.config.bos_token_id,
             config: weights.config,
             model,
             tokenizer,
@@ -139,10 +132,6 @@ impl Checkpoint {
         self.tokenizer.as_ref().with_context(|| {
             format!("{} has no tokenizer: only token ids can be fed to it", self.path.display())
         })
-    }
-
-    pub fn has_tokenizer(&self) -> bool {
-        self.tokenizer.is_some()
     }
 
     /// A short name for titles and metadata: the directory or file name.

@@ -62,8 +62,6 @@ pub struct ModelConfig {
     pub bos_token_id: Option<u32>,
     pub eos_token_ids: Vec<u32>,
     pub pad_token_id: Option<u32>,
-    /// The dtype the checkpoint says it stores (`torch_dtype` / `dtype`), if it says.
-    pub stored_dtype: Option<String>,
 }
 
 /// The raw JSON, every field optional where HF has a default.
@@ -96,8 +94,6 @@ struct RawConfig {
     bos_token_id: Option<serde_json::Value>,
     eos_token_id: Option<serde_json::Value>,
     pad_token_id: Option<serde_json::Value>,
-    torch_dtype: Option<String>,
-    dtype: Option<String>,
 }
 
 fn default_eps() -> f64 {
@@ -199,7 +195,6 @@ impl ModelConfig {
             bos_token_id: token_ids(&raw.bos_token_id).first().copied(),
             eos_token_ids: token_ids(&raw.eos_token_id),
             pad_token_id: token_ids(&raw.pad_token_id).first().copied(),
-            stored_dtype: raw.dtype.or(raw.torch_dtype),
         })
     }
 }
@@ -317,7 +312,6 @@ mod tests {
         assert_eq!(cfg.rope_theta, 500000.0);
         assert!(matches!(cfg.rope_scaling, RopeScaling::Llama3 { factor, .. } if factor == 8.0));
         assert_eq!(cfg.eos_token_ids, vec![1, 2]);
-        assert_eq!(cfg.stored_dtype.as_deref(), Some("bfloat16"));
         assert_eq!(cfg.num_key_value_heads, 2);
         assert_eq!(cfg.head_dim, 4);
     }

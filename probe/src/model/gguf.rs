@@ -231,7 +231,6 @@ pub fn config_from_metadata(g: &GgufFile) -> Result<ModelConfig> {
         bos_token_id: id("tokenizer.ggml.bos_token_id")?,
         eos_token_ids: id("tokenizer.ggml.eos_token_id")?.into_iter().collect(),
         pad_token_id: id("tokenizer.ggml.padding_token_id")?,
-        stored_dtype: None,
     })
 }
 

@@ -33,10 +33,6 @@ impl Linear {
         Self { weight, bias: None }
     }
 
-    pub fn weight(&self) -> &Tensor {
-        &self.weight
-    }
-
     /// `x @ W^T + b` for `x` of shape `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let w = if self.weight.dtype() == x.dtype() {

@@ -19,10 +19,6 @@ impl AlignerTokenizer {
         Self { inner }
     }
 
-    pub fn inner(&self) -> &Tokenizer {
-        &self.inner
-    }
-
     /// Token ids as HF's `tokenizer(text)` gives them: the post-processor runs, so a
     /// tokenizer that adds BOS adds it here too.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
