@@ -85,8 +85,8 @@ fn write_report(out: &Path) -> Result<PathBuf> {
         .collect();
     let figures = [
         ("lat-accuracy.png", "LAT: held-out copy/correct pair accuracy per layer",
-         format!("Accuracy by layer: [{}]. Explained variance: [{}]. Default steering layers: {}.",
-                 fmt_list(&sidecar.accuracy), fmt_list(&sidecar.explained_variance), format!("{:?}", sidecar.default_layers))),
+         format!("Accuracy by layer: [{}]. Explained variance: [{}]. Default steering layers: {:?}.",
+                 fmt_list(&sidecar.accuracy), fmt_list(&sidecar.explained_variance), sidecar.default_layers)),
         ("scan-copy.png", "LAT scan of a copy case (the answer is already right)",
          format!("Q: {} A: {} (numbers: scan-copy.csv)", COPY_EXAMPLE.0, COPY_EXAMPLE.1)),
         ("scan-correct.png", "LAT scan of a correct case (the answer evades; the model completes it)",
