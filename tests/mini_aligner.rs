@@ -38,3 +38,86 @@ fn eval_on_the_head_of_the_test_split() {
         assert!(report["per_category"][category]["n"].as_u64().unwrap() > 0);
     }
 }
+
+/// The heatmap's numbers, not just its PNG: at the last prompt token correct cases read above
+/// copy cases at every layer, and the two fall on opposite sides of the midpoint from layer 4.
+#[test]
+fn heatmap_class_means_have_the_expected_signs() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("heat.csv");
+    alens_ok(&["heatmap", "--out", dir.path().join("heat.png").to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let last = |class: &str| -> Vec<f64> {
+        let line = text.lines().find(|l| l.starts_with(&format!("{class},last,"))).unwrap();
+        line.split(',').skip(2).map(|v| v.parse().unwrap()).collect()
+    };
+    let (correct, copy) = (last("correct"), last("copy"));
+    assert_eq!(correct.len(), 6);
+    for (layer, (c, k)) in correct.iter().zip(&copy).enumerate() {
+        assert!(c > k, "layer {layer}: correct {c} should read above copy {k}");
+    }
+    for layer in 4..6 {
+        assert!(correct[layer] > 0.0 && copy[layer] < 0.0, "layer {layer}: {correct:?} vs {copy:?}");
+    }
+}
+
+/// A sweep at alpha 0 is the unsteered model: its rates equal eval's on the same records.
+#[test]
+fn sweep_at_alpha_zero_equals_unsteered_eval() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("head.jsonl");
+    let text = std::fs::read_to_string(repo().join("notebooks-data/corpus/test.jsonl")).unwrap();
+    std::fs::write(&data, text.lines().take(40).collect::<Vec<_>>().join("\n")).unwrap();
+    let (sweep, eval) = (dir.path().join("sweep.json"), dir.path().join("eval.json"));
+    let d = data.to_str().unwrap();
+    alens_ok(&["sweep", "--data", d, "--alphas", "0", "--json", sweep.to_str().unwrap()]);
+    alens_ok(&["eval", "--data", d, "--json", eval.to_str().unwrap()]);
+    let read = |p: &std::path::Path| -> serde_json::Value { serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap() };
+    let (sweep, eval) = (read(&sweep), read(&eval));
+    let s = |class: &str, key: &str| sweep[class][key][0].as_f64().unwrap();
+    assert_eq!(sweep["copy_cases"]["n"], eval["n_copy"]);
+    assert_eq!(sweep["correct_cases"]["n"], eval["n_correct"]);
+    assert!((s("copy_cases", "exact_correction_rate") - eval["copy_exact"].as_f64().unwrap()).abs() < 1e-12);
+    assert!((s("correct_cases", "exact_correction_rate") - eval["correct_exact"].as_f64().unwrap()).abs() < 1e-12);
+    let n = eval["n"].as_f64().unwrap();
+    let mean = (s("copy_cases", "correction_magnitude") * eval["n_copy"].as_f64().unwrap()
+        + s("correct_cases", "correction_magnitude") * eval["n_correct"].as_f64().unwrap())
+        / n;
+    assert!((mean - eval["mean_correction_magnitude"].as_f64().unwrap()).abs() < 1e-9, "{mean} vs {eval}");
+}
+
+/// `--position answer-mean` reads another position than `last` (different vectors), `--template`
+/// changes what the model reads, and `--site` moves where the vector is added.
+#[test]
+fn answer_mean_template_and_site_change_what_they_should() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    alens_ok(&["lat", "--out", &p("last.safetensors"), "--seed", "0"]);
+    alens_ok(&["lat", "--out", &p("mean.safetensors"), "--seed", "0", "--position", "answer-mean"]);
+    let sidecar: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("mean.json")).unwrap()).unwrap();
+    assert_eq!(sidecar["position"], "answer-mean");
+    assert_ne!(std::fs::read(p("last.safetensors")).unwrap(), std::fs::read(p("mean.safetensors")).unwrap());
+
+    let capture = |extra: &[&str], out: &str| {
+        let mut args = vec!["capture", "--data", "notebooks-data/stimuli/copy-correct.jsonl", "--positions", "last", "--out"];
+        let out = p(out);
+        args.push(&out);
+        args.extend_from_slice(extra);
+        alens_ok(&args);
+        std::fs::read(out).unwrap()
+    };
+    let default = capture(&[], "a.safetensors");
+    let same = capture(&["--template", probe::model::template::DEFAULT_TEMPLATE], "b.safetensors");
+    let other = capture(&["--template", "Q: {question} A: {answer} Fixed:"], "c.safetensors");
+    let tensor = |bytes: &[u8]| safetensors::SafeTensors::deserialize(bytes).unwrap().tensor("blocks.5.hook_resid_post").unwrap().data().to_vec();
+    assert_eq!(tensor(&default), tensor(&same), "the default template is the paper's");
+    assert_ne!(tensor(&default), tensor(&other), "another template is another prompt");
+
+    // Where the vector goes is tested against the model in steer's tests; here, that the flag
+    // takes per-layer sites and refuses the others.
+    alens_ok(&["generate", "--question", "q", "--answer", "a", "--alpha", "1", "--layers", "2", "--site", "attn_out"]);
+    for site in ["embed", "ln_final"] {
+        let out = alens(&["generate", "--question", "q", "--answer", "a", "--alpha", "1", "--site", site]);
+        assert!(!out.status.success(), "{site} has no layer: a per-layer vector cannot go there");
+    }
+}

@@ -160,3 +160,25 @@ fn qwen2_position_steering_matches_hf() {
 fn mistral_bf16_position_steering_matches_hf() {
     check_positions("mistral_bf16");
 }
+
+/// `--site` moves the vector: adding it at `resid_pre` of layer l + 1 is adding it at
+/// `resid_post` of layer l (the same tensor, bit for bit), while `attn_out` of layer l is
+/// another place (the MLP of layer l sees the addition).
+#[test]
+fn the_site_is_where_the_vector_is_added() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama_gqa");
+    let ckpt = Checkpoint::load(&dir).unwrap();
+    let vectors = ControlVectors::load(&dir.join("steer.safetensors"), ckpt.config.hidden_size, ckpt.config.num_hidden_layers).unwrap();
+    let mut shifted = vectors.clone();
+    shifted.vectors = vectors.vectors.iter().map(|(&l, v)| (l + 1, v.clone())).collect();
+    let ids = Tensor::new(&[1u32, 5, 9, 2, 17], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let positions = Positions::contiguous(1, 5, 0, &Device::Cpu).unwrap();
+    let logits = |v: &ControlVectors, layer: usize, site: Site| {
+        let mut hook = steer::steering::Steering::new(v.clone(), vec![layer], site, SteerPositions::All).unwrap().at(ALPHA, &Device::Cpu).unwrap();
+        let normed = ckpt.model.forward(&ids, &positions, None, &mut hook).unwrap();
+        ckpt.model.logits(&normed).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let post = logits(&vectors, LAYER, Site::ResidPost);
+    assert_eq!(post, logits(&shifted, LAYER + 1, Site::ResidPre));
+    assert_ne!(post, logits(&vectors, LAYER, Site::AttnOut));
+}
