@@ -39,6 +39,7 @@ enum Command {
     Demo(commands::demo::DemoArgs),
     Fetch(commands::fetch::FetchArgs),
     ExportHf(commands::export_hf::ExportHfArgs),
+    Tune(commands::tune::TuneArgs),
 }
 
 fn main() -> ExitCode {
@@ -74,5 +75,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(args) => commands::demo::run(args, &run_argv),
         Command::Fetch(args) => commands::fetch::run(args),
         Command::ExportHf(args) => commands::export_hf::run(args),
+        Command::Tune(args) => commands::tune::run(args),
     }
 }

@@ -44,14 +44,14 @@ impl AtomicFile {
     pub fn commit(self) -> Result<()> {
         self.temp.as_file().sync_all().with_context(|| format!("failed to flush {}", self.temp.path().display()))?;
         let dest = self.dest;
-        let file = self.temp.persist(&dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", dest.display()))?;
-        // NamedTempFile creates files 0600; an output gets the permissions a new file would.
+        self.temp.persist(&dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", dest.display()))?;
+        // NamedTempFile creates files 0600 (and a writer may have replaced the file at the temp
+        // path); an output gets the permissions a new file would.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let _ = file.set_permissions(std::fs::Permissions::from_mode(0o644));
+            let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644));
         }
-        drop(file);
         Ok(())
     }
 }

@@ -10,3 +10,4 @@ pub mod lat;
 pub mod scan;
 pub mod sweep;
 pub mod train_mini;
+pub mod tune;

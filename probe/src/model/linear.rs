@@ -13,6 +13,18 @@ pub struct Linear {
     /// `[out, in]`, as PyTorch stores it.
     weight: Tensor,
     bias: Option<Tensor>,
+    /// A trainable low-rank delta beside the frozen weight, while fine-tuning with LoRA.
+    lora: Option<LoraDelta>,
+}
+
+/// LoRA's `scale * B @ A` next to a frozen weight (Hu et al. 2021): `A` `[r, in]`, `B`
+/// `[out, r]`, both f32 and trainable. Kept apart, not merged, so only `A` and `B` get
+/// gradients; a finished adapter is merged at load instead (`super::adapter`).
+#[derive(Debug, Clone)]
+pub struct LoraDelta {
+    pub a: Tensor,
+    pub b: Tensor,
+    pub scale: f64,
 }
 
 /// HF's `initializer_range` default: used only when training from scratch.
@@ -26,11 +38,25 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self { weight, bias, lora: None })
+    }
+
+    /// `[out, in]`.
+    pub fn dims(&self) -> (usize, usize) {
+        let d = self.weight.dims();
+        (d[0], d[1])
+    }
+
+    pub fn set_lora(&mut self, delta: Option<LoraDelta>) {
+        self.lora = delta;
+    }
+
+    pub fn lora(&self) -> Option<&LoraDelta> {
+        self.lora.as_ref()
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight, bias: None }
+        Self { weight, bias: None, lora: None }
     }
 
     /// `x @ W^T + b` for `x` of shape `[..., in]`.
@@ -46,6 +72,13 @@ impl Linear {
         let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
+            None => y,
+        };
+        let y = match &self.lora {
+            Some(l) => {
+                let x2 = x.reshape((rows, in_dim))?;
+                (y + (x2.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?
+            }
             None => y,
         };
         let mut out_dims = dims;

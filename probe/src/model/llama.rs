@@ -252,6 +252,28 @@ impl Model {
         })
     }
 
+    /// The projections LoRA can adapt, by peft's module names (`model.layers.3.self_attn.q_proj`),
+    /// for a fine-tuner to attach deltas to and read them back from.
+    pub fn adaptable_mut(&mut self) -> Vec<(String, &mut Linear)> {
+        let mut out = Vec::new();
+        for (i, block) in self.blocks.iter_mut().enumerate() {
+            let attn = &mut block.self_attn;
+            let mlp = &mut block.mlp;
+            for (name, linear) in [
+                ("self_attn.q_proj", &mut attn.q_proj),
+                ("self_attn.k_proj", &mut attn.k_proj),
+                ("self_attn.v_proj", &mut attn.v_proj),
+                ("self_attn.o_proj", &mut attn.o_proj),
+                ("mlp.gate_proj", &mut mlp.gate_proj),
+                ("mlp.up_proj", &mut mlp.up_proj),
+                ("mlp.down_proj", &mut mlp.down_proj),
+            ] {
+                out.push((format!("model.layers.{i}.{name}"), linear));
+            }
+        }
+        out
+    }
+
     /// Use only autograd-capable ops (for training); slightly slower.
     pub fn set_differentiable(&mut self, on: bool) {
         self.differentiable = on;

@@ -1,0 +1,123 @@
+use crate::model_arg;
+use anyhow::{Context, Result};
+use clap::Args;
+use probe::stimuli::read_jsonl;
+use std::path::PathBuf;
+use tune::lora::{tune, LoraOptions};
+
+/// Fine-tune a pretrained model into an Aligner with LoRA and write a PEFT adapter.
+///
+/// The base stays frozen; low-rank factors on the chosen projections learn to write each
+/// record's correction (copy cases: the answer itself) after the Aligner prompt, loss on the
+/// correction and EOS only. AdamW, warm-up then cosine decay, gradient clipping; seeded and
+/// bit-reproducible on one machine. A checkpoint lands in --out every --checkpoint-every
+/// steps; after an interruption, the same command with --resume continues from it and ends
+/// with the same adapter. The adapter loads with --adapter DIR (or as --model DIR) and with
+/// peft's PeftModel.from_pretrained.
+///
+/// Example:
+///   alens tune --base smollm2-135m-instruct --data train.jsonl --out my-aligner --steps 400
+///   alens generate --model my-aligner --question "..." --answer "..."
+#[derive(Args)]
+#[command(verbatim_doc_comment)]
+pub struct TuneArgs {
+    /// The base model: an HF directory, a .gguf file or a known name.
+    #[arg(long)]
+    base: PathBuf,
+    /// Training records (question, answer, correction).
+    #[arg(long)]
+    data: PathBuf,
+    /// The adapter directory to write (and resume from).
+    #[arg(long)]
+    out: PathBuf,
+    /// Aligner prompt template with {question} and {answer}.
+    #[arg(long)]
+    template: Option<String>,
+    #[arg(long, default_value_t = 16)]
+    rank: usize,
+    #[arg(long, default_value_t = 32.0)]
+    lora_alpha: f64,
+    /// Projections to adapt.
+    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    targets: Vec<String>,
+    #[arg(long, default_value_t = 400)]
+    steps: usize,
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 5e-4)]
+    learning_rate: f64,
+    #[arg(long, default_value_t = 20)]
+    warmup_steps: usize,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// First steps train answer -> answer (the paper's identity warm-up).
+    #[arg(long, default_value_t = 0)]
+    identity_steps: usize,
+    /// Draw copy cases this many times as often as correct cases.
+    #[arg(long, default_value_t = 1.0)]
+    copy_weight: f64,
+    /// Steps between checkpoints (0: only at the end).
+    #[arg(long, default_value_t = 25)]
+    checkpoint_every: usize,
+    /// Continue the run whose checkpoint is in --out.
+    #[arg(long)]
+    resume: bool,
+}
+
+pub fn run(args: TuneArgs) -> Result<()> {
+    let base = model_arg::resolve(&args.base)?;
+    let mut ckpt = probe::Checkpoint::load(&base)?;
+    let template = match &args.template {
+        Some(t) => probe::AlignerTemplate::new(t)?,
+        None => probe::AlignerTemplate::default(),
+    };
+    let records = read_jsonl(&args.data)?;
+    let opts = LoraOptions {
+        rank: args.rank,
+        alpha: args.lora_alpha,
+        targets: args.targets.clone(),
+        steps: args.steps,
+        batch_size: args.batch_size,
+        learning_rate: args.learning_rate,
+        warmup_steps: args.warmup_steps,
+        weight_decay: args.weight_decay,
+        max_grad_norm: args.max_grad_norm,
+        seed: args.seed,
+        identity_steps: args.identity_steps,
+        copy_weight: args.copy_weight,
+    };
+    // A known name is recorded as such, so the adapter finds its base on any machine.
+    let base_name = if args.base.exists() { base.display().to_string() } else { args.base.display().to_string() };
+    let bar = probe::progress::bar(args.steps as u64, "tune");
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} eta {eta} {msg}")
+            .expect("static template is valid")
+            .progress_chars("=> "),
+    );
+    let started = std::time::Instant::now();
+    let mut tokens_seen = 0usize;
+    let logging = !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let report = tune(&mut ckpt, &template, &records, &opts, &base_name, &args.out, args.checkpoint_every, args.resume, &mut |step, loss, tokens| {
+        tokens_seen += tokens;
+        let rate = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        bar.set_position(step as u64 + 1);
+        bar.set_message(format!("loss {loss:.4}  {rate:.0} tok/s"));
+        if logging && (step + 1) % (args.steps / 20).max(1) == 0 {
+            eprintln!("step {}/{}: loss {loss:.4}, {rate:.0} tok/s", step + 1, args.steps);
+        }
+        Ok(())
+    })
+    .with_context(|| format!("tuning {} (rerun with --resume to continue from the last checkpoint in {})", base.display(), args.out.display()))?;
+    bar.finish_and_clear();
+    probe::io::write_atomic(&args.out.join("training.json"), &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report}))?)?;
+    println!(
+        "{} steps, loss {:.4} -> {:.4}, {} trainable parameters, {:.0} tok/s over {:.0} s; adapter in {}",
+        report.steps, report.first_loss, report.final_loss, report.trainable_parameters, report.tokens_per_second, report.seconds,
+        args.out.display()
+    );
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! LoRA fine-tuning on a tiny golden checkpoint: the loss falls, the saved PEFT adapter merged
+//! at load computes what the trained model computes, and a run stopped midway and resumed
+//! ends with the very same adapter as an uninterrupted one.
+
+use candle_core::{Device, Tensor};
+use probe::model::adapter::LoraAdapter;
+use probe::stimuli::StimulusRecord;
+use probe::{AlignerTemplate, Checkpoint, NoHooks, Positions};
+use std::path::{Path, PathBuf};
+use tune::lora::{tune, LoraOptions, TuneReport};
+
+fn base() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama_gqa")
+}
+
+/// Word-level records the golden tokenizer knows (w0..w59): copy cases and corrections.
+fn records() -> Vec<StimulusRecord> {
+    (0..12)
+        .map(|i| {
+            let question = format!("w{} w{}", 4 + i, 20 + i);
+            let answer = format!("w{} w{}", 30 + i % 5, 40 + i % 7);
+            let correction = if i % 3 == 0 { answer.clone() } else { format!("w{} w{} w{}", 50 + i % 4, 10 + i, 55) };
+            StimulusRecord { question, answer, correction: Some(correction), category: None }
+        })
+        .collect()
+}
+
+fn template() -> AlignerTemplate {
+    AlignerTemplate::new("w1 {question} w2 {answer} w3").unwrap()
+}
+
+fn options() -> LoraOptions {
+    LoraOptions { rank: 4, alpha: 8.0, steps: 24, batch_size: 4, learning_rate: 1e-2, warmup_steps: 2, seed: 5, ..Default::default() }
+}
+
+fn run(out: &Path, resume: bool, stop_after: Option<usize>) -> anyhow::Result<TuneReport> {
+    let mut ckpt = Checkpoint::load(&base()).unwrap();
+    tune(&mut ckpt, &template(), &records(), &options(), "../llama_gqa", out, 5, resume, &mut |step, _, _| {
+        if Some(step) == stop_after {
+            anyhow::bail!("stopped at step {step}");
+        }
+        Ok(())
+    })
+}
+
+fn logits(ckpt: &Checkpoint) -> Vec<f32> {
+    let ids = Tensor::new(&[1u32, 5, 9, 2, 17, 33], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let positions = Positions::contiguous(1, 6, 0, &Device::Cpu).unwrap();
+    let normed = ckpt.model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
+    ckpt.model.logits(&normed).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+}
+
+#[test]
+fn loss_falls_and_the_saved_adapter_is_the_trained_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("adapter");
+    let mut trained = Checkpoint::load(&base()).unwrap();
+    let report = tune(&mut trained, &template(), &records(), &options(), "../llama_gqa", &out, 0, false, &mut |_, _, _| Ok(())).unwrap();
+    assert!(report.final_loss < 0.5 * report.first_loss, "{report:?}");
+    // Per layer, r * (in + out) for q, o [32 x 32]; k, v [16 x 32]; gate, up [48 x 32]; down [32 x 48].
+    let per_layer = 4 * ((32 + 32) * 2 + (32 + 16) * 2 + (32 + 48) * 3);
+    assert_eq!(report.trainable_parameters, 3 * per_layer);
+
+    let adapter = LoraAdapter::load(&out).unwrap();
+    let merged = Checkpoint::load_with_adapter(&base(), Some(adapter), &Device::Cpu).unwrap();
+    let (a, b) = (logits(&trained), logits(&merged));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-4, "merged adapter differs from the trained model by {worst}");
+    let plain = logits(&Checkpoint::load(&base()).unwrap());
+    assert!(a.iter().zip(&plain).any(|(x, y)| (x - y).abs() > 1e-2), "training changed nothing");
+}
+
+#[test]
+fn a_stopped_run_resumes_to_the_same_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (whole, parts) = (dir.path().join("whole"), dir.path().join("parts"));
+    run(&whole, false, None).unwrap();
+    // Stopped after step 12 (0-based), i.e. 13 steps done: the last checkpoint is at 10.
+    assert!(run(&parts, false, Some(12)).is_err());
+    run(&parts, true, None).unwrap();
+    let read = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
+    assert_eq!(read(&whole), read(&parts), "resume must continue bit for bit");
+    // And the same seed twice gives the same bytes.
+    let again = dir.path().join("again");
+    run(&again, false, None).unwrap();
+    assert_eq!(read(&whole), read(&again));
+}
