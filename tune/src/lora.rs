@@ -255,7 +255,7 @@ pub fn tune(
         state.losses.push(value);
         state.tokens += tokens;
         state.step = step + 1;
-        if checkpoint_every > 0 && state.step % checkpoint_every == 0 && state.step < opts.steps {
+        if checkpoint_every > 0 && state.step.is_multiple_of(checkpoint_every) && state.step < opts.steps {
             state.seconds = seconds_before + started.elapsed().as_secs_f64();
             save_checkpoint(out, &params, &optimizer, &state)?;
         }
