@@ -69,14 +69,21 @@ impl Linear {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a feature dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = x.reshape((rows, in_dim))?.matmul(&w.t()?)?;
+        let x2 = x.reshape((rows, in_dim))?;
+        // While training, the frozen weight must not get a gradient: candle's matmul backward
+        // computes one for both sides, which doubles the cost of every backward and holds a
+        // weight-sized gradient per layer. The frozen matmul passes the gradient to x only.
+        let y = if x2.track_op() && !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
+            x2.contiguous()?.apply_op1(FrozenMatmul { weight: w.clone() })?
+        } else {
+            x2.matmul(&w.t()?)?
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         let y = match &self.lora {
             Some(l) => {
-                let x2 = x.reshape((rows, in_dim))?;
                 (y + (x2.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?
             }
             None => y,
@@ -84,5 +91,34 @@ impl Linear {
         let mut out_dims = dims;
         *out_dims.last_mut().unwrap() = w.dim(0)?;
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone.
+struct FrozenMatmul {
+    /// `[out, in]`, f32.
+    weight: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        "frozen-matmul"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let candle_core::CpuStorage::F32(data) = storage else {
+            candle_core::bail!("frozen matmul takes f32 activations");
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("frozen matmul takes contiguous activations");
+        };
+        let x = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?;
+        let y = x.matmul(&self.weight.t()?)?;
+        let shape = y.shape().clone();
+        Ok((candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        Ok(Some(grad_res.matmul(&self.weight)?))
     }
 }
