@@ -4,6 +4,7 @@
 mod allocator;
 mod commands;
 mod model_arg;
+mod outputs;
 mod steering_args;
 
 use clap::{Parser, Subcommand};

@@ -93,6 +93,22 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// Every file or directory the model is read from (the model, its adapter, the adapter's
+    /// base), for checking outputs against.
+    pub fn input_paths(&self) -> Vec<PathBuf> {
+        let mut paths = Vec::new();
+        if let Ok(model) = resolve(&self.model.clone().unwrap_or_else(default_model_dir)) {
+            if is_adapter_dir(&model) {
+                if let Ok(base) = LoraAdapter::load(&model).and_then(|a| a.base_model()).and_then(|b| resolve(&b)) {
+                    paths.push(base);
+                }
+            }
+            paths.push(model);
+        }
+        paths.extend(self.adapter.clone());
+        paths
+    }
+
     pub fn load(&self) -> Result<Checkpoint> {
         load(&self.model, &self.adapter)
     }

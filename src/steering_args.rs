@@ -39,6 +39,11 @@ pub struct SteeringArgs {
 }
 
 impl SteeringArgs {
+    /// The vector file these flags read.
+    pub fn vectors_path(&self) -> PathBuf {
+        self.vectors.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS))
+    }
+
     pub fn load(&self, ckpt: &Checkpoint) -> Result<(ControlVectors, Vec<usize>)> {
         let n = ckpt.config.num_hidden_layers;
         let (_, vectors) = load_vectors(&self.vectors, ckpt)?;

@@ -307,3 +307,112 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 }
+
+/// Refuses, before any work, every output path that would destroy something the user points
+/// at: one that is (or resolves to, through symlinks or `..`) an input of the command, a file
+/// inside an input directory (a model's own files), or an existing thing that is not a regular
+/// file (a directory, a device such as /dev/null, a FIFO). A new path, or a regular file the
+/// command may replace, passes. Outputs that name each other are refused too.
+pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
+    let inputs: Vec<(PathBuf, bool)> = inputs
+        .iter()
+        .filter_map(|p| resolve(p).ok().map(|r| (r, p.is_dir())))
+        .collect();
+    let mut seen: Vec<PathBuf> = Vec::new();
+    for out in outputs {
+        let resolved = resolve(out).with_context(|| format!("cannot use {} as an output", out.display()))?;
+        if let Ok(meta) = std::fs::metadata(out) {
+            if !meta.is_file() {
+                bail!("refusing to write {}: it exists and is not a regular file", out.display());
+            }
+        }
+        for (input, is_dir) in &inputs {
+            if &resolved == input {
+                bail!("refusing to write {}: it is an input of this command", out.display());
+            }
+            if *is_dir && resolved.starts_with(input) {
+                bail!("refusing to write {}: it is inside the input directory {}", out.display(), input.display());
+            }
+        }
+        if seen.contains(&resolved) {
+            bail!("two outputs of this command are the same file: {}", out.display());
+        }
+        seen.push(resolved);
+    }
+    Ok(())
+}
+
+/// The same for an output directory (a checkpoint, an adapter, a report): refused when it is
+/// an input, inside an input directory, or exists and is not a directory.
+pub fn check_output_dir(dir: &Path, inputs: &[&Path]) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("refusing to write into {}: it exists and is not a directory", dir.display());
+    }
+    let resolved = resolve(dir)?;
+    for input in inputs {
+        let Ok(input_path) = resolve(input) else { continue };
+        if resolved == input_path || (input.is_dir() && resolved.starts_with(&input_path)) {
+            bail!("refusing to write into {}: it is (inside) the input {}", dir.display(), input.display());
+        }
+    }
+    Ok(())
+}
+
+/// `path` made absolute with symlinks and `..` resolved, for a path that may not exist yet:
+/// the deepest existing ancestor is canonicalised and the rest appended.
+fn resolve(path: &Path) -> Result<PathBuf> {
+    let absolute = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    if let Ok(real) = absolute.canonicalize() {
+        return Ok(real);
+    }
+    let mut tail = Vec::new();
+    let mut head = absolute.as_path();
+    loop {
+        if let Ok(real) = head.canonicalize() {
+            let mut out = real;
+            for part in tail.iter().rev() {
+                match part {
+                    std::path::Component::ParentDir => {
+                        out.pop();
+                    }
+                    std::path::Component::CurDir => {}
+                    other => out.push(other.as_os_str()),
+                }
+            }
+            return Ok(out);
+        }
+        match (head.parent(), head.components().next_back()) {
+            (Some(parent), Some(last)) => {
+                tail.push(last);
+                head = parent;
+            }
+            _ => bail!("cannot resolve {}", path.display()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn outputs_that_would_destroy_inputs_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("d.jsonl");
+        std::fs::write(&data, "{}").unwrap();
+        let model = dir.path().join("model");
+        std::fs::create_dir(&model).unwrap();
+        let new = dir.path().join("new.json");
+        assert!(check_outputs(&[&new], &[&data, &model]).is_ok());
+        assert!(check_outputs(&[&data], &[&data]).is_err(), "the input itself");
+        let dotted = dir.path().join("model/../d.jsonl");
+        assert!(check_outputs(&[&dotted], &[&data]).is_err(), "through ..");
+        let link = dir.path().join("link.jsonl");
+        std::os::unix::fs::symlink(&data, &link).unwrap();
+        assert!(check_outputs(&[&link], &[&data]).is_err(), "through a symlink");
+        assert!(check_outputs(&[&model.join("config.json")], &[&model]).is_err(), "inside the model");
+        assert!(check_outputs(&[Path::new("/dev/null")], &[]).is_err(), "a device");
+        assert!(check_outputs(&[&model], &[]).is_err(), "a directory");
+        assert!(check_outputs(&[&new, &new], &[]).is_err(), "twice");
+    }
+}

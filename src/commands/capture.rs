@@ -49,6 +49,9 @@ pub struct CaptureArgs {
 }
 
 pub fn run(args: CaptureArgs) -> Result<()> {
+    let mut inputs = args.model.input_paths();
+    inputs.extend(args.data.clone());
+    crate::outputs::check(&[Some(&args.out)], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let sequences: Vec<Vec<u32>> = if let Some(ids) = &args.token_ids {

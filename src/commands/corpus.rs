@@ -34,6 +34,7 @@ pub struct CorpusArgs {
 }
 
 pub fn run(args: CorpusArgs) -> Result<()> {
+    crate::outputs::check(&[Some(&args.out)], &[])?;
     let records = match args.lat_pairs {
         Some(pairs) => lat_pairs(args.seed, pairs),
         None => generate(args.seed, args.n, args.split),

@@ -35,6 +35,7 @@ const CORRECT_EXAMPLE: (&str, &str) = ("what colour is snow?", "i do not know.")
 
 pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result<()> {
     let out = &args.out;
+    crate::outputs::check_dir(out, &[])?;
     let alphas = steer::sweep::parse_alphas(&args.alphas)?;
     // Five of the sweep's alphas for the side-by-side generations: both ends, the middle, the quarters.
     let picks: Vec<String> = [0, 1, 2, 3, 4].iter().map(|q| alphas[q * (alphas.len() - 1) / 4].to_string()).collect();

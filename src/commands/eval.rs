@@ -34,6 +34,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
+    let mut inputs = args.model.input_paths();
+    inputs.extend(args.data.clone());
+    crate::outputs::check(&[args.json.as_ref(), args.outputs.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let data = args.data.unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));

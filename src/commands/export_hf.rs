@@ -26,6 +26,7 @@ pub struct ExportHfArgs {
 
 pub fn run(args: ExportHfArgs) -> Result<()> {
     let source = model_arg::resolve(&args.model)?;
+    crate::outputs::check_dir(&args.out, std::slice::from_ref(&source))?;
     let exported = probe::model::export::export_hf(&source, &args.out)?;
     println!(
         "wrote {} tensors ({:?}) to {}",

@@ -57,10 +57,17 @@ pub struct LatArgs {
 }
 
 pub fn run(args: LatArgs) -> Result<()> {
+    let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
+    let mut inputs = args.model.input_paths();
+    inputs.push(data.clone());
+    let sidecar = steer::vectors::sidecar_path(&args.out);
+    crate::outputs::check(&[Some(&args.out), Some(&sidecar), args.plot.as_ref(), args.gguf.as_ref()], &inputs)?;
+    if sidecar.exists() && !steer::vectors::is_sidecar(&sidecar) {
+        anyhow::bail!("refusing to overwrite {}: the vectors' sidecar would go there, and it is not one alens wrote", sidecar.display());
+    }
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let keep = probe::capture::parse_layers(&args.layers, ckpt.config.num_hidden_layers)?;
-    let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
     let records = read_jsonl(&data)?;
     let pairs = build_pairs(&records)?;
     let activations = read_activations(&ckpt, &template, &records, args.position, args.batch_size)?;

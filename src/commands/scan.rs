@@ -36,6 +36,9 @@ pub struct ScanArgs {
 }
 
 pub fn run(args: ScanArgs) -> Result<()> {
+    let mut inputs = args.model.input_paths();
+    inputs.extend(crate::outputs::vector_inputs(&args.vectors.clone().unwrap_or_else(|| model_arg::shipped(crate::steering_args::SHIPPED_VECTORS))));
+    crate::outputs::check(&[Some(&args.out), args.csv.as_ref(), args.npy.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let (vectors_path, vectors) = load_vectors(&args.vectors, &ckpt)?;

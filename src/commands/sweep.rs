@@ -44,6 +44,10 @@ pub struct SweepArgs {
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
+    let mut inputs = args.model.input_paths();
+    inputs.extend(crate::outputs::vector_inputs(&args.steering.vectors_path()));
+    inputs.extend(args.data.clone());
+    crate::outputs::check(&[args.out.as_ref(), args.json.as_ref(), args.csv.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let alphas = parse_alphas(&args.alphas)?;

@@ -41,6 +41,7 @@ pub struct TrainMiniArgs {
 }
 
 pub fn run(args: TrainMiniArgs) -> Result<()> {
+    crate::outputs::check_dir(&args.out, &[])?;
     let defaults = TrainOptions::default();
     let opts = TrainOptions {
         seed: args.seed,

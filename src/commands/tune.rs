@@ -70,6 +70,7 @@ pub struct TuneArgs {
 
 pub fn run(args: TuneArgs) -> Result<()> {
     let base = model_arg::resolve(&args.base)?;
+    crate::outputs::check_dir(&args.out, &[base.clone(), args.data.clone()])?;
     let mut ckpt = probe::Checkpoint::load(&base)?;
     let template = match &args.template {
         Some(t) => probe::AlignerTemplate::new(t)?,

@@ -61,6 +61,15 @@ pub fn sidecar_path(path: &Path) -> PathBuf {
     path.with_extension("json")
 }
 
+/// Whether `path` holds a vector sidecar (as alens writes it: a JSON object with the sign
+/// convention), so writing vectors next to it replaces nothing else.
+pub fn is_sidecar(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|v| v.get("sign").is_some() && v.get("layers").is_some())
+}
+
 impl ControlVectors {
     /// Per layer: the vector, and the (midpoint, scale) a scan centres and divides by. Files
     /// without a sidecar scan raw projections (midpoint 0) divided by the vector's norm.

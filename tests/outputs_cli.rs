@@ -1,0 +1,47 @@
+//! No output path destroys an input: each refusal is one error line before any work, and the
+//! inputs are byte-identical afterwards.
+
+mod common;
+use common::*;
+
+#[test]
+fn outputs_that_are_inputs_model_files_or_devices_are_refused_and_inputs_survive() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    let stimuli = std::fs::read(repo().join("notebooks-data/stimuli/copy-correct.jsonl")).unwrap();
+    std::fs::write(p("pairs.json"), &stimuli).unwrap();
+    std::fs::write(p("d.jsonl"), &stimuli).unwrap();
+    std::os::unix::fs::symlink(p("d.jsonl"), p("link.jsonl")).unwrap();
+    std::fs::write(p("v.json"), b"{\"mine\": true}").unwrap();
+    let model = repo().join("notebooks-data/mini-aligner");
+    let model_files: Vec<(String, Vec<u8>)> = ["config.json", "tokenizer.json"]
+        .iter()
+        .map(|f| (f.to_string(), std::fs::read(model.join(f)).unwrap()))
+        .collect();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["lat".into(), "--data".into(), p("pairs.json"), "--out".into(), p("pairs.safetensors")],
+        vec!["lat".into(), "--out".into(), p("v.safetensors")],
+        vec!["eval".into(), "--data".into(), p("d.jsonl"), "--json".into(), p("d.jsonl")],
+        vec!["eval".into(), "--data".into(), p("d.jsonl"), "--outputs".into(), p("link.jsonl")],
+        vec!["capture".into(), "--token-ids".into(), "1,2".into(), "--out".into(), model.join("config.safetensors").display().to_string()],
+        vec!["capture".into(), "--token-ids".into(), "1,2".into(), "--out".into(), "/dev/null".into()],
+        vec!["heatmap".into(), "--data".into(), p("d.jsonl"), "--out".into(), p("h.png"), "--csv".into(), p("d.jsonl")],
+        vec!["scan".into(), "--question".into(), "q".into(), "--answer".into(), "a".into(), "--out".into(), p("s.png"), "--npy".into(),
+             repo().join("notebooks-data/mini-aligner/copy-correct.json").display().to_string()],
+    ];
+    for case in &cases {
+        let args: Vec<&str> = case.iter().map(String::as_str).collect();
+        let line = alens_err(&args);
+        assert!(line.contains("refusing"), "{args:?}: {line}");
+    }
+    for name in ["pairs.json", "d.jsonl"] {
+        assert_eq!(std::fs::read(p(name)).unwrap(), stimuli, "{name} changed");
+    }
+    assert_eq!(std::fs::read(p("v.json")).unwrap(), b"{\"mine\": true}");
+    for (f, bytes) in model_files {
+        assert_eq!(std::fs::read(model.join(&f)).unwrap(), bytes, "{f} changed");
+    }
+    assert!(!model.join("config.safetensors").exists());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    assert_eq!(leftovers.len(), 4, "nothing new was written: {leftovers:?}");
+}
