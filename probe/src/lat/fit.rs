@@ -159,9 +159,24 @@ fn first_component(acts: &Array2<f64>, pairs: &[ContrastPair], seed: u64) -> Res
         bail!("PCA needs at least 2 training pairs, got {}", pairs.len());
     }
     let diffs = differences(acts, pairs, Some(&mut StdRng::seed_from_u64(seed)));
-    let pca = linfa_reduction::Pca::params(1)
-        .fit(&DatasetBase::from(diffs.clone()))
-        .map_err(|e| anyhow::anyhow!("PCA failed: {e}"))?;
+    let centred = &diffs - &diffs.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(diffs.ncols()));
+    let spread: f64 = centred.iter().map(|v| v * v).sum();
+    if !(spread.is_finite() && spread > 1e-12 * diffs.iter().map(|v| v * v).sum::<f64>().max(1e-300)) {
+        bail!(
+            "PCA finds no direction: the pair differences do not vary (duplicate records, or the same \
+             difference in every pair); the mean-diff method reads them"
+        );
+    }
+    // linfa asserts on some degenerate inputs instead of returning an error; a panic there
+    // must not reach the user as one.
+    let quiet = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let fitted = std::panic::catch_unwind(|| linfa_reduction::Pca::params(1).fit(&DatasetBase::from(diffs.clone())));
+    std::panic::set_hook(quiet);
+    let pca = match fitted {
+        Ok(result) => result.map_err(|e| anyhow::anyhow!("PCA failed: {e}"))?,
+        Err(_) => bail!("PCA failed on these pair differences (degenerate data); the mean-diff method reads them"),
+    };
     let direction = unit(pca.components().row(0).to_owned());
     Ok((direction.clone(), explained_share(&diffs, &direction)))
 }
@@ -211,6 +226,14 @@ mod tests {
         }
         assert!(result.accuracy_is_training);
         assert_eq!(result.vectors[0].accuracy, 1.0);
+    }
+
+    #[test]
+    fn pca_on_differences_that_do_not_vary_is_an_error_not_a_panic() {
+        let acts = Array2::<f64>::zeros((8, 4));
+        let pairs: Vec<ContrastPair> = (0..4).map(|k| ContrastPair { copy: 2 * k, correct: 2 * k + 1 }).collect();
+        let err = first_component(&acts, &pairs, 0).unwrap_err();
+        assert!(err.to_string().contains("mean-diff"), "{err}");
     }
 
     #[test]
