@@ -95,14 +95,18 @@ fn steered_generate_and_sweep() {
 
     write_stimuli(dir.path().join("stim.jsonl").as_path(), 3);
     alens_ok(&["sweep", "--model", &model, "--vectors", &vectors, "--layers", "1", "--data", &p("stim.jsonl"), "--alphas", "-2:2:2",
-               "--max-new-tokens", "4", "--json", &p("sweep.json"), "--csv", &p("sweep.csv"), "--out", &p("sweep.png")]);
+               "--max-new-tokens", "4", "--json", &p("sweep.json"), "--csv", &p("sweep.csv"), "--out", &p("sweep.png"),
+               "--random-control", "7"]);
     let sweep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("sweep.json")).unwrap()).unwrap();
     assert_eq!(sweep["alphas"].as_array().unwrap().len(), 3);
     for class in ["copy_cases", "correct_cases"] {
-        for key in ["correction_magnitude", "copy_rate", "exact_correction_rate"] {
+        for key in ["correction_magnitude", "copy_rate", "exact_correction_rate", "degenerate_rate"] {
             assert_eq!(sweep[class][key].as_array().unwrap().len(), 3, "{class}.{key}");
+            // At alpha 0 (the middle) the knob and its random control are both the bare model.
+            assert_eq!(sweep[class][key][1], sweep["random_control"][class][key][1], "{class}.{key} at alpha 0");
         }
     }
+    assert_eq!(sweep["random_control"]["seed"], 7);
     assert_eq!(std::fs::read_to_string(p("sweep.csv")).unwrap().lines().count(), 4);
 }
 

@@ -41,6 +41,10 @@ pub struct SweepArgs {
     json: Option<PathBuf>,
     #[arg(long)]
     csv: Option<PathBuf>,
+    /// Also sweep a random direction of the same norm per layer (JSON key random_control),
+    /// drawn with this seed: the control a knob must beat.
+    #[arg(long, num_args = 0..=1, default_missing_value = "0")]
+    random_control: Option<u64>,
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
@@ -61,6 +65,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         alphas,
         generation: GenerationConfig::greedy(args.max_new_tokens, ckpt.eos_token_ids.clone()),
         batch_size: args.batch_size,
+        random_control: args.random_control,
     };
     let result = sweep(&ckpt, &template, &records, &steering, &options)?;
     println!("steering layers {:?}; {} copy cases, {} correct cases", steering.layers, result.copy_cases.n, result.correct_cases.n);
@@ -70,6 +75,12 @@ pub fn run(args: SweepArgs) -> Result<()> {
         println!("{a:>7.2} | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}% | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}%",
                  c.correction_magnitude[k], 100.0 * c.copy_rate[k], 100.0 * c.exact_correction_rate[k], 100.0 * c.degenerate_rate[k],
                  r.correction_magnitude[k], 100.0 * r.copy_rate[k], 100.0 * r.exact_correction_rate[k], 100.0 * r.degenerate_rate[k]);
+    }
+    if let Some(control) = &result.random_control {
+        println!("random control (seed {}): correction magnitude, copy cases | correct cases", control.seed);
+        for (k, a) in result.alphas.iter().enumerate() {
+            println!("{a:>7.2} | {:>9.3} | {:>9.3}", control.copy_cases.correction_magnitude[k], control.correct_cases.correction_magnitude[k]);
+        }
     }
     if let Some(path) = &args.json {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&result)?)?;
@@ -86,6 +97,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
             series("all cases: degenerate", &c.degenerate_rate.iter().zip(&r.degenerate_rate)
                 .map(|(a, b)| (a * c.n as f64 + b * r.n as f64) / (c.n + r.n).max(1) as f64).collect()),
         ];
+        let controls: Vec<viz::Series> = result.random_control.iter().flat_map(|k| [
+            series("random control, correct cases: magnitude", &k.correct_cases.correction_magnitude),
+            series("random control, copy cases: magnitude", &k.copy_cases.correction_magnitude),
+        ]).collect();
+        let curves: Vec<viz::Series> = curves.into_iter().chain(controls).collect();
         let title = format!("Steering sweep, layers {:?}", steering.layers);
         viz::line_chart(path, &title, "alpha", "rate / magnitude", &result.alphas, &curves, (0.0, 1.05))?;
     }

@@ -42,6 +42,23 @@ impl Steering {
         Ok(Self { vectors, layers, site, positions })
     }
 
+    /// The control: at every steered layer a random direction (seeded) with the norm of the
+    /// vector it stands in for, so alpha means the same push.
+    pub fn random_like(&self, seed: u64) -> Result<Self> {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut vectors = BTreeMap::new();
+        for &layer in &self.layers {
+            let v = &self.vectors.vectors[&layer];
+            let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let draw: Vec<f64> = (0..v.len()).map(|_| StandardNormal.sample(&mut rng)).collect();
+            let draw_norm = draw.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
+            vectors.insert(layer, draw.iter().map(|x| (x * norm / draw_norm) as f32).collect());
+        }
+        Steering::new(ControlVectors { vectors, metadata: None }, self.layers.clone(), self.site, self.positions)
+    }
+
     /// The hook adding `alpha` times the vectors. Alpha 0 adds nothing at all, so an
     /// unsteered run and an alpha-0 run are bit-identical.
     pub fn at(&self, alpha: f64, device: &Device) -> Result<SteeringHook> {

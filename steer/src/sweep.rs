@@ -42,6 +42,17 @@ pub struct SweepOptions {
     pub generation: GenerationConfig,
     /// Records generated together (left-padded, one KV cache).
     pub batch_size: usize,
+    /// Also sweep a random direction of the same norm per layer, drawn with this seed: a knob
+    /// a random vector matches is no knob.
+    pub random_control: Option<u64>,
+}
+
+/// The same curves for a random direction of the steering vector's norm at every layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RandomControl {
+    pub seed: u64,
+    pub copy_cases: SweepCurve,
+    pub correct_cases: SweepCurve,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,6 +63,8 @@ pub struct SweepResult {
     pub correct_cases: SweepCurve,
     /// One example output per alpha (the first correct case), for reading.
     pub examples: Vec<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub random_control: Option<RandomControl>,
 }
 
 /// Parses `-8:8:2` (start:stop:step, inclusive) or a list `-4,0,4`.
@@ -86,7 +99,8 @@ pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
     Ok(alphas)
 }
 
-/// Runs the sweep: every record at every alpha of `steering`.
+/// Runs the sweep: every record at every alpha of `steering`, and of its random control when
+/// asked.
 pub fn sweep(
     ckpt: &Checkpoint,
     template: &AlignerTemplate,
@@ -94,15 +108,31 @@ pub fn sweep(
     steering: &Steering,
     options: &SweepOptions,
 ) -> Result<SweepResult> {
-    let tokenizer = ckpt.tokenizer()?;
     if let Some(i) = records.iter().position(|r| r.is_copy().is_none()) {
         bail!("record {} has no correction", i + 1);
     }
+    let mut result = sweep_one(ckpt, template, records, steering, options, "sweep")?;
+    if let Some(seed) = options.random_control {
+        let control = sweep_one(ckpt, template, records, &steering.random_like(seed)?, options, "control")?;
+        result.random_control = Some(RandomControl { seed, copy_cases: control.copy_cases, correct_cases: control.correct_cases });
+    }
+    Ok(result)
+}
+
+fn sweep_one(
+    ckpt: &Checkpoint,
+    template: &AlignerTemplate,
+    records: &[StimulusRecord],
+    steering: &Steering,
+    options: &SweepOptions,
+    label: &str,
+) -> Result<SweepResult> {
+    let tokenizer = ckpt.tokenizer()?;
     let mut copy_cases = SweepCurve::default();
     let mut correct_cases = SweepCurve::default();
     let mut examples = Vec::new();
     let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
-    let progress = probe::progress::bar((options.alphas.len() * records.len()) as u64, "sweep");
+    let progress = probe::progress::bar((options.alphas.len() * records.len()) as u64, label);
     for &alpha in &options.alphas {
         let mut hook = steering.at(alpha, ckpt.model.device())?;
         let outputs = run_aligner_many(ckpt, template, &pairs, &options.generation, options.batch_size, &mut hook, &mut |n| {
@@ -122,7 +152,14 @@ pub fn sweep(
         examples.extend(example);
     }
     progress.finish_and_clear();
-    Ok(SweepResult { alphas: options.alphas.clone(), layers: steering.layers.clone(), copy_cases, correct_cases, examples })
+    Ok(SweepResult {
+        alphas: options.alphas.clone(),
+        layers: steering.layers.clone(),
+        copy_cases,
+        correct_cases,
+        examples,
+        random_control: None,
+    })
 }
 
 impl SweepResult {
