@@ -45,6 +45,12 @@ enum Command {
 
 fn main() -> ExitCode {
     allocator::keep_freed_memory();
+    // Ctrl-C or SIGTERM mid-write: no temporary file or half-built directory stays behind.
+    let _ = ctrlc::set_handler(|| {
+        probe::io::remove_temporaries();
+        eprintln!("error: interrupted; temporary files removed, outputs left as they were");
+        std::process::exit(130);
+    });
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

@@ -45,3 +45,32 @@ fn outputs_that_are_inputs_model_files_or_devices_are_refused_and_inputs_survive
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 4, "nothing new was written: {leftovers:?}");
 }
+
+/// Ctrl-C (SIGINT) or SIGTERM during a capture removes its temporary file: nothing is left
+/// behind and no output appears.
+#[test]
+fn an_interrupted_capture_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("many.jsonl");
+    alens_ok(&["corpus", "--seed", "3", "--n", "20000", "--split", "test", "--out", data.to_str().unwrap()]);
+    for signal in ["-INT", "-TERM"] {
+        let out = dir.path().join("acts.safetensors");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
+            .args(["capture", "--data", data.to_str().unwrap(), "--points", "all", "--out", out.to_str().unwrap()])
+            .current_dir(repo())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the temporary file exists, then interrupt.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")) {
+            assert!(std::time::Instant::now() < deadline, "capture never started writing");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{signal}: the capture should have been interrupted");
+        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert_eq!(names, vec!["many.jsonl".to_string()], "{signal} left files behind");
+    }
+}

@@ -7,11 +7,39 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// Temporary files and directories being written right now, so an interrupt (Ctrl-C, SIGTERM)
+/// can remove them: Drop does not run when a signal ends the process.
+static IN_FLIGHT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// Marks `path` as a temporary that must not outlive the process.
+pub fn track_temporary(path: &Path) {
+    if let Ok(mut paths) = IN_FLIGHT.lock() {
+        paths.push(path.to_path_buf());
+    }
+}
+
+/// Forgets `path` (it was committed, or removed by its guard).
+pub fn untrack_temporary(path: &Path) {
+    if let Ok(mut paths) = IN_FLIGHT.lock() {
+        paths.retain(|p| p != path);
+    }
+}
+
+/// Removes every temporary still in flight: what a signal handler calls before exiting.
+pub fn remove_temporaries() {
+    if let Ok(paths) = IN_FLIGHT.lock() {
+        for path in paths.iter() {
+            let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+        }
+    }
+}
+
 /// A file being written under a temporary name beside its destination; `commit` renames it
 /// into place. Dropped without commit (an error, a panic), the temp file is removed and the
 /// destination untouched: `tempfile::NamedTempFile` does the cleanup and the rename.
 pub struct AtomicFile {
-    temp: tempfile::NamedTempFile,
+    /// `None` once committed.
+    temp: Option<tempfile::NamedTempFile>,
     dest: PathBuf,
 }
 
@@ -30,29 +58,44 @@ impl AtomicFile {
             .suffix(".tmp")
             .tempfile_in(&dir)
             .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
-        Ok(Self { temp, dest: dest.to_path_buf() })
+        track_temporary(temp.path());
+        Ok(Self { temp: Some(temp), dest: dest.to_path_buf() })
+    }
+
+    fn temp(&self) -> &tempfile::NamedTempFile {
+        self.temp.as_ref().expect("the temporary lives until commit")
     }
 
     pub fn file(&mut self) -> &mut File {
-        self.temp.as_file_mut()
+        self.temp.as_mut().expect("the temporary lives until commit").as_file_mut()
     }
 
     pub fn temp_path(&self) -> &Path {
-        self.temp.path()
+        self.temp().path()
     }
 
-    pub fn commit(self) -> Result<()> {
-        self.temp.as_file().sync_all().with_context(|| format!("failed to flush {}", self.temp.path().display()))?;
-        let dest = self.dest;
-        self.temp.persist(&dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", dest.display()))?;
+    pub fn commit(mut self) -> Result<()> {
+        let temp = self.temp.take().expect("commit once");
+        untrack_temporary(temp.path());
+        temp.as_file().sync_all().with_context(|| format!("failed to flush {}", temp.path().display()))?;
+        temp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", self.dest.display()))?;
         // NamedTempFile creates files 0600 (and a writer may have replaced the file at the temp
         // path); an output gets the permissions a new file would.
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(0o644));
+            let _ = std::fs::set_permissions(&self.dest, std::fs::Permissions::from_mode(0o644));
         }
         Ok(())
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        // NamedTempFile removes an uncommitted file itself; only the registry needs updating.
+        if let Some(temp) = &self.temp {
+            untrack_temporary(temp.path());
+        }
     }
 }
 

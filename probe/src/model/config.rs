@@ -64,6 +64,13 @@ pub struct ModelConfig {
     pub pad_token_id: Option<u32>,
 }
 
+/// Upper bounds on config sizes, shared with the GGUF reader: well past any real model.
+pub const MAX_LAYERS: usize = 1024;
+pub const MAX_WIDTH: usize = 1 << 17;
+pub const MAX_HEADS: usize = 4096;
+pub const MAX_VOCAB: usize = 1 << 22;
+pub const MAX_CONTEXT: usize = 1 << 24;
+
 /// The raw JSON, every field optional where HF has a default.
 #[derive(Debug, Deserialize)]
 struct RawConfig {
@@ -141,6 +148,22 @@ impl ModelConfig {
         if raw.num_attention_heads == 0 || raw.hidden_size == 0 || raw.num_hidden_layers == 0 {
             bail!("hidden_size, num_attention_heads and num_hidden_layers must be positive");
         }
+        // Sizes far past any real checkpoint are refused before anything is allocated from them.
+        for (name, value, max) in [
+            ("vocab_size", raw.vocab_size, MAX_VOCAB),
+            ("hidden_size", raw.hidden_size, MAX_WIDTH),
+            ("intermediate_size", raw.intermediate_size, 8 * MAX_WIDTH),
+            ("num_hidden_layers", raw.num_hidden_layers, MAX_LAYERS),
+            ("num_attention_heads", raw.num_attention_heads, MAX_HEADS),
+            ("max_position_embeddings", raw.max_position_embeddings, MAX_CONTEXT),
+        ] {
+            if value > max {
+                bail!("{name} = {value} is out of range (at most {max})");
+            }
+        }
+        if !(raw.rms_norm_eps.is_finite() && raw.rms_norm_eps > 0.0) {
+            bail!("rms_norm_eps must be a positive number, got {}", raw.rms_norm_eps);
+        }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads) {
             bail!(
@@ -160,6 +183,9 @@ impl ModelConfig {
             .rope_theta
             .or_else(|| raw.rope_parameters.as_ref()?.get("rope_theta")?.as_f64())
             .unwrap_or(10_000.0);
+        if !(rope_theta.is_finite() && rope_theta > 0.0) {
+            bail!("rope_theta must be a positive number, got {rope_theta}");
+        }
         let rope_scaling = parse_rope_scaling(rope_block)?;
 
         let (qkv_bias, o_bias) = match architecture {
@@ -326,6 +352,19 @@ mod tests {
         assert_eq!(cfg.rope_theta, 1000.0);
         assert_eq!(cfg.rope_scaling, RopeScaling::Linear { factor: 2.0 });
         assert!(cfg.qkv_bias && !cfg.o_bias);
+    }
+
+    #[test]
+    fn absurd_sizes_and_bad_floats_are_refused() {
+        for (key, value) in [("num_hidden_layers", "1000000000"), ("vocab_size", "1000000000000")] {
+            let json = format!(r#"{{"model_type": "llama", {BASE}, "{key}": {value}}}"#).replace(&format!(r#""{key}": 2,"#), "").replace(&format!(r#""{key}": 10,"#), "");
+            let err = ModelConfig::from_json(&json).unwrap_err();
+            assert!(err.to_string().contains(key), "{err}");
+        }
+        let err = ModelConfig::from_json(&format!(r#"{{"model_type": "llama", {BASE}, "rope_theta": -1.0}}"#)).unwrap_err();
+        assert!(err.to_string().contains("rope_theta"), "{err}");
+        let err = ModelConfig::from_json(&format!(r#"{{"model_type": "llama", {BASE}, "rms_norm_eps": -1e-6}}"#)).unwrap_err();
+        assert!(err.to_string().contains("rms_norm_eps"), "{err}");
     }
 
     #[test]

@@ -48,6 +48,7 @@ pub fn export_hf(source: &Path, out: &Path) -> Result<Exported> {
         .tempdir_in(&parent)
         .with_context(|| format!("failed to create a staging directory in {}", parent.display()))?;
     let dir = staging.path();
+    crate::io::track_temporary(dir);
 
     let dtype_name = match parts.dtype {
         DType::F32 => "float32",
@@ -86,6 +87,7 @@ pub fn export_hf(source: &Path, out: &Path) -> Result<Exported> {
         std::fs::remove_dir(out).with_context(|| format!("failed to replace the empty directory {}", out.display()))?;
     }
     make_readable(dir)?;
+    crate::io::untrack_temporary(dir);
     let staged = staging.keep();
     std::fs::rename(&staged, out).with_context(|| format!("failed to move the export into {}", out.display()))?;
     Ok(Exported { dir: out.to_path_buf(), tensors: parts.tensors.len(), dtype: parts.dtype })

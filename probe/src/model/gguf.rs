@@ -8,7 +8,9 @@
 //! the tokenizer from `tokenizer.ggml.*` (see [`super::gguf_tokenizer`]). Nothing here keeps a
 //! second forward pass: the result is the same tensors an HF directory would hold.
 
-use super::config::{Architecture, ModelConfig, RopeScaling};
+// Upper bounds on config sizes read from a header, so a corrupt or hostile file is refused
+// before anything is allocated from them.
+use super::config::{Architecture, ModelConfig, RopeScaling, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
 use super::checkpoint::expected_tensors;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -22,12 +24,6 @@ use std::path::Path;
 /// 7B Q4 file, 14 GB in bf16, fits in 24 GiB where f32 would need 28 GB).
 pub const F32_PARAMETER_LIMIT: usize = 1_000_000_000;
 
-/// Upper bounds on config sizes read from a header, so a corrupt or hostile file is refused
-/// before anything is allocated from them.
-const MAX_LAYERS: usize = 1024;
-const MAX_WIDTH: usize = 1 << 17;
-const MAX_HEADS: usize = 4096;
-const MAX_VOCAB: usize = 1 << 22;
 
 /// An open GGUF file: the parsed header and a reader for tensor data.
 pub struct GgufFile {
@@ -202,7 +198,7 @@ pub fn config_from_metadata(g: &GgufFile) -> Result<ModelConfig> {
         bail!("{}: rms epsilon ({rms_norm_eps}) and rope base ({rope_theta}) must be positive", g.path);
     }
     let max_position_embeddings = match g.uint(&key("context_length"))? {
-        Some(_) => g.required_size(&key("context_length"), 1 << 24)?,
+        Some(_) => g.required_size(&key("context_length"), MAX_CONTEXT)?,
         None => 2048,
     };
     let rope_scaling = rope_scaling(g, arch_name)?;

