@@ -9,9 +9,11 @@ use crate::tokenizer::{train_tokenizer, BOS, EOS, PAD};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
+use tune::examples::{answer_of, batch_loss, correction_of, encode_examples, Example};
+use tune::schedule::warmup_cosine;
+use tune::train_loop;
 use probe::model::AlignerTokenizer;
-use probe::stimuli::StimulusRecord;
-use probe::{AlignerTemplate, Model, ModelConfig, NoHooks, Positions};
+use probe::{AlignerTemplate, Model, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -79,33 +81,8 @@ pub struct TrainReport {
     pub copy_share: f64,
 }
 
-/// One training sequence: prompt ids, then the target (correction + EOS) from `target_start`.
-struct Example {
-    ids: Vec<u32>,
-    target_start: usize,
-}
-
-/// `target` picks what a record is trained to output: its correction, or (identity warm-up)
-/// its answer.
-fn encode_examples(
-    tokenizer: &AlignerTokenizer,
-    template: &AlignerTemplate,
-    records: &[StimulusRecord],
-    eos: u32,
-    target: fn(&StimulusRecord) -> Option<&str>,
-) -> Result<Vec<Example>> {
-    records
-        .iter()
-        .map(|r| {
-            let target_text = target(r).context("training records need a correction")?;
-            let mut ids = tokenizer.encode(&template.render(&r.question, &r.answer))?;
-            let target_start = ids.len();
-            ids.extend(tokenizer.encode_plain(&format!(" {target_text}"))?);
-            ids.push(eos);
-            Ok(Example { ids, target_start })
-        })
-        .collect()
-}
+/// The padding id the mini tokenizer reserves (`<pad>`).
+const PAD_ID: u32 = 0;
 
 /// HF `config.json` (transformers 4.x layout, like Aligner-7B's) for the mini-aligner.
 fn hf_config(opts: &TrainOptions, vocab: usize, max_len: usize) -> serde_json::Value {
@@ -157,37 +134,8 @@ fn seeded_init(varmap: &VarMap, rng: &mut StdRng, std: f64) -> Result<()> {
     Ok(())
 }
 
-/// Mean cross-entropy of the target tokens of `batch`.
-fn batch_loss(model: &Model, batch: &[&Example], device: &Device) -> Result<Tensor> {
-    let width = batch.iter().map(|e| e.ids.len()).max().unwrap_or(1);
-    let mut ids = Vec::with_capacity(batch.len() * width);
-    let mut rows = Vec::new();
-    let mut targets = Vec::new();
-    for (b, e) in batch.iter().enumerate() {
-        ids.extend_from_slice(&e.ids);
-        ids.extend(std::iter::repeat_n(0u32, width - e.ids.len()));
-        // Position p predicts token p + 1; only target tokens count.
-        for p in e.target_start - 1..e.ids.len() - 1 {
-            rows.push((b * width + p) as u32);
-            targets.push(e.ids[p + 1]);
-        }
-    }
-    let input = Tensor::from_vec(ids, (batch.len(), width), device)?;
-    let positions = Positions::contiguous(batch.len(), width, 0, device)?;
-    let normed = model.forward(&input, &positions, None, &mut NoHooks)?;
-    let d = normed.dim(2)?;
-    let picked = normed.reshape((batch.len() * width, d))?.index_select(&Tensor::new(rows, device)?, 0)?;
-    let logits = model.logits(&picked)?;
-    Ok(candle_nn::loss::cross_entropy(&logits, &Tensor::new(targets, device)?)?)
-}
-
 fn learning_rate(opts: &TrainOptions, step: usize) -> f64 {
-    if step < opts.warmup_steps {
-        return opts.learning_rate * (step + 1) as f64 / opts.warmup_steps as f64;
-    }
-    let progress = (step - opts.warmup_steps) as f64 / (opts.steps - opts.warmup_steps).max(1) as f64;
-    // Cosine decay to a tenth of the peak.
-    opts.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()))
+    warmup_cosine(opts.learning_rate, opts.warmup_steps, opts.steps, step)
 }
 
 /// The learning rate at `step`. With an identity warm-up, each phase has its own warm-up and
@@ -206,31 +154,6 @@ fn phase_learning_rate(opts: &TrainOptions, step: usize) -> f64 {
         ..opts.clone()
     };
     learning_rate(&correction, step - opts.identity_steps)
-}
-
-/// Scales the gradients so their global norm is at most `max_norm`; returns the norm before.
-fn clip_gradients(grads: &mut candle_core::backprop::GradStore, varmap: &VarMap, max_norm: f64) -> Result<f64> {
-    let vars = varmap.all_vars();
-    let mut squared = 0.0f64;
-    for v in &vars {
-        if let Some(g) = grads.get(v.as_tensor()) {
-            squared += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-        }
-    }
-    let norm = squared.sqrt();
-    if !norm.is_finite() {
-        bail!("gradient norm is {norm}: training diverged");
-    }
-    if norm > max_norm {
-        let scale = max_norm / norm;
-        for v in &vars {
-            if let Some(g) = grads.get(v.as_tensor()) {
-                let scaled = (g * scale)?;
-                grads.insert(v.as_tensor(), scaled);
-            }
-        }
-    }
-    Ok(norm)
 }
 
 /// Trains the mini-aligner and writes an HF-layout checkpoint (config.json,
@@ -265,11 +188,8 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     let tokenizer = train_tokenizer(&texts, opts.vocab_size)?;
     let eos = tokenizer.token_id(EOS).context("tokenizer lacks EOS")?;
     debug_assert_eq!((tokenizer.token_id(PAD), tokenizer.token_id(BOS), Some(eos)), (Some(0), Some(1), Some(2)));
-    fn correction_of(r: &StimulusRecord) -> Option<&str> {
-        r.correction.as_deref()
-    }
     let examples = encode_examples(&tokenizer, &template, &records, eos, correction_of)?;
-    let identity = encode_examples(&tokenizer, &template, &records, eos, |r| Some(r.answer.as_str()))?;
+    let identity = encode_examples(&tokenizer, &template, &records, eos, answer_of)?;
     let held_out = encode_examples(&tokenizer, &template, &validation, eos, correction_of)?;
     let max_len = examples.iter().chain(&identity).chain(&held_out).map(|e| e.ids.len()).max().unwrap_or(1);
 
@@ -290,12 +210,8 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     for step in 0..opts.steps {
         let pool = if step < opts.identity_steps { &identity } else { &examples };
         let batch: Vec<&Example> = (0..opts.batch_size).map(|_| &pool[rng.gen_range(0..pool.len())]).collect();
-        let loss = batch_loss(&model, &batch, &device)?;
-        let value = loss.to_scalar::<f32>()? as f64;
-        let mut grads = loss.backward()?;
-        clip_gradients(&mut grads, &varmap, opts.max_grad_norm)?;
-        optimizer.set_learning_rate(phase_learning_rate(opts, step));
-        optimizer.step(&grads)?;
+        let loss = batch_loss(&model, &batch, PAD_ID, &device)?;
+        let value = train_loop::step(&loss, &varmap.all_vars(), &mut optimizer, phase_learning_rate(opts, step), opts.max_grad_norm)?;
         losses.push(value);
         on_step(step, value);
     }
@@ -304,7 +220,7 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     let mut validation_loss = 0.0;
     for chunk in held_out.chunks(64) {
         let refs: Vec<&Example> = chunk.iter().collect();
-        validation_loss += batch_loss(&model, &refs, &device)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
+        validation_loss += batch_loss(&model, &refs, PAD_ID, &device)?.to_scalar::<f32>()? as f64 * chunk.len() as f64;
     }
     validation_loss /= held_out.len() as f64;
 
