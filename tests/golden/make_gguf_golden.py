@@ -34,6 +34,7 @@ import tempfile
 import numpy as np
 import sentencepiece as spm
 import torch
+from reference import run_keeping_layers
 from gguf import GGMLQuantizationType as Q
 from gguf import GGUFWriter, LlamaFileType, TokenType
 from gguf import GGML_QUANT_VERSION
@@ -366,18 +367,8 @@ def write_gguf(path, arch, config, model, matrix_type, file_type, vocab):
 def hf_reference(directory, file_name):
     model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=file_name, dtype=torch.float32,
                                                  attn_implementation="eager").eval()
-    layer_outputs = {}
-
-    def keep(i):
-        def hook(_module, _inputs, output):
-            layer_outputs[i] = (output[0] if isinstance(output, tuple) else output)[0].detach().clone()
-        return hook
-
-    handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(model.model.layers)]
-    with torch.no_grad():
-        logits = model(torch.tensor([TOKEN_IDS])).logits[0]
-    for h in handles:
-        h.remove()
+    layer_outputs, result = run_keeping_layers(model, model.model.layers, TOKEN_IDS)
+    logits = result.logits[0]
     tensors = {f"blocks.{i}.hook_resid_post": t for i, t in layer_outputs.items()}
     tensors["logits"] = logits
     tensors["token_ids"] = torch.tensor(TOKEN_IDS, dtype=torch.int64)

@@ -20,6 +20,7 @@ import json
 import os
 
 import torch
+from reference import run_keeping_layers
 from safetensors.torch import save_file
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import AutoModelForCausalLM, LlamaConfig, MistralConfig, Qwen2Config
@@ -118,18 +119,7 @@ def main():
 
         # The reference runs in f32 on the stored weights (bf16 upcasts exactly).
         ref = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
-        layer_outputs = {}
-
-        def keep(i):
-            def hook(_module, _inputs, output):
-                layer_outputs[i] = (output[0] if isinstance(output, tuple) else output)[0].detach().clone()
-            return hook
-
-        handles = [layer.register_forward_hook(keep(i)) for i, layer in enumerate(ref.model.layers)]
-        with torch.no_grad():
-            result = ref(torch.tensor([TOKEN_IDS]), output_hidden_states=True)
-        for h in handles:
-            h.remove()
+        layer_outputs, result = run_keeping_layers(ref, ref.model.layers, TOKEN_IDS, output_hidden_states=True)
         n = config.num_hidden_layers
         tensors = {f"blocks.{i}.hook_resid_post": layer_outputs[i] for i in range(n)}
         tensors.update({f"hidden_states.{k}": hs[0] for k, hs in enumerate(result.hidden_states)})

@@ -12,6 +12,7 @@ import json
 import os
 
 import torch
+from reference import run_keeping_layers
 from peft import LoraConfig, get_peft_model
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
@@ -36,15 +37,10 @@ for extra in ("README.md",):
     if os.path.exists(os.path.join(OUT, extra)):
         os.remove(os.path.join(OUT, extra))
 
-kept = {}
 layers = model.base_model.model.model.layers
-for i, layer in enumerate(layers):
-    layer.register_forward_hook(lambda m, inp, out, i=i: kept.__setitem__(i, out[0] if isinstance(out, tuple) else out))
-with torch.no_grad():
-    logits = model(torch.tensor([TOKEN_IDS])).logits[0]
-    plain = base.get_base_model() if hasattr(base, "get_base_model") else None
-golden = {f"blocks.{i}.hook_resid_post": kept[i][0].contiguous() for i in range(len(layers))}
-golden["logits"] = logits.contiguous()
+kept, result = run_keeping_layers(model, layers, TOKEN_IDS)
+golden = {f"blocks.{i}.hook_resid_post": kept[i].contiguous() for i in range(len(layers))}
+golden["logits"] = result.logits[0].contiguous()
 golden["token_ids"] = torch.tensor(TOKEN_IDS, dtype=torch.int64)
 save_file(golden, os.path.join(OUT, "golden.safetensors"))
 print("wrote", OUT, sorted(os.listdir(OUT)))
