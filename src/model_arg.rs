@@ -74,6 +74,14 @@ pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>) -> Result<Checkp
     Checkpoint::load_with_adapter(&base, adapter, &candle_core::Device::Cpu)
 }
 
+/// `--template`, or the paper's wording.
+pub fn template(text: &Option<String>) -> Result<AlignerTemplate> {
+    match text {
+        Some(t) => AlignerTemplate::new(t),
+        None => Ok(AlignerTemplate::default()),
+    }
+}
+
 /// `--model` and `--template`, shared by every command that runs a model.
 #[derive(Args, Clone)]
 pub struct ModelArgs {
@@ -114,9 +122,6 @@ impl ModelArgs {
     }
 
     pub fn template(&self) -> Result<AlignerTemplate> {
-        match &self.template {
-            Some(t) => AlignerTemplate::new(t),
-            None => Ok(AlignerTemplate::default()),
-        }
+        template(&self.template)
     }
 }

@@ -72,10 +72,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let base = model_arg::resolve(&args.base)?;
     crate::outputs::check_dir(&args.out, &[base.clone(), args.data.clone()])?;
     let mut ckpt = probe::Checkpoint::load(&base)?;
-    let template = match &args.template {
-        Some(t) => probe::AlignerTemplate::new(t)?,
-        None => probe::AlignerTemplate::default(),
-    };
+    let template = model_arg::template(&args.template)?;
     let records = read_jsonl(&args.data)?;
     let opts = LoraOptions {
         rank: args.rank,
@@ -112,7 +109,14 @@ pub fn run(args: TuneArgs) -> Result<()> {
         }
         Ok(())
     })
-    .with_context(|| format!("tuning {} (rerun with --resume to continue from the last checkpoint in {})", base.display(), args.out.display()))?;
+    .with_context(|| {
+        // Only a checkpoint can be resumed from; point at it only when there is one.
+        if args.out.join("trainer_state.json").exists() {
+            format!("tuning {} (rerun with --resume to continue from the last checkpoint in {})", base.display(), args.out.display())
+        } else {
+            format!("tuning {}", base.display())
+        }
+    })?;
     bar.finish_and_clear();
     probe::io::write_atomic(&args.out.join("training.json"), &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report}))?)?;
     println!(
