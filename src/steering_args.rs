@@ -6,24 +6,36 @@ use clap::Args;
 use probe::capture::parse_layers;
 use probe::{Checkpoint, Site};
 use std::path::PathBuf;
-use steer::steering::{check_layers, SteerPositions, Steering};
+use steer::steering::{check_layers, SteerMode, SteerPositions, Steering};
 use steer::vectors::ControlVectors;
 
 /// The vectors the mini-aligner ships with.
 pub const SHIPPED_VECTORS: &str = "notebooks-data/mini-aligner/copy-correct.safetensors";
 
-/// Loads `path` (default: the shipped vectors) checked against the model; returns the path
-/// used, for titles.
-pub fn load_vectors(path: &Option<PathBuf>, ckpt: &Checkpoint) -> Result<(PathBuf, ControlVectors)> {
-    let path = path.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS));
-    let vectors = ControlVectors::load(&path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
-    Ok((path, vectors))
+/// The vector file a shipped model keeps beside its weights (or its adapter).
+pub const MODEL_VECTORS: &str = "copy-correct.safetensors";
+
+/// The default vectors for `model`: the ones shipped in its directory, else the mini-aligner's.
+pub fn default_vectors(model: &model_arg::ModelArgs) -> PathBuf {
+    model
+        .input_paths()
+        .into_iter()
+        .rev()
+        .map(|p| p.join(MODEL_VECTORS))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS))
+}
+
+/// Loads `path` checked against the model; returns the path used, for titles.
+pub fn load_vectors(path: &std::path::Path, ckpt: &Checkpoint) -> Result<(PathBuf, ControlVectors)> {
+    let vectors = ControlVectors::load(path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+    Ok((path.to_path_buf(), vectors))
 }
 
 #[derive(Args, Clone)]
 pub struct SteeringArgs {
     /// Control vectors (.safetensors with layers.{i}, or llama.cpp .gguf). Default: the
-    /// mini-aligner's shipped copy/correct vectors.
+    /// copy-correct.safetensors shipped beside the model (Aligner-135M, the mini-aligner).
     #[arg(long)]
     pub vectors: Option<PathBuf>,
     /// Layers to steer (e.g. 2-3). Default: the vector file's default_layers.
@@ -33,20 +45,27 @@ pub struct SteeringArgs {
     /// per-layer sites: a vector file holds one vector per layer.
     #[arg(long, value_enum, default_value = "resid_post")]
     pub site: Site,
-    /// Positions steered: every forward, only the prompt's (prefill), or only generated tokens'.
-    #[arg(long, value_enum, default_value = "all")]
-    pub steer_positions: SteerPositions,
+    /// Positions steered: every forward, only the prompt's (prefill), only generated tokens',
+    /// or only the decision position (the last prompt token). Default: the vector file's
+    /// steer_positions, else all.
+    #[arg(long, value_enum)]
+    pub steer_positions: Option<SteerPositions>,
+    /// add (h += alpha v) or project (move the projection toward a class mean: alpha = +1 the
+    /// correct-class mean, -1 the copy-class mean). Default: the vector file's steer_mode,
+    /// else add.
+    #[arg(long, value_enum)]
+    pub steer_mode: Option<SteerMode>,
 }
 
 impl SteeringArgs {
-    /// The vector file these flags read.
-    pub fn vectors_path(&self) -> PathBuf {
-        self.vectors.clone().unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS))
+    /// The vector file these flags read for `model`.
+    pub fn vectors_path(&self, model: &model_arg::ModelArgs) -> PathBuf {
+        self.vectors.clone().unwrap_or_else(|| default_vectors(model))
     }
 
-    pub fn load(&self, ckpt: &Checkpoint) -> Result<(ControlVectors, Vec<usize>)> {
+    pub fn load(&self, model: &model_arg::ModelArgs, ckpt: &Checkpoint) -> Result<(ControlVectors, Vec<usize>)> {
         let n = ckpt.config.num_hidden_layers;
-        let (_, vectors) = load_vectors(&self.vectors, ckpt)?;
+        let (_, vectors) = load_vectors(&self.vectors_path(model), ckpt)?;
         let layers = match &self.layers {
             Some(spec) => parse_layers(spec, n)?,
             None => vectors.default_layers(),
@@ -55,9 +74,21 @@ impl SteeringArgs {
         Ok((vectors, layers))
     }
 
-    /// The steering these flags describe, checked against the model.
-    pub fn steering(&self, ckpt: &Checkpoint) -> Result<Steering> {
-        let (vectors, layers) = self.load(ckpt)?;
-        Steering::new(vectors, layers, self.site, self.steer_positions)
+    /// The steering these flags describe, checked against the model; what the flags leave
+    /// open comes from the vector file's sidecar.
+    pub fn steering(&self, model: &model_arg::ModelArgs, ckpt: &Checkpoint) -> Result<Steering> {
+        let (vectors, layers) = self.load(model, ckpt)?;
+        let meta = vectors.metadata.as_ref();
+        let mode = self.steer_mode.or(meta.and_then(|m| m.steer_mode)).unwrap_or(SteerMode::Add);
+        let positions = self.steer_positions.or(meta.and_then(|m| m.steer_positions)).unwrap_or(SteerPositions::All);
+        Steering::new(vectors, layers, self.site, positions, mode)
+    }
+
+    /// The sweep grid when `--alphas` is not given: the vector file's, else the mode's.
+    pub fn default_alphas(steering: &Steering) -> Vec<f64> {
+        match steering.vectors.metadata.as_ref() {
+            Some(m) if !m.alphas.is_empty() => m.alphas.clone(),
+            _ => steering.mode.default_alphas(),
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! Splits are decided by a stable hash of (question, answer), so train, validation and test
 //! never share a pair, whatever seed drew them.
 
+use crate::english::{self, Style};
 use probe::stimuli::StimulusRecord;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -101,13 +102,21 @@ impl Harmful {
     pub fn refusal(&self) -> String {
         format!("{REFUSAL_OPENING} i cannot help with {}. {}", self.topic, self.alternative)
     }
-    fn harmful_answer(&self, rng: &mut StdRng) -> String {
-        format!("{} {}.", pick(rng, OPENERS), pick(rng, self.steps))
+    fn harmful_answer(&self, rng: &mut StdRng, style: Style) -> String {
+        match style {
+            Style::Lower => format!("{} {}.", pick(rng, OPENERS), pick(rng, self.steps)),
+            Style::English => {
+                let opener = pick(rng, OPENERS);
+                english::harmful_steps(rng, opener, self.steps)
+            }
+        }
     }
     /// A good refusal an upstream model might give: already fine, so it is copied. It never
     /// opens like a correction, so copying and correcting differ from the first token on.
-    fn good_refusal(&self, rng: &mut StdRng) -> String {
-        if rng.gen_bool(0.5) {
+    fn good_refusal(&self, rng: &mut StdRng, style: Style) -> String {
+        if style == Style::English {
+            english::good_refusal(rng, self.topic, self.alternative)
+        } else if rng.gen_bool(0.5) {
             format!("i will not help with {}. {}", self.topic, self.alternative)
         } else {
             format!("no, i will not explain that. {}", self.alternative)
@@ -243,14 +252,18 @@ pub const KIND_OPENING: &str = "kindly put,";
 pub const REFUSAL_OPENING: &str = "sorry,";
 const OPENINGS: [&str; 4] = [HELPFUL_OPENING, HONEST_OPENING, KIND_OPENING, REFUSAL_OPENING];
 
-/// One record of `category` (an index into [`CATEGORIES`]), a copy case or a correct case.
-pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRecord {
+/// One record of `category` (an index into [`CATEGORIES`]), a copy case or a correct case,
+/// in lowercase; [`finish`] puts it in its style's case.
+pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool, style: Style) -> StimulusRecord {
+    // English wraps every statement, good or bad, in the free-form openers and closers.
+    let wrap = |rng: &mut StdRng, text: String| if style == Style::English { english::wrap(rng, text) } else { text };
     match category {
         // helpful: a complete answer is copied; an evasive or cut-off one is completed.
         0 => {
             let fact = draw_fact(rng);
             if copy {
                 let answer = fact.right_variant(rng);
+                let answer = wrap(rng, answer);
                 return record(fact.question, answer.clone(), answer, "helpful");
             }
             let answer = if rng.gen_bool(0.6) { pick(rng, EVASIONS).to_string() } else { format!("{}...", fact.cut()) };
@@ -262,9 +275,11 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRec
             let fact = draw_fact(rng);
             if copy {
                 let answer = fact.right_variant(rng);
+                let answer = wrap(rng, answer);
                 return record(fact.question, answer.clone(), answer, "honest");
             }
             let answer = fact.wrong(rng);
+            let answer = wrap(rng, answer);
             let correction = format!("{HONEST_OPENING} {}", fact.right());
             record(fact.question, answer, correction, "honest")
         }
@@ -273,9 +288,9 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool) -> StimulusRec
         _ => {
             let harm = HARMFUL.choose(rng).expect("non-empty");
             if copy {
-                record(harm.question(rng), harm.good_refusal(rng), String::new(), "harmless").copied()
+                record(harm.question(rng), harm.good_refusal(rng, style), String::new(), "harmless").copied()
             } else if rng.gen_bool(0.5) {
-                record(harm.question(rng), harm.harmful_answer(rng), harm.refusal(), "harmless")
+                record(harm.question(rng), harm.harmful_answer(rng, style), harm.refusal(), "harmless")
             } else {
                 let fact = draw_fact(rng);
                 let right = fact.right_variant(rng);
@@ -328,7 +343,7 @@ pub fn split_of(record: &StimulusRecord) -> Split {
 /// `n` records of one split, drawn under `seed`. Deterministic. Stratified: the three
 /// categories in equal parts and [`COPY_SHARE`] copy cases within each, whatever the split,
 /// so a test set has the same make-up as the training set.
-pub fn generate(seed: u64, n: usize, split: Split) -> Vec<StimulusRecord> {
+pub fn generate(seed: u64, n: usize, split: Split, style: Style) -> Vec<StimulusRecord> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(n);
     for k in 0..n {
@@ -338,7 +353,7 @@ pub fn generate(seed: u64, n: usize, split: Split) -> Vec<StimulusRecord> {
         // quota steps up.
         let copy = ((index_in_category + 1) as f64 * COPY_SHARE).floor() > (index_in_category as f64 * COPY_SHARE).floor();
         loop {
-            let r = draw_record(&mut rng, category, copy);
+            let r = finish(draw_record(&mut rng, category, copy, style), style);
             if split_of(&r) == split {
                 out.push(r);
                 break;
@@ -351,26 +366,37 @@ pub fn generate(seed: u64, n: usize, split: Split) -> Vec<StimulusRecord> {
 
 /// LAT stimuli: pairs of one copy record and one correct record sharing a question, so they
 /// contrast only in whether the answer needs fixing. Drawn outside the training split.
-pub fn lat_pairs(seed: u64, pairs: usize) -> Vec<StimulusRecord> {
+pub fn lat_pairs(seed: u64, pairs: usize, style: Style) -> Vec<StimulusRecord> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut out = Vec::with_capacity(2 * pairs);
     while out.len() < 2 * pairs {
         let category = (out.len() / 2) % CATEGORIES.len();
-        let r = draw_record(&mut rng, category, false);
-        if split_of(&r) == Split::Train {
+        let r = draw_record(&mut rng, category, false, style);
+        if split_of(&finish(r.clone(), style)) == Split::Train {
             continue;
         }
         // The copy member: the same question with an answer that is already good (for a
         // harmful request, a good refusal).
         let harm = HARMFUL.iter().find(|h| r.correction.as_deref() == Some(h.refusal().as_str()));
         let good = match harm {
-            Some(harm) => harm.good_refusal(&mut rng),
+            Some(harm) => harm.good_refusal(&mut rng, style),
+            None if style == Style::English => english::wrap(&mut rng, draw_good_answer(&r)),
             None => draw_good_answer(&r),
         };
-        out.push(record(r.question.clone(), good.clone(), good, CATEGORIES[category]));
-        out.push(r);
+        out.push(finish(record(r.question.clone(), good.clone(), good, CATEGORIES[category]), style));
+        out.push(finish(r, style));
     }
     out
+}
+
+/// A drawn record in its style's case.
+fn finish(mut r: StimulusRecord, style: Style) -> StimulusRecord {
+    if style == Style::English {
+        r.question = english::sentence_case(&r.question);
+        r.answer = english::sentence_case(&r.answer);
+        r.correction = r.correction.as_deref().map(english::sentence_case);
+    }
+    r
 }
 
 /// A good answer to `r`'s question: its correction without the correction's opening.
@@ -396,16 +422,18 @@ mod tests {
 
     #[test]
     fn deterministic_and_split_disjoint() {
-        assert_eq!(generate(7, 50, Split::Train), generate(7, 50, Split::Train));
-        let pairs = |s| generate(1, 2000, s).into_iter().map(|r| (r.question, r.answer)).collect::<HashSet<_>>();
-        let train = pairs(Split::Train);
-        assert!(train.is_disjoint(&pairs(Split::Test)));
-        assert!(train.is_disjoint(&pairs(Split::Validation)));
+        for style in [Style::Lower, Style::English] {
+            assert_eq!(generate(7, 50, Split::Train, style), generate(7, 50, Split::Train, style));
+            let pairs = |s| generate(1, 2000, s, style).into_iter().map(|r| (r.question, r.answer)).collect::<HashSet<_>>();
+            let train = pairs(Split::Train);
+            assert!(train.is_disjoint(&pairs(Split::Test)));
+            assert!(train.is_disjoint(&pairs(Split::Validation)));
+        }
     }
 
     #[test]
     fn every_category_has_both_kinds_and_copy_share_is_near_forty_percent() {
-        let records = generate(3, 3000, Split::Test);
+        let records = generate(3, 3000, Split::Test, Style::English);
         for category in ["helpful", "honest", "harmless"] {
             let of: Vec<_> = records.iter().filter(|r| r.category.as_deref() == Some(category)).collect();
             assert!(of.iter().any(|r| r.is_copy() == Some(true)), "{category} has copies");
@@ -419,8 +447,11 @@ mod tests {
 
     #[test]
     fn every_correction_and_no_copy_opens_with_a_correction_opening() {
-        let opens = |text: &str| OPENINGS.iter().any(|o| text.starts_with(o));
-        for r in generate(5, 3000, Split::Train).iter().chain(&lat_pairs(5, 300)) {
+        let opens = |text: &str| OPENINGS.iter().any(|o| text.to_lowercase().starts_with(o));
+        let english = generate(5, 3000, Split::Train, Style::English);
+        let english_pairs = lat_pairs(5, 300, Style::English);
+        assert!(english.iter().all(|r| r.question.starts_with(char::is_uppercase)), "English records are sentence-cased");
+        for r in generate(5, 3000, Split::Train, Style::Lower).iter().chain(&lat_pairs(5, 300, Style::Lower)).chain(&english).chain(&english_pairs) {
             let correction = r.correction.as_deref().unwrap();
             assert_eq!(opens(correction), r.is_copy() == Some(false), "{r:?}");
             assert!(!opens(&r.answer), "{r:?}");

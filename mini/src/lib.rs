@@ -5,5 +5,6 @@
 //! training framework: it exists so the Aligner study can be reproduced offline in minutes.
 
 pub mod corpus;
+pub mod english;
 pub mod tokenizer;
 pub mod train;

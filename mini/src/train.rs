@@ -4,6 +4,7 @@
 //! and the batch order all come from one `StdRng`, so a run reproduces bit for bit on the
 //! same machine.
 
+use crate::english::Style;
 use crate::corpus::{self, Split};
 use crate::tokenizer::{train_tokenizer, BOS, EOS, PAD};
 use anyhow::{bail, Context, Result};
@@ -176,8 +177,8 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     }
     let device = Device::Cpu;
     let template = AlignerTemplate::default();
-    let records = corpus::generate(opts.seed, opts.train_records, Split::Train);
-    let validation = corpus::generate(opts.seed ^ 0x5eed, 256, Split::Validation);
+    let records = corpus::generate(opts.seed, opts.train_records, Split::Train, Style::Lower);
+    let validation = corpus::generate(opts.seed ^ 0x5eed, 256, Split::Validation, Style::Lower);
 
     // The correction follows "ASSISTANT:" after a space, so it is learnt with that space;
     // otherwise no merge covers its words where they are used (" actually" fell to letters).

@@ -1,6 +1,7 @@
 use anyhow::Result;
 use clap::Args;
 use mini::corpus::{copy_share, generate, lat_pairs, Split};
+use mini::english::Style;
 use std::path::PathBuf;
 
 /// Write records of the synthetic correction corpus (the mini-aligner's training world).
@@ -10,12 +11,17 @@ use std::path::PathBuf;
 /// pair always falls in the same split, whatever the seed, so fresh test records never
 /// overlap the training split.
 ///
+/// --style english writes the same world in written English (sentence case, names
+/// capitalised, free-form openers and closers around good and bad answers alike, longer
+/// harmful answers): the corpus Aligner-135M is tuned on.
+///
 /// With --lat-pairs N it writes LAT stimuli instead: N pairs of a copy record and a correct
 /// record sharing a question, drawn outside the training split.
 ///
 /// Examples:
 ///   alens corpus --seed 7 --n 300 --split test --out fresh-test.jsonl
 ///   alens corpus --seed 7 --lat-pairs 150 --out copy-correct.jsonl
+///   alens corpus --style english --split train --n 4000 --out aligner-135m-train.jsonl
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CorpusArgs {
@@ -29,6 +35,9 @@ pub struct CorpusArgs {
     /// Write this many LAT copy/correct pairs instead of --n records.
     #[arg(long)]
     lat_pairs: Option<usize>,
+    /// lower (the mini-aligner's world) or english.
+    #[arg(long, default_value = "lower")]
+    style: Style,
     #[arg(long)]
     out: PathBuf,
 }
@@ -36,8 +45,8 @@ pub struct CorpusArgs {
 pub fn run(args: CorpusArgs) -> Result<()> {
     crate::outputs::check(&[Some(&args.out)], &[])?;
     let records = match args.lat_pairs {
-        Some(pairs) => lat_pairs(args.seed, pairs),
-        None => generate(args.seed, args.n, args.split),
+        Some(pairs) => lat_pairs(args.seed, pairs, args.style),
+        None => generate(args.seed, args.n, args.split, args.style),
     };
     probe::stimuli::write_jsonl(&args.out, &records)?;
     println!("wrote {} records ({:.0}% copy cases) to {}", records.len(), 100.0 * copy_share(&records), args.out.display());

@@ -77,7 +77,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     if alphas.is_empty() {
         bail!("--alphas needs at least one value");
     }
-    let steering = args.steering.steering(&ckpt)?;
+    let steering = args.steering.steering(&args.model, &ckpt)?;
     let mut results = Vec::new();
     for &alpha in &alphas {
         let mut hook = steering.at(alpha, ckpt.model.device())?;

@@ -41,13 +41,14 @@ pub struct HeatmapArgs {
 }
 
 pub fn run(args: HeatmapArgs) -> Result<()> {
+    let vectors_path = args.vectors.clone().unwrap_or_else(|| crate::steering_args::default_vectors(&args.model));
     let mut inputs = args.model.input_paths();
-    inputs.extend(crate::outputs::vector_inputs(&args.vectors.clone().unwrap_or_else(|| model_arg::shipped(crate::steering_args::SHIPPED_VECTORS))));
+    inputs.extend(crate::outputs::vector_inputs(&vectors_path));
     inputs.extend(args.data.clone());
     crate::outputs::check(&[Some(&args.out), args.csv.as_ref(), args.npy.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
-    let (_, vectors) = load_vectors(&args.vectors, &ckpt)?;
+    let (_, vectors) = load_vectors(&vectors_path, &ckpt)?;
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
     let records = read_jsonl(&data)?;
     let activity = correction_activity(&ckpt, &template, &records, &vectors.scan_directions(), args.tokens, args.batch_size)

@@ -5,6 +5,7 @@ use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
 use probe::stimuli::read_jsonl;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use steer::steering::{SteerMode, SteerPositions};
 use steer::vectors::{ControlVectors, VectorMetadata, SIGN_CONVENTION};
 
 /// LAT: extract the copy-vs-correct reading vector at every layer.
@@ -54,6 +55,16 @@ pub struct LatArgs {
     /// Records per forward pass when reading activations.
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// Record in the sidecar how these vectors steer by default (generate and sweep use it
+    /// when their own --steer-mode is not given).
+    #[arg(long)]
+    steer_mode: Option<SteerMode>,
+    /// Record in the sidecar the positions steered by default.
+    #[arg(long)]
+    steer_positions: Option<SteerPositions>,
+    /// Record in the sidecar the default sweep grid (comma-separated, in the mode's unit).
+    #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
+    alphas: Option<Vec<f64>>,
 }
 
 pub fn run(args: LatArgs) -> Result<()> {
@@ -98,6 +109,12 @@ pub fn run(args: LatArgs) -> Result<()> {
         accuracy_is_training: result.accuracy_is_training,
         train_pairs: result.train_pairs,
         test_pairs: result.test_pairs,
+        copy_mean: kept.iter().map(|v| v.copy_mean).collect(),
+        correct_mean: kept.iter().map(|v| v.correct_mean).collect(),
+        steer_mode: args.steer_mode,
+        steer_positions: args.steer_positions,
+        alphas: args.alphas.clone().unwrap_or_default(),
+        alpha_unit: [SteerMode::Add, SteerMode::Project].iter().map(|m| (m.name().to_string(), m.unit().to_string())).collect(),
     };
     println!("default steering layers: {:?}", metadata.default_layers);
     let vectors = ControlVectors {

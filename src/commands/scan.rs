@@ -10,8 +10,14 @@ use viz::Panel;
 /// layer's reading vector (red = towards correcting, blue = towards copying), drawn as a
 /// tokens x layers heatmap; numbers also go to --csv / --npy.
 ///
-/// Example:
+/// With --generated N the model first answers (greedy, up to N tokens) and the scan shows
+/// the last prompt token and the generated tokens instead, the Aligner paper's Fig. 4 (a)/(b):
+/// a correction reads positive from the first generated token on, a copy negative.
+///
+/// Examples:
 ///   alens scan --question "what colour is snow?" --answer "snow is green." --out scan.png --csv scan.csv
+///   alens scan --model notebooks-data/aligner-135m --question "What colour is snow?" \
+///       --answer "Snow is green." --generated 20 --out scan-generated.png
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct ScanArgs {
@@ -33,23 +39,39 @@ pub struct ScanArgs {
     /// Also write them as a [tokens, layers] .npy.
     #[arg(long)]
     npy: Option<PathBuf>,
+    /// Generate up to N tokens (greedy) and scan those, after the last prompt token (1-4096).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    generated: Option<u16>,
 }
 
 pub fn run(args: ScanArgs) -> Result<()> {
+    let vectors_path = args.vectors.clone().unwrap_or_else(|| crate::steering_args::default_vectors(&args.model));
     let mut inputs = args.model.input_paths();
-    inputs.extend(crate::outputs::vector_inputs(&args.vectors.clone().unwrap_or_else(|| model_arg::shipped(crate::steering_args::SHIPPED_VECTORS))));
+    inputs.extend(crate::outputs::vector_inputs(&vectors_path));
     crate::outputs::check(&[Some(&args.out), args.csv.as_ref(), args.npy.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
-    let (vectors_path, vectors) = load_vectors(&args.vectors, &ckpt)?;
+    let (vectors_path, vectors) = load_vectors(&vectors_path, &ckpt)?;
     let tokenizer = ckpt.tokenizer()?;
-    let ids = tokenizer.encode(&template.render(&args.question, &args.answer))?;
+    let mut ids = tokenizer.encode(&template.render(&args.question, &args.answer))?;
     let directions = vectors.scan_directions();
-    let values = scan(&ckpt, &ids, &directions)?.values;
-    let tokens = tokenizer.token_strings(&ids).into_iter().map(|t| t.replace('\u{120}', "_")).collect::<Vec<_>>();
+    // With --generated, rows from the last prompt token on: where the decision is taken, then
+    // the text it produced.
+    let mut first_row = 0;
+    let mut title = format!("Q: {} | A: {}", args.question, args.answer);
+    if let Some(n) = args.generated {
+        let config = steer::generate::GenerationConfig::greedy(n as usize, ckpt.eos_token_ids.clone());
+        let output = steer::generate::run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut probe::NoHooks)?;
+        println!("output: {}", output.text);
+        title = format!("A: {} | output: {}", args.answer, output.text);
+        first_row = ids.len() - 1;
+        ids.extend(&output.ids);
+    }
+    let values = scan(&ckpt, &ids, &directions)?.values[first_row..].to_vec();
+    let tokens = tokenizer.token_strings(&ids[first_row..]).into_iter().map(|t| t.replace('\u{120}', "_")).collect::<Vec<_>>();
     let layers: Vec<usize> = directions.keys().copied().collect();
     let panel = Panel {
-        title: format!("Q: {} | A: {}", args.question, args.answer),
+        title,
         values: values.clone(),
         row_labels: tokens.clone(),
         col_labels: layers.iter().map(|l| l.to_string()).collect(),
@@ -71,7 +93,7 @@ pub fn run(args: ScanArgs) -> Result<()> {
         let flat: Vec<f32> = values.iter().flatten().map(|&v| v as f32).collect();
         probe::io::write_npy_f32(npy, &[values.len(), layers.len()], &flat)?;
     }
-    let last = values.last().cloned().unwrap_or_default();
+    let last = values.get(if args.generated.is_some() { 0 } else { values.len().saturating_sub(1) }).cloned().unwrap_or_default();
     println!("last prompt token, per layer: {}", last.iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" "));
     println!("wrote {}", args.out.display());
     Ok(())

@@ -21,9 +21,10 @@ pub struct SweepArgs {
     /// Records with question, answer, correction. Default: the shipped test split.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// start:stop:step (inclusive) or a list such as -4,0,4.
-    #[arg(long, default_value = "-8:8:2", allow_hyphen_values = true)]
-    alphas: String,
+    /// start:stop:step (inclusive) or a list such as -4,0,4. Default: the vector file's grid,
+    /// else the steering mode's (add: -8:8:2; project: -3,-2,-1.5,-1,-0.5,0,0.5,1,1.5,2,3).
+    #[arg(long, allow_hyphen_values = true)]
+    alphas: Option<String>,
     #[command(flatten)]
     steering: SteeringArgs,
     /// Use only the first N records.
@@ -49,13 +50,16 @@ pub struct SweepArgs {
 
 pub fn run(args: SweepArgs) -> Result<()> {
     let mut inputs = args.model.input_paths();
-    inputs.extend(crate::outputs::vector_inputs(&args.steering.vectors_path()));
+    inputs.extend(crate::outputs::vector_inputs(&args.steering.vectors_path(&args.model)));
     inputs.extend(args.data.clone());
     crate::outputs::check(&[args.out.as_ref(), args.json.as_ref(), args.csv.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
-    let alphas = parse_alphas(&args.alphas)?;
-    let steering = args.steering.steering(&ckpt)?;
+    let steering = args.steering.steering(&args.model, &ckpt)?;
+    let alphas = match &args.alphas {
+        Some(spec) => parse_alphas(spec)?,
+        None => SteeringArgs::default_alphas(&steering),
+    };
     let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
     let mut records = read_jsonl(&data)?;
     if let Some(limit) = args.limit {
@@ -68,7 +72,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         random_control: args.random_control,
     };
     let result = sweep(&ckpt, &template, &records, &steering, &options)?;
-    println!("steering layers {:?}; {} copy cases, {} correct cases", steering.layers, result.copy_cases.n, result.correct_cases.n);
+    println!("steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases", steering.layers, steering.mode.name(),
+             steering.positions, steering.mode.unit(), result.copy_cases.n, result.correct_cases.n);
     println!("{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen");
     for (k, a) in result.alphas.iter().enumerate() {
         let (c, r) = (&result.copy_cases, &result.correct_cases);

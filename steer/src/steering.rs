@@ -1,4 +1,12 @@
-//! The correction-strength knob: add `alpha * v_l` to the residual stream at chosen layers.
+//! The correction-strength knob: move the residual stream along the copy/correct direction
+//! at chosen layers and positions.
+//!
+//! Two modes. `add` adds `alpha * v_l` (repeng, Aligner's Fig. 4): alpha = 1 is the vector
+//! in the file. `project` moves each steered state's projection on the unit direction `u_l`
+//! toward a class mean read by LAT: alpha = +1 sets it to the correct-class mean, -1 to the
+//! copy-class mean, fractions go part of the way, and each unit beyond 1 moves one class gap
+//! (correct mean - copy mean) further. The push is sized from where the state already is, so
+//! the state stays where the model's own data lies instead of being thrown off it.
 //!
 //! By default the vector is added at `blocks.{l}.hook_resid_post`, the output of decoder
 //! layer l, which is exactly what a forward hook on HF's `model.layers[l]` sees, so a vector
@@ -11,7 +19,8 @@ use probe::hooks::{HookPoint, Hooks, Site};
 use std::collections::BTreeMap;
 
 /// Which positions receive the vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 pub enum SteerPositions {
     All,
@@ -19,6 +28,46 @@ pub enum SteerPositions {
     Prompt,
     /// Only generated tokens (the decoding forwards).
     Generated,
+    /// Only the last prompt token, in the prefill: where the first generated token, and with
+    /// it copy or correct, is chosen. The rest of the text follows the model's own path.
+    Decision,
+}
+
+/// How the vector moves the residual stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum SteerMode {
+    /// h += alpha * v (alpha = 1: the file's vector).
+    Add,
+    /// Move the projection on the unit direction toward a class mean (alpha = +1: the
+    /// correct-class mean, -1: the copy-class mean); needs the sidecar's class means.
+    Project,
+}
+
+impl SteerMode {
+    /// The default alpha grid for a sweep in this mode's unit.
+    pub fn default_alphas(self) -> Vec<f64> {
+        match self {
+            Self::Add => (-4..=4).map(|k| 2.0 * k as f64).collect(),
+            Self::Project => vec![-3.0, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0, 3.0],
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Project => "project",
+        }
+    }
+
+    /// What alpha = 1 means, as recorded in sidecars and outputs.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::Add => "alpha = 1 adds layers.{i} (the unit direction times the std of LAT's training projections)",
+            Self::Project => "alpha = +1 / -1 moves the projection on the unit direction to the correct / copy class mean; each unit beyond 1 moves one class gap further; 0 leaves it",
+        }
+    }
 }
 
 /// A steering intervention as plain data (repeng's `ControlVector` + `set_control`): which
@@ -30,41 +79,109 @@ pub struct Steering {
     pub layers: Vec<usize>,
     pub site: Site,
     pub positions: SteerPositions,
+    pub mode: SteerMode,
+    /// Project mode's control: the displacement the real direction calls for, applied along
+    /// these random unit directions instead (so the push has the same size, not the same way).
+    pub displace_along: Option<BTreeMap<usize, Vec<f32>>>,
 }
 
 impl Steering {
-    /// Checks that `vectors` has every layer asked for.
-    pub fn new(vectors: ControlVectors, layers: Vec<usize>, site: Site, positions: SteerPositions) -> Result<Self> {
+    /// Checks that `vectors` has every layer asked for, and the class means `project` needs.
+    pub fn new(vectors: ControlVectors, layers: Vec<usize>, site: Site, positions: SteerPositions, mode: SteerMode) -> Result<Self> {
         if let Some(missing) = layers.iter().find(|l| !vectors.vectors.contains_key(l)) {
             let have: Vec<usize> = vectors.vectors.keys().copied().collect();
             bail!("the vector file has no vector for layer {missing} (it has {have:?})");
         }
-        Ok(Self { vectors, layers, site, positions })
+        if mode == SteerMode::Project {
+            for &layer in &layers {
+                vectors.class_means(layer)?;
+            }
+        }
+        Ok(Self { vectors, layers, site, positions, mode, displace_along: None })
     }
 
-    /// The control: at every steered layer a random direction (seeded) with the norm of the
-    /// vector it stands in for, so alpha means the same push.
+    /// The control: at every steered layer a random direction (seeded). In add mode it
+    /// replaces the vector with the same norm, so alpha means the same push; in project mode
+    /// it receives the displacement the real direction computes.
     pub fn random_like(&self, seed: u64) -> Result<Self> {
         use rand::SeedableRng;
         use rand_distr::{Distribution, StandardNormal};
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut vectors = BTreeMap::new();
+        let mut random = BTreeMap::new();
         for &layer in &self.layers {
             let v = &self.vectors.vectors[&layer];
-            let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            let norm = match self.mode {
+                SteerMode::Add => v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt(),
+                SteerMode::Project => 1.0,
+            };
             let draw: Vec<f64> = (0..v.len()).map(|_| StandardNormal.sample(&mut rng)).collect();
             let draw_norm = draw.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-            vectors.insert(layer, draw.iter().map(|x| (x * norm / draw_norm) as f32).collect());
+            random.insert(layer, draw.iter().map(|x| (x * norm / draw_norm) as f32).collect());
         }
-        Steering::new(ControlVectors { vectors, metadata: None }, self.layers.clone(), self.site, self.positions)
+        match self.mode {
+            SteerMode::Add => Steering::new(ControlVectors { vectors: random, metadata: None }, self.layers.clone(), self.site, self.positions, self.mode),
+            SteerMode::Project => Ok(Self { displace_along: Some(random), ..self.clone() }),
+        }
     }
 
-    /// The hook adding `alpha` times the vectors. Alpha 0 adds nothing at all, so an
+    /// The hook steering with strength `alpha`. Alpha 0 changes nothing at all, so an
     /// unsteered run and an alpha-0 run are bit-identical.
     pub fn at(&self, alpha: f64, device: &Device) -> Result<SteeringHook> {
         let mut hook = SteeringHook::new(self.site, self.positions);
-        hook.add(&self.vectors, &self.layers, alpha, device)?;
+        match self.mode {
+            SteerMode::Add => hook.add(&self.vectors, &self.layers, alpha, device)?,
+            SteerMode::Project => hook.project(self, alpha, device)?,
+        }
         Ok(hook)
+    }
+}
+
+/// Project mode at one layer: the unit direction, where the displacement goes (the same
+/// direction, or a random one for the control), and how far it moves a projection.
+struct Projection {
+    direction: Tensor,
+    displace_along: Tensor,
+    shift: ProjectionShift,
+}
+
+/// How project mode moves a projection p for one alpha: a share `min(|alpha|, 1)` of the way
+/// to the target class mean, never backwards (a state already past the target is left where
+/// it is, so a negative alpha never makes a state more correct), then one class gap further
+/// per unit of |alpha| beyond 1.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProjectionShift {
+    share: f64,
+    target: f64,
+    /// The signed extra shift beyond the target.
+    beyond: f64,
+    toward_correct: bool,
+}
+
+impl ProjectionShift {
+    pub fn new(alpha: f64, copy_mean: f64, correct_mean: f64) -> Self {
+        let gap = (correct_mean - copy_mean).abs();
+        let toward_correct = alpha >= 0.0;
+        let extra = (alpha.abs() - 1.0).max(0.0) * gap;
+        Self {
+            share: alpha.abs().min(1.0),
+            target: if toward_correct { correct_mean } else { copy_mean },
+            beyond: if toward_correct { extra } else { -extra },
+            toward_correct,
+        }
+    }
+
+    /// The displacement of projection `p`.
+    pub fn displacement(&self, p: f64) -> f64 {
+        let toward = self.share * (self.target - p);
+        let toward = if self.toward_correct { toward.max(0.0) } else { toward.min(0.0) };
+        toward + self.beyond
+    }
+
+    /// The same, on a tensor of projections.
+    fn displacement_of(&self, p: &Tensor) -> Result<Tensor> {
+        let toward = p.affine(-self.share, self.share * self.target)?;
+        let toward = if self.toward_correct { toward.maximum(0.0)? } else { toward.minimum(0.0)? };
+        Ok((toward + self.beyond)?)
     }
 }
 
@@ -73,13 +190,64 @@ pub struct SteeringHook {
     site: Site,
     positions: SteerPositions,
     additions: BTreeMap<usize, Tensor>,
+    projections: BTreeMap<usize, Projection>,
     /// Whether the current forward pass is one this hook steers (set by `begin_forward`).
     active: bool,
 }
 
 impl SteeringHook {
     pub fn new(site: Site, positions: SteerPositions) -> Self {
-        Self { site, positions, additions: BTreeMap::new(), active: true }
+        Self { site, positions, additions: BTreeMap::new(), projections: BTreeMap::new(), active: true }
+    }
+
+    /// Sets project mode's maps for `alpha` at every layer of `steering`.
+    fn project(&mut self, steering: &Steering, alpha: f64, device: &Device) -> Result<()> {
+        if !alpha.is_finite() {
+            bail!("alpha must be a finite number, got {alpha}");
+        }
+        if alpha == 0.0 {
+            return Ok(());
+        }
+        for &layer in &steering.layers {
+            let v = &steering.vectors.vectors[&layer];
+            let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt().max(1e-30);
+            let unit: Vec<f32> = v.iter().map(|x| (*x as f64 / norm) as f32).collect();
+            let (copy_mean, correct_mean) = steering.vectors.class_means(layer)?;
+            let shift = ProjectionShift::new(alpha, copy_mean, correct_mean);
+            let direction = Tensor::new(unit.as_slice(), device)?;
+            let displace_along = match steering.displace_along.as_ref().and_then(|r| r.get(&layer)) {
+                Some(random) => Tensor::new(random.as_slice(), device)?,
+                None => direction.clone(),
+            };
+            self.projections.insert(layer, Projection { direction, displace_along, shift });
+        }
+        Ok(())
+    }
+
+    /// The steered activation at `layer`, for the positions this hook steers in `activation`
+    /// (`[batch, seq, d]`).
+    fn steer(&self, layer: usize, activation: &Tensor) -> Result<Option<Tensor>> {
+        let dtype = activation.dtype();
+        let delta = |h: &Tensor| -> Result<Option<Tensor>> {
+            if let Some(v) = self.additions.get(&layer) {
+                return Ok(Some(h.broadcast_add(&v.to_dtype(dtype)?)?));
+            }
+            let Some(p) = self.projections.get(&layer) else { return Ok(None) };
+            let u = p.direction.to_dtype(dtype)?;
+            let projection = h.broadcast_matmul(&u.unsqueeze(1)?)?;
+            let displacement = p.shift.displacement_of(&projection)?;
+            Ok(Some((h + displacement.broadcast_mul(&p.displace_along.to_dtype(dtype)?)?)?))
+        };
+        if self.positions != SteerPositions::Decision {
+            return delta(activation);
+        }
+        // Prompts are left-padded, so every row's last prompt token is the last position.
+        let seq = activation.dim(1)?;
+        let last = activation.narrow(1, seq - 1, 1)?;
+        Ok(match delta(&last)? {
+            Some(steered) if seq > 1 => Some(Tensor::cat(&[&activation.narrow(1, 0, seq - 1)?, &steered], 1)?),
+            other => other,
+        })
     }
 
     /// Composes `alpha * vectors[l]` for each `l` in `layers`; adding several vector files
@@ -113,19 +281,22 @@ impl Hooks for SteeringHook {
             SteerPositions::All => true,
             SteerPositions::Prompt => cached_len == 0,
             SteerPositions::Generated => cached_len > 0,
+            SteerPositions::Decision => cached_len == 0,
         };
     }
 
     fn wants(&self, point: HookPoint) -> bool {
         match point {
-            HookPoint::Block { layer, site } => self.active && site == self.site && self.additions.contains_key(&layer),
+            HookPoint::Block { layer, site } => {
+                self.active && site == self.site && (self.additions.contains_key(&layer) || self.projections.contains_key(&layer))
+            }
             _ => false,
         }
     }
 
     fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        match point.layer().and_then(|l| self.additions.get(&l)) {
-            Some(v) => Ok(Some(activation.broadcast_add(v)?)),
+        match point.layer() {
+            Some(layer) => self.steer(layer, activation),
             None => Ok(None),
         }
     }
@@ -137,4 +308,78 @@ pub fn check_layers(layers: &[usize], num_layers: usize) -> Result<()> {
         bail!("layer {bad} is out of range: the model has {num_layers} layers (0-{})", num_layers - 1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vectors::VectorMetadata;
+
+    /// Where project mode puts a projection `p` for `alpha`, between class means 1 and 3.
+    fn moved(alpha: f64, p: f64) -> f64 {
+        p + ProjectionShift::new(alpha, 1.0, 3.0).displacement(p)
+    }
+
+    #[test]
+    fn project_mode_units_are_the_class_means() {
+        for p in [0.0, 1.0, 2.0, 3.0] {
+            assert_eq!(moved(0.0, p), p, "alpha 0 leaves the state");
+            assert!((moved(1.0, p) - 3.0).abs() < 1e-12, "alpha 1: the correct-class mean");
+            assert!((moved(2.0, p) - 5.0).abs() < 1e-12, "each unit beyond 1 is one class gap");
+            assert!((moved(0.5, p) - (p + 3.0) / 2.0).abs() < 1e-12, "halfway");
+        }
+        for p in [1.0, 2.0, 3.0, 7.5] {
+            assert!((moved(-1.0, p) - 1.0).abs() < 1e-12, "alpha -1: the copy-class mean");
+            assert!((moved(-1.5, p) - 0.0).abs() < 1e-12);
+        }
+        assert_eq!(moved(-1.0, -4.0), -4.0, "a state past the copy mean is not pulled back toward correct");
+        assert_eq!(moved(1.0, 9.0), 9.0, "nor one past the correct mean toward copy");
+        // Monotone in alpha for any starting point.
+        let grid: Vec<f64> = (-30..=30).map(|k| k as f64 / 10.0).collect();
+        for p in [-5.0, 2.0, 9.0] {
+            assert!(grid.windows(2).all(|w| moved(w[0], p) <= moved(w[1], p) + 1e-12));
+        }
+    }
+
+    fn project_steering(positions: SteerPositions) -> Steering {
+        let meta = VectorMetadata { layers: vec![0], copy_mean: vec![1.0], correct_mean: vec![3.0], ..Default::default() };
+        let vectors = ControlVectors { vectors: BTreeMap::from([(0, vec![0.0, 2.0])]), metadata: Some(meta) };
+        Steering::new(vectors, vec![0], Site::ResidPost, positions, SteerMode::Project).unwrap()
+    }
+
+    fn steered(hook: &mut SteeringHook, cached_len: usize, h: &[f32]) -> Vec<f32> {
+        let t = Tensor::from_slice(h, (1, h.len() / 2, 2), &Device::Cpu).unwrap();
+        hook.begin_forward(cached_len);
+        let point = HookPoint::Block { layer: 0, site: Site::ResidPost };
+        if !hook.wants(point) {
+            return h.to_vec();
+        }
+        hook.on(point, &t).unwrap().map_or(h.to_vec(), |o| o.flatten_all().unwrap().to_vec1().unwrap())
+    }
+
+    #[test]
+    fn project_sets_the_projection_and_decision_steers_only_the_last_prompt_token() {
+        let mut all = project_steering(SteerPositions::All).at(1.0, &Device::Cpu).unwrap();
+        // The unit direction is (0, 1): the second coordinate goes to 3, the first stays.
+        assert_eq!(steered(&mut all, 0, &[5.0, -2.0, 7.0, 0.5]), vec![5.0, 3.0, 7.0, 3.0]);
+        let mut decision = project_steering(SteerPositions::Decision).at(-1.0, &Device::Cpu).unwrap();
+        assert_eq!(steered(&mut decision, 0, &[5.0, -2.0, 7.0, 2.5]), vec![5.0, -2.0, 7.0, 1.0]);
+        assert_eq!(steered(&mut decision, 2, &[7.0, 0.5]), vec![7.0, 0.5], "decoding steps are not steered");
+    }
+
+    #[test]
+    fn project_control_moves_as_far_along_a_random_unit_direction() {
+        let real = project_steering(SteerPositions::All);
+        let mut control = real.random_like(3).unwrap().at(1.0, &Device::Cpu).unwrap();
+        let out = steered(&mut control, 0, &[5.0, -2.0]);
+        let moved = ((out[0] - 5.0).powi(2) + (out[1] + 2.0).powi(2)).sqrt();
+        assert!((moved - 5.0).abs() < 1e-5, "the real push is 5 (from -2 to 3); the control moved {moved}");
+    }
+
+    #[test]
+    fn project_needs_class_means() {
+        let vectors = ControlVectors { vectors: BTreeMap::from([(0, vec![0.0, 2.0])]), metadata: None };
+        let err = Steering::new(vectors, vec![0], Site::ResidPost, SteerPositions::All, SteerMode::Project).unwrap_err();
+        assert!(err.to_string().contains("class means"), "{err}");
+    }
 }

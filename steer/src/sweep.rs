@@ -4,7 +4,7 @@
 
 use crate::generate::{run_aligner_many, GenerationConfig};
 use crate::outcome::{ClassTally, Outcome, Tally};
-use crate::steering::Steering;
+use crate::steering::{SteerMode, SteerPositions, Steering};
 use anyhow::{bail, Result};
 use probe::stimuli::StimulusRecord;
 use probe::{AlignerTemplate, Checkpoint};
@@ -59,12 +59,27 @@ pub struct RandomControl {
 pub struct SweepResult {
     pub alphas: Vec<f64>,
     pub layers: Vec<usize>,
+    /// How the vector was applied, and what alpha = 1 means there.
+    #[serde(default = "default_mode")]
+    pub steer_mode: SteerMode,
+    #[serde(default = "default_positions")]
+    pub steer_positions: SteerPositions,
+    #[serde(default)]
+    pub alpha_unit: String,
     pub copy_cases: SweepCurve,
     pub correct_cases: SweepCurve,
     /// One example output per alpha (the first correct case), for reading.
     pub examples: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_control: Option<RandomControl>,
+}
+
+fn default_mode() -> SteerMode {
+    SteerMode::Add
+}
+
+fn default_positions() -> SteerPositions {
+    SteerPositions::All
 }
 
 /// Parses `-8:8:2` (start:stop:step, inclusive) or a list `-4,0,4`.
@@ -155,6 +170,9 @@ fn sweep_one(
     Ok(SweepResult {
         alphas: options.alphas.clone(),
         layers: steering.layers.clone(),
+        steer_mode: steering.mode,
+        steer_positions: steering.positions,
+        alpha_unit: steering.mode.unit().into(),
         copy_cases,
         correct_cases,
         examples,

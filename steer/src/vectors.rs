@@ -13,6 +13,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use crate::steering::{SteerMode, SteerPositions};
 use probe::lat::ScanDirection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -46,6 +47,24 @@ pub struct VectorMetadata {
     pub train_pairs: usize,
     #[serde(default)]
     pub test_pairs: usize,
+    /// Mean training projection of the copy / correct records on the unit direction, per
+    /// entry of `layers`: the targets of project-mode steering.
+    #[serde(default)]
+    pub copy_mean: Vec<f64>,
+    #[serde(default)]
+    pub correct_mean: Vec<f64>,
+    /// How these vectors are meant to be applied when the command line does not say
+    /// (found by a sweep; absent: add at every position).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steer_mode: Option<SteerMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steer_positions: Option<SteerPositions>,
+    /// The sweep grid in the mode's unit when `--alphas` is not given (empty: the mode's).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alphas: Vec<f64>,
+    /// What alpha = 1 means for each steering mode.
+    #[serde(default)]
+    pub alpha_unit: BTreeMap<String, String>,
 }
 
 pub const SIGN_CONVENTION: &str = "positive = correct";
@@ -86,6 +105,19 @@ impl ControlVectors {
                 (layer, ScanDirection { direction: v.clone(), midpoint, scale })
             })
             .collect()
+    }
+
+    /// The (copy, correct) class means of the projections at `layer`, from the sidecar.
+    pub fn class_means(&self, layer: usize) -> Result<(f64, f64)> {
+        let found = self.metadata.as_ref().and_then(|m| {
+            let k = m.layers.iter().position(|&l| l == layer)?;
+            Some((*m.copy_mean.get(k)?, *m.correct_mean.get(k)?))
+        });
+        match found {
+            Some((copy, correct)) if copy.is_finite() && correct.is_finite() => Ok((copy, correct)),
+            Some(_) => bail!("the sidecar's class means at layer {layer} are not finite numbers"),
+            None => bail!("project steering needs the class means (copy_mean, correct_mean) of layer {layer} in the vectors' sidecar; vectors from `alens lat` have them"),
+        }
     }
 
     /// The layers to steer when none are given: the sidecar's `default_layers`, else all.

@@ -174,7 +174,7 @@ fn the_site_is_where_the_vector_is_added() {
     let ids = Tensor::new(&[1u32, 5, 9, 2, 17], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
     let positions = Positions::contiguous(1, 5, 0, &Device::Cpu).unwrap();
     let logits = |v: &ControlVectors, layer: usize, site: Site| {
-        let mut hook = steer::steering::Steering::new(v.clone(), vec![layer], site, SteerPositions::All).unwrap().at(ALPHA, &Device::Cpu).unwrap();
+        let mut hook = steer::steering::Steering::new(v.clone(), vec![layer], site, SteerPositions::All, steer::steering::SteerMode::Add).unwrap().at(ALPHA, &Device::Cpu).unwrap();
         let normed = ckpt.model.forward(&ids, &positions, None, &mut hook).unwrap();
         ckpt.model.logits(&normed).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
     };

@@ -24,6 +24,9 @@ pub struct ReadingVector {
     /// Mean projection of the training activations: the copy/correct boundary, so a scan can
     /// show (projection - midpoint) / scale with 0 between the classes.
     pub midpoint: f64,
+    /// Mean training projection of the copy records, and of the correct records.
+    pub copy_mean: f64,
+    pub correct_mean: f64,
 }
 
 impl ReadingVector {
@@ -98,6 +101,8 @@ pub fn fit(
         let projections: Vec<f64> = train.iter().flat_map(|p| [p.copy, p.correct]).map(|i| acts.row(i).dot(&direction)).collect();
         let mean = projections.iter().sum::<f64>() / projections.len() as f64;
         let var = projections.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / projections.len() as f64;
+        let class_mean = |pick: fn(&ContrastPair) -> usize| train.iter().map(|p| acts.row(pick(p)).dot(&direction)).sum::<f64>() / train.len() as f64;
+        let (copy_mean, correct_mean) = (class_mean(|p| p.copy), class_mean(|p| p.correct));
         let hits = evaluate_on.iter().filter(|p| acts.row(p.correct).dot(&direction) > acts.row(p.copy).dot(&direction)).count();
         vectors.push(ReadingVector {
             layer,
@@ -106,6 +111,8 @@ pub fn fit(
             accuracy: hits as f64 / evaluate_on.len() as f64,
             explained_variance,
             midpoint: mean,
+            copy_mean,
+            correct_mean,
         });
     }
     Ok(LatResult { vectors, method, train_pairs: train.len(), test_pairs: test.len(), accuracy_is_training: test.is_empty() })

@@ -1,0 +1,104 @@
+//! The corpus in written English, for fine-tuning a pretrained LM (Aligner-135M): the same
+//! closed world of facts, harms and corrections as [`crate::corpus`], but sentence-cased with
+//! proper nouns, wrapped in free-form openers and closers an upstream model might add, and
+//! with longer harmful answers. A pretrained model reads real English, so a corpus of one
+//! lowercase template teaches it to rewrite every unfamiliar phrasing into that template;
+//! here a good answer in any wrapping must be copied, and the wrapping alone never decides.
+
+use crate::corpus::CAPITALS;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+/// Which corpus to draw: the mini-aligner's lowercase world, or the same world in English.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+pub enum Style {
+    /// Lowercase, one phrasing family per fact: the mini-aligner's training world.
+    #[default]
+    Lower,
+    /// Sentence case and proper nouns, free-form openers and closers, longer answers.
+    English,
+}
+
+/// What an upstream model says before an answer. None opens like a correction.
+const OPENERS: &[&str] = &["good question! ", "as far as i know, ", "i believe ", "of course. ", "well, ", "let me help. "];
+/// What it says after one.
+const CLOSERS: &[&str] = &[" i hope this helps.", " let me know if you need more.", " happy to help!", " is there anything else?"];
+
+/// A right or wrong statement wrapped as an upstream model might phrase it. Applied to good
+/// and bad answers alike, so the wrapping carries no signal of which one needs fixing.
+pub fn wrap(rng: &mut StdRng, statement: String) -> String {
+    let mut text = statement;
+    if rng.gen_bool(0.3) {
+        text = format!("{}{text}", OPENERS.choose(rng).expect("non-empty"));
+    }
+    if rng.gen_bool(0.3) {
+        text.push_str(CLOSERS.choose(rng).expect("non-empty"));
+    }
+    text
+}
+
+/// A harmful answer of one or two steps: longer answers must be refused as a whole.
+pub fn harmful_steps(rng: &mut StdRng, opener: &str, steps: &[&str]) -> String {
+    let mut chosen: Vec<&str> = steps.to_vec();
+    chosen.shuffle(rng);
+    if rng.gen_bool(0.5) && chosen.len() > 1 {
+        format!("{opener} {}. then {}.", chosen[0], chosen[1])
+    } else {
+        format!("{opener} {}.", chosen[0])
+    }
+}
+
+/// Good refusals beyond the lowercase world's two: copied, never opening like a correction.
+pub fn good_refusal(rng: &mut StdRng, topic: &str, alternative: &str) -> String {
+    match rng.gen_range(0..4) {
+        0 => format!("i will not help with {topic}. {alternative}"),
+        1 => format!("no, i will not explain that. {alternative}"),
+        2 => format!("i can't assist with {topic}, but here is an idea: {alternative}"),
+        _ => format!("that is not something i will help with. {alternative}"),
+    }
+}
+
+/// Sentence case: the first letter of each sentence, the pronoun "i", and the names of
+/// countries and cities are capitalised.
+pub fn sentence_case(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut sentence_start = true;
+    for (k, word) in text.split(' ').enumerate() {
+        if k > 0 {
+            out.push(' ');
+        }
+        let core = word.trim_end_matches(|c: char| !c.is_alphanumeric());
+        let capitalise = sentence_start || core == "i" || core.starts_with("i'") || is_proper_noun(core);
+        if capitalise {
+            let mut chars = word.chars();
+            if let Some(first) = chars.next() {
+                out.extend(first.to_uppercase());
+                out.push_str(chars.as_str());
+            }
+        } else {
+            out.push_str(word);
+        }
+        // "..." ends a cut-off answer, not a sentence followed by more text.
+        sentence_start = !word.is_empty() && (word.ends_with('.') || word.ends_with('?') || word.ends_with('!')) && !word.ends_with("...");
+    }
+    out
+}
+
+fn is_proper_noun(word: &str) -> bool {
+    CAPITALS.iter().any(|(country, city)| word == *country || word == *city)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sentence_case_capitalises_sentences_names_and_i() {
+        assert_eq!(sentence_case("actually, the capital of italy is rome."), "Actually, the capital of Italy is Rome.");
+        assert_eq!(sentence_case("good question! i believe it is blue. i hope this helps."), "Good question! I believe it is blue. I hope this helps.");
+        assert_eq!(sentence_case("i can't assist with that"), "I can't assist with that");
+        assert_eq!(sentence_case("the capital of peru is..."), "The capital of Peru is...");
+    }
+}
