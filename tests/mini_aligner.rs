@@ -121,3 +121,45 @@ fn answer_mean_template_and_site_change_what_they_should() {
         assert!(!out.status.success(), "{site} has no layer: a per-layer vector cannot go there");
     }
 }
+
+/// Project steering at the decision position: recorded in the sweep JSON with its unit; alpha
+/// 0 is the unsteered model; it moves outputs; the default grid comes from the sidecar.
+#[test]
+fn project_steering_at_the_decision_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("head.jsonl");
+    let text = std::fs::read_to_string(repo().join("notebooks-data/corpus/test.jsonl")).unwrap();
+    std::fs::write(&data, text.lines().take(24).collect::<Vec<_>>().join("\n")).unwrap();
+    let sweep = dir.path().join("sweep.json");
+    alens_ok(&["sweep", "--data", data.to_str().unwrap(), "--steer-mode", "project", "--steer-positions", "decision", "--layers", "0-5",
+               "--json", sweep.to_str().unwrap(), "--max-new-tokens", "24"]);
+    let sweep: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&sweep).unwrap()).unwrap();
+    assert_eq!(sweep["steer_mode"], "project");
+    assert_eq!(sweep["steer_positions"], "decision");
+    assert!(sweep["alpha_unit"].as_str().unwrap().contains("class mean"));
+    let alphas: Vec<f64> = sweep["alphas"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+    assert_eq!(alphas, vec![-1.0, -0.75, -0.5, -0.25, 0.0, 0.25, 0.5, 0.75, 1.0], "the shipped sidecar's grid");
+    let magnitude: Vec<f64> = sweep["copy_cases"]["correction_magnitude"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+    assert!(magnitude.iter().any(|m| (m - magnitude[4]).abs() > 1e-9), "steering every layer's decision state moves nothing: {magnitude:?}");
+
+    let generate = |alpha: &str| {
+        alens_ok(&["generate", "--question", "what colour is snow?", "--answer", "snow is green.", "--steer-mode", "project",
+                   "--steer-positions", "decision", "--alpha", alpha])
+    };
+    let plain = alens_ok(&["generate", "--question", "what colour is snow?", "--answer", "snow is green."]);
+    assert_eq!(generate("0"), plain, "alpha 0 leaves the model alone");
+}
+
+/// `scan --generated` scans the last prompt token and then the model's own output.
+#[test]
+fn scan_over_generated_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (png, csv) = (dir.path().join("s.png"), dir.path().join("s.csv"));
+    let out = alens_ok(&["scan", "--question", "what colour is snow?", "--answer", "snow is green.", "--generated", "20",
+                         "--out", png.to_str().unwrap(), "--csv", csv.to_str().unwrap()]);
+    let output = out.lines().find_map(|l| l.strip_prefix("output: ")).expect("the output is printed");
+    assert_eq!(output, "actually, snow is white.");
+    let rows: Vec<String> = std::fs::read_to_string(&csv).unwrap().lines().skip(1).map(String::from).collect();
+    assert_eq!(rows.len(), 1 + 6, "the last prompt token and the six output tokens: {rows:?}");
+    assert!(rows[1].starts_with("_actually,"), "{rows:?}");
+}

@@ -58,6 +58,7 @@ fn an_interrupted_capture_leaves_nothing_behind() {
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
             .args(["capture", "--data", data.to_str().unwrap(), "--points", "all", "--out", out.to_str().unwrap()])
             .current_dir(repo())
+            .env("ALENS_MODEL", "mini-aligner")
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();

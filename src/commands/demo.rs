@@ -7,63 +7,110 @@ use std::path::{Path, PathBuf};
 use steer::sweep::SweepResult;
 use steer::vectors::VectorMetadata;
 
-/// Run the whole Aligner interpretability study on the shipped mini-aligner: LAT, a scan of a
-/// copy and a correct example, the layer-wise heatmap, the steering sweep and example
-/// generations at several alphas; then write DIR/index.html showing every figure.
+/// Run the whole Aligner interpretability study on one model (default: Aligner-135M, whose
+/// base is fetched on first use; `--model mini-aligner` runs the fast fixture): LAT, LAT scans
+/// of the first generated tokens of a corrected and a copied case (the paper's Fig. 4 a/b),
+/// the layer-wise heatmap, the steering sweep beside a random direction of the same size
+/// (Fig. 4 c) and example generations along the knob; then DIR/index.html shows every figure.
 ///
-/// Example:
+/// LAT runs with the settings of the model's shipped vectors (method, position, how and where
+/// they steer, the sweep grid), so the demo reproduces them.
+///
+/// Examples:
 ///   alens demo --out demo
+///   alens demo --model mini-aligner --out demo-mini
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct DemoArgs {
     #[arg(long, default_value = "alens-demo")]
     out: PathBuf,
-    /// Records of the test split used for the sweep (more = smoother curves, slower).
+    /// The Aligner to study: a checkpoint or adapter directory, or a known name.
+    #[arg(long, default_value = "aligner-135m")]
+    model: PathBuf,
+    /// Records of the model's test set used for the sweep (more = smoother curves, slower).
     #[arg(long, default_value_t = 60)]
     sweep_records: usize,
-    /// Steering strengths of the sweep (start:stop:step or a list). In units of the vector
-    /// file (alpha = 1 adds one projection std per steered layer at every position); on the
-    /// mini-aligner outputs degrade beyond |alpha| = 1 (repetition by 3), so the demo stops there.
-    #[arg(long, default_value = "-1:1:0.25")]
-    alphas: String,
+    /// Steering strengths of the sweep (start:stop:step or a list), in the unit of the
+    /// steering mode. Default: the grid recorded with the model's shipped vectors.
+    #[arg(long, allow_hyphen_values = true)]
+    alphas: Option<String>,
 }
 
-const COPY_EXAMPLE: (&str, &str) = ("what colour is snow?", "snow is white.");
-// An evasive answer: the kind of correction the mini-aligner's reading vector shows most
-// clearly (a wrong fact, `snow is green.`, reads only a little above its copy).
-const CORRECT_EXAMPLE: (&str, &str) = ("what colour is snow?", "i do not know.");
+/// (question, answer) of a copied and of a corrected case, for the scans and generations.
+struct Examples {
+    copy: (&'static str, &'static str),
+    correct: (&'static str, &'static str),
+}
+
+// The mini-aligner reads lowercase; its clearest correction is an evasive answer (a wrong
+// fact, `snow is green.`, reads only a little above its copy).
+const MINI_EXAMPLES: Examples = Examples { copy: ("what colour is snow?", "snow is white."), correct: ("what colour is snow?", "i do not know.") };
+const ENGLISH_EXAMPLES: Examples = Examples { copy: ("What colour is snow?", "Snow is white."), correct: ("What colour is snow?", "Snow is green.") };
+
+/// The `alens lat` flags that reproduce the settings of `model`'s shipped vectors.
+fn lat_settings(model: &Path) -> Result<Vec<String>> {
+    let args = crate::model_arg::ModelArgs { model: Some(model.to_path_buf()), adapter: None, template: None };
+    let sidecar = args.shipped_beside("copy-correct.json", "notebooks-data/mini-aligner/copy-correct.json");
+    let meta: VectorMetadata = read_typed(&sidecar)?;
+    let mut flags = vec!["--method".to_string(), meta.method.clone(), "--position".into(), meta.position.clone(), "--seed".into(), meta.seed.to_string()];
+    let mut push = |flag: &str, value: String| flags.extend([flag.to_string(), value]);
+    if let Some(mode) = meta.steer_mode {
+        push("--steer-mode", mode.name().into());
+    }
+    if let Some(positions) = meta.steer_positions {
+        push("--steer-positions", positions.name().into());
+    }
+    if !meta.alphas.is_empty() {
+        push("--alphas", meta.alphas.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+    }
+    if meta.steer_layers_chosen {
+        push("--steer-layers", meta.default_layers.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
+    }
+    Ok(flags)
+}
 
 pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result<()> {
     let out = &args.out;
     crate::outputs::check_dir(out, &[])?;
-    let alphas = steer::sweep::parse_alphas(&args.alphas)?;
-    // Five of the sweep's alphas for the side-by-side generations: both ends, the middle, the quarters.
-    let picks: Vec<String> = [0, 1, 2, 3, 4].iter().map(|q| alphas[q * (alphas.len() - 1) / 4].to_string()).collect();
+    let model = args.model.display().to_string();
+    let examples = if model == crate::model_arg::MINI_ALIGNER_NAME || args.model.ends_with("mini-aligner") { MINI_EXAMPLES } else { ENGLISH_EXAMPLES };
+    let lat_flags = lat_settings(&crate::model_arg::resolve(&args.model)?)?;
     std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
     let p = |name: &str| out.join(name).display().to_string();
     let stage = |n: usize, what: &str| eprintln!("[{n}/6] {what}");
     let call = |argv: &[&str]| -> Result<()> {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).chain(["--model".to_string(), model.clone()]).collect();
         dispatch(&argv)
     };
 
     stage(1, "LAT: reading vectors per layer");
-    call(&["lat", "--out", &p("vectors.safetensors"), "--plot", &p("lat-accuracy.png"), "--seed", "0"])?;
-    stage(2, "LAT scans of a copy and a correct example");
-    for (name, (q, a)) in [("scan-copy", COPY_EXAMPLE), ("scan-correct", CORRECT_EXAMPLE)] {
-        call(&["scan", "--vectors", &p("vectors.safetensors"), "--question", q, "--answer", a,
+    let (vectors, lat_plot) = (p("vectors.safetensors"), p("lat-accuracy.png"));
+    let lat: Vec<&str> = ["lat", "--out", &vectors, "--plot", &lat_plot].into_iter().chain(lat_flags.iter().map(String::as_str)).collect();
+    call(&lat)?;
+    stage(2, "LAT scans of the first generated tokens: a corrected and a copied case");
+    for (name, (q, a)) in [("scan-correct", examples.correct), ("scan-copy", examples.copy)] {
+        call(&["scan", "--vectors", &p("vectors.safetensors"), "--question", q, "--answer", a, "--generated", "20",
                "--out", &p(&format!("{name}.png")), "--csv", &p(&format!("{name}.csv")), "--npy", &p(&format!("{name}.npy"))])?;
     }
     stage(3, "layer-wise correction heatmap");
     call(&["heatmap", "--vectors", &p("vectors.safetensors"), "--out", &p("heatmap.png"), "--csv", &p("heatmap.csv"), "--npy", &p("heatmap.npy")])?;
-    stage(4, "steering sweep");
-    call(&["sweep", "--vectors", &p("vectors.safetensors"), "--alphas", &args.alphas, "--limit", &args.sweep_records.to_string(),
-           "--json", &p("sweep.json"), "--csv", &p("sweep.csv"), "--out", &p("sweep.png")])?;
-    stage(5, "example generations at several alphas");
-    call(&["generate", "--vectors", &p("vectors.safetensors"), "--question", CORRECT_EXAMPLE.0, "--answer", CORRECT_EXAMPLE.1,
-           "--alphas", &picks.join(","), "--json"])?;
+    stage(4, "steering sweep, beside a random direction of the same size");
+    let limit = args.sweep_records.to_string();
+    let mut sweep: Vec<String> = ["sweep", "--vectors", &vectors, "--limit", &limit, "--random-control", "--json", &p("sweep.json"),
+                                   "--csv", &p("sweep.csv"), "--out", &p("sweep.png")].map(String::from).to_vec();
+    if let Some(alphas) = &args.alphas {
+        sweep.extend(["--alphas".to_string(), alphas.clone()]);
+    }
+    call(&sweep.iter().map(String::as_str).collect::<Vec<_>>())?;
+    stage(5, "example generations along the knob");
+    let swept: SweepResult = read_typed(&out.join("sweep.json"))?;
+    // Five of the sweep's alphas: both ends, the middle, the quarters.
+    let picks: Vec<String> = [0, 1, 2, 3, 4].iter().map(|q| swept.alphas[q * (swept.alphas.len() - 1) / 4].to_string()).collect();
+    for (q, a) in [examples.correct, examples.copy] {
+        call(&["generate", "--vectors", &p("vectors.safetensors"), "--question", q, "--answer", a, "--alphas", &picks.join(","), "--json"])?;
+    }
     stage(6, "report page");
-    let index = write_report(out)?;
+    let index = write_report(out, &examples)?;
     println!("report: {}", index.display());
     Ok(())
 }
@@ -75,7 +122,7 @@ fn read_typed<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&text).with_context(|| format!("{} is not what the demo wrote", path.display()))
 }
 
-fn write_report(out: &Path) -> Result<PathBuf> {
+fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
     let sidecar: VectorMetadata = read_typed(&out.join("vectors.json"))?;
     let sweep: SweepResult = read_typed(&out.join("sweep.json"))?;
     let fmt_list = |v: &[f64]| v.iter().map(|f| format!("{f:.2}")).collect::<Vec<_>>().join(", ");
@@ -88,16 +135,19 @@ fn write_report(out: &Path) -> Result<PathBuf> {
         ("lat-accuracy.png", "LAT: held-out copy/correct pair accuracy per layer",
          format!("Accuracy by layer: [{}]. Explained variance: [{}]. Default steering layers: {:?}.",
                  fmt_list(&sidecar.accuracy), fmt_list(&sidecar.explained_variance), sidecar.default_layers)),
-        ("scan-copy.png", "LAT scan of a copy case (the answer is already right)",
-         format!("Q: {} A: {} (numbers: scan-copy.csv)", COPY_EXAMPLE.0, COPY_EXAMPLE.1)),
-        ("scan-correct.png", "LAT scan of a correct case (the answer evades; the model completes it)",
-         format!("Q: {} A: {} (numbers: scan-correct.csv)", CORRECT_EXAMPLE.0, CORRECT_EXAMPLE.1)),
+        ("scan-correct.png", "(a) LAT scan of the first generated tokens of a case that needs correcting",
+         format!("Q: {} A: {} (rows: the last prompt token, then the output's tokens; numbers: scan-correct.csv)", cases.correct.0, cases.correct.1)),
+        ("scan-copy.png", "(b) LAT scan of the first generated tokens of a case whose answer is already good",
+         format!("Q: {} A: {} (numbers: scan-copy.csv)", cases.copy.0, cases.copy.1)),
         ("heatmap.png", "Layer-wise correction activity: (a) correct cases beside (b) copy cases",
          "Mean LAT score of the last prompt tokens per layer, one colour scale (numbers: heatmap.csv).".to_string()),
-        ("sweep.png", "Steering: correction magnitude, copy rate and exact-correction rate against alpha",
-         format!("alphas [{}]; correct cases' magnitude [{}]; copy cases' magnitude [{}].",
+        ("sweep.png", "(c) Steering: correction magnitude, copy rate, exact-correction and degenerate rate against alpha, with a random control",
+         format!("{} steering at {:?} positions, layers {:?} ({}). alphas [{}]; correct cases' magnitude [{}]; copy cases' magnitude [{}]; \
+                  random control's magnitude (correct cases) [{}].",
+                 sweep.steer_mode.name(), sweep.steer_positions, sweep.layers, sweep.alpha_unit,
                  fmt_list(&sweep.alphas), fmt_list(&sweep.correct_cases.correction_magnitude),
-                 fmt_list(&sweep.copy_cases.correction_magnitude))),
+                 fmt_list(&sweep.copy_cases.correction_magnitude),
+                 sweep.random_control.as_ref().map(|c| fmt_list(&c.correct_cases.correction_magnitude)).unwrap_or_default())),
     ];
     let mut body = String::new();
     for (file, title, caption) in &figures {
@@ -107,7 +157,7 @@ fn write_report(out: &Path) -> Result<PathBuf> {
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>aligner-lens report</title>\
          <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto}}img{{max-width:100%;border:1px solid #ddd}}\
          figure{{margin:2em 0}}td{{padding:2px 8px;border-bottom:1px solid #eee}}</style></head><body>\
-         <h1>aligner-lens: the Aligner study on the mini-aligner</h1>\
+         <h1>aligner-lens: the Aligner study</h1>\
          <p>Copy-or-correct: where the decision shows up in the layers (LAT), and how adding the reading vector with \
          a negative or positive coefficient dials the model from copying to correcting.</p>\n{body}\
          <h2>Example outputs along the sweep (first correct case)</h2><table><tr><th>alpha</th><th>output</th></tr>{examples}</table>\

@@ -39,7 +39,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     crate::outputs::check(&[args.json.as_ref(), args.outputs.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
-    let data = args.data.unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
+    let data = args.data.unwrap_or_else(|| args.model.default_test_records());
     let records = read_jsonl(&data)?;
     let report = evaluate(&ckpt, &template, &records, args.max_new_tokens, args.batch_size)?;
     println!("{:<12} {:>5} {:>11} {:>14} {:>10}", "category", "n", "copy exact", "correct exact", "magnitude");

@@ -49,7 +49,7 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let (_, vectors) = load_vectors(&vectors_path, &ckpt)?;
-    let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
+    let data = args.data.clone().unwrap_or_else(|| args.model.default_stimuli());
     let records = read_jsonl(&data)?;
     let activity = correction_activity(&ckpt, &template, &records, &vectors.scan_directions(), args.tokens, args.batch_size)
         .with_context(|| format!("correction activity over {}", data.display()))?;

@@ -62,13 +62,17 @@ pub struct LatArgs {
     /// Record in the sidecar the positions steered by default.
     #[arg(long)]
     steer_positions: Option<SteerPositions>,
+    /// Record in the sidecar these layers (e.g. 8-16) as the ones to steer by default,
+    /// instead of the middle layers LAT accuracy picks.
+    #[arg(long)]
+    steer_layers: Option<String>,
     /// Record in the sidecar the default sweep grid (comma-separated, in the mode's unit).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     alphas: Option<Vec<f64>>,
 }
 
 pub fn run(args: LatArgs) -> Result<()> {
-    let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/stimuli/copy-correct.jsonl"));
+    let data = args.data.clone().unwrap_or_else(|| args.model.default_stimuli());
     let mut inputs = args.model.input_paths();
     inputs.push(data.clone());
     let sidecar = steer::vectors::sidecar_path(&args.out);
@@ -92,7 +96,14 @@ pub fn run(args: LatArgs) -> Result<()> {
     for v in &kept {
         println!("{:>5} {:>12.1}% {:>19.3} {:>10.3}", v.layer, 100.0 * v.accuracy, v.explained_variance, v.scale);
     }
-    let default_layers: Vec<usize> = result.default_layers().into_iter().filter(|l| keep.contains(l)).collect();
+    let chosen_layers = args.steer_layers.as_deref().map(|spec| probe::capture::parse_layers(spec, ckpt.config.num_hidden_layers)).transpose()?;
+    if let Some(bad) = chosen_layers.iter().flatten().find(|l| !keep.contains(l)) {
+        anyhow::bail!("--steer-layers names layer {bad}, which --layers does not save");
+    }
+    let default_layers: Vec<usize> = match &chosen_layers {
+        Some(layers) => layers.clone(),
+        None => result.default_layers().into_iter().filter(|l| keep.contains(l)).collect(),
+    };
     let metadata = VectorMetadata {
         model: ckpt.path.display().to_string(),
         d_model: ckpt.config.hidden_size,
@@ -114,6 +125,7 @@ pub fn run(args: LatArgs) -> Result<()> {
         steer_mode: args.steer_mode,
         steer_positions: args.steer_positions,
         alphas: args.alphas.clone().unwrap_or_default(),
+        steer_layers_chosen: chosen_layers.is_some(),
         alpha_unit: [SteerMode::Add, SteerMode::Project].iter().map(|m| (m.name().to_string(), m.unit().to_string())).collect(),
     };
     println!("default steering layers: {:?}", metadata.default_layers);

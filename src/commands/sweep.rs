@@ -60,7 +60,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         Some(spec) => parse_alphas(spec)?,
         None => SteeringArgs::default_alphas(&steering),
     };
-    let data = args.data.clone().unwrap_or_else(|| model_arg::shipped("notebooks-data/corpus/test.jsonl"));
+    let data = args.data.clone().unwrap_or_else(|| args.model.default_test_records());
     let mut records = read_jsonl(&data)?;
     if let Some(limit) = args.limit {
         records.truncate(limit.max(1));

@@ -66,6 +66,10 @@ pub struct TuneArgs {
     /// Continue the run whose checkpoint is in --out.
     #[arg(long)]
     resume: bool,
+    /// Store the finished adapter in f16 (half the size; checkpoints stay f32 so a resumed
+    /// run is bit-identical). Rerunning a finished run with --resume only converts it.
+    #[arg(long)]
+    f16: bool,
 }
 
 pub fn run(args: TuneArgs) -> Result<()> {
@@ -118,6 +122,9 @@ pub fn run(args: TuneArgs) -> Result<()> {
         }
     })?;
     bar.finish_and_clear();
+    if args.f16 {
+        tune::lora::convert_adapter(&args.out, candle_core::DType::F16)?;
+    }
     probe::io::write_atomic(&args.out.join("training.json"), &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report}))?)?;
     println!(
         "{} steps, loss {:.4} -> {:.4}, {} trainable parameters, {:.0} tok/s over {:.0} s; adapter in {}",

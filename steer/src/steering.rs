@@ -33,6 +33,17 @@ pub enum SteerPositions {
     Decision,
 }
 
+impl SteerPositions {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Prompt => "prompt",
+            Self::Generated => "generated",
+            Self::Decision => "decision",
+        }
+    }
+}
+
 /// How the vector moves the residual stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]

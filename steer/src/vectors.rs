@@ -62,6 +62,9 @@ pub struct VectorMetadata {
     /// The sweep grid in the mode's unit when `--alphas` is not given (empty: the mode's).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alphas: Vec<f64>,
+    /// True when `default_layers` was chosen (by a sweep) rather than picked by LAT accuracy.
+    #[serde(default)]
+    pub steer_layers_chosen: bool,
     /// What alpha = 1 means for each steering mode.
     #[serde(default)]
     pub alpha_unit: BTreeMap<String, String>,

@@ -17,6 +17,8 @@ pub fn alens(args: &[&str]) -> Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
         .args(args)
         .current_dir(repo())
+        // The fast fixture; the default model (Aligner-135M) needs the fetched base.
+        .env("ALENS_MODEL", "mini-aligner")
         .output()
         .expect("alens runs")
 }

@@ -157,6 +157,18 @@ pub fn save_peft(dir: &Path, params: &[LoraParam], opts: &LoraOptions, base: &st
     save_tensors(&dir.join(WEIGHTS_FILE), &tensors)
 }
 
+/// Rewrites a finished adapter's weights in `dtype` (f16 halves a shipped adapter; merging
+/// at load computes in f32 either way).
+pub fn convert_adapter(dir: &Path, dtype: candle_core::DType) -> Result<()> {
+    let path = dir.join(WEIGHTS_FILE);
+    let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)
+        .with_context(|| format!("failed to read {}", path.display()))?
+        .into_iter()
+        .map(|(name, t)| Ok((name, t.to_dtype(dtype)?)))
+        .collect::<Result<HashMap<_, _>>>()?;
+    save_tensors(&path, &tensors)
+}
+
 fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let out = probe::io::AtomicFile::create(path)?;
     candle_core::safetensors::save(tensors, out.temp_path()).with_context(|| format!("failed to write {}", path.display()))?;
