@@ -75,3 +75,28 @@ fn an_interrupted_capture_leaves_nothing_behind() {
         assert_eq!(names, vec!["many.jsonl".to_string()], "{signal} left files behind");
     }
 }
+
+/// An existing file is replaced only when alens wrote it and it is unchanged since; a user's
+/// file, or an alens output edited afterwards, is refused and left as it was.
+#[test]
+fn only_unchanged_alens_outputs_are_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("records.jsonl");
+    let p = path.to_str().unwrap();
+    alens_ok(&["corpus", "--n", "5", "--out", p]);
+    alens_ok(&["corpus", "--n", "6", "--seed", "2", "--out", p]);
+    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 6, "its own output is replaced");
+
+    let mine = dir.path().join("mine.jsonl");
+    std::fs::write(&mine, "my notes\n").unwrap();
+    let line = alens_err(&["corpus", "--n", "5", "--out", mine.to_str().unwrap()]);
+    assert!(line.contains("alens did not write it"), "{line}");
+    assert_eq!(std::fs::read_to_string(&mine).unwrap(), "my notes\n");
+
+    // Edited after alens wrote it (a different length): now it is the user's.
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"question\":\"q\",\"answer\":\"a\"}\n");
+    std::fs::write(&path, &text).unwrap();
+    assert!(alens_err(&["corpus", "--n", "5", "--out", p]).contains("refusing to overwrite"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
+}

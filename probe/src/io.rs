@@ -34,6 +34,42 @@ pub fn remove_temporaries() {
     }
 }
 
+/// The log of files alens has written (path, length, modification time), so that a later
+/// run may replace its own outputs and nothing else. It lives in `$ALENS_HOME`.
+fn written_log() -> PathBuf {
+    crate::model::known::cache_dir().join("written.tsv")
+}
+
+/// The (length, modification time in ns) that identify `path`'s current content.
+fn fingerprint(path: &Path) -> Option<(u64, u128)> {
+    let meta = std::fs::metadata(path).ok()?;
+    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+    Some((meta.len(), modified))
+}
+
+/// Records that alens just wrote `path`. Best effort: without a writable log the file can
+/// still be written, it just cannot be replaced by a later run without deleting it first.
+pub fn record_written(path: &Path) {
+    let (Ok(resolved), Some((len, modified))) = (resolve(path), fingerprint(path)) else { return };
+    let log = written_log();
+    if let Some(dir) = log.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    // One short line per write, appended: concurrent runs do not interleave within a line.
+    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
+        let _ = file.write_all(format!("{len}\t{modified}\t{}\n", resolved.display()).as_bytes());
+    }
+}
+
+/// Whether `path` holds exactly what alens last wrote there (same length and modification
+/// time as logged), so replacing it destroys nothing a user made.
+pub fn written_by_alens(path: &Path) -> bool {
+    let (Ok(resolved), Some((len, modified))) = (resolve(path), fingerprint(path)) else { return false };
+    let Ok(log) = std::fs::read_to_string(written_log()) else { return false };
+    let entry = format!("{len}\t{modified}\t{}", resolved.display());
+    log.lines().any(|line| line == entry)
+}
+
 /// A file being written under a temporary name beside its destination; `commit` renames it
 /// into place. Dropped without commit (an error, a panic), the temp file is removed and the
 /// destination untouched: `tempfile::NamedTempFile` does the cleanup and the rename.
@@ -79,6 +115,7 @@ impl AtomicFile {
         untrack_temporary(temp.path());
         temp.as_file().sync_all().with_context(|| format!("failed to flush {}", temp.path().display()))?;
         temp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", self.dest.display()))?;
+        record_written(&self.dest);
         // NamedTempFile creates files 0600 (and a writer may have replaced the file at the temp
         // path); an output gets the permissions a new file would.
         #[cfg(unix)]
@@ -367,6 +404,9 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
         if let Ok(meta) = std::fs::metadata(out) {
             if !meta.is_file() {
                 bail!("refusing to write {}: it exists and is not a regular file", out.display());
+            }
+            if !written_by_alens(out) {
+                bail!("refusing to overwrite {}: it exists and alens did not write it (or it changed since); delete it or choose another path", out.display());
             }
         }
         for (input, is_dir) in &inputs {

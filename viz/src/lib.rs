@@ -43,5 +43,7 @@ pub(crate) fn commit(tmp: &Path, dest: &Path) -> Result<()> {
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)?;
     }
-    std::fs::rename(tmp, dest).map_err(|e| anyhow::anyhow!("failed to write {}: {e}", dest.display()))
+    std::fs::rename(tmp, dest).map_err(|e| anyhow::anyhow!("failed to write {}: {e}", dest.display()))?;
+    probe::io::record_written(dest);
+    Ok(())
 }
