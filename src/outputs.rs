@@ -18,6 +18,12 @@ pub fn check_dir(dir: &Path, inputs: &[PathBuf]) -> Result<()> {
     probe::io::check_output_dir(dir, &inputs)
 }
 
+/// Where an output of this run comes from: the alens version, the command line, `seed`, and
+/// the model's identity.
+pub fn provenance(ckpt: &probe::Checkpoint, seed: Option<u64>) -> Result<probe::provenance::Provenance> {
+    probe::provenance::Provenance::of(env!("CARGO_PKG_VERSION"), ckpt, seed)
+}
+
 /// A vector file and its sidecar, as inputs.
 pub fn vector_inputs(path: &Path) -> [PathBuf; 2] {
     [path.to_path_buf(), steer::vectors::sidecar_path(path)]

@@ -163,3 +163,28 @@ fn scan_over_generated_tokens() {
     assert_eq!(rows.len(), 1 + 6, "the last prompt token and the six output tokens: {rows:?}");
     assert!(rows[1].starts_with("_actually,"), "{rows:?}");
 }
+
+/// LAT under one seed is bit-identical run to run, and outputs say where they came from: the
+/// alens version, the command line, the seed and the model's content hash.
+#[test]
+fn outputs_record_provenance_and_lat_is_reproducible() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    alens_ok(&["lat", "--seed", "3", "--out", &p("a.safetensors")]);
+    alens_ok(&["lat", "--seed", "3", "--out", &p("b.safetensors")]);
+    assert_eq!(std::fs::read(p("a.safetensors")).unwrap(), std::fs::read(p("b.safetensors")).unwrap());
+    let sidecar: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("a.json")).unwrap()).unwrap();
+    let provenance = &sidecar["provenance"];
+    assert_eq!(provenance["alens_version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(provenance["seed"], 3);
+    assert!(provenance["command_line"].as_array().unwrap().iter().any(|a| a == "lat"));
+    let hash = provenance["model"]["content_hash"].as_str().unwrap();
+    assert_eq!(hash.len(), 64);
+
+    let data = dir.path().join("head.jsonl");
+    let text = std::fs::read_to_string(repo().join("notebooks-data/corpus/test.jsonl")).unwrap();
+    std::fs::write(&data, text.lines().take(6).collect::<Vec<_>>().join("\n")).unwrap();
+    alens_ok(&["eval", "--data", data.to_str().unwrap(), "--json", &p("eval.json")]);
+    let eval: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("eval.json")).unwrap()).unwrap();
+    assert_eq!(eval["provenance"]["model"]["content_hash"], hash, "one model, one identity");
+}

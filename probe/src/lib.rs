@@ -11,6 +11,7 @@ pub mod io;
 pub mod lat;
 pub mod model;
 pub mod progress;
+pub mod provenance;
 pub mod stimuli;
 
 pub use hooks::{Cache, HookPoint, Hooks, NoHooks, Site};

@@ -72,6 +72,7 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     let mut metadata = BTreeMap::new();
     metadata.insert("model".to_string(), ckpt.path.display().to_string());
     metadata.insert("positions".to_string(), args.positions.name().to_string());
+    metadata.insert("provenance".to_string(), serde_json::to_string(&crate::outputs::provenance(&ckpt, None)?)?);
     if args.data.is_some() {
         metadata.insert("template".to_string(), template.as_str().to_string());
     }

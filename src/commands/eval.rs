@@ -51,6 +51,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     row("all", &report.overall);
     if let Some(path) = &args.json {
+        let report = steer::eval::EvalReport { provenance: Some(crate::outputs::provenance(&ckpt, None)?), ..report.clone() };
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.outputs {

@@ -126,6 +126,7 @@ pub fn run(args: LatArgs) -> Result<()> {
         steer_positions: args.steer_positions,
         alphas: args.alphas.clone().unwrap_or_default(),
         steer_layers_chosen: chosen_layers.is_some(),
+        provenance: Some(crate::outputs::provenance(&ckpt, Some(args.seed))?),
         alpha_unit: [SteerMode::Add, SteerMode::Project].iter().map(|m| (m.name().to_string(), m.unit().to_string())).collect(),
     };
     println!("default steering layers: {:?}", metadata.default_layers);

@@ -71,7 +71,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         batch_size: args.batch_size,
         random_control: args.random_control,
     };
-    let result = sweep(&ckpt, &template, &records, &steering, &options)?;
+    let mut result = sweep(&ckpt, &template, &records, &steering, &options)?;
+    result.provenance = Some(crate::outputs::provenance(&ckpt, args.random_control)?);
     println!("steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases", steering.layers, steering.mode.name(),
              steering.positions, steering.mode.unit(), result.copy_cases.n, result.correct_cases.n);
     println!("{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen");

@@ -76,6 +76,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let base = model_arg::resolve(&args.base)?;
     crate::outputs::check_dir(&args.out, &[base.clone(), args.data.clone()])?;
     let mut ckpt = probe::Checkpoint::load(&base)?;
+    let provenance = crate::outputs::provenance(&ckpt, Some(args.seed))?;
     let template = model_arg::template(&args.template)?;
     let records = read_jsonl(&args.data)?;
     let opts = LoraOptions {
@@ -125,7 +126,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
     if args.f16 {
         tune::lora::convert_adapter(&args.out, candle_core::DType::F16)?;
     }
-    probe::io::write_atomic(&args.out.join("training.json"), &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report}))?)?;
+    probe::io::write_atomic(&args.out.join("training.json"), &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report, "provenance": provenance}))?)?;
     println!(
         "{} steps, loss {:.4} -> {:.4}, {} trainable parameters, {:.0} tok/s over {:.0} s; adapter in {}",
         report.steps, report.first_loss, report.final_loss, report.trainable_parameters, report.tokens_per_second, report.seconds,

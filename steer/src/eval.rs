@@ -32,6 +32,9 @@ pub struct EvalReport {
     pub per_category: BTreeMap<String, EvalScores>,
     /// A few outputs that missed, for reading.
     pub misses: Vec<serde_json::Value>,
+    /// Where this report comes from (set by the command that writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<probe::provenance::Provenance>,
     /// Every record's output and whether it matched, in record order (written by
     /// `eval --outputs`, not in the JSON).
     #[serde(skip)]
@@ -94,6 +97,7 @@ pub fn evaluate(
         overall: EvalScores::from_tally(&overall),
         per_category: per_category.iter().map(|(k, t)| (k.clone(), EvalScores::from_tally(t))).collect(),
         misses,
+        provenance: None,
         outputs: scored,
     })
 }

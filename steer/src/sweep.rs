@@ -72,6 +72,9 @@ pub struct SweepResult {
     pub examples: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_control: Option<RandomControl>,
+    /// Where this sweep comes from (set by the command that writes it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<probe::provenance::Provenance>,
 }
 
 fn default_mode() -> SteerMode {
@@ -177,6 +180,7 @@ fn sweep_one(
         correct_cases,
         examples,
         random_control: None,
+        provenance: None,
     })
 }
 

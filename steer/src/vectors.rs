@@ -68,6 +68,8 @@ pub struct VectorMetadata {
     /// What alpha = 1 means for each steering mode.
     #[serde(default)]
     pub alpha_unit: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<probe::provenance::Provenance>,
 }
 
 pub const SIGN_CONVENTION: &str = "positive = correct";
