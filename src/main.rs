@@ -2,6 +2,7 @@
 //! (`probe`, `steer`, `viz`) and prints; the maths lives in the crates.
 
 mod allocator;
+mod bounds;
 mod commands;
 mod model_arg;
 mod outputs;

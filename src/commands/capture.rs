@@ -44,7 +44,8 @@ pub struct CaptureArgs {
     #[arg(long)]
     out: PathBuf,
     /// Sequences per forward pass.
-    #[arg(long, default_value_t = 8)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 8)]
     batch_size: usize,
 }
 

@@ -27,13 +27,15 @@ use std::path::PathBuf;
 pub struct CorpusArgs {
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    #[arg(long, default_value_t = 1000)]
+    /// Bounds: 1 to 1,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<1, 1_000_000>, default_value_t = 1000)]
     n: usize,
     /// train, validation or test.
     #[arg(long, default_value = "test")]
     split: Split,
     /// Write this many LAT copy/correct pairs instead of --n records.
-    #[arg(long)]
+    /// Bounds: 1 to 100,000.
+    #[arg(long, value_parser = crate::bounds::count::<1, 100_000>)]
     lat_pairs: Option<usize>,
     /// lower (the mini-aligner's world) or english.
     #[arg(long, default_value = "lower")]

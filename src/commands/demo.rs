@@ -28,7 +28,8 @@ pub struct DemoArgs {
     #[arg(long, default_value = "aligner-135m")]
     model: PathBuf,
     /// Records of the model's test set used for the sweep (more = smoother curves, slower).
-    #[arg(long, default_value_t = 60)]
+    /// Bounds: 1 to 100,000.
+    #[arg(long, value_parser = crate::bounds::count::<1, 100_000>, default_value_t = 60)]
     sweep_records: usize,
     /// Steering strengths of the sweep (start:stop:step or a list), in the unit of the
     /// steering mode. Default: the grid recorded with the model's shipped vectors.

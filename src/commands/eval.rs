@@ -26,10 +26,12 @@ pub struct EvalArgs {
     /// Also write every record with its `output` and `exact` (JSONL), to read the misses.
     #[arg(long)]
     outputs: Option<PathBuf>,
-    #[arg(long, default_value_t = 64)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 64)]
     max_new_tokens: usize,
     /// Records generated together (left-padded, one KV cache).
-    #[arg(long, default_value_t = 32)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 32)]
     batch_size: usize,
 }
 

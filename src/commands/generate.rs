@@ -33,7 +33,8 @@ pub struct GenerateArgs {
     alphas: Option<Vec<f64>>,
     #[command(flatten)]
     steering: SteeringArgs,
-    #[arg(long, default_value_t = 64)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 64)]
     max_new_tokens: usize,
     /// Continue past end-of-sequence until --max-new-tokens.
     #[arg(long)]

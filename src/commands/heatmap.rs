@@ -28,10 +28,12 @@ pub struct HeatmapArgs {
     #[arg(long)]
     out: PathBuf,
     /// How many final prompt tokens to show (1 to 4096).
-    #[arg(long, default_value_t = 12)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 12)]
     tokens: usize,
     /// Records per forward pass.
-    #[arg(long, default_value_t = 8)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 8)]
     batch_size: usize,
     #[arg(long)]
     csv: Option<PathBuf>,

@@ -53,7 +53,8 @@ pub struct LatArgs {
     #[arg(long)]
     gguf: Option<PathBuf>,
     /// Records per forward pass when reading activations.
-    #[arg(long, default_value_t = 8)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 8)]
     batch_size: usize,
     /// Record in the sidecar how these vectors steer by default (generate and sweep use it
     /// when their own --steer-mode is not given).

@@ -28,12 +28,15 @@ pub struct SweepArgs {
     #[command(flatten)]
     steering: SteeringArgs,
     /// Use only the first N records.
-    #[arg(long)]
+    /// Bounds: 1 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<1, 10_000_000>)]
     limit: Option<usize>,
-    #[arg(long, default_value_t = 64)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 64)]
     max_new_tokens: usize,
     /// Records generated together (left-padded, one KV cache).
-    #[arg(long, default_value_t = 32)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 32)]
     batch_size: usize,
     /// Figure of the curves (.png or .svg).
     #[arg(long)]

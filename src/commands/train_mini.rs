@@ -18,25 +18,31 @@ pub struct TrainMiniArgs {
     out: PathBuf,
     #[arg(long, default_value_t = TrainOptions::default().seed)]
     seed: u64,
-    #[arg(long, default_value_t = TrainOptions::default().steps)]
+    /// Bounds: 1 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<1, 10_000_000>, default_value_t = TrainOptions::default().steps)]
     steps: usize,
     /// Warm-up steps on the identity mapping (answer -> answer) before corrections, as in the
     /// Aligner paper's residual correction; they count towards --steps.
-    #[arg(long, default_value_t = TrainOptions::default().identity_steps)]
+    /// Bounds: 0 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<0, 10_000_000>, default_value_t = TrainOptions::default().identity_steps)]
     identity_steps: usize,
     /// Peak learning rate of the correction phase after --identity-steps (default: --learning-rate).
     #[arg(long)]
     correction_learning_rate: Option<f64>,
-    #[arg(long, default_value_t = TrainOptions::default().batch_size)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = TrainOptions::default().batch_size)]
     batch_size: usize,
     #[arg(long, default_value_t = TrainOptions::default().learning_rate)]
     learning_rate: f64,
     /// Records drawn for training.
-    #[arg(long, default_value_t = TrainOptions::default().train_records)]
+    /// Bounds: 1 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<1, 10_000_000>, default_value_t = TrainOptions::default().train_records)]
     train_records: usize,
-    #[arg(long, default_value_t = TrainOptions::default().layers)]
+    /// Bounds: 1 to 64.
+    #[arg(long, value_parser = crate::bounds::count::<1, 64>, default_value_t = TrainOptions::default().layers)]
     layers: usize,
-    #[arg(long, default_value_t = TrainOptions::default().hidden)]
+    /// Bounds: 8 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<8, 4_096>, default_value_t = TrainOptions::default().hidden)]
     hidden: usize,
 }
 

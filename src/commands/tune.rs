@@ -33,20 +33,24 @@ pub struct TuneArgs {
     /// Aligner prompt template with {question} and {answer}.
     #[arg(long)]
     template: Option<String>,
-    #[arg(long, default_value_t = 16)]
+    /// Bounds: 1 to 1,024.
+    #[arg(long, value_parser = crate::bounds::count::<1, 1_024>, default_value_t = 16)]
     rank: usize,
     #[arg(long, default_value_t = 32.0)]
     lora_alpha: f64,
     /// Projections to adapt.
     #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
     targets: Vec<String>,
-    #[arg(long, default_value_t = 400)]
+    /// Bounds: 1 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<1, 10_000_000>, default_value_t = 400)]
     steps: usize,
-    #[arg(long, default_value_t = 8)]
+    /// Bounds: 1 to 4,096.
+    #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 8)]
     batch_size: usize,
     #[arg(long, default_value_t = 5e-4)]
     learning_rate: f64,
-    #[arg(long, default_value_t = 20)]
+    /// Bounds: 0 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<0, 10_000_000>, default_value_t = 20)]
     warmup_steps: usize,
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
@@ -55,13 +59,15 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// First steps train answer -> answer (the paper's identity warm-up).
-    #[arg(long, default_value_t = 0)]
+    /// Bounds: 0 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<0, 10_000_000>, default_value_t = 0)]
     identity_steps: usize,
     /// Draw copy cases this many times as often as correct cases.
     #[arg(long, default_value_t = 1.0)]
     copy_weight: f64,
     /// Steps between checkpoints (0: only at the end).
-    #[arg(long, default_value_t = 25)]
+    /// Bounds: 0 to 10,000,000.
+    #[arg(long, value_parser = crate::bounds::count::<0, 10_000_000>, default_value_t = 25)]
     checkpoint_every: usize,
     /// Continue the run whose checkpoint is in --out.
     #[arg(long)]
