@@ -24,6 +24,23 @@ pub fn provenance(ckpt: &probe::Checkpoint, seed: Option<u64>) -> Result<probe::
     probe::provenance::Provenance::of(env!("CARGO_PKG_VERSION"), ckpt, seed)
 }
 
+/// The journal of a resumable run whose outputs are `outputs` (beside the first one given),
+/// keyed by `settings` (everything that determines the result: hashes of the data, model and
+/// vectors, and the options). None when the run writes no file, so there is nothing to resume.
+pub fn journal(outputs: &[Option<&PathBuf>], settings: serde_json::Value, resume: bool) -> Result<Option<steer::journal::Journal>> {
+    let Some(first) = outputs.iter().flatten().next() else {
+        anyhow::ensure!(!resume, "--resume continues a run that writes an output file: give one");
+        return Ok(None);
+    };
+    let fingerprint = probe::provenance::sha256_hex(settings.to_string().as_bytes());
+    Ok(Some(steer::journal::Journal::open(&steer::journal::Journal::path_for(first), &fingerprint, resume)?))
+}
+
+/// The content hash of an input file, for a journal's fingerprint.
+pub fn file_hash(path: &Path) -> Result<String> {
+    probe::model::known::sha256_file(path)
+}
+
 /// A vector file and its sidecar, as inputs.
 pub fn vector_inputs(path: &Path) -> [PathBuf; 2] {
     [path.to_path_buf(), steer::vectors::sidecar_path(path)]

@@ -100,3 +100,51 @@ fn only_unchanged_alens_outputs_are_replaced() {
     assert!(alens_err(&["corpus", "--n", "5", "--out", p]).contains("refusing to overwrite"));
     assert_eq!(std::fs::read_to_string(&path).unwrap(), text);
 }
+
+/// A sweep killed mid-run (SIGKILL: no cleanup at all) resumes from its journal with
+/// --resume and writes what an uninterrupted sweep writes; the journal then goes. Without
+/// --resume the journal is refused, not overwritten; a journal of other options is refused.
+#[test]
+fn a_killed_sweep_resumes_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    alens_ok(&["corpus", "--seed", "5", "--n", "160", "--out", &p("d.jsonl")]);
+    let sweep = |json: &str, extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["sweep", "--data", &p("d.jsonl"), "--alphas", "-1,0,1", "--batch-size", "8", "--max-new-tokens", "24",
+                                     "--random-control", "--json", json].map(String::from).to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    alens_ok(&sweep(&p("whole.json"), &[]).iter().map(String::as_str).collect::<Vec<_>>());
+
+    let journal = dir.path().join("cut.json.partial.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
+        .args(sweep(&p("cut.json"), &[]))
+        .current_dir(repo())
+        .env("ALENS_MODEL", "mini-aligner")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&journal).map(|t| t.lines().count()).unwrap_or(0) < 8 {
+        assert!(started.elapsed().as_secs() < 120, "the sweep journals no batches");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.path().join("cut.json").exists());
+    let batches = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
+    assert!(batches < 2 * 3 * 20, "killed before the end ({batches} batches)");
+
+    assert!(alens_err(&sweep(&p("cut.json"), &[]).iter().map(String::as_str).collect::<Vec<_>>()).contains("--resume"));
+    let other = alens_err(&sweep(&p("cut.json"), &["--resume", "--limit", "100"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(other.contains("another run"), "{other}");
+    alens_ok(&sweep(&p("cut.json"), &["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!journal.exists(), "a finished run removes its journal");
+    let read = |n: &str| {
+        let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p(n)).unwrap()).unwrap();
+        v.as_object_mut().unwrap().remove("provenance");
+        v
+    };
+    assert_eq!(read("cut.json"), read("whole.json"));
+}

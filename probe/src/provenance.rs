@@ -66,6 +66,11 @@ impl Provenance {
     }
 }
 
+/// Hex sha256 of `bytes`.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
+}
+
 fn hash_safetensors_header(path: &Path, hash: &mut Sha256) -> Result<()> {
     let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
     let mut len = [0u8; 8];

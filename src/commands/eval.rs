@@ -10,6 +10,10 @@ use steer::eval::evaluate;
 ///
 /// Generation is greedy and KV-cached, through the Aligner template.
 ///
+/// Finished batches go to a journal beside the first output (OUT.partial.jsonl); after a
+/// kill, the same command with --resume generates only what is missing and writes what an
+/// uninterrupted run writes.
+///
 /// Example:
 ///   alens eval --data notebooks-data/corpus/test.jsonl --json eval.json --outputs outputs.jsonl
 #[derive(Args)]
@@ -33,6 +37,9 @@ pub struct EvalArgs {
     /// Bounds: 1 to 4,096.
     #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 32)]
     batch_size: usize,
+    /// Continue an interrupted run from its journal.
+    #[arg(long)]
+    resume: bool,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -43,7 +50,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let template = args.model.template()?;
     let data = args.data.unwrap_or_else(|| args.model.default_test_records());
     let records = read_jsonl(&data)?;
-    let report = evaluate(&ckpt, &template, &records, args.max_new_tokens, args.batch_size)?;
+    let provenance = crate::outputs::provenance(&ckpt, None)?;
+    let settings = serde_json::json!({"command": "eval", "data": crate::outputs::file_hash(&data)?, "model": provenance.model.content_hash,
+                                      "template": template.as_str(), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size});
+    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.outputs.as_ref()], settings, args.resume)?;
+    let report = evaluate(&ckpt, &template, &records, args.max_new_tokens, args.batch_size, journal.as_mut())?;
     println!("{:<12} {:>5} {:>11} {:>14} {:>10}", "category", "n", "copy exact", "correct exact", "magnitude");
     let row = |name: &str, s: &steer::eval::EvalScores| {
         println!("{name:<12} {:>5} {:>10.1}% {:>13.1}% {:>10.3}", s.n, 100.0 * s.copy_exact, 100.0 * s.correct_exact, s.mean_correction_magnitude)
@@ -53,7 +64,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     row("all", &report.overall);
     if let Some(path) = &args.json {
-        let report = steer::eval::EvalReport { provenance: Some(crate::outputs::provenance(&ckpt, None)?), ..report.clone() };
+        let report = steer::eval::EvalReport { provenance: Some(provenance.clone()), ..report.clone() };
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.outputs {
@@ -66,6 +77,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
             lines.push(b'\n');
         }
         probe::io::write_atomic(path, &lines)?;
+    }
+    if let Some(journal) = journal {
+        journal.finish()?;
     }
     Ok(())
 }

@@ -49,6 +49,10 @@ pub struct SweepArgs {
     /// drawn with this seed: the control a knob must beat.
     #[arg(long, num_args = 0..=1, default_missing_value = "0")]
     random_control: Option<u64>,
+    /// Continue an interrupted sweep from its journal (OUT.partial.jsonl beside the first of
+    /// --json, --csv, --out): only the missing batches are generated, the result is the same.
+    #[arg(long)]
+    resume: bool,
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
@@ -74,8 +78,15 @@ pub fn run(args: SweepArgs) -> Result<()> {
         batch_size: args.batch_size,
         random_control: args.random_control,
     };
-    let mut result = sweep(&ckpt, &template, &records, &steering, &options)?;
-    result.provenance = Some(crate::outputs::provenance(&ckpt, args.random_control)?);
+    let provenance = crate::outputs::provenance(&ckpt, args.random_control)?;
+    let vectors_path = args.steering.vectors_path(&args.model);
+    let settings = serde_json::json!({"command": "sweep", "data": crate::outputs::file_hash(&data)?, "limit": args.limit,
+        "model": provenance.model.content_hash, "template": template.as_str(), "vectors": crate::outputs::file_hash(&vectors_path)?,
+        "layers": steering.layers, "site": format!("{:?}", steering.site), "mode": steering.mode.name(), "positions": steering.positions.name(),
+        "alphas": options.alphas, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "random_control": args.random_control});
+    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()], settings, args.resume)?;
+    let mut result = sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?;
+    result.provenance = Some(provenance);
     println!("steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases", steering.layers, steering.mode.name(),
              steering.positions, steering.mode.unit(), result.copy_cases.n, result.correct_cases.n);
     println!("{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen");
@@ -116,6 +127,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
     }
     if let Some(path) = &args.csv {
         probe::io::write_atomic(path, result.to_csv().as_bytes())?;
+    }
+    if let Some(journal) = journal {
+        journal.finish()?;
     }
     Ok(())
 }

@@ -65,6 +65,7 @@ pub fn evaluate(
     records: &[StimulusRecord],
     max_new_tokens: usize,
     batch_size: usize,
+    journal: Option<&mut crate::journal::Journal>,
 ) -> Result<EvalReport> {
     let tokenizer = ckpt.tokenizer()?;
     let config = GenerationConfig::greedy(max_new_tokens, ckpt.eos_token_ids.clone());
@@ -75,7 +76,8 @@ pub fn evaluate(
         .collect::<Result<_>>()?;
     let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
     let progress = probe::progress::bar(records.len() as u64, "eval");
-    let outputs = run_aligner_many(ckpt, template, &pairs, &config, batch_size, &mut NoHooks, &mut |n| progress.inc(n as u64))?;
+    let outputs = run_aligner_many(ckpt, template, &pairs, &config, batch_size, &mut NoHooks, &mut |n| progress.inc(n as u64),
+                                   journal.map(|j| (j, "eval".to_string())))?;
     progress.finish_and_clear();
 
     let mut overall = ClassTally::default();

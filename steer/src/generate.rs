@@ -4,6 +4,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 use probe::hooks::Hooks;
+use crate::journal::Journaled;
 use probe::{AlignerTemplate, Checkpoint, KvCache, Model, Positions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -166,7 +167,7 @@ fn candle_nn_softmax(logits: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// What the Aligner wrote for one record.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AlignerOutput {
     /// The decoded text, trimmed.
     pub text: String,
@@ -178,7 +179,9 @@ pub struct AlignerOutput {
 
 /// Runs the Aligner on many (question, answer) pairs, [`generate_batch`]-wise in batches of
 /// `batch_size`, with `hooks` on every forward (a steering hook, or [`probe::NoHooks`]);
-/// `on_batch` is told how many were done (for a progress bar).
+/// `on_batch` is told how many were done (for a progress bar). With a journal, batches it
+/// already holds are replayed and new ones recorded as they finish.
+#[allow(clippy::too_many_arguments)]
 pub fn run_aligner_many(
     ckpt: &Checkpoint,
     template: &AlignerTemplate,
@@ -187,19 +190,32 @@ pub fn run_aligner_many(
     batch_size: usize,
     hooks: &mut dyn Hooks,
     on_batch: &mut dyn FnMut(usize),
+    mut journal: Journaled,
 ) -> Result<Vec<AlignerOutput>> {
     if batch_size == 0 {
         bail!("batch size must be at least 1");
     }
     let tokenizer = ckpt.tokenizer()?;
     let mut outputs = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(batch_size) {
+    for (k, chunk) in pairs.chunks(batch_size).enumerate() {
+        if let Some(done) = journal.as_ref().and_then(|(j, run)| j.get(run, k)) {
+            if done.len() != chunk.len() {
+                bail!("the journal's batch {k} has {} outputs, the data {}: it is from another run", done.len(), chunk.len());
+            }
+            outputs.extend(done.iter().cloned());
+            on_batch(chunk.len());
+            continue;
+        }
         let prompts: Vec<Vec<u32>> = chunk.iter().map(|(q, a)| tokenizer.encode(&template.render(q, a))).collect::<Result<_>>()?;
         probe::batched::check_sequences(ckpt, &prompts)?;
+        let first = outputs.len();
         for ids in generate_batch(&ckpt.model, &prompts, config, hooks)? {
             let text = tokenizer.decode(&ids)?.trim().to_string();
             let stopped = ids.len() < config.max_new_tokens;
             outputs.push(AlignerOutput { text, ids, stopped });
+        }
+        if let Some((j, run)) = journal.as_mut() {
+            j.put(run, k, &outputs[first..])?;
         }
         on_batch(chunk.len());
     }
@@ -215,6 +231,6 @@ pub fn run_aligner(
     config: &GenerationConfig,
     hooks: &mut dyn Hooks,
 ) -> Result<AlignerOutput> {
-    let mut outputs = run_aligner_many(ckpt, template, &[(question, answer)], config, 1, hooks, &mut |_| {})?;
+    let mut outputs = run_aligner_many(ckpt, template, &[(question, answer)], config, 1, hooks, &mut |_| {}, None)?;
     outputs.pop().context("no output")
 }

@@ -125,13 +125,14 @@ pub fn sweep(
     records: &[StimulusRecord],
     steering: &Steering,
     options: &SweepOptions,
+    mut journal: Option<&mut crate::journal::Journal>,
 ) -> Result<SweepResult> {
     if let Some(i) = records.iter().position(|r| r.is_copy().is_none()) {
         bail!("record {} has no correction", i + 1);
     }
-    let mut result = sweep_one(ckpt, template, records, steering, options, "sweep")?;
+    let mut result = sweep_one(ckpt, template, records, steering, options, "sweep", journal.as_deref_mut())?;
     if let Some(seed) = options.random_control {
-        let control = sweep_one(ckpt, template, records, &steering.random_like(seed)?, options, "control")?;
+        let control = sweep_one(ckpt, template, records, &steering.random_like(seed)?, options, "control", journal)?;
         result.random_control = Some(RandomControl { seed, copy_cases: control.copy_cases, correct_cases: control.correct_cases });
     }
     Ok(result)
@@ -144,6 +145,7 @@ fn sweep_one(
     steering: &Steering,
     options: &SweepOptions,
     label: &str,
+    mut journal: Option<&mut crate::journal::Journal>,
 ) -> Result<SweepResult> {
     let tokenizer = ckpt.tokenizer()?;
     let mut copy_cases = SweepCurve::default();
@@ -153,9 +155,10 @@ fn sweep_one(
     let progress = probe::progress::bar((options.alphas.len() * records.len()) as u64, label);
     for &alpha in &options.alphas {
         let mut hook = steering.at(alpha, ckpt.model.device())?;
+        let run = journal.as_deref_mut().map(|j| (j, format!("{label} alpha={alpha}")));
         let outputs = run_aligner_many(ckpt, template, &pairs, &options.generation, options.batch_size, &mut hook, &mut |n| {
             progress.inc(n as u64)
-        })?;
+        }, run)?;
         let mut tally = ClassTally::default();
         let mut example = None;
         for (record, output) in records.iter().zip(&outputs) {
