@@ -10,6 +10,27 @@ pub fn count<const LO: usize, const HI: usize>(text: &str) -> Result<usize, Stri
     Ok(value)
 }
 
+/// A sampling temperature: 0 (greedy) or in [0.001, 100]; below that the scaled logits
+/// overflow to infinity, above it sampling is uniform noise.
+pub fn temperature(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if value == 0.0 || (1e-3..=100.0).contains(&value) {
+        Ok(value)
+    } else {
+        Err(format!("{value:e} is out of range: 0 (greedy) or between 0.001 and 100"))
+    }
+}
+
+/// A share in (0, 1].
+pub fn share(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| format!("{text:?} is not a number"))?;
+    if value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value:e} is out of range: must be in (0, 1]"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -19,5 +40,7 @@ mod tests {
         assert!(super::count::<1, 10>("11").is_err());
         assert!(super::count::<1, 10>("1e12").is_err());
         assert!(super::count::<1, 10>("-1").is_err());
+        assert!(super::temperature("1e-300").is_err() && super::temperature("nan").is_err() && super::temperature("0").is_ok());
+        assert!(super::share("0").is_err() && super::share("inf").is_err() && super::share("1").is_ok());
     }
 }

@@ -39,10 +39,11 @@ pub struct GenerateArgs {
     /// Continue past end-of-sequence until --max-new-tokens.
     #[arg(long)]
     ignore_eos: bool,
-    /// Sampling temperature; 0 (default) is greedy.
-    #[arg(long, default_value_t = 0.0)]
+    /// Sampling temperature; 0 (default) is greedy, otherwise between 0.001 and 100.
+    #[arg(long, default_value_t = 0.0, value_parser = crate::bounds::temperature)]
     temperature: f64,
-    #[arg(long, default_value_t = 0.9)]
+    /// Nucleus mass kept when sampling, in (0, 1].
+    #[arg(long, default_value_t = 0.9, value_parser = crate::bounds::share)]
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,

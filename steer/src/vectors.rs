@@ -212,6 +212,17 @@ impl ControlVectors {
             if let Some(&missing) = meta.layers.iter().find(|l| !self.vectors.contains_key(l)) {
                 bail!("{}: sidecar lists layer {missing} but the file has no layers.{missing}", path.display());
             }
+            // Projections of f32 activations: anything outside f32's range is corrupt.
+            let in_range = |x: &f64| x.is_finite() && x.abs() <= f32::MAX as f64;
+            for (name, values) in [("scale", &meta.scale), ("midpoint", &meta.midpoint), ("copy_mean", &meta.copy_mean),
+                                   ("correct_mean", &meta.correct_mean), ("alphas", &meta.alphas)] {
+                if let Some(bad) = values.iter().find(|x| !in_range(x)) {
+                    bail!("{}: sidecar {name} holds {bad:e}, not a finite number within f32 range", sidecar_path(path).display());
+                }
+            }
+            if let Some(bad) = meta.scale.iter().find(|s| **s <= 0.0) {
+                bail!("{}: sidecar scale holds {bad}; a projection spread must be positive", sidecar_path(path).display());
+            }
         }
         Ok(())
     }
