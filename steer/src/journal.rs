@@ -12,7 +12,10 @@ use std::path::{Path, PathBuf};
 
 pub struct Journal {
     path: PathBuf,
-    file: std::fs::File,
+    /// Open for appending once the journal exists on disk: a fresh journal is written with its
+    /// first batch, so a run that fails before any leaves nothing behind.
+    file: Option<std::fs::File>,
+    header: String,
     done: HashMap<(String, usize), Vec<AlignerOutput>>,
 }
 
@@ -44,7 +47,11 @@ impl Journal {
     pub fn open(path: &Path, fingerprint: &str, resume: bool) -> Result<Self> {
         let mut done = HashMap::new();
         let mut valid = Vec::new();
-        if path.exists() {
+        let header = serde_json::to_string(&Header { alens_journal: 1, fingerprint: fingerprint.into() })?;
+        if !path.exists() {
+            return Ok(Self { path: path.to_path_buf(), file: None, header, done });
+        }
+        {
             if !resume {
                 bail!("{} holds an interrupted run: rerun with --resume to continue it, or delete it", path.display());
             }
@@ -64,15 +71,19 @@ impl Journal {
                 valid.push(line.to_string());
                 done.insert((entry.run, entry.batch), entry.outputs);
             }
-        } else {
-            valid.push(serde_json::to_string(&Header { alens_journal: 1, fingerprint: fingerprint.into() })?);
         }
         // Rewritten whole (dropping a cut line) before appending to it.
-        let mut text = valid.join("\n");
-        text.push('\n');
-        probe::io::write_atomic(path, text.as_bytes())?;
-        let file = std::fs::OpenOptions::new().append(true).open(path).with_context(|| format!("failed to open {}", path.display()))?;
-        Ok(Self { path: path.to_path_buf(), file, done })
+        let mut journal = Self { path: path.to_path_buf(), file: None, header, done };
+        journal.create(&valid.join("\n"))?;
+        Ok(journal)
+    }
+
+    /// Writes `text` as the journal's whole content and opens it for appending.
+    fn create(&mut self, text: &str) -> Result<()> {
+        probe::io::write_atomic(&self.path, format!("{text}\n").as_bytes())?;
+        let file = std::fs::OpenOptions::new().append(true).open(&self.path).with_context(|| format!("failed to open {}", self.path.display()))?;
+        self.file = Some(file);
+        Ok(())
     }
 
     /// How many batches are already done.
@@ -88,11 +99,19 @@ impl Journal {
     pub fn put(&mut self, run: &str, batch: usize, outputs: &[AlignerOutput]) -> Result<()> {
         let mut line = serde_json::to_string(&Entry { run: run.into(), batch, outputs: outputs.to_vec() })?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).and_then(|_| self.file.sync_data()).with_context(|| format!("failed to write {}", self.path.display()))
+        if self.file.is_none() {
+            let header = self.header.clone();
+            self.create(&header)?;
+        }
+        let file = self.file.as_mut().context("the journal is open")?;
+        file.write_all(line.as_bytes()).and_then(|_| file.sync_data()).with_context(|| format!("failed to write {}", self.path.display()))
     }
 
     /// The run is complete and its outputs written: the journal goes.
     pub fn finish(self) -> Result<()> {
+        if self.file.is_none() {
+            return Ok(());
+        }
         std::fs::remove_file(&self.path).with_context(|| format!("failed to remove {}", self.path.display()))
     }
 }

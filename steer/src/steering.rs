@@ -213,8 +213,8 @@ impl SteeringHook {
 
     /// Sets project mode's maps for `alpha` at every layer of `steering`.
     fn project(&mut self, steering: &Steering, alpha: f64, device: &Device) -> Result<()> {
-        if !alpha.is_finite() {
-            bail!("alpha must be a finite number, got {alpha}");
+        if !alpha.is_finite() || alpha.abs() > crate::sweep::MAX_ALPHA {
+            bail!("alpha must be a finite number within +-{:e}, got {alpha}", crate::sweep::MAX_ALPHA);
         }
         if alpha == 0.0 {
             return Ok(());
@@ -264,8 +264,8 @@ impl SteeringHook {
     /// Composes `alpha * vectors[l]` for each `l` in `layers`; adding several vector files
     /// sums them.
     pub fn add(&mut self, vectors: &ControlVectors, layers: &[usize], alpha: f64, device: &Device) -> Result<()> {
-        if !alpha.is_finite() {
-            bail!("alpha must be a finite number, got {alpha}");
+        if !alpha.is_finite() || alpha.abs() > crate::sweep::MAX_ALPHA {
+            bail!("alpha must be a finite number within +-{:e}, got {alpha}", crate::sweep::MAX_ALPHA);
         }
         for &layer in layers {
             let Some(v) = vectors.vectors.get(&layer) else {

@@ -85,12 +85,15 @@ fn default_positions() -> SteerPositions {
     SteerPositions::All
 }
 
+/// The largest |alpha| accepted: far beyond any useful push in either mode's unit.
+pub const MAX_ALPHA: f64 = 1e6;
+
 /// Parses `-8:8:2` (start:stop:step, inclusive) or a list `-4,0,4`.
 pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
     let parse = |s: &str| -> Result<f64> {
         let v: f64 = s.trim().parse().map_err(|_| anyhow::anyhow!("bad alpha {s:?} in {spec:?}"))?;
-        if !v.is_finite() {
-            bail!("alphas must be finite, got {s:?}");
+        if !v.is_finite() || v.abs() > MAX_ALPHA {
+            bail!("alphas must be finite numbers within +-{MAX_ALPHA:e}, got {s:?}");
         }
         Ok(v)
     };
