@@ -72,6 +72,10 @@ pub struct TuneArgs {
     /// Continue the run whose checkpoint is in --out.
     #[arg(long)]
     resume: bool,
+    /// Start from this adapter (same rank and targets) instead of fresh factors: a second
+    /// phase of training with its own data, schedule and seed.
+    #[arg(long)]
+    init_adapter: Option<PathBuf>,
     /// Store the finished adapter in f16 (half the size; checkpoints stay f32 so a resumed
     /// run is bit-identical). Rerunning a finished run with --resume only converts it.
     #[arg(long)]
@@ -80,7 +84,7 @@ pub struct TuneArgs {
 
 pub fn run(args: TuneArgs) -> Result<()> {
     let base = model_arg::resolve(&args.base)?;
-    crate::outputs::check_dir(&args.out, &[base.clone(), args.data.clone()])?;
+    crate::outputs::check_dir(&args.out, &[base.clone(), args.data.clone()].into_iter().chain(args.init_adapter.clone()).collect::<Vec<_>>())?;
     let mut ckpt = probe::Checkpoint::load(&base)?;
     let provenance = crate::outputs::provenance(&ckpt, Some(args.seed))?;
     let template = model_arg::template(&args.template)?;
@@ -98,6 +102,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         seed: args.seed,
         identity_steps: args.identity_steps,
         copy_weight: args.copy_weight,
+        init_adapter: args.init_adapter.clone(),
     };
     // A known name is recorded as such, so the adapter finds its base on any machine.
     let base_name = if args.base.exists() { base.display().to_string() } else { args.base.display().to_string() };

@@ -47,6 +47,9 @@ pub struct LoraOptions {
     pub identity_steps: usize,
     /// Copy cases drawn this many times as often as correct cases (1 = as in the data).
     pub copy_weight: f64,
+    /// Start from this adapter's factors instead of fresh ones (a second phase of training).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_adapter: Option<std::path::PathBuf>,
 }
 
 impl Default for LoraOptions {
@@ -64,6 +67,7 @@ impl Default for LoraOptions {
             seed: 0,
             identity_steps: 0,
             copy_weight: 1.0,
+            init_adapter: None,
         }
     }
 }
@@ -234,6 +238,9 @@ pub fn tune(
     let weights: Vec<f64> = copy_case.iter().map(|&c| if c { opts.copy_weight } else { 1.0 }).collect();
 
     let params = attach(ckpt, opts)?;
+    if let Some(dir) = &opts.init_adapter {
+        load_factors(&dir.join(WEIGHTS_FILE), &params)?;
+    }
     let vars: Vec<Var> = params.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect();
     let trainable = vars.iter().map(|v| v.elem_count()).sum();
     let mut optimizer = AdamW::new(
@@ -322,15 +329,23 @@ fn restore(out: &Path, params: &[LoraParam], optimizer: &mut AdamW, fresh: &Trai
     if state.options != fresh.options || state.data_records != fresh.data_records || state.base != fresh.base {
         bail!("{} was written by a run with other options, data or base; resume only the same run", path.display());
     }
-    let device = Device::Cpu;
-    let weights = candle_core::safetensors::load(out.join(WEIGHTS_FILE), &device)?;
+    load_factors(&out.join(WEIGHTS_FILE), params)?;
+    optimizer.restore(&candle_core::safetensors::load(out.join(MOMENTS_FILE), &Device::Cpu)?, state.step)?;
+    Ok(state)
+}
+
+/// Sets `params` from a PEFT adapter file (any float dtype; trained in f32).
+fn load_factors(path: &Path, params: &[LoraParam]) -> Result<()> {
+    let weights = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("failed to read {}", path.display()))?;
     for p in params {
         for (suffix, var) in [("lora_A", &p.a), ("lora_B", &p.b)] {
             let key = format!("base_model.model.{}.{suffix}.weight", p.module);
-            let t = weights.get(&key).with_context(|| format!("the checkpoint has no {key}"))?;
-            var.set(t)?;
+            let t = weights.get(&key).with_context(|| format!("{} has no {key}", path.display()))?;
+            if t.dims() != var.dims() {
+                bail!("{}: {key} is {:?}, this run's factor is {:?} (another rank?)", path.display(), t.dims(), var.dims());
+            }
+            var.set(&t.to_dtype(DType::F32)?)?;
         }
     }
-    optimizer.restore(&candle_core::safetensors::load(out.join(MOMENTS_FILE), &device)?, state.step)?;
-    Ok(state)
+    Ok(())
 }

@@ -85,3 +85,26 @@ fn a_stopped_run_resumes_to_the_same_adapter() {
     run(&again, false, None).unwrap();
     assert_eq!(read(&whole), read(&again));
 }
+
+/// A second phase starts from the first phase's factors: with a vanishing learning rate it
+/// ends where the first phase did (f16-stored factors included), and an adapter of another
+/// rank is refused.
+#[test]
+fn a_second_phase_starts_from_the_given_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, second) = (dir.path().join("first"), dir.path().join("second"));
+    run(&first, false, None).unwrap();
+    tune::lora::convert_adapter(&first, candle_core::DType::F16).unwrap();
+    let opts = LoraOptions { steps: 1, learning_rate: 1e-30, init_adapter: Some(first.clone()), ..options() };
+    let mut ckpt = Checkpoint::load(&base()).unwrap();
+    tune(&mut ckpt, &template(), &records(), &opts, "../llama_gqa", &second, 0, false, &mut |_, _, _| Ok(())).unwrap();
+    let load = |dir: &Path| Checkpoint::load_with_adapter(&base(), Some(LoraAdapter::load(dir).unwrap()), &Device::Cpu).unwrap();
+    let (a, b) = (logits(&load(&first)), logits(&load(&second)));
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 1e-5, "the second phase did not start from the first: {worst}");
+
+    let other_rank = LoraOptions { rank: 2, alpha: 4.0, ..opts };
+    let mut ckpt = Checkpoint::load(&base()).unwrap();
+    let err = tune(&mut ckpt, &template(), &records(), &other_rank, "../llama_gqa", &dir.path().join("third"), 0, false, &mut |_, _, _| Ok(()));
+    assert!(err.unwrap_err().to_string().contains("another rank"));
+}
