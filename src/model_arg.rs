@@ -46,11 +46,15 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
     )
 }
 
-/// The default model: `$ALENS_MODEL`, else `notebooks-data/mini-aligner` under the current
-/// directory, else the one in the source tree this binary was built from.
+/// The default model: `$ALENS_MODEL`, else the shipped Aligner-135M (its base is fetched on
+/// first use), else the mini-aligner when Aligner-135M is not in this tree.
 pub fn default_model_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("ALENS_MODEL") {
         return PathBuf::from(dir);
+    }
+    let aligner = shipped(ALIGNER_135M);
+    if is_adapter_dir(&aligner) {
+        return aligner;
     }
     shipped(MINI_ALIGNER)
 }
@@ -65,7 +69,7 @@ pub fn shipped(relative: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
 }
 
-/// Loads `model` (default: the mini-aligner) with `adapter` merged. An adapter directory given
+/// Loads `model` (default: [`default_model_dir`]) with `adapter` merged. An adapter directory given
 /// as the model brings its own base (`base_model_name_or_path`).
 pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>) -> Result<Checkpoint> {
     let path = resolve(&model.clone().unwrap_or_else(default_model_dir))?;
@@ -108,8 +112,9 @@ pub fn template(text: &Option<String>) -> Result<AlignerTemplate> {
 #[derive(Args, Clone)]
 pub struct ModelArgs {
     /// An HF checkpoint directory (config.json, safetensors, tokenizer.json), a llama.cpp
-    /// .gguf file, or a known name: smollm2-135m-instruct (after `alens fetch`), mini-aligner.
-    /// Default: the shipped mini-aligner.
+    /// .gguf file, a LoRA adapter directory, or a known name: aligner-135m, mini-aligner (the
+    /// fast fixture), smollm2-135m-instruct (after `alens fetch`). Default: $ALENS_MODEL, else
+    /// the shipped Aligner-135M (its base is fetched on first use).
     #[arg(long)]
     pub model: Option<PathBuf>,
     /// A PEFT LoRA adapter directory (adapter_config.json + adapter_model.safetensors), merged

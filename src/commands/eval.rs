@@ -21,7 +21,7 @@ use steer::eval::evaluate;
 pub struct EvalArgs {
     #[command(flatten)]
     model: model_arg::ModelArgs,
-    /// Records with question, answer, correction. Default: the shipped test split.
+    /// Records with question, answer, correction. Default: the test records shipped beside the model (test.jsonl), else the mini-aligner's test split.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Also write the scores as JSON here.

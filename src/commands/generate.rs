@@ -21,11 +21,12 @@ pub struct GenerateArgs {
     question: String,
     #[arg(long)]
     answer: String,
-    /// Steering strength (the correction knob). Needs a vector file (default: the shipped one).
-    /// alpha = 1 adds the stored vector once (one std of the LAT projection at that layer) at
-    /// each steered layer and position. On the mini-aligner, at every position, |alpha| <= 0.75
-    /// changes little and outputs degrade beyond |alpha| = 1; with --steer-positions prompt
-    /// they stay sentences of the corpus up to about |alpha| = 4.
+    /// Steering strength (the correction knob), in the unit of --steer-mode. add: alpha = 1
+    /// adds the stored vector once (one std of the LAT projection at that layer) at each
+    /// steered layer and position; project: alpha = +1 / -1 moves the projection to the
+    /// correct / copy class mean. Vectors, mode, positions and layers default to those shipped
+    /// beside the model. On the mini-aligner (add, every position) |alpha| <= 0.75 changes
+    /// little and outputs degrade beyond |alpha| = 1.
     #[arg(long, allow_hyphen_values = true, conflicts_with = "alphas")]
     alpha: Option<f64>,
     /// Several strengths, one output each, side by side (e.g. -4,0,4).

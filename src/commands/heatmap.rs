@@ -18,10 +18,10 @@ use viz::Panel;
 pub struct HeatmapArgs {
     #[command(flatten)]
     model: model_arg::ModelArgs,
-    /// Reading vectors from `alens lat`. Default: the mini-aligner's shipped vectors.
+    /// Reading vectors from `alens lat`. Default: the vectors shipped beside the model.
     #[arg(long)]
     vectors: Option<PathBuf>,
-    /// Records with question, answer, correction. Default: the shipped copy/correct stimuli.
+    /// Records with question, answer, correction. Default: the LAT stimuli shipped beside the model (copy-correct.jsonl), else the mini-aligner's.
     #[arg(long)]
     data: Option<PathBuf>,
     /// Figure: .png or .svg.

@@ -27,7 +27,7 @@ use steer::vectors::{ControlVectors, VectorMetadata, SIGN_CONVENTION};
 pub struct LatArgs {
     #[command(flatten)]
     model: model_arg::ModelArgs,
-    /// Stimulus records (question, answer, correction). Default: the shipped copy/correct set.
+    /// Stimulus records (question, answer, correction). Default: the LAT stimuli shipped beside the model (copy-correct.jsonl), else the mini-aligner's.
     #[arg(long)]
     data: Option<PathBuf>,
     /// pca or mean-diff.

@@ -23,7 +23,7 @@ use viz::Panel;
 pub struct ScanArgs {
     #[command(flatten)]
     model: model_arg::ModelArgs,
-    /// Reading vectors from `alens lat`. Default: the mini-aligner's shipped vectors.
+    /// Reading vectors from `alens lat`. Default: the vectors shipped beside the model.
     #[arg(long)]
     vectors: Option<PathBuf>,
     #[arg(long)]

@@ -18,7 +18,7 @@ use steer::sweep::{parse_alphas, sweep, SweepOptions};
 pub struct SweepArgs {
     #[command(flatten)]
     model: model_arg::ModelArgs,
-    /// Records with question, answer, correction. Default: the shipped test split.
+    /// Records with question, answer, correction. Default: the test records shipped beside the model (test.jsonl), else the mini-aligner's test split.
     #[arg(long)]
     data: Option<PathBuf>,
     /// start:stop:step (inclusive) or a list such as -4,0,4. Default: the vector file's grid,
