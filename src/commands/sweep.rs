@@ -87,6 +87,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()], settings, args.resume)?;
     let mut result = sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?;
     result.provenance = Some(provenance);
+    result.checks = steer::knob::KnobChecks::of(&result);
     println!("steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases", steering.layers, steering.mode.name(),
              steering.positions, steering.mode.unit(), result.copy_cases.n, result.correct_cases.n);
     println!("{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen");
@@ -101,6 +102,9 @@ pub fn run(args: SweepArgs) -> Result<()> {
         for (k, a) in result.alphas.iter().enumerate() {
             println!("{a:>7.2} | {:>9.3} | {:>9.3}", control.copy_cases.correction_magnitude[k], control.correct_cases.correction_magnitude[k]);
         }
+    }
+    if let Some(checks) = &result.checks {
+        println!("{}", checks.report());
     }
     if let Some(path) = &args.json {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&result)?)?;

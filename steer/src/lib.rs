@@ -7,6 +7,7 @@
 pub mod eval;
 pub mod generate;
 pub mod journal;
+pub mod knob;
 pub mod magnitude;
 pub mod outcome;
 pub mod steering;

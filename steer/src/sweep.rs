@@ -72,6 +72,9 @@ pub struct SweepResult {
     pub examples: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_control: Option<RandomControl>,
+    /// Whether the curves make a knob (see [`crate::knob`]); set by the command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<crate::knob::KnobChecks>,
     /// Where this sweep comes from (set by the command that writes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<probe::provenance::Provenance>,
@@ -186,6 +189,7 @@ fn sweep_one(
         correct_cases,
         examples,
         random_control: None,
+        checks: None,
         provenance: None,
     })
 }

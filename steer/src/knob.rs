@@ -1,0 +1,111 @@
+//! Is a sweep a knob? The checks a steering result must pass before it is called a control of
+//! correction: the overall correction magnitude rises with alpha, the lowest alpha makes the
+//! model copy bad answers and the highest makes it edit good ones, the text stays sane, and a
+//! random direction pushed as hard does much less.
+
+use crate::sweep::{SweepCurve, SweepResult};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KnobChecks {
+    /// Mean correction magnitude over all records, per alpha.
+    pub magnitude: Vec<f64>,
+    /// Whether `magnitude` never falls as alpha rises (0.01 of slack for ties).
+    pub non_decreasing: bool,
+    /// The magnitude at the lowest alpha over the unsteered one (alpha 0; None without it).
+    pub lowest_over_unsteered: Option<f64>,
+    /// Share of bad answers (correct cases) copied verbatim at the lowest alpha.
+    pub bad_answers_copied_at_lowest: f64,
+    /// Share of good answers (copy cases) edited at the highest alpha.
+    pub good_answers_edited_at_highest: f64,
+    /// The largest degenerate-output rate over the grid.
+    pub max_degenerate_rate: f64,
+    /// The random control's magnitude range over the knob's (None without a control).
+    pub random_range_over_knob_range: Option<f64>,
+}
+
+fn overall(copy: &SweepCurve, correct: &SweepCurve, values: impl Fn(&SweepCurve) -> &Vec<f64>) -> Vec<f64> {
+    let n = (copy.n + correct.n).max(1) as f64;
+    values(copy).iter().zip(values(correct)).map(|(a, b)| (a * copy.n as f64 + b * correct.n as f64) / n).collect()
+}
+
+fn range(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(f64::MIN, f64::max) - v.iter().cloned().fold(f64::MAX, f64::min)
+}
+
+impl KnobChecks {
+    pub fn of(sweep: &SweepResult) -> Option<Self> {
+        // In alpha order, whatever order the grid was given in.
+        let mut order: Vec<usize> = (0..sweep.alphas.len()).collect();
+        order.sort_by(|&a, &b| sweep.alphas[a].total_cmp(&sweep.alphas[b]));
+        let (&lowest, &highest) = (order.first()?, order.last()?);
+        let (copy, correct) = (&sweep.copy_cases, &sweep.correct_cases);
+        let magnitude_by_index = overall(copy, correct, |c| &c.correction_magnitude);
+        let magnitude: Vec<f64> = order.iter().map(|&k| magnitude_by_index[k]).collect();
+        let degenerate = overall(copy, correct, |c| &c.degenerate_rate);
+        let unsteered = sweep.alphas.iter().position(|&a| a == 0.0).map(|k| magnitude_by_index[k]);
+        let random_range = sweep.random_control.as_ref().map(|r| range(&overall(&r.copy_cases, &r.correct_cases, |c| &c.correction_magnitude)));
+        Some(Self {
+            non_decreasing: magnitude.windows(2).all(|w| w[1] >= w[0] - 0.01),
+            lowest_over_unsteered: unsteered.filter(|u| *u > 0.0).map(|u| magnitude_by_index[lowest] / u),
+            bad_answers_copied_at_lowest: correct.copy_rate[lowest],
+            good_answers_edited_at_highest: 1.0 - copy.copy_rate[highest],
+            max_degenerate_rate: degenerate.iter().cloned().fold(0.0, f64::max),
+            random_range_over_knob_range: random_range.map(|r| r / range(&magnitude).max(1e-12)),
+            magnitude,
+        })
+    }
+
+    /// One line per check, as the sweep command prints them.
+    pub fn report(&self) -> String {
+        let pct = |x: f64| format!("{:.0}%", 100.0 * x);
+        let opt = |x: Option<f64>, f: &dyn Fn(f64) -> String| x.map(f).unwrap_or_else(|| "n/a".into());
+        format!(
+            "knob checks: magnitude non-decreasing in alpha: {}\n  lowest alpha: {} of bad answers copied, magnitude {} the unsteered\n  \
+             highest alpha: {} of good answers edited\n  worst degenerate rate: {}\n  random control's magnitude range: {} the knob's",
+            if self.non_decreasing { "yes" } else { "no" },
+            pct(self.bad_answers_copied_at_lowest),
+            opt(self.lowest_over_unsteered, &|x| format!("{x:.2}x")),
+            pct(self.good_answers_edited_at_highest),
+            pct(self.max_degenerate_rate),
+            opt(self.random_range_over_knob_range, &|x| format!("{x:.2}x")),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sweep(copy_magnitude: [f64; 3], correct_magnitude: [f64; 3], control: Option<[f64; 3]>) -> SweepResult {
+        let curve = |m: [f64; 3], copy_rate: [f64; 3]| {
+            serde_json::json!({"n": 10, "correction_magnitude": m, "copy_rate": copy_rate, "exact_correction_rate": [0.0, 0.0, 0.0],
+                               "degenerate_rate": [0.0, 0.1, 0.0]})
+        };
+        let mut json = serde_json::json!({
+            "alphas": [1.0, -1.0, 0.0], "layers": [2], "examples": [],
+            "copy_cases": curve(copy_magnitude, [0.2, 1.0, 0.9]),
+            "correct_cases": curve(correct_magnitude, [0.0, 0.6, 0.1]),
+        });
+        if let Some(m) = control {
+            json["random_control"] = serde_json::json!({"seed": 0, "copy_cases": curve(m, [1.0; 3]), "correct_cases": curve(m, [0.0; 3])});
+        }
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn checks_read_the_grid_in_alpha_order() {
+        // Alphas given as 1, -1, 0: magnitudes (both classes alike) 0.8, 0.1, 0.4.
+        let checks = KnobChecks::of(&sweep([0.8, 0.1, 0.4], [0.8, 0.1, 0.4], Some([0.3, 0.2, 0.25]))).unwrap();
+        assert!(checks.non_decreasing);
+        assert_eq!(checks.magnitude, vec![0.1, 0.4, 0.8]);
+        assert!((checks.lowest_over_unsteered.unwrap() - 0.25).abs() < 1e-12);
+        assert_eq!(checks.bad_answers_copied_at_lowest, 0.6);
+        assert!((checks.good_answers_edited_at_highest - 0.8).abs() < 1e-12);
+        assert_eq!(checks.max_degenerate_rate, 0.1);
+        assert!((checks.random_range_over_knob_range.unwrap() - 0.1 / 0.7).abs() < 1e-9);
+        let falls = KnobChecks::of(&sweep([0.1, 0.1, 0.4], [0.1, 0.1, 0.4], None)).unwrap();
+        assert!(!falls.non_decreasing, "0.1 at alpha 1 after 0.4 at alpha 0");
+        assert_eq!(falls.random_range_over_knob_range, None);
+    }
+}
