@@ -62,9 +62,9 @@ fn an_interrupted_capture_leaves_nothing_behind() {
             .stderr(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        // Wait until the temporary file exists, then interrupt.
+        // Wait until the partial output and its journal exist, then interrupt.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-        while !std::fs::read_dir(dir.path()).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".tmp")) {
+        while !dir.path().join("acts.safetensors.partial.jsonl").exists() {
             assert!(std::time::Instant::now() < deadline, "capture never started writing");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
@@ -147,4 +147,45 @@ fn a_killed_sweep_resumes_to_the_uninterrupted_result() {
         v
     };
     assert_eq!(read("cut.json"), read("whole.json"));
+}
+
+/// A capture killed with SIGKILL leaves its partial output and journal; `--resume` finishes
+/// it into the very file an uninterrupted capture writes, and removes both.
+#[test]
+fn a_killed_capture_resumes_to_the_identical_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    alens_ok(&["corpus", "--seed", "8", "--n", "2000", "--out", &p("d.jsonl")]);
+    let capture = |out: &str| ["capture", "--data", &p("d.jsonl"), "--points", "resid_post", "--positions", "last", "--out", out].map(String::from);
+    // The uninterrupted file, at the same path (the command line is in its metadata).
+    alens_ok(&capture(&p("cut.safetensors")).each_ref().map(String::as_str));
+    let whole = std::fs::read(p("cut.safetensors")).unwrap();
+    std::fs::remove_file(p("cut.safetensors")).unwrap();
+
+    let journal = dir.path().join("cut.safetensors.partial.jsonl");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
+        .args(capture(&p("cut.safetensors")))
+        .current_dir(repo())
+        .env("ALENS_MODEL", "mini-aligner")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&journal).map(|t| t.lines().count()).unwrap_or(0) < 10 {
+        assert!(started.elapsed().as_secs() < 120, "the capture journals no batches");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!dir.path().join("cut.safetensors").exists());
+    assert!(dir.path().join("cut.safetensors.partial").exists(), "a kill leaves the partial output to resume");
+    let batches = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
+    assert!(batches < 250, "killed before the end ({batches} of 250 batches)");
+
+    let mut resume = capture(&p("cut.safetensors")).to_vec();
+    resume.push("--resume".into());
+    alens_ok(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(std::fs::read(p("cut.safetensors")).unwrap() == whole, "the resumed file differs from the uninterrupted one");
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left.len(), 2, "only the data and the output remain: {left:?}");
 }

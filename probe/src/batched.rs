@@ -12,6 +12,8 @@ use candle_core::Tensor;
 
 /// One batch after its forward pass.
 pub struct Batch<'a> {
+    /// Which batch this is (batches are the same for the same inputs and batch size).
+    pub index: usize,
     /// The input index of each row's sequence.
     pub sequences: &'a [usize],
     lens: Vec<usize>,
@@ -78,6 +80,19 @@ pub fn run_batched(
     points: &[HookPoint],
     batch_size: usize,
     label: &str,
+    sink: impl FnMut(&Batch) -> Result<()>,
+) -> Result<()> {
+    run_batched_skipping(ckpt, sequences, points, batch_size, label, &|_| false, sink)
+}
+
+/// [`run_batched`], leaving out the batches `done` says an interrupted run finished.
+pub fn run_batched_skipping(
+    ckpt: &Checkpoint,
+    sequences: &[Vec<u32>],
+    points: &[HookPoint],
+    batch_size: usize,
+    label: &str,
+    done: &dyn Fn(usize) -> bool,
     mut sink: impl FnMut(&Batch) -> Result<()>,
 ) -> Result<()> {
     if batch_size == 0 {
@@ -89,7 +104,11 @@ pub fn run_batched(
     let pad = ckpt.config.pad_token_id.unwrap_or(0);
     let device = ckpt.model.device();
     let progress = crate::progress::bar(sequences.len() as u64, label);
-    for chunk in order.chunks(batch_size) {
+    for (index, chunk) in order.chunks(batch_size).enumerate() {
+        if done(index) {
+            progress.inc(chunk.len() as u64);
+            continue;
+        }
         let lens: Vec<usize> = chunk.iter().map(|&i| sequences[i].len()).collect();
         let width = lens.iter().copied().max().unwrap_or(0);
         let mut ids = Vec::with_capacity(chunk.len() * width);
@@ -100,7 +119,7 @@ pub fn run_batched(
         let ids = Tensor::from_vec(ids, (chunk.len(), width), device)?;
         let positions = Positions::contiguous(chunk.len(), width, 0, device)?;
         let (normed, cache) = ckpt.model.run_with_cache(&ids, &positions, points.iter().copied())?;
-        sink(&Batch { sequences: chunk, lens, cache, normed })?;
+        sink(&Batch { index, sequences: chunk, lens, cache, normed })?;
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();

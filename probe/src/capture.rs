@@ -5,14 +5,15 @@
 //! unlike it, the cache goes to disk batch by batch, so memory follows the batch size, not the
 //! data set size.
 
-use crate::batched::{check_sequences, run_batched};
+use crate::batched::{check_sequences, run_batched_skipping};
+use crate::journal::Journal;
 use crate::hooks::{HookPoint, Site};
 use crate::io::{TensorFileWriter, TensorSpec};
 use crate::model::Checkpoint;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Which token positions of each sequence are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +127,22 @@ pub struct CaptureSummary {
 /// Runs `sequences` (token ids, fed exactly as given) through the model in batches of
 /// `batch_size` ([`run_batched`]) and writes the requested activations to `out`, each
 /// sequence's rows at its place in input order.
+/// Where a resumable capture keeps its partial output and the batches it finished: after a
+/// kill, a capture with the same journal skips those batches and keeps their rows.
+pub struct Resumable<'a> {
+    pub staging: PathBuf,
+    pub journal: &'a mut Journal<usize>,
+}
+
+impl Resumable<'_> {
+    /// The staging file and journal for output `out`.
+    pub fn staging_for(out: &Path) -> PathBuf {
+        let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".partial");
+        out.with_file_name(name)
+    }
+}
+
 pub fn capture_to_file(
     ckpt: &Checkpoint,
     sequences: &[Vec<u32>],
@@ -133,6 +150,7 @@ pub fn capture_to_file(
     out: &Path,
     batch_size: usize,
     metadata: BTreeMap<String, String>,
+    resumable: Option<Resumable>,
 ) -> Result<CaptureSummary> {
     let started = std::time::Instant::now();
     let cfg = &ckpt.config;
@@ -161,7 +179,15 @@ pub fn capture_to_file(
         specs.push(TensorSpec::i64("token_offsets", vec![sequences.len() + 1]));
     }
     let tensor_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
-    let mut writer = TensorFileWriter::create(out, specs, &metadata)?;
+    let (mut writer, mut journal) = match resumable {
+        Some(r) => {
+            // Rows of an interrupted run are kept only when its journal vouches for them.
+            let reuse = !r.journal.entries().is_empty();
+            (TensorFileWriter::create_resumable(out, specs, &metadata, &r.staging, reuse)?, Some(r.journal))
+        }
+        None => (TensorFileWriter::create(out, specs, &metadata)?, None),
+    };
+    let done: std::collections::HashSet<usize> = journal.as_ref().map(|j| j.entries().iter().copied().collect()).unwrap_or_default();
     writer.write_i64_rows("token_ids", 0, &token_ids)?;
     if all && sequences.len() > 1 {
         let mut offsets: Vec<i64> = first_row.iter().map(|&r| r as i64).collect();
@@ -169,7 +195,7 @@ pub fn capture_to_file(
         writer.write_i64_rows("token_offsets", 0, &offsets)?;
     }
 
-    run_batched(ckpt, sequences, &request.points, batch_size, "capture", |batch| {
+    run_batched_skipping(ckpt, sequences, &request.points, batch_size, "capture", &|k| done.contains(&k), |batch| {
         for (row, &i) in batch.sequences.iter().enumerate() {
             for &point in &request.points {
                 let act = if all { batch.rows(point, row)? } else { batch.last(point, row)? };
@@ -184,6 +210,10 @@ pub fn capture_to_file(
                 let kept = if all { logits.get(row)?.narrow(0, 0, batch.len(row))? } else { logits.get(row)? };
                 write_finite(&mut writer, "logits", first_row[i], &kept, i)?;
             }
+        }
+        if let Some(journal) = journal.as_mut() {
+            writer.sync()?;
+            journal.put(&batch.index)?;
         }
         Ok(())
     })?;

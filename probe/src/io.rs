@@ -98,6 +98,22 @@ impl AtomicFile {
         Ok(Self { temp: Some(temp), dest: dest.to_path_buf() })
     }
 
+    /// Like [`AtomicFile::create`], but the temporary has a fixed name, `staging`, so that a
+    /// run killed outright can find it again; `reuse` continues the file there instead of
+    /// starting empty. Dropped uncommitted, it is removed like any temporary.
+    pub fn staged(dest: &Path, staging: &Path, reuse: bool) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(!reuse)
+            .open(staging)
+            .with_context(|| format!("failed to open {}", staging.display()))?;
+        track_temporary(staging);
+        let temp = tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(staging)?);
+        Ok(Self { temp: Some(temp), dest: dest.to_path_buf() })
+    }
+
     fn temp(&self) -> &tempfile::NamedTempFile {
         self.temp.as_ref().expect("the temporary lives until commit")
     }
@@ -227,13 +243,31 @@ pub struct TensorFileWriter {
 
 impl TensorFileWriter {
     pub fn create(dest: &Path, specs: Vec<TensorSpec>, metadata: &BTreeMap<String, String>) -> Result<Self> {
+        Self::create_with(dest, specs, metadata, None)
+    }
+
+    /// A safetensors output written in place at the fixed path `staging` (see
+    /// [`AtomicFile::staged`]): with `reuse`, the rows an interrupted run wrote there stay,
+    /// once its header is found to be this run's.
+    pub fn create_resumable(dest: &Path, specs: Vec<TensorSpec>, metadata: &BTreeMap<String, String>, staging: &Path, reuse: bool) -> Result<Self> {
+        if TensorFormat::from_path(dest)? != TensorFormat::Safetensors {
+            bail!("a resumable output must be .safetensors, not {}", dest.display());
+        }
+        Self::create_with(dest, specs, metadata, Some((staging, reuse)))
+    }
+
+    fn create_with(dest: &Path, specs: Vec<TensorSpec>, metadata: &BTreeMap<String, String>, staged: Option<(&Path, bool)>) -> Result<Self> {
         let format = TensorFormat::from_path(dest)?;
         // npz is staged as raw data beside the destination, then zipped into place.
         let staging = match format {
             TensorFormat::Safetensors => dest.to_path_buf(),
             TensorFormat::Npz => dest.with_extension("npz-staging"),
         };
-        let mut out = AtomicFile::create(&staging)?;
+        let reuse = staged.is_some_and(|(_, reuse)| reuse);
+        let mut out = match staged {
+            Some((path, reuse)) => AtomicFile::staged(&staging, path, reuse)?,
+            None => AtomicFile::create(&staging)?,
+        };
         let mut offsets = BTreeMap::new();
         let mut header = serde_json::Map::new();
         let mut cursor = 0u64;
@@ -256,15 +290,30 @@ impl TensorFileWriter {
                 while (8 + json.len()) % 8 != 0 {
                     json.push(b' ');
                 }
+                let mut head = (json.len() as u64).to_le_bytes().to_vec();
+                head.extend_from_slice(&json);
                 let f = out.file();
-                f.write_all(&(json.len() as u64).to_le_bytes())?;
-                f.write_all(&json)?;
-                8 + json.len() as u64
+                if reuse {
+                    let mut found = vec![0u8; head.len()];
+                    let same = f.read_exact(&mut found).is_ok() && found == head && f.metadata()?.len() == head.len() as u64 + cursor;
+                    if !same {
+                        bail!("{} is not this run's partial output (other data, model or options); delete it to start over", staging_name(&out));
+                    }
+                } else {
+                    f.write_all(&head)?;
+                }
+                head.len() as u64
             }
             TensorFormat::Npz => 0,
         };
         out.file().set_len(data_start + cursor).context("failed to size output file")?;
+        // The rows are written at their final offsets; a resumed file is already this size.
         Ok(Self { out, format, specs, offsets, data_start, dest: dest.to_path_buf() })
+    }
+
+    /// Flushes what was written to disk (before a journal says it is done).
+    pub fn sync(&mut self) -> Result<()> {
+        self.out.file().sync_data().context("failed to sync the output")
     }
 
     /// Writes consecutive rows starting at `first_row` of tensor `name`.
@@ -325,6 +374,10 @@ impl TensorFileWriter {
             }
         }
     }
+}
+
+fn staging_name(out: &AtomicFile) -> String {
+    out.temp_path().display().to_string()
 }
 
 /// Writes one f32 array as a `.npy` file (for notebooks), atomically.

@@ -8,6 +8,7 @@ pub mod batched;
 pub mod capture;
 pub mod hooks;
 pub mod io;
+pub mod journal;
 pub mod lat;
 pub mod model;
 pub mod progress;

@@ -62,7 +62,10 @@ impl ModelIdentity {
 impl Provenance {
     /// For an output of the running command on `ckpt`.
     pub fn of(alens_version: &str, ckpt: &Checkpoint, seed: Option<u64>) -> Result<Self> {
-        Ok(Self { alens_version: alens_version.into(), command_line: std::env::args().collect(), seed, model: ModelIdentity::of(ckpt)? })
+        // `--resume` changes how a run gets done, not what it makes: a resumed run's output
+        // is the uninterrupted one's, byte for byte.
+        let command_line = std::env::args().filter(|a| a != "--resume").collect();
+        Ok(Self { alens_version: alens_version.into(), command_line, seed, model: ModelIdentity::of(ckpt)? })
     }
 }
 

@@ -14,8 +14,13 @@ use std::path::PathBuf;
 /// tokenizer's post-processor, like HF's tokenizer(text). --data records are rendered through
 /// the Aligner template.
 ///
-/// Example:
+/// A .safetensors output is written in place at OUT.partial, with finished batches listed in
+/// OUT.partial.jsonl: a capture killed outright (SIGKILL, a crash) continues with --resume
+/// and ends with the file an uninterrupted run writes. Ctrl-C removes both.
+///
+/// Examples:
 ///   alens capture --model tests/golden/llama_gqa --token-ids 1,5,9,2 --points resid_post,logits --out x.safetensors
+///   alens capture --data notebooks-data/aligner-135m/test.jsonl --positions last --out acts.safetensors [--resume]
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CaptureArgs {
@@ -47,6 +52,9 @@ pub struct CaptureArgs {
     /// Bounds: 1 to 4,096.
     #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 8)]
     batch_size: usize,
+    /// Continue a capture that was killed, from OUT.partial and its journal.
+    #[arg(long)]
+    resume: bool,
 }
 
 pub fn run(args: CaptureArgs) -> Result<()> {
@@ -77,7 +85,21 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     if args.data.is_some() {
         metadata.insert("template".to_string(), template.as_str().to_string());
     }
-    let summary = capture_to_file(&ckpt, &sequences, &request, &args.out, args.batch_size, metadata)?;
+    let resumable = probe::io::TensorFormat::from_path(&args.out)? == probe::io::TensorFormat::Safetensors;
+    if args.resume && !resumable {
+        bail!("--resume needs a .safetensors output (an .npz is assembled at the end)");
+    }
+    let mut journal = if resumable {
+        // The run is what the output will hold: the sequences, what is kept, and the metadata.
+        let settings = serde_json::json!({"sequences": &sequences, "request": format!("{request:?}"), "batch_size": args.batch_size, "metadata": &metadata});
+        let fingerprint = probe::provenance::sha256_hex(settings.to_string().as_bytes());
+        Some(probe::journal::Journal::<usize>::open(&probe::journal::Journal::<usize>::path_for(&args.out), &fingerprint, args.resume)?)
+    } else {
+        None
+    };
+    let staging = probe::capture::Resumable::staging_for(&args.out);
+    let resume = journal.as_mut().map(|journal| probe::capture::Resumable { staging, journal });
+    let summary = capture_to_file(&ckpt, &sequences, &request, &args.out, args.batch_size, metadata, resume)?;
     println!(
         "wrote {} tensors for {} sequences ({} tokens) to {} in {:.2}s ({:.0} tokens/s)",
         summary.tensors.len(),

@@ -1,0 +1,104 @@
+//! Journals of resumable runs: a JSONL file beside the output, a header line that identifies
+//! the run (a fingerprint of its data, model and options), then one line per finished unit of
+//! work, each synced before the run goes on. A run killed outright (SIGKILL, a crash, power
+//! loss) leaves its journal, and the same command with `--resume` continues from it. Every
+//! other ending removes it: success, an error (the guard drops it) and Ctrl-C or SIGTERM (it
+//! is a tracked temporary), so nothing is ever left behind but what a resume needs.
+
+use anyhow::{bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub struct Journal<E> {
+    path: PathBuf,
+    /// Open for appending once the journal exists on disk: a fresh journal is written with its
+    /// first entry, so a run that fails before any work leaves nothing.
+    file: Option<std::fs::File>,
+    header: String,
+    entries: Vec<E>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Header {
+    alens_journal: u32,
+    fingerprint: String,
+}
+
+impl<E: Serialize + DeserializeOwned> Journal<E> {
+    /// The journal of a run whose main output is `output`.
+    pub fn path_for(output: &Path) -> PathBuf {
+        let mut name = output.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        name.push(".partial.jsonl");
+        output.with_file_name(name)
+    }
+
+    /// Starts a journal at `path`, or with `resume` continues the one there (a fresh start
+    /// when there is none). Without `resume`, an existing journal is an interrupted run the
+    /// user may want back: refused, not overwritten.
+    pub fn open(path: &Path, fingerprint: &str, resume: bool) -> Result<Self> {
+        let header = serde_json::to_string(&Header { alens_journal: 1, fingerprint: fingerprint.into() })?;
+        let mut journal = Self { path: path.to_path_buf(), file: None, header, entries: Vec::new() };
+        if !path.exists() {
+            return Ok(journal);
+        }
+        if !resume {
+            bail!("{} holds an interrupted run: rerun with --resume to continue it, or delete it", path.display());
+        }
+        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+        let mut lines = text.lines();
+        let found: Header = lines
+            .next()
+            .and_then(|l| serde_json::from_str(l).ok())
+            .with_context(|| format!("{} is not an alens journal", path.display()))?;
+        if found.fingerprint != fingerprint {
+            bail!("{} is from another run (different data, model or options); delete it to start over", path.display());
+        }
+        // A kill mid-write leaves at most a cut last line: everything before it stands.
+        let mut kept = vec![journal.header.clone()];
+        for line in lines {
+            let Ok(entry) = serde_json::from_str::<E>(line) else { break };
+            kept.push(line.to_string());
+            journal.entries.push(entry);
+        }
+        journal.create(&kept.join("\n"))?;
+        Ok(journal)
+    }
+
+    /// The entries of the interrupted run, in order.
+    pub fn entries(&self) -> &[E] {
+        &self.entries
+    }
+
+    /// Writes `text` as the journal's whole content and opens it for appending.
+    fn create(&mut self, text: &str) -> Result<()> {
+        crate::io::write_atomic(&self.path, format!("{text}\n").as_bytes())?;
+        crate::io::track_temporary(&self.path);
+        let file = std::fs::OpenOptions::new().append(true).open(&self.path).with_context(|| format!("failed to open {}", self.path.display()))?;
+        self.file = Some(file);
+        Ok(())
+    }
+
+    /// Records a finished unit of work durably (call it after the work's own output is synced).
+    pub fn put(&mut self, entry: &E) -> Result<()> {
+        if self.file.is_none() {
+            let header = self.header.clone();
+            self.create(&header)?;
+        }
+        let mut line = serde_json::to_string(entry)?;
+        line.push('\n');
+        let file = self.file.as_mut().context("the journal is open")?;
+        file.write_all(line.as_bytes()).and_then(|_| file.sync_data()).with_context(|| format!("failed to write {}", self.path.display()))
+    }
+}
+
+impl<E> Drop for Journal<E> {
+    /// The run finished or failed: its journal goes (only a kill leaves one to resume).
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.path);
+            crate::io::untrack_temporary(&self.path);
+        }
+    }
+}
