@@ -168,7 +168,7 @@ fn pick<'a>(rng: &mut StdRng, items: &[&'a str]) -> &'a str {
 fn draw_fact(rng: &mut StdRng) -> Fact {
     match rng.gen_range(0..4) {
         0 => {
-            let (country, city) = *CAPITALS.choose(rng).unwrap();
+            let (country, city) = *CAPITALS.choose(rng).expect("a non-empty table");
             let cities: Vec<&str> = CAPITALS.iter().map(|c| c.1).collect();
             Fact::new(
                 [
@@ -189,7 +189,7 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
             )
         }
         1 => {
-            let (thing, colour) = *COLOURS.choose(rng).unwrap();
+            let (thing, colour) = *COLOURS.choose(rng).expect("a non-empty table");
             Fact::new(
                 [
                     format!("what colour is {thing}?"),
@@ -204,7 +204,7 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
             )
         }
         2 => {
-            let (animal, legs) = *LEGS.choose(rng).unwrap();
+            let (animal, legs) = *LEGS.choose(rng).expect("a non-empty table");
             Fact::new(
                 [
                     format!("how many legs does {animal} have?"),
@@ -220,8 +220,8 @@ fn draw_fact(rng: &mut StdRng) -> Fact {
         }
         _ => {
             // Operands one to five: 25 sums, a closed table a 1M-parameter model can learn.
-            let (a, b) = (NUMBER_WORDS[rng.gen_range(1..6usize)], NUMBER_WORDS[rng.gen_range(1..6usize)]);
-            let sum = NUMBER_WORDS[NUMBER_WORDS.iter().position(|w| *w == a).unwrap() + NUMBER_WORDS.iter().position(|w| *w == b).unwrap()];
+            let (x, y) = (rng.gen_range(1..6usize), rng.gen_range(1..6usize));
+            let (a, b, sum) = (NUMBER_WORDS[x], NUMBER_WORDS[y], NUMBER_WORDS[x + y]);
             Fact::new(
                 [
                     format!("what is {a} plus {b}?"),

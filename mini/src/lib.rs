@@ -4,6 +4,8 @@
 //! training of probe's own Llama model on it with candle-nn ([`train`]). Not a general
 //! training framework: it exists so the Aligner study can be reproduced offline in minutes.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod corpus;
 pub mod english;
 pub mod tokenizer;

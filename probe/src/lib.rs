@@ -4,6 +4,8 @@
 //! activation capture streamed to disk ([`capture`]), and the stimulus format ([`stimuli`]).
 //! It does not steer or draw: that is `steer` and `viz`, which build on this crate.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod batched;
 pub mod capture;
 pub mod hooks;

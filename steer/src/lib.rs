@@ -4,6 +4,8 @@
 //! magnitude ([`magnitude`]) and evaluation of corrections ([`eval`]). It uses probe's model
 //! and hook trait; probe never depends on steer. It does not draw (that is `viz`).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod eval;
 pub mod generate;
 pub mod journal;

@@ -178,7 +178,7 @@ impl ControlVectors {
             if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 1 {
                 bail!("{}: tensor {name} must be a 1-D f32 vector, found {:?} {:?}", path.display(), view.dtype(), view.shape());
             }
-            vectors.insert(layer, view.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect());
+            vectors.insert(layer, view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
         }
         let sidecar = sidecar_path(path);
         let metadata = if sidecar.exists() {

@@ -3,6 +3,8 @@
 //! step loop) and LoRA fine-tuning of a pretrained model into an Aligner, saved as a PEFT
 //! adapter. It does not load models or draw: that is `probe` and `viz`.
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 pub mod examples;
 pub mod lora;
 pub mod optim;

@@ -4,6 +4,8 @@
 //! by the file extension. Text uses an embedded DejaVu Sans, so figures render the same on a
 //! machine with no fonts installed. Files are written atomically (temp file + rename).
 
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod colour;
 mod curves;
 mod font;

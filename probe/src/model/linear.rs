@@ -89,7 +89,9 @@ impl Linear {
             None => y,
         };
         let mut out_dims = dims;
-        *out_dims.last_mut().unwrap() = w.dim(0)?;
+        if let Some(features) = out_dims.last_mut() {
+            *features = w.dim(0)?;
+        }
         Ok(y.reshape(out_dims)?)
     }
 }
