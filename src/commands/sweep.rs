@@ -126,7 +126,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
             series("random control, copy cases: magnitude", &k.copy_cases.correction_magnitude),
         ]).collect();
         let curves: Vec<viz::Series> = curves.into_iter().chain(controls).collect();
-        let title = format!("Steering sweep, layers {:?}", steering.layers);
+        let title = format!("Steering sweep: {} at {} positions, layers {}", steering.mode.name(), steering.positions.name(), layer_ranges(&steering.layers));
         viz::line_chart(path, &title, "alpha", "rate / magnitude", &result.alphas, &curves, (0.0, 1.05))?;
     }
     if let Some(path) = &args.csv {
@@ -136,4 +136,28 @@ pub fn run(args: SweepArgs) -> Result<()> {
         journal.finish()?;
     }
     Ok(())
+}
+
+/// `[0, 1, 2, 5]` as `0-2, 5`, for titles.
+fn layer_ranges(layers: &[usize]) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut k = 0;
+    while k < layers.len() {
+        let start = k;
+        while k + 1 < layers.len() && layers[k + 1] == layers[k] + 1 {
+            k += 1;
+        }
+        parts.push(if k > start { format!("{}-{}", layers[start], layers[k]) } else { layers[start].to_string() });
+        k += 1;
+    }
+    parts.join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn layer_ranges_are_compact() {
+        assert_eq!(super::layer_ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");
+        assert_eq!(super::layer_ranges(&[3]), "3");
+    }
 }

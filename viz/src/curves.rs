@@ -16,13 +16,16 @@ pub struct Series {
     pub ys: Vec<f64>,
 }
 
-const PALETTE: [RGBColor; 6] = [
+const PALETTE: [RGBColor; 8] = [
     RGBColor(178, 24, 43),
     RGBColor(33, 102, 172),
     RGBColor(27, 120, 55),
     RGBColor(230, 97, 1),
     RGBColor(118, 42, 131),
     RGBColor(90, 90, 90),
+    // Pale versions of the first two, for controls drawn beside them.
+    RGBColor(244, 165, 130),
+    RGBColor(146, 197, 222),
 ];
 
 /// Draws `series` against `xs`, y from `y_range`, with a legend.
