@@ -155,3 +155,22 @@ fn the_harness_reports_a_panicking_reader() {
     let outcome = std::panic::catch_unwind(|| fuzz("selftest", b"seed", &path, 3, |p| assert!(!p.exists(), "a planted panic")));
     assert!(outcome.is_err());
 }
+
+/// Inputs the fuzzer once found panicking (kept in tests/fuzz-corpus), replayed every run.
+#[test]
+fn past_crashers_are_clean_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = repo().join("tests/golden/llama_gqa");
+    for f in ["config.json", "model.safetensors", "generation_config.json"] {
+        std::fs::copy(model.join(f), dir.path().join(f)).unwrap();
+    }
+    let corpus = repo().join("tests/fuzz-corpus/tokenizer");
+    let mut replayed = 0;
+    for entry in std::fs::read_dir(&corpus).unwrap() {
+        std::fs::copy(entry.unwrap().path(), dir.path().join("tokenizer.json")).unwrap();
+        let loaded = std::panic::catch_unwind(|| Checkpoint::load(dir.path()).map(|_| ()));
+        assert!(matches!(loaded, Ok(Err(_))), "a past crasher panicked or loaded");
+        replayed += 1;
+    }
+    assert!(replayed > 0, "the corpus is empty");
+}

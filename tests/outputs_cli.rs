@@ -118,22 +118,8 @@ fn a_killed_sweep_resumes_to_the_uninterrupted_result() {
     alens_ok(&sweep(&p("whole.json"), &[]).iter().map(String::as_str).collect::<Vec<_>>());
 
     let journal = dir.path().join("cut.json.partial.jsonl");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
-        .args(sweep(&p("cut.json"), &[]))
-        .current_dir(repo())
-        .env("ALENS_MODEL", "mini-aligner")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&journal).map(|t| t.lines().count()).unwrap_or(0) < 8 {
-        assert!(started.elapsed().as_secs() < 120, "the sweep journals no batches");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let batches = kill_after_batches(&sweep(&p("cut.json"), &[]), &journal, 7);
     assert!(!dir.path().join("cut.json").exists());
-    let batches = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
     assert!(batches < 2 * 3 * 20, "killed before the end ({batches} batches)");
 
     assert!(alens_err(&sweep(&p("cut.json"), &[]).iter().map(String::as_str).collect::<Vec<_>>()).contains("--resume"));
@@ -163,23 +149,9 @@ fn a_killed_capture_resumes_to_the_identical_file() {
     std::fs::remove_file(p("cut.safetensors")).unwrap();
 
     let journal = dir.path().join("cut.safetensors.partial.jsonl");
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
-        .args(capture(&p("cut.safetensors")))
-        .current_dir(repo())
-        .env("ALENS_MODEL", "mini-aligner")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = std::time::Instant::now();
-    while std::fs::read_to_string(&journal).map(|t| t.lines().count()).unwrap_or(0) < 10 {
-        assert!(started.elapsed().as_secs() < 120, "the capture journals no batches");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let batches = kill_after_batches(&capture(&p("cut.safetensors")), &journal, 9);
     assert!(!dir.path().join("cut.safetensors").exists());
     assert!(dir.path().join("cut.safetensors.partial").exists(), "a kill leaves the partial output to resume");
-    let batches = std::fs::read_to_string(&journal).unwrap().lines().count() - 1;
     assert!(batches < 250, "killed before the end ({batches} of 250 batches)");
 
     let mut resume = capture(&p("cut.safetensors")).to_vec();
@@ -188,4 +160,25 @@ fn a_killed_capture_resumes_to_the_identical_file() {
     assert!(std::fs::read(p("cut.safetensors")).unwrap() == whole, "the resumed file differs from the uninterrupted one");
     let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 2, "only the data and the output remain: {left:?}");
+}
+
+/// Runs alens with `args`, kills it with SIGKILL once its `journal` holds more than `batches`
+/// finished batches, and returns how many it holds.
+fn kill_after_batches(args: &[String], journal: &std::path::Path, batches: usize) -> usize {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
+        .args(args)
+        .current_dir(repo())
+        .env("ALENS_MODEL", "mini-aligner")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = || std::fs::read_to_string(journal).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0);
+    let started = std::time::Instant::now();
+    while done() <= batches {
+        assert!(started.elapsed().as_secs() < 120, "alens {args:?} journals no batches");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    done()
 }

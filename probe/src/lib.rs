@@ -8,6 +8,7 @@
 
 pub mod batched;
 pub mod capture;
+pub mod guard;
 pub mod hooks;
 pub mod io;
 pub mod journal;

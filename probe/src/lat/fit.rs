@@ -174,16 +174,11 @@ fn first_component(acts: &Array2<f64>, pairs: &[ContrastPair], seed: u64) -> Res
              difference in every pair); the mean-diff method reads them"
         );
     }
-    // linfa asserts on some degenerate inputs instead of returning an error; a panic there
-    // must not reach the user as one.
-    let quiet = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let fitted = std::panic::catch_unwind(|| linfa_reduction::Pca::params(1).fit(&DatasetBase::from(diffs.clone())));
-    std::panic::set_hook(quiet);
-    let pca = match fitted {
-        Ok(result) => result.map_err(|e| anyhow::anyhow!("PCA failed: {e}"))?,
-        Err(_) => bail!("PCA failed on these pair differences (degenerate data); the mean-diff method reads them"),
-    };
+    // linfa asserts on some degenerate inputs instead of returning an error.
+    let pca = crate::guard::without_panics("PCA failed on these pair differences (degenerate data); the mean-diff method reads them", || {
+        linfa_reduction::Pca::params(1).fit(&DatasetBase::from(diffs.clone()))
+    })?
+    .map_err(|e| anyhow::anyhow!("PCA failed: {e}"))?;
     let direction = unit(pca.components().row(0).to_owned());
     Ok((direction.clone(), explained_share(&diffs, &direction)))
 }

@@ -141,7 +141,7 @@ fn from_hf_dir(dir: &Path) -> Result<Parts> {
     }
     let tokenizer_path = dir.join("tokenizer.json");
     let tokenizer = if tokenizer_path.exists() {
-        Some(Tokenizer::from_file(&tokenizer_path).map_err(|e| anyhow::anyhow!("failed to load {}: {e}", tokenizer_path.display()))?)
+        Some(crate::model::AlignerTokenizer::from_file(&tokenizer_path)?.into_inner())
     } else {
         None
     };

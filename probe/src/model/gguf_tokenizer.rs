@@ -88,8 +88,8 @@ pub fn from_gguf(g: &GgufFile) -> Result<Option<Tokenizer>> {
     spec["added_tokens"] = Json::Array(added);
     spec["post_processor"] = template(&tokens, add_bos.then_some(bos).flatten(), add_eos.then_some(eos).flatten());
     let text = serde_json::to_string(&spec)?;
-    let tokenizer = Tokenizer::from_str(&text)
-        .map_err(|e| anyhow!("{}: the GGUF tokenizer metadata does not make a tokenizer: {e}", g.path()))?;
+    let unusable = format!("{}: the GGUF tokenizer metadata does not make a tokenizer", g.path());
+    let tokenizer = crate::guard::without_panics(&unusable, || Tokenizer::from_str(&text))?.map_err(|e| anyhow!("{unusable}: {e}"))?;
     Ok(Some(tokenizer))
 }
 

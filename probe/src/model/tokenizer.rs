@@ -10,13 +10,18 @@ pub struct AlignerTokenizer {
 
 impl AlignerTokenizer {
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
+        let malformed = format!("failed to load tokenizer {}: the file is malformed", path.display());
+        let inner = crate::guard::without_panics(&malformed, || Tokenizer::from_file(path))?
             .map_err(|e| anyhow!("failed to load tokenizer {}: {e}", path.display()))?;
         Ok(Self { inner })
     }
 
     pub fn from_tokenizer(inner: Tokenizer) -> Self {
         Self { inner }
+    }
+
+    pub fn into_inner(self) -> Tokenizer {
+        self.inner
     }
 
     /// Token ids as HF's `tokenizer(text)` gives them: the post-processor runs, so a
