@@ -135,8 +135,11 @@ impl Checkpoint {
     }
 
     /// A short name for titles and metadata: the directory or file name.
+    /// A short name for titles: the adapter's directory when one is merged (it is the model
+    /// the user named), else the checkpoint's.
     pub fn name(&self) -> String {
-        self.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        let path = self.adapter.as_ref().unwrap_or(&self.path);
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 }
 
