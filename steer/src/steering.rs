@@ -213,9 +213,7 @@ impl SteeringHook {
 
     /// Sets project mode's maps for `alpha` at every layer of `steering`.
     fn project(&mut self, steering: &Steering, alpha: f64, device: &Device) -> Result<()> {
-        if !alpha.is_finite() || alpha.abs() > crate::sweep::MAX_ALPHA {
-            bail!("alpha must be a finite number within +-{:e}, got {alpha}", crate::sweep::MAX_ALPHA);
-        }
+        check_alpha(alpha)?;
         if alpha == 0.0 {
             return Ok(());
         }
@@ -264,9 +262,7 @@ impl SteeringHook {
     /// Composes `alpha * vectors[l]` for each `l` in `layers`; adding several vector files
     /// sums them.
     pub fn add(&mut self, vectors: &ControlVectors, layers: &[usize], alpha: f64, device: &Device) -> Result<()> {
-        if !alpha.is_finite() || alpha.abs() > crate::sweep::MAX_ALPHA {
-            bail!("alpha must be a finite number within +-{:e}, got {alpha}", crate::sweep::MAX_ALPHA);
-        }
+        check_alpha(alpha)?;
         for &layer in layers {
             let Some(v) = vectors.vectors.get(&layer) else {
                 let have: Vec<usize> = vectors.vectors.keys().copied().collect();
@@ -311,6 +307,14 @@ impl Hooks for SteeringHook {
             None => Ok(None),
         }
     }
+}
+
+/// The one range check of a steering strength, for every mode and every way alpha comes in.
+pub fn check_alpha(alpha: f64) -> Result<()> {
+    if !alpha.is_finite() || alpha.abs() > crate::sweep::MAX_ALPHA {
+        bail!("alpha must be a finite number within +-{:e}, got {alpha}", crate::sweep::MAX_ALPHA);
+    }
+    Ok(())
 }
 
 /// Checks steering layers against the model depth with one clear message.

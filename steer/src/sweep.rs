@@ -95,9 +95,7 @@ pub const MAX_ALPHA: f64 = 1e6;
 pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
     let parse = |s: &str| -> Result<f64> {
         let v: f64 = s.trim().parse().map_err(|_| anyhow::anyhow!("bad alpha {s:?} in {spec:?}"))?;
-        if !v.is_finite() || v.abs() > MAX_ALPHA {
-            bail!("alphas must be finite numbers within +-{MAX_ALPHA:e}, got {s:?}");
-        }
+        crate::steering::check_alpha(v)?;
         Ok(v)
     };
     let alphas = if spec.contains(':') {
