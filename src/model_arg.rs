@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use probe::model::adapter::{is_adapter_dir, LoraAdapter};
 use probe::model::known;
+use probe::model::LoadOptions;
 use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
 
@@ -71,7 +72,7 @@ pub fn shipped(relative: &str) -> PathBuf {
 
 /// Loads `model` (default: [`default_model_dir`]) with `adapter` merged. An adapter directory given
 /// as the model brings its own base (`base_model_name_or_path`).
-pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>) -> Result<Checkpoint> {
+pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>, options: LoadOptions) -> Result<Checkpoint> {
     let path = resolve(&model.clone().unwrap_or_else(default_model_dir))?;
     let (base, adapter) = match (is_adapter_dir(&path), adapter) {
         (true, Some(_)) => bail!("{} is itself an adapter; give its base as --model or drop --adapter", path.display()),
@@ -82,7 +83,7 @@ pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>) -> Result<Checkp
         (false, Some(dir)) => (path, Some(LoraAdapter::load(dir)?)),
         (false, None) => (path, None),
     };
-    Checkpoint::load_with_adapter(&base, adapter, &candle_core::Device::Cpu)
+    Checkpoint::load_with(&base, adapter, options, &candle_core::Device::Cpu)
 }
 
 /// An adapter's base: as [`resolve`], but a known base that is not cached yet is fetched
@@ -125,6 +126,12 @@ pub struct ModelArgs {
     /// Aligner prompt template with {question} and {answer}. Default: the paper's wording.
     #[arg(long)]
     pub template: Option<String>,
+    /// Keep a GGUF model's quantized matrices (Q4_0 ... Q8_0, k-quants) quantized and multiply
+    /// through candle's quantized kernels: less memory and faster decoding, at the
+    /// quantization's own small error. Hooks, capture and steering work as usual (the residual
+    /// stream stays f32); an adapter stays a separate low-rank delta. Default: dequantize.
+    #[arg(long)]
+    pub keep_quantized: bool,
 }
 
 impl ModelArgs {
@@ -145,7 +152,7 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<Checkpoint> {
-        load(&self.model, &self.adapter)
+        load(&self.model, &self.adapter, LoadOptions { keep_quantized: self.keep_quantized })
     }
 
     /// A file a shipped model keeps in its directory (its stimuli, test records, vectors):

@@ -16,7 +16,8 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use probe::hooks::HookPoint;
 use probe::model::gguf::GgufFile;
-use probe::model::{gguf_tokenizer, Architecture};
+use probe::model::adapter::LoraAdapter;
+use probe::model::{gguf_tokenizer, Architecture, LoadOptions};
 use probe::Checkpoint;
 use std::path::{Path, PathBuf};
 
@@ -36,8 +37,8 @@ fn max_abs(t: &Tensor) -> f32 {
 }
 
 /// The largest absolute error of `ours` against `reference`, relative to the reference's
-/// largest absolute value; fails above [`RELATIVE_TOLERANCE`].
-fn compare(case: &str, key: &str, ours: &Tensor, reference: &Tensor) -> f32 {
+/// largest absolute value; fails above `tolerance`.
+fn compare_within(case: &str, key: &str, ours: &Tensor, reference: &Tensor, tolerance: f32) -> f32 {
     assert_eq!(ours.dims(), reference.dims(), "{case} {key}: shape");
     let ours = ours.to_dtype(DType::F32).unwrap();
     let err = max_abs(&(&ours - reference).unwrap());
@@ -45,7 +46,7 @@ fn compare(case: &str, key: &str, ours: &Tensor, reference: &Tensor) -> f32 {
     assert!(scale > 0.0, "{case} {key}: the reference is all zeros");
     let relative = err / scale;
     assert!(
-        relative <= RELATIVE_TOLERANCE,
+        relative <= tolerance,
         "{case} {key}: max abs error {err} is {relative:.2e} of the largest reference value {scale}"
     );
     relative
@@ -54,6 +55,10 @@ fn compare(case: &str, key: &str, ours: &Tensor, reference: &Tensor) -> f32 {
 /// Our forward pass on the file against HF's, layer by layer and on the logits. Returns the
 /// worst relative error.
 fn check_forward(name: &str, ckpt: &Checkpoint) -> f32 {
+    check_forward_within(name, ckpt, RELATIVE_TOLERANCE)
+}
+
+fn check_forward_within(name: &str, ckpt: &Checkpoint, tolerance: f32) -> f32 {
     let golden = candle_core::safetensors::load(gguf_dir().join(format!("{name}.golden.safetensors")), &Device::Cpu)
         .unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
@@ -61,11 +66,11 @@ fn check_forward(name: &str, ckpt: &Checkpoint) -> f32 {
     let mut worst = 0f32;
     for i in 0..ckpt.config.num_hidden_layers {
         let key = format!("blocks.{i}.hook_resid_post");
-        worst = worst.max(compare(name, &key, &common::at(&cache, HookPoint::resid_post(i)), &golden[&key]));
+        worst = worst.max(compare_within(name, &key, &common::at(&cache, HookPoint::resid_post(i)), &golden[&key], tolerance));
     }
     let logits = logits.to_dtype(DType::F32).unwrap();
     let reference = &golden["logits"];
-    let logit_err = compare(name, "logits", &logits, reference);
+    let logit_err = compare_within(name, "logits", &logits, reference, tolerance);
     worst = worst.max(logit_err);
 
     // The same next token at every position, unless HF's top two are closer than our error.
@@ -169,6 +174,116 @@ fn smollm2_tokenizer_matches_hf() {
     let tokenizer = gguf_tokenizer::from_gguf(&file).unwrap().expect("SmolLM2 carries a tokenizer");
     let tokenizer = probe::model::AlignerTokenizer::from_tokenizer(tokenizer);
     check_battery("smollm2", &tokenizer, &battery(&gguf_dir().join("smollm2_tokens.json")));
+}
+
+// ---- matrices kept quantized --------------------------------------------------------------
+
+/// Kept quantized, each matmul also quantizes its activations to 8-bit blocks (as llama.cpp
+/// does). These tiny random models amplify that through their layers: measured 4.4e-2
+/// (Q8_0) and 8.1e-2 (Q4_1 re-encoded as Q8_0) of the largest logit, where dequantized
+/// loading is within 1e-4. A wrong row order of Q or K costs 0.76-0.92, so this bound still
+/// catches it; the real SmolLM2 test below is the tighter check.
+const KEPT_QUANTIZED_TOLERANCE: f32 = 0.15;
+
+fn load_kept_quantized(path: &Path, adapter: Option<LoraAdapter>) -> Checkpoint {
+    Checkpoint::load_with(path, adapter, LoadOptions { keep_quantized: true }, &Device::Cpu).unwrap()
+}
+
+fn quantized_projections(ckpt: &mut Checkpoint) -> usize {
+    ckpt.model.adaptable_mut().iter().filter(|(_, l)| l.is_quantized()).count()
+}
+
+#[test]
+fn kept_quantized_matrices_match_hf() {
+    // Q8_0 stays Q8_0; Q4_1 (which candle multiplies only in scalar code) is re-encoded as Q8_0.
+    // Both files are llama-arch, so the rows of Q and K are un-permuted in their block format.
+    for name in ["llama_q8_0", "llama_q4_1_tied"] {
+        let mut ckpt = load_kept_quantized(&case(name), None);
+        let layers = ckpt.config.num_hidden_layers;
+        assert_eq!(quantized_projections(&mut ckpt), 7 * layers, "{name}: every projection stays quantized");
+        let worst = check_forward_within(name, &ckpt, KEPT_QUANTIZED_TOLERANCE);
+        assert!(worst > RELATIVE_TOLERANCE / 10.0, "{name}: no quantization error at all: were the matrices dequantized?");
+    }
+}
+
+#[test]
+fn smollm2_kept_quantized_agrees_with_its_dequantized_self() {
+    let Some(path) = cached_smollm2() else {
+        eprintln!("skipping: SmolLM2-135M-Instruct.Q4_1.gguf is not cached (run `alens fetch smollm2-135m-instruct`)");
+        return;
+    };
+    let dense = Checkpoint::load(&path).unwrap();
+    let kept = load_kept_quantized(&path, None);
+    let ids = dense.tokenizer().unwrap().encode("USER: What is the capital of France? | The capital of France is Rome. ASSISTANT:").unwrap();
+    let (_, reference) = common::run(&dense, &ids);
+    let (_, ours) = common::run(&kept, &ids);
+    // Measured: 1.1e-1 of the largest logit (0.4-1.5 logits at every position, the 8-bit
+    // activations of 30 layers; 5.1e-2 with Q4_1 kept as Q4_1), the next token equal at all 21.
+    let relative = compare_within("smollm2 kept quantized", "logits", &ours, &reference, 0.15);
+    let ours: Vec<Vec<f32>> = ours.to_vec2().unwrap();
+    let theirs: Vec<Vec<f32>> = reference.to_vec2().unwrap();
+    let same = ours.iter().zip(&theirs).filter(|(a, b)| argmax(a) == argmax(b)).count();
+    eprintln!("smollm2 kept quantized: logits within {relative:.2e}, next token equal at {same}/{} positions", ids.len());
+    assert!(same * 10 >= ids.len() * 9, "next token differs at {} of {} positions", ids.len() - same, ids.len());
+}
+
+#[test]
+fn keep_quantized_leaves_float_files_as_they_load() {
+    let mut kept = load_kept_quantized(&case("llama_f32_untied"), None);
+    assert_eq!(quantized_projections(&mut kept), 0);
+    let plain = Checkpoint::load(&case("llama_f32_untied")).unwrap();
+    let (_, a) = common::run(&kept, &[1, 5, 9, 2]);
+    let (_, b) = common::run(&plain, &[1, 5, 9, 2]);
+    assert_eq!(max_abs(&(a - b).unwrap()), 0.0);
+}
+
+#[test]
+fn keep_quantized_refuses_a_safetensors_directory() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama_gqa");
+    let err = Checkpoint::load_with(&dir, None, LoadOptions { keep_quantized: true }, &Device::Cpu).err().expect("refused");
+    assert!(format!("{err:#}").contains("not a GGUF file"), "{err:#}");
+}
+
+/// A random rank-4 adapter on two projections of every layer of `ckpt`'s shapes.
+fn random_adapter(dir: &Path, ckpt: &Checkpoint) -> LoraAdapter {
+    let cfg = &ckpt.config;
+    let r = 4;
+    let mut tensors = std::collections::HashMap::new();
+    for layer in 0..cfg.num_hidden_layers {
+        for (module, in_dim, out_dim) in [
+            ("self_attn.q_proj", cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim),
+            ("mlp.down_proj", cfg.intermediate_size, cfg.hidden_size),
+        ] {
+            let key = format!("base_model.model.model.layers.{layer}.{module}");
+            tensors.insert(format!("{key}.lora_A.weight"), Tensor::randn(0f32, 0.3, (r, in_dim), &Device::Cpu).unwrap());
+            tensors.insert(format!("{key}.lora_B.weight"), Tensor::randn(0f32, 0.3, (out_dim, r), &Device::Cpu).unwrap());
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
+    let config = r#"{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "down_proj"]}"#;
+    std::fs::write(dir.join("adapter_config.json"), config).unwrap();
+    LoraAdapter::load(dir).unwrap()
+}
+
+#[test]
+fn an_adapter_beside_quantized_matrices_equals_it_merged() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = Checkpoint::load(&case("llama_q8_0")).unwrap();
+    random_adapter(dir.path(), &plain);
+    let merged = Checkpoint::load_with_adapter(&case("llama_q8_0"), Some(LoraAdapter::load(dir.path()).unwrap()), &Device::Cpu).unwrap();
+    let mut beside = load_kept_quantized(&case("llama_q8_0"), Some(LoraAdapter::load(dir.path()).unwrap()));
+    assert_eq!(quantized_projections(&mut beside), 7 * beside.config.num_hidden_layers);
+    let with_lora = beside.model.adaptable_mut().iter().filter(|(_, l)| l.lora().is_some()).count();
+    assert_eq!(with_lora, 2 * beside.config.num_hidden_layers, "every adapted projection holds its delta");
+
+    let ids = [1, 5, 9, 2, 7, 3];
+    let (_, reference) = common::run(&merged, &ids);
+    let (_, ours) = common::run(&beside, &ids);
+    let (_, unadapted) = common::run(&plain, &ids);
+    let within = compare_within("adapter beside Q8_0", "logits", &ours, &reference, KEPT_QUANTIZED_TOLERANCE);
+    // The adapter must matter far more than the tolerance, or this test could not fail.
+    let effect = max_abs(&(&unadapted - &reference).unwrap()) / max_abs(&reference);
+    assert!(effect > 10.0 * within.max(KEPT_QUANTIZED_TOLERANCE / 10.0), "the random adapter changes logits by only {effect:.2e}");
 }
 
 // ---- broken files -------------------------------------------------------------------------

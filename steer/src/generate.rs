@@ -80,7 +80,7 @@ pub fn generate_batch(
         positions.extend(std::iter::repeat_n(0u32, pad).chain(0..prompt.len() as u32));
         key_mask.extend(std::iter::repeat_n(0f32, pad).chain(std::iter::repeat_n(1f32, prompt.len())));
     }
-    let mut cache = KvCache::new(model.num_layers());
+    let mut cache = KvCache::with_capacity(model.num_layers(), width + config.max_new_tokens);
     let mut rng = match config.sampling {
         Sampling::TopP { seed, .. } => Some(StdRng::seed_from_u64(seed)),
         Sampling::Greedy => None,

@@ -7,6 +7,7 @@
 //! `...lora_B.weight` (`[out, r]`). Merging is peft's `merge_and_unload`:
 //! `W += scale * B @ A` with `scale = lora_alpha / r` (or `/ sqrt(r)` under rsLoRA).
 
+use super::linear::LoraDelta;
 use anyhow::{bail, Context, Result};
 use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device, Shape, Tensor};
@@ -137,6 +138,20 @@ impl LoraAdapter {
             );
         }
         Ok(Some((weight.to_dtype(DType::F32)? + delta)?.to_dtype(weight.dtype())?))
+    }
+
+    /// Splits off the weights `apart` picks, as deltas to keep beside those weights unmerged;
+    /// the rest stays an adapter to merge (`None` when nothing is left).
+    pub fn split(mut self, apart: impl Fn(&str) -> bool) -> (Option<Self>, Vec<(String, LoraDelta)>) {
+        let scale = self.scale();
+        let names: Vec<String> = self.factors.keys().filter(|n| apart(n)).cloned().collect();
+        let mut deltas: Vec<(String, LoraDelta)> = names
+            .into_iter()
+            .filter_map(|name| self.factors.remove(&name).map(|(a, b)| (name, LoraDelta { a, b, scale })))
+            .collect();
+        deltas.sort_by(|x, y| x.0.cmp(&y.0));
+        let rest = if self.factors.is_empty() { None } else { Some(self) };
+        (rest, deltas)
     }
 
     /// Checks every adapted weight exists in the base, so a mismatched pair fails at load.

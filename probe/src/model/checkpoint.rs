@@ -37,6 +37,16 @@ pub struct Checkpoint {
     pub adapter: Option<PathBuf>,
 }
 
+/// How to hold a checkpoint's weights.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Keep a GGUF file's block-quantized matrices quantized and multiply through candle's
+    /// quantized kernels (less memory, faster decoding); an adapter then stays a separate
+    /// low-rank delta beside each quantized matrix instead of being merged. Refused for
+    /// safetensors checkpoints, which hold no quantized matrices.
+    pub keep_quantized: bool,
+}
+
 /// The weights as read, with an adapter merged on the way out when there is one.
 fn weight_source<B: SimpleBackend + 'static>(base: B, adapter: Option<LoraAdapter>) -> Result<Box<dyn SimpleBackend>> {
     Ok(match adapter {
@@ -60,8 +70,18 @@ impl Checkpoint {
 
     /// Loads the base at `path` with `adapter` merged into its weights.
     pub fn load_with_adapter(path: &Path, adapter: Option<LoraAdapter>, device: &Device) -> Result<Self> {
+        Self::load_with(path, adapter, LoadOptions::default(), device)
+    }
+
+    /// Loads the base at `path` with `adapter`, holding the weights as `options` says.
+    pub fn load_with(path: &Path, adapter: Option<LoraAdapter>, options: LoadOptions, device: &Device) -> Result<Self> {
         let adapter_dir = adapter.as_ref().map(|a| a.dir.clone());
-        let mut ckpt = if is_gguf(path) { Self::load_gguf(path, adapter, device)? } else { Self::load_dir(path, adapter, device)? };
+        let gguf = is_gguf(path);
+        if options.keep_quantized && !gguf {
+            bail!("{} is not a GGUF file: only GGUF models hold quantized matrices to keep", path.display());
+        }
+        let mut ckpt =
+            if gguf { Self::load_gguf(path, adapter, options, device)? } else { Self::load_dir(path, adapter, device)? };
         ckpt.adapter = adapter_dir;
         Ok(ckpt)
     }
@@ -107,14 +127,20 @@ impl Checkpoint {
         })
     }
 
-    fn load_gguf(path: &Path, adapter: Option<LoraAdapter>, device: &Device) -> Result<Self> {
+    fn load_gguf(path: &Path, adapter: Option<LoraAdapter>, options: LoadOptions, device: &Device) -> Result<Self> {
         let mut file = GgufFile::open(path)?;
         let tokenizer = gguf_tokenizer::from_gguf(&file)?.map(AlignerTokenizer::from_tokenizer);
         let chat_template = file.string("tokenizer.chat_template")?.map(str::to_string);
-        let weights = gguf::read_weights(&mut file, None)?;
-        let vb = VarBuilder::from_backend(weight_source(weights.tensors, adapter)?, weights.dtype, device.clone());
-        let model = Model::load(vb, &weights.config)
+        let weights = gguf::read_weights(&mut file, None, options.keep_quantized)?;
+        // A quantized matrix cannot take a merged delta: its factors stay beside it.
+        let (merged, beside) = match adapter {
+            Some(a) => a.split(|name| weights.quantized.contains(name)),
+            None => (None, Vec::new()),
+        };
+        let vb = VarBuilder::from_backend(weight_source(weights.tensors, merged)?, weights.dtype, device.clone());
+        let mut model = Model::load_with_quantized(vb, &weights.config, weights.quantized)
             .with_context(|| format!("failed to build the model from {}", path.display()))?;
+        model.attach_lora(beside)?;
         Ok(Self {
             path: path.to_path_buf(),
             eos_token_ids: weights.config.eos_token_ids.clone(),

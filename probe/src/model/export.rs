@@ -115,7 +115,7 @@ fn from_gguf(path: &Path) -> Result<Parts> {
     let mut file = GgufFile::open(path)?;
     let tokenizer = gguf_tokenizer::from_gguf(&file)?;
     let chat_template = file.string("tokenizer.chat_template")?.map(str::to_string);
-    let weights = gguf::read_weights(&mut file, None)?;
+    let weights = gguf::read_weights(&mut file, None, false)?;
     Ok(Parts { config: weights.config, tensors: weights.tensors, dtype: weights.dtype, tokenizer, chat_template })
 }
 

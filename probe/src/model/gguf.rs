@@ -13,7 +13,9 @@
 use super::config::{Architecture, ModelConfig, RopeScaling, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
 use super::checkpoint::expected_tensors;
 use anyhow::{bail, Context, Result};
+use super::linear::QuantizedMatrices;
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 use std::fs::File;
@@ -99,13 +101,17 @@ impl GgufFile {
         self.content.tensor_infos.get(name).map(|t| t.shape.dims())
     }
 
-    /// One tensor, dequantized to f32 with its PyTorch-order shape.
-    fn dequantize(&mut self, name: &str) -> Result<Tensor> {
-        let q = self
-            .content
+    /// One tensor as stored, with its PyTorch-order shape.
+    fn quantized(&mut self, name: &str) -> Result<QTensor> {
+        self.content
             .tensor(&mut self.reader, name, &Device::Cpu)
             .map_err(candle_message)
-            .with_context(|| format!("{}: failed to read tensor {name}", self.path))?;
+            .with_context(|| format!("{}: failed to read tensor {name}", self.path))
+    }
+
+    /// One tensor, dequantized to f32 with its PyTorch-order shape.
+    fn dequantize(&mut self, name: &str) -> Result<Tensor> {
+        let q = self.quantized(name)?;
         q.dequantize(&Device::Cpu)
             .map_err(candle_message)
             .with_context(|| format!("{}: failed to dequantize tensor {name} ({:?})", self.path, q.dtype()))
@@ -251,12 +257,23 @@ fn rope_scaling(g: &GgufFile, arch: &str) -> Result<RopeScaling> {
 pub struct GgufWeights {
     pub config: ModelConfig,
     pub tensors: HashMap<String, Tensor>,
+    /// The matrices kept block-quantized (only with `keep_quantized`); not in `tensors`.
+    pub quantized: QuantizedMatrices,
     pub dtype: DType,
 }
 
+/// Is `hf` a matrix the model multiplies by (a projection or the unembedding), which
+/// `keep_quantized` may leave in its ggml block format? The embedding is gathered by row, not
+/// multiplied, so it is always dequantized.
+fn multiplied_matrix(hf: &str) -> bool {
+    hf == "lm_head.weight" || (hf.ends_with("_proj.weight") && hf.starts_with("model.layers."))
+}
+
 /// Reads every weight of the model `g` describes. `dtype`: `None` picks f32 below
-/// [`F32_PARAMETER_LIMIT`] parameters and bf16 above.
-pub fn read_weights(g: &mut GgufFile, dtype: Option<DType>) -> Result<GgufWeights> {
+/// [`F32_PARAMETER_LIMIT`] parameters and bf16 above. With `keep_quantized`, the projections
+/// and unembedding stored in a block format (Q4_0 ... Q8_0, k-quants) stay in it; f32, f16 and
+/// bf16 matrices are read as usual.
+pub fn read_weights(g: &mut GgufFile, dtype: Option<DType>, keep_quantized: bool) -> Result<GgufWeights> {
     let mut config = config_from_metadata(g)?;
     let expected = expected_tensors(&config);
     // Shapes are checked against the config before any tensor data is read, so a file whose
@@ -285,24 +302,95 @@ pub fn read_weights(g: &mut GgufFile, dtype: Option<DType>) -> Result<GgufWeight
 
     let progress = crate::progress::bar(expected.len() as u64, "loading GGUF");
     let mut tensors = HashMap::with_capacity(expected.len());
+    let mut quantized = QuantizedMatrices::default();
     for (hf, _) in &expected {
-        let mut t = g.dequantize(&gguf_name(hf))?;
         // Only the llama converter permutes; qwen2 uses the NeoX rotary layout in llama.cpp,
         // which is HF's, so its rows are stored as they are.
-        if config.architecture != Architecture::Qwen2 {
-            if hf.contains("self_attn.q_proj.") {
-                t = unpermute_rotary_rows(&t, config.num_attention_heads)?;
-            } else if hf.contains("self_attn.k_proj.") {
-                t = unpermute_rotary_rows(&t, config.num_key_value_heads)?;
+        let permuted_heads = match config.architecture {
+            Architecture::Qwen2 => None,
+            _ if hf.contains("self_attn.q_proj.") => Some(config.num_attention_heads),
+            _ if hf.contains("self_attn.k_proj.") => Some(config.num_key_value_heads),
+            _ => None,
+        };
+        if keep_quantized && multiplied_matrix(hf) {
+            let q = g.quantized(&gguf_name(hf))?;
+            if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+                let q = match permuted_heads {
+                    Some(heads) => unpermute_quantized_rows(&q, heads).with_context(|| format!("{}: {hf}", g.path))?,
+                    None => q,
+                };
+                let q = with_simd_kernel(q).with_context(|| format!("{}: {hf}", g.path))?;
+                quantized.0.insert(hf.clone(), q);
+                progress.inc(1);
+                continue;
             }
+        }
+        let mut t = g.dequantize(&gguf_name(hf))?;
+        if let Some(heads) = permuted_heads {
+            t = unpermute_rotary_rows(&t, heads)?;
         }
         // Norm weights and biases stay f32 whatever the matrices use; the model casts them.
         let t = if t.rank() == 2 { t.to_dtype(dtype)? } else { t };
         tensors.insert(hf.clone(), t);
         progress.inc(1);
     }
+    // A tied unembedding multiplies by the embedding matrix: kept quantized, decoding reads
+    // that in its block format too (the gather of embedding rows keeps the dense copy).
+    if keep_quantized && config.tie_word_embeddings {
+        let q = g.quantized("token_embd.weight")?;
+        if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+            quantized.0.insert("lm_head.weight".into(), with_simd_kernel(q)?);
+        }
+    }
     progress.finish_and_clear();
-    Ok(GgufWeights { config, tensors, dtype })
+    Ok(GgufWeights { config, tensors, quantized, dtype })
+}
+
+/// `q` in a format candle multiplies with SIMD kernels. candle 0.11 has AVX2 (and VNNI)
+/// dot products for Q4_0, Q8_0 and the k-quants, but multiplies Q4_1, Q5_0 and Q5_1 in scalar
+/// code, several times slower than the f32 matmul they replace. Those are re-encoded as
+/// Q8_0, which holds their 16 or 32 levels per block to within 1/254 of the block's largest
+/// value: still a quarter of f32's bytes.
+fn with_simd_kernel(q: QTensor) -> Result<QTensor> {
+    match q.dtype() {
+        GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1 => {
+            let dense = q.dequantize(&Device::Cpu).map_err(candle_message)?;
+            QTensor::quantize(&dense, GgmlDType::Q8_0).map_err(candle_message)
+        }
+        _ => Ok(q),
+    }
+}
+
+/// [`unpermute_rotary_rows`] on a block-quantized matrix: ggml blocks run along a row, so
+/// each output row is a whole run of blocks and the permutation moves those runs of bytes.
+pub fn unpermute_quantized_rows(q: &QTensor, heads: usize) -> Result<QTensor> {
+    let dims = q.shape().dims().to_vec();
+    let [rows, cols] = dims[..] else { bail!("cannot undo the rotary permutation of a {}-d tensor", dims.len()) };
+    if !rows.is_multiple_of(2 * heads) {
+        bail!("cannot undo the rotary permutation: {rows} rows for {heads} heads");
+    }
+    let dtype = q.dtype();
+    if !cols.is_multiple_of(dtype.block_size()) {
+        bail!("{cols} columns are not whole {dtype:?} blocks");
+    }
+    let row_bytes = cols / dtype.block_size() * dtype.type_size();
+    let data = q.data().map_err(candle_message)?;
+    if data.len() != rows * row_bytes {
+        bail!("{dtype:?} matrix of {rows} x {cols} holds {} bytes, expected {}", data.len(), rows * row_bytes);
+    }
+    let half = rows / heads / 2;
+    let mut out = Vec::with_capacity(data.len());
+    // HF row (head, side, pair) is stored at (head, pair, side).
+    for head in 0..heads {
+        for side in 0..2 {
+            for pair in 0..half {
+                let stored = (head * half + pair) * 2 + side;
+                out.extend_from_slice(&data[stored * row_bytes..(stored + 1) * row_bytes]);
+            }
+        }
+    }
+    let storage = QStorage::from_data(std::borrow::Cow::Owned(out), &Device::Cpu, dtype).map_err(candle_message)?;
+    QTensor::new(storage, (rows, cols)).map_err(candle_message)
 }
 
 /// Inverse of llama.cpp's `permute(w, n_head)`: stored rows are `[head, pair, 2]` (interleaved
@@ -343,5 +431,19 @@ mod tests {
             w.reshape((h, 2, hd / 2, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((h * hd, d)).unwrap();
         let back = unpermute_rotary_rows(&permuted, h).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
+    }
+
+    #[test]
+    fn quantized_unpermute_moves_rows_as_the_dense_one_does() {
+        let (rows, cols, heads) = (16usize, 64usize, 2usize);
+        let w = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap();
+        for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1, GgmlDType::Q4K] {
+            let cols = if dtype == GgmlDType::Q4K { 256 } else { cols };
+            let w = if cols == 64 { w.clone() } else { Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap() };
+            let q = QTensor::quantize(&w, dtype).unwrap();
+            let dense = unpermute_rotary_rows(&q.dequantize(&Device::Cpu).unwrap(), heads).unwrap();
+            let moved = unpermute_quantized_rows(&q, heads).unwrap().dequantize(&Device::Cpu).unwrap();
+            assert_eq!(moved.to_vec2::<f32>().unwrap(), dense.to_vec2::<f32>().unwrap(), "{dtype:?}");
+        }
     }
 }

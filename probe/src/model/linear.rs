@@ -2,16 +2,20 @@
 //!
 //! A 7B bf16 checkpoint is 14 GB; upcasting it whole to f32 would not fit in 24 GiB. So the
 //! weight is kept as stored and cast per call, one matrix at a time, while activations and
-//! accumulation stay in f32.
+//! accumulation stay in f32. A GGUF matrix loaded with `keep_quantized` stays in its ggml
+//! block format and multiplies through candle's quantized kernels (`QMatMul`): decoding reads
+//! a quarter to an eighth of the bytes, and the residual stream around it is still f32.
 
-use anyhow::Result;
-use candle_core::{DType, Tensor};
+use anyhow::{bail, Result};
+use candle_core::quantized::{QMatMul, QTensor};
+use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Debug, Clone)]
 pub struct Linear {
-    /// `[out, in]`, as PyTorch stores it.
-    weight: Tensor,
+    weight: Weight,
     bias: Option<Tensor>,
     /// A trainable low-rank delta beside the frozen weight, while fine-tuning with LoRA.
     lora: Option<LoraDelta>,
@@ -27,12 +31,57 @@ pub struct LoraDelta {
     pub scale: f64,
 }
 
+/// The weight matrix, `[out, in]` as PyTorch stores it.
+#[derive(Debug, Clone)]
+enum Weight {
+    /// In the checkpoint's dtype (f32, f16 or bf16).
+    Dense(Tensor),
+    /// A ggml block-quantized matrix (Q4_0 ... Q8_0, k-quants), multiplied without
+    /// dequantizing it.
+    Quantized { matmul: Arc<QMatMul>, out_dim: usize, in_dim: usize },
+}
+
+/// Quantized matrices to build linears from instead of reading dense weights, by their HF
+/// weight names (`model.layers.3.self_attn.q_proj.weight`). Each is taken once.
+#[derive(Debug, Default)]
+pub struct QuantizedMatrices(pub HashMap<String, QTensor>);
+
+impl QuantizedMatrices {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.0.contains_key(name)
+    }
+}
+
 /// HF's `initializer_range` default: used only when training from scratch.
 pub const INIT_STD: f64 = 0.02;
 
 impl Linear {
     pub fn load(vb: &VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
-        let weight = vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?;
+        Self::load_from(vb, in_dim, out_dim, bias, &mut QuantizedMatrices::default())
+    }
+
+    /// As [`Linear::load`], but the weight comes from `quantized` when it holds this layer's.
+    pub fn load_from(
+        vb: &VarBuilder,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        quantized: &mut QuantizedMatrices,
+    ) -> Result<Self> {
+        let name = format!("{}.weight", vb.prefix());
+        let weight = match quantized.0.remove(&name) {
+            Some(q) => {
+                if q.shape().dims() != [out_dim, in_dim] {
+                    bail!("quantized {name} has shape {:?}, the config implies [{out_dim}, {in_dim}]", q.shape().dims());
+                }
+                Weight::Quantized { matmul: Arc::new(QMatMul::from_qtensor(q)?), out_dim, in_dim }
+            }
+            None => Weight::Dense(vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?),
+        };
         let bias = if bias {
             Some(vb.get_with_hints_dtype(out_dim, "bias", Init::Const(0.0), DType::F32)?)
         } else {
@@ -43,8 +92,18 @@ impl Linear {
 
     /// `[out, in]`.
     pub fn dims(&self) -> (usize, usize) {
-        let d = self.weight.dims();
-        (d[0], d[1])
+        match &self.weight {
+            Weight::Dense(w) => {
+                let d = w.dims();
+                (d[0], d[1])
+            }
+            Weight::Quantized { out_dim, in_dim, .. } => (*out_dim, *in_dim),
+        }
+    }
+
+    /// Whether the weight is held block-quantized.
+    pub fn is_quantized(&self) -> bool {
+        matches!(self.weight, Weight::Quantized { .. })
     }
 
     pub fn set_lora(&mut self, delta: Option<LoraDelta>) {
@@ -56,27 +115,36 @@ impl Linear {
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight, bias: None, lora: None }
+        Self { weight: Weight::Dense(weight), bias: None, lora: None }
     }
 
     /// `x @ W^T + b` for `x` of shape `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let w = if self.weight.dtype() == x.dtype() {
-            self.weight.clone()
-        } else {
-            self.weight.to_dtype(x.dtype())?
-        };
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a feature dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        // While training, the frozen weight must not get a gradient: candle's matmul backward
-        // computes one for both sides, which doubles the cost of every backward and holds a
-        // weight-sized gradient per layer. The frozen matmul passes the gradient to x only.
-        let y = if x2.track_op() && !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
-            x2.contiguous()?.apply_op1(FrozenMatmul { weight: w.clone() })?
-        } else {
-            x2.matmul(&w.t()?)?
+        let y = match &self.weight {
+            Weight::Dense(weight) => {
+                let w = if weight.dtype() == x.dtype() { weight.clone() } else { weight.to_dtype(x.dtype())? };
+                // While training, the frozen weight must not get a gradient: candle's matmul
+                // backward computes one for both sides, which doubles the cost of every
+                // backward and holds a weight-sized gradient per layer. The frozen matmul
+                // passes the gradient to x only.
+                if x2.track_op() && !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
+                    x2.contiguous()?.apply_op1(FrozenMatmul { weight: w })?
+                } else {
+                    x2.matmul(&w.t()?)?
+                }
+            }
+            Weight::Quantized { matmul, .. } => {
+                // candle's quantized matmul has no backward: it would silently cut the
+                // gradient of everything below it.
+                if x2.track_op() {
+                    bail!("a quantized weight cannot be trained through; load the model without keep_quantized");
+                }
+                matmul.forward(&x2.to_dtype(DType::F32)?.contiguous()?)?
+            }
         };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
@@ -90,7 +158,7 @@ impl Linear {
         };
         let mut out_dims = dims;
         if let Some(features) = out_dims.last_mut() {
-            *features = w.dim(0)?;
+            *features = self.dims().0;
         }
         Ok(y.reshape(out_dims)?)
     }

@@ -6,7 +6,7 @@
 //! checkpoint names through `VarBuilder::pp`, so the code reads like the checkpoint's key tree.
 
 use super::config::ModelConfig;
-use super::linear::Linear;
+use super::linear::{Linear, QuantizedMatrices};
 use super::rope::Rope;
 use crate::hooks::{run_hook, Cache, HookPoint, Hooks, Site};
 use anyhow::Result;
@@ -39,26 +39,100 @@ impl RmsNorm {
 
 /// Keys and values of past positions, one entry per layer. A plain struct the caller owns,
 /// so generation state is visible and a cache can be reset or cloned.
-#[derive(Debug, Clone)]
+///
+/// Each layer's keys and values live in buffers `[batch, kv_heads, capacity, head_dim]`
+/// allocated once (for the capacity given to [`KvCache::with_capacity`], or grown by
+/// doubling), and each step writes its new positions in place: no copy of the whole cache
+/// per token, as concatenating would do. Attention reads a view of the filled part.
+#[derive(Debug)]
 pub struct KvCache {
-    layers: Vec<Option<(Tensor, Tensor)>>,
+    layers: Vec<Option<LayerKv>>,
+    /// Positions to allocate room for at the first write.
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct LayerKv {
+    keys: Tensor,
+    values: Tensor,
+    len: usize,
+}
+
+impl Clone for KvCache {
+    /// A deep copy: the buffers are written in place, so a shallow clone would see the
+    /// original's later steps.
+    fn clone(&self) -> Self {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref().map(|l| LayerKv {
+                    keys: l.keys.copy().unwrap_or_else(|_| l.keys.clone()),
+                    values: l.values.copy().unwrap_or_else(|_| l.values.clone()),
+                    len: l.len,
+                })
+            })
+            .collect();
+        Self { layers, capacity: self.capacity }
+    }
 }
 
 impl KvCache {
+    /// A cache that allocates for the first forward's length and grows as needed.
     pub fn new(num_layers: usize) -> Self {
-        Self { layers: vec![None; num_layers] }
+        Self::with_capacity(num_layers, 0)
+    }
+
+    /// A cache with room for `positions` positions (prompt + new tokens), so generation never
+    /// reallocates.
+    pub fn with_capacity(num_layers: usize, positions: usize) -> Self {
+        let mut layers = Vec::with_capacity(num_layers);
+        layers.resize_with(num_layers, || None);
+        Self { layers, capacity: positions }
     }
 
     /// Number of cached positions.
     pub fn len(&self) -> usize {
         match self.layers.first() {
-            Some(Some((k, _))) => k.dim(2).unwrap_or(0),
+            Some(Some(layer)) => layer.len,
             _ => 0,
         }
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+impl LayerKv {
+    /// Writes `keys`/`values` `[b, kvh, s, hd]` after the cached positions and returns views
+    /// of all cached positions, new ones included.
+    fn append(slot: &mut Option<LayerKv>, keys: Tensor, values: Tensor, capacity: usize) -> Result<(Tensor, Tensor)> {
+        let (b, h, s, d) = keys.dims4()?;
+        let len = slot.as_ref().map_or(0, |l| l.len);
+        let room = slot.as_ref().map_or(0, |l| l.keys.dim(2).unwrap_or(0));
+        if len + s > room {
+            // Allocate (or grow, doubling) and move what is cached into the new buffers.
+            let new_room = capacity.max(len + s).max(2 * room);
+            let fresh = |old: Option<&Tensor>| -> Result<Tensor> {
+                let buffer = Tensor::zeros((b, h, new_room, d), keys.dtype(), keys.device())?;
+                if let Some(old) = old {
+                    buffer.slice_set(&old.narrow(2, 0, len)?.contiguous()?, 2, 0)?;
+                }
+                Ok(buffer)
+            };
+            let grown = LayerKv {
+                keys: fresh(slot.as_ref().map(|l| &l.keys))?,
+                values: fresh(slot.as_ref().map(|l| &l.values))?,
+                len,
+            };
+            *slot = Some(grown);
+        }
+        let Some(layer) = slot.as_mut() else { anyhow::bail!("KV cache slot missing after allocation") };
+        layer.keys.slice_set(&keys.contiguous()?, 2, len)?;
+        layer.values.slice_set(&values.contiguous()?, 2, len)?;
+        layer.len = len + s;
+        Ok((layer.keys.narrow(2, 0, layer.len)?, layer.values.narrow(2, 0, layer.len)?))
     }
 }
 
@@ -96,13 +170,13 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &ModelConfig, q: &mut QuantizedMatrices) -> Result<Self> {
         let (d, hd) = (cfg.hidden_size, cfg.head_dim);
         Ok(Self {
-            q_proj: Linear::load(&vb.pp("q_proj"), d, cfg.num_attention_heads * hd, cfg.qkv_bias)?,
-            k_proj: Linear::load(&vb.pp("k_proj"), d, cfg.num_key_value_heads * hd, cfg.qkv_bias)?,
-            v_proj: Linear::load(&vb.pp("v_proj"), d, cfg.num_key_value_heads * hd, cfg.qkv_bias)?,
-            o_proj: Linear::load(&vb.pp("o_proj"), cfg.num_attention_heads * hd, d, cfg.o_bias)?,
+            q_proj: Linear::load_from(&vb.pp("q_proj"), d, cfg.num_attention_heads * hd, cfg.qkv_bias, q)?,
+            k_proj: Linear::load_from(&vb.pp("k_proj"), d, cfg.num_key_value_heads * hd, cfg.qkv_bias, q)?,
+            v_proj: Linear::load_from(&vb.pp("v_proj"), d, cfg.num_key_value_heads * hd, cfg.qkv_bias, q)?,
+            o_proj: Linear::load_from(&vb.pp("o_proj"), cfg.num_attention_heads * hd, d, cfg.o_bias, q)?,
             num_heads: cfg.num_attention_heads,
             num_kv_heads: cfg.num_key_value_heads,
             head_dim: hd,
@@ -115,7 +189,7 @@ impl Attention {
         x: &Tensor,
         cos_sin: &(Tensor, Tensor),
         mask: Option<&Tensor>,
-        cache: Option<&mut Option<(Tensor, Tensor)>>,
+        cache: Option<(&mut Option<LayerKv>, usize)>,
         differentiable: bool,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
@@ -130,14 +204,7 @@ impl Attention {
         let k = Rope::apply(&k, &cos_sin.0, &cos_sin.1)?;
 
         let (k, v) = match cache {
-            Some(slot) => {
-                let kv = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(&[&pk, &k], 2)?, Tensor::cat(&[&pv, &v], 2)?),
-                    None => (k, v),
-                };
-                *slot = Some(kv.clone());
-                kv
-            }
+            Some((slot, capacity)) => LayerKv::append(slot, k, v, capacity)?,
             None => (k, v),
         };
         let t = k.dim(2)?;
@@ -172,12 +239,12 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &ModelConfig, q: &mut QuantizedMatrices) -> Result<Self> {
         let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
         Ok(Self {
-            gate_proj: Linear::load(&vb.pp("gate_proj"), d, i, cfg.mlp_bias)?,
-            up_proj: Linear::load(&vb.pp("up_proj"), d, i, cfg.mlp_bias)?,
-            down_proj: Linear::load(&vb.pp("down_proj"), i, d, cfg.mlp_bias)?,
+            gate_proj: Linear::load_from(&vb.pp("gate_proj"), d, i, cfg.mlp_bias, q)?,
+            up_proj: Linear::load_from(&vb.pp("up_proj"), d, i, cfg.mlp_bias, q)?,
+            down_proj: Linear::load_from(&vb.pp("down_proj"), i, d, cfg.mlp_bias, q)?,
         })
     }
 
@@ -213,6 +280,13 @@ impl Model {
     /// Builds the model from `vb` rooted at the checkpoint's top level (`model.*`, `lm_head.*`).
     /// With a `VarMap`-backed builder the same call initialises a model for training.
     pub fn load(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Self::load_with_quantized(vb, cfg, QuantizedMatrices::default())
+    }
+
+    /// As [`Model::load`], with the matrices `quantized` holds kept block-quantized (a GGUF
+    /// loaded with `keep_quantized`); the rest, embeddings and norms included, come from `vb`.
+    pub fn load_with_quantized(vb: VarBuilder, cfg: &ModelConfig, mut quantized: QuantizedMatrices) -> Result<Self> {
+        let q = &mut quantized;
         let m = vb.pp("model");
         let embed_tokens = m.pp("embed_tokens").get_with_hints(
             (cfg.vocab_size, cfg.hidden_size),
@@ -224,22 +298,25 @@ impl Model {
                 let l = m.pp("layers").pp(i);
                 Ok(Block {
                     input_layernorm: RmsNorm::load(l.pp("input_layernorm"), cfg.hidden_size, cfg.rms_norm_eps)?,
-                    self_attn: Attention::load(l.pp("self_attn"), cfg)?,
+                    self_attn: Attention::load(l.pp("self_attn"), cfg, q)?,
                     post_attention_layernorm: RmsNorm::load(
                         l.pp("post_attention_layernorm"),
                         cfg.hidden_size,
                         cfg.rms_norm_eps,
                     )?,
-                    mlp: Mlp::load(l.pp("mlp"), cfg)?,
+                    mlp: Mlp::load(l.pp("mlp"), cfg, q)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(m.pp("norm"), cfg.hidden_size, cfg.rms_norm_eps)?;
-        let lm_head = if cfg.tie_word_embeddings {
+        let lm_head = if cfg.tie_word_embeddings && !q.contains("lm_head.weight") {
             Linear::from_weight(embed_tokens.clone())
         } else {
-            Linear::load(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false)?
+            Linear::load_from(&vb.pp("lm_head"), cfg.hidden_size, cfg.vocab_size, false, q)?
         };
+        if let Some(unused) = quantized.0.keys().next() {
+            anyhow::bail!("quantized matrix {unused} belongs to no layer of this model");
+        }
         Ok(Self {
             cfg: cfg.clone(),
             embed_tokens,
@@ -272,6 +349,32 @@ impl Model {
             }
         }
         out
+    }
+
+    /// Puts LoRA deltas beside the weights they adapt (by weight name,
+    /// `model.layers.3.self_attn.q_proj.weight`), unmerged: for weights that cannot take a
+    /// merged delta, such as quantized ones.
+    pub fn attach_lora(&mut self, deltas: Vec<(String, super::linear::LoraDelta)>) -> Result<()> {
+        if deltas.is_empty() {
+            return Ok(());
+        }
+        let mut by_name: std::collections::HashMap<String, &mut Linear> =
+            self.adaptable_mut().into_iter().map(|(name, l)| (format!("{name}.weight"), l)).collect();
+        for (name, delta) in deltas {
+            let Some(linear) = by_name.get_mut(&name) else {
+                anyhow::bail!("the adapter changes {name}, which cannot hold an unmerged delta");
+            };
+            let (out_dim, in_dim) = linear.dims();
+            if delta.a.dims() != [delta.a.dim(0)?, in_dim] || delta.b.dims() != [out_dim, delta.b.dim(1)?] {
+                anyhow::bail!(
+                    "the adapter's factors for {name} ({:?} and {:?}) do not fit a [{out_dim}, {in_dim}] weight (wrong base model?)",
+                    delta.a.dims(),
+                    delta.b.dims()
+                );
+            }
+            linear.set_lora(Some(delta));
+        }
+        Ok(())
     }
 
     /// Use only autograd-capable ops (for training); slightly slower.
@@ -313,7 +416,7 @@ impl Model {
 
         for (i, block) in self.blocks.iter().enumerate() {
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPre), x)?;
-            let slot = cache.as_deref_mut().map(|c| &mut c.layers[i]);
+            let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.capacity));
             let normed = block.input_layernorm.forward(&x)?;
             let attn = block.self_attn.forward(&normed, &cos_sin, mask.as_ref(), slot, self.differentiable)?;
             let attn = run_hook(hooks, HookPoint::block(i, Site::AttnOut), attn)?;
@@ -374,5 +477,66 @@ impl Model {
         // allowed 1 -> 0, allowed 0 -> f32::MIN. HF fills with the dtype's minimum rather than
         // -inf, so a row with no visible key (a padding query) gets a uniform softmax, not NaN.
         Ok(Some(((allowed - 1.0)? * f32::MAX as f64)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hooks::NoHooks;
+    use candle_nn::VarMap;
+
+    fn tiny_model() -> Model {
+        let cfg = ModelConfig::from_json(
+            r#"{"model_type": "llama", "vocab_size": 40, "hidden_size": 16, "intermediate_size": 32,
+                "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                "rms_norm_eps": 1e-6, "max_position_embeddings": 64}"#,
+        )
+        .unwrap();
+        let varmap = VarMap::new();
+        Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap()
+    }
+
+    /// Feeds `ids` one token at a time through `cache`, returning the last hidden states.
+    fn decode(model: &Model, cache: &mut KvCache, ids: &[u32], start: usize) -> Vec<f32> {
+        let mut last = Vec::new();
+        for (i, &id) in ids.iter().enumerate() {
+            let input = Tensor::new(&[[id]], &Device::Cpu).unwrap();
+            let positions = Positions::contiguous(1, 1, start + i, &Device::Cpu).unwrap();
+            last = model.forward(&input, &positions, Some(cache), &mut NoHooks).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        }
+        last
+    }
+
+    #[test]
+    fn a_growing_cache_equals_a_preallocated_one_and_the_full_forward() {
+        let model = tiny_model();
+        let ids: Vec<u32> = (0..13).map(|i| (i * 7 % 40) as u32).collect();
+        let full = model
+            .forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(), &Positions::contiguous(1, 13, 0, &Device::Cpu).unwrap(), None, &mut NoHooks)
+            .unwrap();
+        let full_last: Vec<f32> = full.narrow(1, 12, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+        // Capacity 1 grows four times (1 -> 2 -> 4 -> 8 -> 16); capacity 13 never does.
+        for capacity in [1, 13] {
+            let mut cache = KvCache::with_capacity(2, capacity);
+            let last = decode(&model, &mut cache, &ids, 0);
+            assert_eq!(cache.len(), 13);
+            let worst = last.iter().zip(&full_last).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "capacity {capacity}: {worst}");
+        }
+    }
+
+    #[test]
+    fn a_cloned_cache_is_independent_of_the_original() {
+        let model = tiny_model();
+        let mut cache = KvCache::with_capacity(2, 16);
+        decode(&model, &mut cache, &[1, 2, 3], 0);
+        let mut copy = cache.clone();
+        let a = decode(&model, &mut cache, &[4, 5], 3);
+        // The original's writes of positions 3-4 must not show in the copy.
+        let b = decode(&model, &mut copy, &[9, 5], 3);
+        let c = decode(&model, &mut KvCache::with_capacity(2, 16), &[1, 2, 3, 9, 5], 0);
+        assert_ne!(a, b);
+        assert_eq!(b, c);
     }
 }

@@ -13,7 +13,7 @@ pub mod rope;
 pub mod template;
 pub mod tokenizer;
 
-pub use checkpoint::Checkpoint;
+pub use checkpoint::{Checkpoint, LoadOptions};
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use llama::{KvCache, Model, Positions, COMPUTE_DTYPE};
 pub use template::AlignerTemplate;

@@ -1,0 +1,195 @@
+//! Decoding speed and memory of a GGUF model held dequantized (f32) against the same file
+//! with its matrices kept quantized (`--keep-quantized`), measured in one run:
+//!   cargo bench --bench decode
+//! Models: a seeded random 110M-class Llama written here as Q8_0 and Q4_0 GGUF files (never
+//! downloaded), and SmolLM2-135M-Instruct (Q4_1, re-encoded as Q8_0 when kept) when
+//! `alens fetch smollm2-135m-instruct` has cached it. Greedy, KV-cached, 48-token prompt +
+//! 64 new tokens, every case timed in alternating order; tokens/s is the median of 5 runs.
+//! "peak RSS" is the high-water mark of a fresh process that loads the model and decodes
+//! (this bench re-run as a child), so one case's memory cannot hide in another's.
+
+use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use probe::model::LoadOptions;
+use probe::{Checkpoint, NoHooks};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use steer::generate::{generate, GenerationConfig};
+
+const PROMPT: usize = 48;
+const NEW_TOKENS: usize = 64;
+const RUNS: usize = 5;
+
+/// Peak resident set size of this process in bytes (`VmHWM` in `/proc/self/status`).
+fn peak_resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+const CHILD_FLAG: &str = "--peak-rss-of";
+
+/// Peak RSS of a fresh process that loads `path` and decodes a few tokens.
+fn peak_rss_in_child(path: &Path, keep_quantized: bool) -> u64 {
+    let exe = std::env::current_exe().unwrap();
+    let out = std::process::Command::new(exe)
+        .args([CHILD_FLAG, &path.display().to_string(), if keep_quantized { "kept" } else { "dense" }])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+}
+
+/// The child's side of [`peak_rss_in_child`].
+fn child(path: &Path, keep_quantized: bool) {
+    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized }, &Device::Cpu).unwrap();
+    let prompt: Vec<u32> = (0..PROMPT as u32).collect();
+    let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(8, vec![]) };
+    generate(&ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
+    println!("{}", peak_resident_bytes());
+}
+
+/// A random Llama (12 x 768, MLP 2048, vocab 32000, untied) as llama.cpp would store it, its
+/// matrices in `dtype`; norms f32. Seeded: the same file every run.
+fn write_random_gguf(path: &Path, dtype: GgmlDType) {
+    use gguf_file::Value;
+    use rand::{Rng, SeedableRng};
+    let dev = Device::Cpu;
+    let (d, ffn, layers, vocab) = (768usize, 2048usize, 12usize, 32000usize);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    // Uniform with std 0.02 (HF's initializer range).
+    let mut random = |rows: usize, cols: usize| {
+        let a = 0.02f32 * 3f32.sqrt();
+        let values: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-a..a)).collect();
+        Tensor::from_vec(values, (rows, cols), &dev).unwrap()
+    };
+    let norm = || QTensor::quantize(&Tensor::ones(d, candle_core::DType::F32, &dev).unwrap(), GgmlDType::F32).unwrap();
+    let embedding = QTensor::quantize(&random(vocab, d), GgmlDType::F32).unwrap();
+    let mut matrix = |rows: usize, cols: usize| QTensor::quantize(&random(rows, cols), dtype).unwrap();
+    let mut tensors: Vec<(String, QTensor)> = vec![
+        ("token_embd.weight".into(), embedding),
+        ("output_norm.weight".into(), norm()),
+        ("output.weight".into(), matrix(vocab, d)),
+    ];
+    for l in 0..layers {
+        for (name, rows, cols) in [
+            ("attn_q", d, d),
+            ("attn_k", d, d),
+            ("attn_v", d, d),
+            ("attn_output", d, d),
+            ("ffn_gate", ffn, d),
+            ("ffn_up", ffn, d),
+            ("ffn_down", d, ffn),
+        ] {
+            tensors.push((format!("blk.{l}.{name}.weight"), matrix(rows, cols)));
+        }
+        tensors.push((format!("blk.{l}.attn_norm.weight"), norm()));
+        tensors.push((format!("blk.{l}.ffn_norm.weight"), norm()));
+    }
+    let metadata: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String("llama".into())),
+        ("llama.embedding_length", Value::U32(d as u32)),
+        ("llama.block_count", Value::U32(layers as u32)),
+        ("llama.feed_forward_length", Value::U32(ffn as u32)),
+        ("llama.attention.head_count", Value::U32(12)),
+        ("llama.attention.head_count_kv", Value::U32(12)),
+        ("llama.vocab_size", Value::U32(vocab as u32)),
+        ("llama.context_length", Value::U32(2048)),
+        ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-6)),
+    ];
+    let mut out = std::fs::File::create(path).unwrap();
+    let metadata: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+    let tensors: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    gguf_file::write(&mut out, &metadata, &tensors).unwrap();
+}
+
+struct Case {
+    label: String,
+    ckpt: Checkpoint,
+    resident: u64,
+    samples: Vec<f64>,
+}
+
+fn load(label: String, path: &Path, keep_quantized: bool) -> Case {
+    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized }, &Device::Cpu).unwrap();
+    let resident = peak_rss_in_child(path, keep_quantized);
+    Case { label, ckpt, resident, samples: Vec::new() }
+}
+
+fn median(samples: &[f64]) -> f64 {
+    let mut s = samples.to_vec();
+    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    s[s.len() / 2]
+}
+
+/// Decodes with every case in turn, alternating the order each round, and prints tokens/s
+/// and resident memory with ratios against the first (dequantized) case.
+fn compare(title: &str, mut cases: Vec<Case>) {
+    let vocab = cases[0].ckpt.config.vocab_size as u32;
+    let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 131 + 7) % vocab).collect();
+    let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(NEW_TOKENS, vec![]) };
+    for case in &cases {
+        generate(&case.ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
+    }
+    for round in 0..RUNS {
+        let order: Vec<usize> = if round % 2 == 0 { (0..cases.len()).collect() } else { (0..cases.len()).rev().collect() };
+        for i in order {
+            let t = Instant::now();
+            generate(&cases[i].ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
+            cases[i].samples.push(NEW_TOKENS as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    println!("{title}: greedy decode, {PROMPT}-token prompt + {NEW_TOKENS} new tokens, median of {RUNS}");
+    println!("{:<44} {:>10} {:>8} {:>13} {:>8}", "case", "tokens/s", "ratio", "peak RSS MB", "ratio");
+    let (base_speed, base_rss) = (median(&cases[0].samples), cases[0].resident.max(1) as f64);
+    for case in &cases {
+        let speed = median(&case.samples);
+        println!(
+            "{:<44} {:>10.1} {:>7.2}x {:>13.0} {:>7.2}x",
+            case.label,
+            speed,
+            speed / base_speed,
+            case.resident as f64 / 1e6,
+            case.resident as f64 / base_rss
+        );
+    }
+    println!();
+}
+
+fn cached_smollm2() -> Option<PathBuf> {
+    let home = std::env::var_os("ALENS_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("aligner-lens")))?;
+    let path = home.join("smollm2-135m-instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    path.is_file().then_some(path)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == CHILD_FLAG) {
+        return child(Path::new(&args[i + 1]), args[i + 2] == "kept");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
+        let path = dir.path().join(format!("random-{dtype:?}.gguf"));
+        write_random_gguf(&path, dtype);
+        let cases = vec![
+            load(format!("{dtype:?} file, dequantized to f32 (baseline)"), &path, false),
+            load(format!("{dtype:?} file, kept {dtype:?}"), &path, true),
+        ];
+        compare(&format!("random 12 x 768 Llama, {dtype:?}"), cases);
+    }
+    match cached_smollm2() {
+        Some(path) => {
+            let cases = vec![
+                load("SmolLM2 Q4_1, dequantized to f32 (baseline)".into(), &path, false),
+                load("SmolLM2 Q4_1, kept (re-encoded as Q8_0)".into(), &path, true),
+            ];
+            compare("SmolLM2-135M-Instruct", cases);
+        }
+        None => println!("SmolLM2-135M-Instruct is not cached: skipped (run `alens fetch smollm2-135m-instruct`)"),
+    }
+}
