@@ -60,13 +60,30 @@ fn main() {
         let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
         model.logits(&h).unwrap();
     });
+    // The same weights held in bf16 (as a bf16 checkpoint loads): multiplied on the CPU's
+    // bf16 dot products where it has them (probe::model::bf16), else cast per matmul.
+    let bf16_weights: std::collections::HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().to_dtype(DType::BF16).unwrap()))
+        .collect();
+    let bf16_model = Model::load(VarBuilder::from_tensors(bf16_weights, DType::BF16, &Device::Cpu), &cfg).unwrap();
+    let bf16 = time(runs, || {
+        let h = bf16_model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
+        bf16_model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+    });
     println!("random Llama, {:.0}M parameters, batch {BATCH} x {SEQ} tokens, {} threads", params as f64 / 1e6,
              candle_core::utils::get_num_threads());
     println!("{:<44} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
+    let native = if probe::model::bf16::available() { "AVX512-BF16 dot products" } else { "cast to f32 per matmul" };
+    let bf16_name = format!("plain forward, bf16 weights ({native})");
     for (name, secs) in [
         ("plain forward (baseline)", plain),
         ("forward + read all 12 resid_post to host", hooked),
         ("forward + logits at every position", with_logits),
+        (bf16_name.as_str(), bf16),
     ] {
         println!("{name:<44} {:>9.1} {:>10.0} {:>7.3}x", secs * 1e3, tokens / secs, secs / plain);
     }

@@ -155,3 +155,24 @@ fn an_adapter_merges_by_flag_or_as_the_model_itself() {
     let line = one_error_line(&alens_in(tmp.path(), &["capture", "--model", "tests/golden/llama3_tied", "--adapter", adapter, "--token-ids", "1", "--out", "x.safetensors"]));
     assert!(line.contains("wrong base"), "{line}");
 }
+
+#[test]
+fn keep_quantized_generates_from_a_gguf_and_is_refused_for_a_directory() {
+    let home = tempfile::tempdir().unwrap();
+    let gguf = golden("gguf/llama_q8_0.gguf");
+    let generate = |model: &str, extra: &[&str]| {
+        let mut args = vec!["generate", "--model", model, "--question", "hello", "--answer", "world", "--max-new-tokens", "6"];
+        args.extend_from_slice(extra);
+        alens_in(home.path(), &args)
+    };
+    let plain = generate(gguf.to_str().unwrap(), &[]);
+    let kept = generate(gguf.to_str().unwrap(), &["--keep-quantized"]);
+    for out in [&plain, &kept] {
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(!String::from_utf8_lossy(&kept.stdout).trim().is_empty(), "kept quantized generated nothing");
+
+    let dir = golden("llama_gqa");
+    let line = one_error_line(&generate(dir.to_str().unwrap(), &["--keep-quantized"]));
+    assert!(line.contains("not a GGUF file"), "{line}");
+}

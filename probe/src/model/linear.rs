@@ -125,6 +125,16 @@ impl Linear {
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
         let y = match &self.weight {
+            Weight::Dense(weight)
+                if weight.dtype() == DType::BF16
+                    && x2.dtype() == DType::F32
+                    && !x2.track_op()
+                    && x2.device().is_cpu()
+                    && in_dim.is_multiple_of(32)
+                    && super::bf16::available() =>
+            {
+                x2.contiguous()?.apply_op2_no_bwd(weight, &Bf16Matmul)?
+            }
             Weight::Dense(weight) => {
                 let w = if weight.dtype() == x.dtype() { weight.clone() } else { weight.to_dtype(x.dtype())? };
                 // While training, the frozen weight must not get a gradient: candle's matmul
@@ -161,6 +171,39 @@ impl Linear {
             *features = self.dims().0;
         }
         Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// `x @ W^T` for f32 `x` and a bf16 `W`, on the CPU's bf16 dot products (see `super::bf16`).
+struct Bf16Matmul;
+
+impl candle_core::CustomOp2 for Bf16Matmul {
+    fn name(&self) -> &'static str {
+        "bf16-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        w: &candle_core::CpuStorage,
+        w_layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (candle_core::CpuStorage::F32(x), candle_core::CpuStorage::BF16(w)) = (x, w) else {
+            candle_core::bail!("bf16 matmul takes f32 activations and a bf16 weight");
+        };
+        let (Some((x0, x1)), Some((w0, w1))) = (x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) else {
+            candle_core::bail!("bf16 matmul takes contiguous operands");
+        };
+        let (m, k) = x_layout.shape().dims2()?;
+        let (n, wk) = w_layout.shape().dims2()?;
+        if k != wk {
+            candle_core::bail!("bf16 matmul: activations have {k} features, the weight {wk}");
+        }
+        match super::bf16::matmul_t(&x[x0..x1], m, k, &w[w0..w1], n) {
+            Some(y) => Ok((candle_core::CpuStorage::F32(y), (m, n).into())),
+            None => candle_core::bail!("bf16 matmul is not available on this CPU or shape"),
+        }
     }
 }
 
