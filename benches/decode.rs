@@ -1,10 +1,15 @@
-//! Decoding speed and memory of a GGUF model held dequantized (f32) against the same file
-//! with its matrices kept quantized (`--keep-quantized`), measured in one run:
+//! Decoding speed and memory by how the weights are held, measured in one run:
 //!   cargo bench --bench decode
-//! Models: a seeded random 110M-class Llama written here as Q8_0 and Q4_0 GGUF files (never
-//! downloaded), and SmolLM2-135M-Instruct (Q4_1, re-encoded as Q8_0 when kept) when
+//! - an HF directory with f32 weights against the same weights in bf16 (multiplied on the
+//!   CPU's bf16 dot products where it has them);
+//! - a GGUF file dequantized to f32 against the same file with its matrices kept quantized
+//!   (`--keep-quantized`).
+//!
+//! Models: a seeded random 110M-class Llama written here (never downloaded), and
+//! SmolLM2-135M-Instruct (Q4_1, re-encoded as Q8_0 when kept) when
 //! `alens fetch smollm2-135m-instruct` has cached it. Greedy, KV-cached, 48-token prompt +
 //! 64 new tokens, every case timed in alternating order; tokens/s is the median of 5 runs.
+//!
 //! "peak RSS" is the high-water mark of a fresh process that loads the model and decodes
 //! (this bench re-run as a child), so one case's memory cannot hide in another's.
 
@@ -51,20 +56,72 @@ fn child(path: &Path, keep_quantized: bool) {
     println!("{}", peak_resident_bytes());
 }
 
-/// A random Llama (12 x 768, MLP 2048, vocab 32000, untied) as llama.cpp would store it, its
-/// matrices in `dtype`; norms f32. Seeded: the same file every run.
+const CONFIG: &str = r#"{"model_type": "llama", "vocab_size": 32000, "hidden_size": 768,
+    "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12,
+    "num_key_value_heads": 12, "rms_norm_eps": 1e-6, "max_position_embeddings": 2048}"#;
+
+/// Seeded uniform values with std 0.02 (HF's initializer range), `[rows, cols]`.
+fn random_matrix(rng: &mut rand::rngs::StdRng, rows: usize, cols: usize) -> Tensor {
+    use rand::Rng;
+    let a = 0.02f32 * 3f32.sqrt();
+    let values: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-a..a)).collect();
+    Tensor::from_vec(values, (rows, cols), &Device::Cpu).unwrap()
+}
+
+/// The [`CONFIG`] Llama as an HF directory with its matrices stored in `dtype`.
+fn write_random_dir(dir: &Path, dtype: candle_core::DType) {
+    use rand::SeedableRng;
+    let cfg = probe::ModelConfig::from_json(CONFIG).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("config.json"), CONFIG).unwrap();
+    let mut tensors = std::collections::HashMap::new();
+    for (name, shape) in probe_expected_tensors(&cfg) {
+        let t = match shape[..] {
+            [rows, cols] => random_matrix(&mut rng, rows, cols).to_dtype(dtype).unwrap(),
+            _ => Tensor::ones(shape[0], dtype, &Device::Cpu).unwrap(),
+        };
+        tensors.insert(name, t);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
+}
+
+/// Every tensor an HF Llama checkpoint of `cfg` holds (untied, no biases).
+fn probe_expected_tensors(cfg: &probe::ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, d]),
+        ("model.norm.weight".to_string(), vec![d]),
+        ("lm_head.weight".to_string(), vec![cfg.vocab_size, d]),
+    ];
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        for (name, shape) in [
+            ("input_layernorm.weight", vec![d]),
+            ("post_attention_layernorm.weight", vec![d]),
+            ("self_attn.q_proj.weight", vec![d, d]),
+            ("self_attn.k_proj.weight", vec![d, d]),
+            ("self_attn.v_proj.weight", vec![d, d]),
+            ("self_attn.o_proj.weight", vec![d, d]),
+            ("mlp.gate_proj.weight", vec![i, d]),
+            ("mlp.up_proj.weight", vec![i, d]),
+            ("mlp.down_proj.weight", vec![d, i]),
+        ] {
+            out.push((format!("{p}.{name}"), shape));
+        }
+    }
+    out
+}
+
+/// The [`CONFIG`] Llama as llama.cpp would store it, its matrices in `dtype`; norms f32.
+/// Seeded: the same file every run.
 fn write_random_gguf(path: &Path, dtype: GgmlDType) {
     use gguf_file::Value;
-    use rand::{Rng, SeedableRng};
+    use rand::SeedableRng;
     let dev = Device::Cpu;
     let (d, ffn, layers, vocab) = (768usize, 2048usize, 12usize, 32000usize);
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    // Uniform with std 0.02 (HF's initializer range).
-    let mut random = |rows: usize, cols: usize| {
-        let a = 0.02f32 * 3f32.sqrt();
-        let values: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-a..a)).collect();
-        Tensor::from_vec(values, (rows, cols), &dev).unwrap()
-    };
+    let mut random = |rows: usize, cols: usize| random_matrix(&mut rng, rows, cols);
     let norm = || QTensor::quantize(&Tensor::ones(d, candle_core::DType::F32, &dev).unwrap(), GgmlDType::F32).unwrap();
     let embedding = QTensor::quantize(&random(vocab, d), GgmlDType::F32).unwrap();
     let mut matrix = |rows: usize, cols: usize| QTensor::quantize(&random(rows, cols), dtype).unwrap();
@@ -173,6 +230,17 @@ fn main() {
         return child(Path::new(&args[i + 1]), args[i + 2] == "kept");
     }
     let dir = tempfile::tempdir().unwrap();
+    let (f32_dir, bf16_dir) = (dir.path().join("random-f32"), dir.path().join("random-bf16"));
+    write_random_dir(&f32_dir, candle_core::DType::F32);
+    write_random_dir(&bf16_dir, candle_core::DType::BF16);
+    let native = if probe::model::bf16::available() { "AVX512-BF16" } else { "cast to f32" };
+    compare(
+        "random 12 x 768 Llama, HF directory",
+        vec![
+            load("f32 weights (baseline)".into(), &f32_dir, false),
+            load(format!("bf16 weights ({native})"), &bf16_dir, false),
+        ],
+    );
     for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_0] {
         let path = dir.path().join(format!("random-{dtype:?}.gguf"));
         write_random_gguf(&path, dtype);

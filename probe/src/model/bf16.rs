@@ -129,20 +129,20 @@ mod x86 {
             for (c, v) in wv.iter_mut().enumerate() {
                 *v = _mm512_loadu_si512(w.as_ptr().add((j + c) * k + p) as *const __m512i);
             }
-            for r in 0..R {
+            for (r, row) in acc.iter_mut().enumerate() {
                 let offset = (i + r) * k + p;
                 for term in x {
                     let xt: __m512bh = std::mem::transmute(_mm512_loadu_si512(term.as_ptr().add(offset) as *const __m512i));
-                    for c in 0..C {
-                        acc[r][c] = _mm512_dpbf16_ps(acc[r][c], xt, std::mem::transmute::<__m512i, __m512bh>(wv[c]));
+                    for (a, w) in row.iter_mut().zip(&wv) {
+                        *a = _mm512_dpbf16_ps(*a, xt, std::mem::transmute::<__m512i, __m512bh>(*w));
                     }
                 }
             }
             p += 32;
         }
-        for r in 0..R {
-            for c in 0..C {
-                out[(i + r) * nw + j + c] = _mm512_reduce_add_ps(acc[r][c]);
+        for (r, row) in acc.iter().enumerate() {
+            for (c, a) in row.iter().enumerate() {
+                out[(i + r) * nw + j + c] = _mm512_reduce_add_ps(*a);
             }
         }
     }
