@@ -216,12 +216,7 @@ fn compare(title: &str, mut cases: Vec<Case>) {
 }
 
 fn cached_smollm2() -> Option<PathBuf> {
-    let home = std::env::var_os("ALENS_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("aligner-lens")))?;
-    let path = home.join("smollm2-135m-instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    path.is_file().then_some(path)
+    probe::model::known::cached(&probe::model::known::SMOLLM2_135M_INSTRUCT)
 }
 
 fn main() {

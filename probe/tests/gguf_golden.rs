@@ -155,12 +155,7 @@ fn qwen2_f32_biases_unpermuted_match_hf() {
 /// The real SmolLM2-135M-Instruct GGUF as `alens fetch smollm2-135m-instruct` caches it:
 /// `$ALENS_HOME`, else `~/.cache/aligner-lens`, then `smollm2-135m-instruct/<file>`.
 fn cached_smollm2() -> Option<PathBuf> {
-    let home = std::env::var_os("ALENS_HOME")
-        .filter(|d| !d.is_empty())
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("aligner-lens")))?;
-    let path = home.join("smollm2-135m-instruct").join("SmolLM2-135M-Instruct.Q4_1.gguf");
-    path.is_file().then_some(path)
+    probe::model::known::cached(&probe::model::known::SMOLLM2_135M_INSTRUCT)
 }
 
 #[test]
