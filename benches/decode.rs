@@ -76,7 +76,7 @@ fn write_random_dir(dir: &Path, dtype: candle_core::DType) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), CONFIG).unwrap();
     let mut tensors = std::collections::HashMap::new();
-    for (name, shape) in probe_expected_tensors(&cfg) {
+    for (name, shape) in probe::model::checkpoint::expected_tensors(&cfg) {
         let t = match shape[..] {
             [rows, cols] => random_matrix(&mut rng, rows, cols).to_dtype(dtype).unwrap(),
             _ => Tensor::ones(shape[0], dtype, &Device::Cpu).unwrap(),
@@ -84,33 +84,6 @@ fn write_random_dir(dir: &Path, dtype: candle_core::DType) {
         tensors.insert(name, t);
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).unwrap();
-}
-
-/// Every tensor an HF Llama checkpoint of `cfg` holds (untied, no biases).
-fn probe_expected_tensors(cfg: &probe::ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let mut out = vec![
-        ("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, d]),
-        ("model.norm.weight".to_string(), vec![d]),
-        ("lm_head.weight".to_string(), vec![cfg.vocab_size, d]),
-    ];
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        for (name, shape) in [
-            ("input_layernorm.weight", vec![d]),
-            ("post_attention_layernorm.weight", vec![d]),
-            ("self_attn.q_proj.weight", vec![d, d]),
-            ("self_attn.k_proj.weight", vec![d, d]),
-            ("self_attn.v_proj.weight", vec![d, d]),
-            ("self_attn.o_proj.weight", vec![d, d]),
-            ("mlp.gate_proj.weight", vec![i, d]),
-            ("mlp.up_proj.weight", vec![i, d]),
-            ("mlp.down_proj.weight", vec![d, i]),
-        ] {
-            out.push((format!("{p}.{name}"), shape));
-        }
-    }
-    out
 }
 
 /// The [`CONFIG`] Llama as llama.cpp would store it, its matrices in `dtype`; norms f32.

@@ -126,9 +126,10 @@ pub struct ModelArgs {
     /// Aligner prompt template with {question} and {answer}. Default: the paper's wording.
     #[arg(long)]
     pub template: Option<String>,
-    /// Keep a GGUF model's quantized matrices (Q4_0 ... Q8_0, k-quants) quantized and multiply
-    /// through candle's quantized kernels: less memory and faster decoding, at the
-    /// quantization's own small error. Hooks, capture and steering work as usual (the residual
+    /// Keep a GGUF model's quantized matrices (Q4_0 ... Q8_0, k-quants; Q4_1/Q5 re-encoded as
+    /// Q8_0) quantized and multiply through candle's quantized kernels: less memory and
+    /// faster single-stream decoding (batched eval and sweeps run slower), at the
+    /// quantization's own error. Hooks, capture and steering work as usual (the residual
     /// stream stays f32); an adapter stays a separate low-rank delta. Default: dequantize.
     #[arg(long)]
     pub keep_quantized: bool,

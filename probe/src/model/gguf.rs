@@ -12,8 +12,8 @@
 // before anything is allocated from them.
 use super::config::{Architecture, ModelConfig, RopeScaling, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
 use super::checkpoint::expected_tensors;
-use anyhow::{bail, Context, Result};
 use super::linear::QuantizedMatrices;
+use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QStorage, QTensor};
 use candle_core::{DType, Device, Tensor};
@@ -314,7 +314,7 @@ pub fn read_weights(g: &mut GgufFile, dtype: Option<DType>, keep_quantized: bool
         };
         if keep_quantized && multiplied_matrix(hf) {
             let q = g.quantized(&gguf_name(hf))?;
-            if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+            if block_quantized(q.dtype()) {
                 let q = match permuted_heads {
                     Some(heads) => unpermute_quantized_rows(&q, heads).with_context(|| format!("{}: {hf}", g.path))?,
                     None => q,
@@ -338,12 +338,17 @@ pub fn read_weights(g: &mut GgufFile, dtype: Option<DType>, keep_quantized: bool
     // that in its block format too (the gather of embedding rows keeps the dense copy).
     if keep_quantized && config.tie_word_embeddings {
         let q = g.quantized("token_embd.weight")?;
-        if !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16) {
+        if block_quantized(q.dtype()) {
             quantized.0.insert("lm_head.weight".into(), with_simd_kernel(q)?);
         }
     }
     progress.finish_and_clear();
     Ok(GgufWeights { config, tensors, quantized, dtype })
+}
+
+/// Is `dtype` a ggml block format (Q4_0 ... Q8_0, k-quants), not a float one?
+fn block_quantized(dtype: GgmlDType) -> bool {
+    !matches!(dtype, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
 }
 
 /// `q` in a format candle multiplies with SIMD kernels. candle 0.11 has AVX2 (and VNNI)

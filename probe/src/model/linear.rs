@@ -47,10 +47,6 @@ enum Weight {
 pub struct QuantizedMatrices(pub HashMap<String, QTensor>);
 
 impl QuantizedMatrices {
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     pub fn contains(&self, name: &str) -> bool {
         self.0.contains_key(name)
     }
@@ -127,6 +123,7 @@ impl Linear {
         let y = match &self.weight {
             Weight::Dense(weight)
                 if weight.dtype() == DType::BF16
+                    && weight.is_contiguous()
                     && x2.dtype() == DType::F32
                     && !x2.track_op()
                     && x2.device().is_cpu()

@@ -38,7 +38,7 @@ impl RmsNorm {
 }
 
 /// Keys and values of past positions, one entry per layer. A plain struct the caller owns,
-/// so generation state is visible and a cache can be reset or cloned.
+/// so generation state is visible and a cache can be reset or copied ([`KvCache::try_clone`]).
 ///
 /// Each layer's keys and values live in buffers `[batch, kv_heads, capacity, head_dim]`
 /// allocated once (for the capacity given to [`KvCache::with_capacity`], or grown by
@@ -58,25 +58,6 @@ struct LayerKv {
     len: usize,
 }
 
-impl Clone for KvCache {
-    /// A deep copy: the buffers are written in place, so a shallow clone would see the
-    /// original's later steps.
-    fn clone(&self) -> Self {
-        let layers = self
-            .layers
-            .iter()
-            .map(|l| {
-                l.as_ref().map(|l| LayerKv {
-                    keys: l.keys.copy().unwrap_or_else(|_| l.keys.clone()),
-                    values: l.values.copy().unwrap_or_else(|_| l.values.clone()),
-                    len: l.len,
-                })
-            })
-            .collect();
-        Self { layers, capacity: self.capacity }
-    }
-}
-
 impl KvCache {
     /// A cache that allocates for the first forward's length and grows as needed.
     pub fn new(num_layers: usize) -> Self {
@@ -89,6 +70,21 @@ impl KvCache {
         let mut layers = Vec::with_capacity(num_layers);
         layers.resize_with(num_layers, || None);
         Self { layers, capacity: positions }
+    }
+
+    /// A deep copy. The buffers are written in place, so a shallow `Clone` would see the
+    /// original's later steps; copying can fail (memory), hence no `Clone`.
+    pub fn try_clone(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                l.as_ref()
+                    .map(|l| Ok(LayerKv { keys: l.keys.copy()?, values: l.values.copy()?, len: l.len }))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { layers, capacity: self.capacity })
     }
 
     /// Number of cached positions.
@@ -531,7 +527,7 @@ mod tests {
         let model = tiny_model();
         let mut cache = KvCache::with_capacity(2, 16);
         decode(&model, &mut cache, &[1, 2, 3], 0);
-        let mut copy = cache.clone();
+        let mut copy = cache.try_clone().unwrap();
         let a = decode(&model, &mut cache, &[4, 5], 3);
         // The original's writes of positions 3-4 must not show in the copy.
         let b = decode(&model, &mut copy, &[9, 5], 3);
