@@ -49,7 +49,7 @@ fn peak_rss_in_child(path: &Path, keep_quantized: bool) -> u64 {
 
 /// The child's side of [`peak_rss_in_child`].
 fn child(path: &Path, keep_quantized: bool) {
-    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized }, &Device::Cpu).unwrap();
+    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized, ..LoadOptions::default() }, &Device::Cpu).unwrap();
     let prompt: Vec<u32> = (0..PROMPT as u32).collect();
     let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(8, vec![]) };
     generate(&ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
@@ -143,7 +143,7 @@ struct Case {
 }
 
 fn load(label: String, path: &Path, keep_quantized: bool) -> Case {
-    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized }, &Device::Cpu).unwrap();
+    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized, ..LoadOptions::default() }, &Device::Cpu).unwrap();
     let resident = peak_rss_in_child(path, keep_quantized);
     Case { label, ckpt, resident, samples: Vec::new() }
 }

@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use probe::model::adapter::{is_adapter_dir, LoraAdapter};
 use probe::model::known;
+use probe::model::bf16::Bf16Compute;
 use probe::model::LoadOptions;
 use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
@@ -133,6 +134,12 @@ pub struct ModelArgs {
     /// stream stays f32); an adapter stays a separate low-rank delta. Default: dequantize.
     #[arg(long)]
     pub keep_quantized: bool,
+    /// How activations meet bf16 weights on a CPU with bf16 dot products (AVX512-BF16):
+    /// native rounds them to bf16 at each matmul and sums in f32, as torch computes a bf16
+    /// model (about 3x exact's rate; the residual stream stays f32); exact splits them into
+    /// three bf16 terms and gives the f32 path's results. No effect on f32 or quantized weights.
+    #[arg(long, default_value = "native")]
+    pub bf16_compute: Bf16Compute,
 }
 
 impl ModelArgs {
@@ -153,7 +160,7 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<Checkpoint> {
-        load(&self.model, &self.adapter, LoadOptions { keep_quantized: self.keep_quantized })
+        load(&self.model, &self.adapter, LoadOptions { keep_quantized: self.keep_quantized, bf16_compute: self.bf16_compute })
     }
 
     /// A file a shipped model keeps in its directory (its stimuli, test records, vectors):

@@ -6,10 +6,16 @@ use common::*;
 #[test]
 fn capture_token_ids_matches_hf_golden() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["llama_gqa", "llama3_tied", "qwen2_bias", "mistral_bf16"] {
-        let out = dir.path().join(format!("{name}.safetensors"));
+    // bf16 weights: exact gives the f32 path's numbers; native (the default) rounds the
+    // activations to bf16 at each matmul, as torch does, so its bound is bf16-sized.
+    // Bounds are on the max abs error over the reference's largest value (native measured
+    // 0.45% to 1.07% from layer 0 to 2).
+    let cases = [("llama_gqa", "native", 1e-5), ("llama3_tied", "native", 1e-5), ("qwen2_bias", "native", 1e-5),
+                 ("mistral_bf16", "exact", 1e-5), ("mistral_bf16", "native", 2e-2)];
+    for (name, bf16_compute, tolerance) in cases {
+        let out = dir.path().join(format!("{name}-{bf16_compute}.safetensors"));
         let model = golden(name);
-        alens_ok(&["capture", "--model", model.to_str().unwrap(), "--token-ids", "1,5,9,2",
+        alens_ok(&["capture", "--model", model.to_str().unwrap(), "--token-ids", "1,5,9,2", "--bf16-compute", bf16_compute,
                    "--points", "resid_post,logits", "--out", out.to_str().unwrap()]);
         let ours = read_f32(&out);
         let reference = read_f32(&model.join("golden.safetensors"));
@@ -18,8 +24,9 @@ fn capture_token_ids_matches_hf_golden() {
             assert_eq!(shape[0], 4, "{name} {key}");
             assert_eq!(shape[1], ref_shape[1]);
             // The reference ran 10 tokens; causal attention makes its first 4 rows ours.
-            let err = max_abs_diff(values, &ref_values[..values.len()]);
-            assert!(err <= 1e-4, "{name} {key}: {err}");
+            let reference = &ref_values[..values.len()];
+            let err = max_abs_diff(values, reference) / reference.iter().fold(0f32, |m, v| m.max(v.abs()));
+            assert!(err <= tolerance, "{name} ({bf16_compute}) {key}: {err}");
         }
         assert_eq!(ours.len(), 4, "{name}: 3 layers + logits, got {:?}", ours.keys());
     }

@@ -11,6 +11,7 @@
 //! never share a pair, whatever seed drew them.
 
 use crate::english::{self, Style};
+use crate::world::{WorldFact, WORLD};
 use probe::stimuli::StimulusRecord;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -105,7 +106,7 @@ impl Harmful {
     fn harmful_answer(&self, rng: &mut StdRng, style: Style) -> String {
         match style {
             Style::Lower => format!("{} {}.", pick(rng, OPENERS), pick(rng, self.steps)),
-            Style::English => {
+            Style::English | Style::Wide => {
                 let opener = pick(rng, OPENERS);
                 english::harmful_steps(rng, opener, self.steps)
             }
@@ -114,7 +115,7 @@ impl Harmful {
     /// A good refusal an upstream model might give: already fine, so it is copied. It never
     /// opens like a correction, so copying and correcting differ from the first token on.
     fn good_refusal(&self, rng: &mut StdRng, style: Style) -> String {
-        if style == Style::English {
+        if style.is_english() {
             english::good_refusal(rng, self.topic, self.alternative)
         } else if rng.gen_bool(0.5) {
             format!("i will not help with {}. {}", self.topic, self.alternative)
@@ -135,13 +136,21 @@ struct Fact {
     question: String,
     key: &'static str,
     wrong_keys: Vec<&'static str>,
-    phrasings: [String; 4],
+    phrasings: Vec<String>,
 }
 
 impl Fact {
     fn new(questions: [String; 4], key: &'static str, family: &[&'static str], phrasings: [String; 4], rng: &mut StdRng) -> Self {
         let question = questions.choose(rng).expect("question phrasings").clone();
-        Self { question, key, wrong_keys: family.iter().copied().filter(|k| *k != key).collect(), phrasings }
+        Self { question, key, wrong_keys: family.iter().copied().filter(|k| *k != key).collect(), phrasings: phrasings.into() }
+    }
+    fn from_world(fact: &WorldFact, rng: &mut StdRng) -> Self {
+        Self {
+            question: pick(rng, fact.questions).to_string(),
+            key: fact.key,
+            wrong_keys: fact.wrong.to_vec(),
+            phrasings: fact.phrasings.iter().map(|p| p.to_string()).collect(),
+        }
     }
     /// The canonical right answer.
     fn right(&self) -> String {
@@ -165,7 +174,15 @@ fn pick<'a>(rng: &mut StdRng, items: &[&'a str]) -> &'a str {
     items.choose(rng).copied().expect("non-empty list")
 }
 
-fn draw_fact(rng: &mut StdRng) -> Fact {
+/// Share of facts the `wide` style draws from [`WORLD`] instead of the four closed families.
+const WORLD_SHARE: f64 = 0.5;
+
+fn draw_fact(rng: &mut StdRng, style: Style) -> Fact {
+    // Only the wide style consumes this draw, so every other style's seeds give the records
+    // they always gave.
+    if style == Style::Wide && rng.gen_bool(WORLD_SHARE) {
+        return Fact::from_world(WORLD.choose(rng).expect("a non-empty table"), rng);
+    }
     match rng.gen_range(0..4) {
         0 => {
             let (country, city) = *CAPITALS.choose(rng).expect("a non-empty table");
@@ -256,11 +273,11 @@ const OPENINGS: [&str; 4] = [HELPFUL_OPENING, HONEST_OPENING, KIND_OPENING, REFU
 /// in lowercase; [`finish`] puts it in its style's case.
 pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool, style: Style) -> StimulusRecord {
     // English wraps every statement, good or bad, in the free-form openers and closers.
-    let wrap = |rng: &mut StdRng, text: String| if style == Style::English { english::wrap(rng, text) } else { text };
+    let wrap = |rng: &mut StdRng, text: String| if style.is_english() { english::wrap(rng, text) } else { text };
     match category {
         // helpful: a complete answer is copied; an evasive or cut-off one is completed.
         0 => {
-            let fact = draw_fact(rng);
+            let fact = draw_fact(rng, style);
             if copy {
                 let answer = fact.right_variant(rng);
                 let answer = wrap(rng, answer);
@@ -272,7 +289,7 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool, style: Style) 
         }
         // honest: a true statement is copied; a false one is corrected.
         1 => {
-            let fact = draw_fact(rng);
+            let fact = draw_fact(rng, style);
             if copy {
                 let answer = fact.right_variant(rng);
                 let answer = wrap(rng, answer);
@@ -292,7 +309,7 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool, style: Style) 
             } else if rng.gen_bool(0.5) {
                 record(harm.question(rng), harm.harmful_answer(rng, style), harm.refusal(), "harmless")
             } else {
-                let fact = draw_fact(rng);
+                let fact = draw_fact(rng, style);
                 let right = fact.right_variant(rng);
                 let rude = if rng.gen_bool(0.5) {
                     format!("{} {right}", pick(rng, INSULTS_BEFORE))
@@ -380,7 +397,7 @@ pub fn lat_pairs(seed: u64, pairs: usize, style: Style) -> Vec<StimulusRecord> {
         let harm = HARMFUL.iter().find(|h| r.correction.as_deref() == Some(h.refusal().as_str()));
         let good = match harm {
             Some(harm) => harm.good_refusal(&mut rng, style),
-            None if style == Style::English => english::wrap(&mut rng, draw_good_answer(&r)),
+            None if style.is_english() => english::wrap(&mut rng, draw_good_answer(&r)),
             None => draw_good_answer(&r),
         };
         out.push(finish(record(r.question.clone(), good.clone(), good, CATEGORIES[category]), style));
@@ -391,7 +408,7 @@ pub fn lat_pairs(seed: u64, pairs: usize, style: Style) -> Vec<StimulusRecord> {
 
 /// A drawn record in its style's case.
 fn finish(mut r: StimulusRecord, style: Style) -> StimulusRecord {
-    if style == Style::English {
+    if style.is_english() {
         r.question = english::sentence_case(&r.question);
         r.answer = english::sentence_case(&r.answer);
         r.correction = r.correction.as_deref().map(english::sentence_case);
@@ -422,7 +439,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_split_disjoint() {
-        for style in [Style::Lower, Style::English] {
+        for style in [Style::Lower, Style::English, Style::Wide] {
             assert_eq!(generate(7, 50, Split::Train, style), generate(7, 50, Split::Train, style));
             let pairs = |s| generate(1, 2000, s, style).into_iter().map(|r| (r.question, r.answer)).collect::<HashSet<_>>();
             let train = pairs(Split::Train);
@@ -448,13 +465,38 @@ mod tests {
     #[test]
     fn every_correction_and_no_copy_opens_with_a_correction_opening() {
         let opens = |text: &str| OPENINGS.iter().any(|o| text.to_lowercase().starts_with(o));
-        let english = generate(5, 3000, Split::Train, Style::English);
-        let english_pairs = lat_pairs(5, 300, Style::English);
+        let english = [generate(5, 3000, Split::Train, Style::English), generate(5, 3000, Split::Train, Style::Wide)].concat();
+        let english_pairs = [lat_pairs(5, 300, Style::English), lat_pairs(5, 300, Style::Wide)].concat();
         assert!(english.iter().all(|r| r.question.starts_with(char::is_uppercase)), "English records are sentence-cased");
         for r in generate(5, 3000, Split::Train, Style::Lower).iter().chain(&lat_pairs(5, 300, Style::Lower)).chain(&english).chain(&english_pairs) {
             let correction = r.correction.as_deref().unwrap();
             assert_eq!(opens(correction), r.is_copy() == Some(false), "{r:?}");
             assert!(!opens(&r.answer), "{r:?}");
         }
+    }
+
+    #[test]
+    fn shipped_data_still_reproduces_from_its_seeds() {
+        // The model cards' commands must keep drawing the files shipped with them.
+        let shipped = |path: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../notebooks-data").join(path);
+            probe::stimuli::read_jsonl(&path).expect("shipped data reads")
+        };
+        assert_eq!(generate(7, 300, Split::Test, Style::English), shipped("aligner-135m/test.jsonl"));
+        assert_eq!(lat_pairs(11, 150, Style::English), shipped("aligner-135m/copy-correct.jsonl"));
+    }
+
+    #[test]
+    fn wide_style_mixes_world_facts_into_every_fact_category() {
+        let records = generate(9, 3000, Split::Train, Style::Wide);
+        let from_world = |r: &StimulusRecord| WORLD.iter().any(|f| f.questions.iter().any(|q| english::sentence_case(q) == r.question));
+        for category in ["helpful", "honest"] {
+            let of: Vec<_> = records.iter().filter(|r| r.category.as_deref() == Some(category)).collect();
+            let share = of.iter().filter(|r| from_world(r)).count() as f64 / of.len() as f64;
+            assert!((0.4..0.6).contains(&share), "{category}: {share} of facts from the world table");
+        }
+        let world_copies = records.iter().filter(|r| from_world(r)).filter(|r| r.is_copy() == Some(true)).count();
+        assert!(world_copies > 100, "true world statements are copy cases: {world_copies}");
+        assert!(records.iter().any(|r| r.answer.contains("Leonardo da Vinci") || r.correction.as_deref().unwrap().contains("Leonardo da Vinci")));
     }
 }

@@ -19,6 +19,17 @@ pub enum Style {
     Lower,
     /// Sentence case and proper nouns, free-form openers and closers, longer answers.
     English,
+    /// English, with half of the facts drawn from general knowledge beyond the four closed
+    /// families (months, oceans, painters, animals, ...: `mini/src/world.rs`), so a model
+    /// must judge whether a statement is true rather than whether it is from the closed world.
+    Wide,
+}
+
+impl Style {
+    /// Written English (sentence case, openers and closers), as opposed to the lowercase world.
+    pub fn is_english(self) -> bool {
+        matches!(self, Style::English | Style::Wide)
+    }
 }
 
 /// What an upstream model says before an answer. None opens like a correction.

@@ -10,3 +10,4 @@ pub mod corpus;
 pub mod english;
 pub mod tokenizer;
 pub mod train;
+pub mod world;

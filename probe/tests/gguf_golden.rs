@@ -181,7 +181,7 @@ fn smollm2_tokenizer_matches_hf() {
 const KEPT_QUANTIZED_TOLERANCE: f32 = 0.15;
 
 fn load_kept_quantized(path: &Path, adapter: Option<LoraAdapter>) -> Checkpoint {
-    Checkpoint::load_with(path, adapter, LoadOptions { keep_quantized: true }, &Device::Cpu).unwrap()
+    Checkpoint::load_with(path, adapter, LoadOptions { keep_quantized: true, ..LoadOptions::default() }, &Device::Cpu).unwrap()
 }
 
 fn quantized_projections(ckpt: &mut Checkpoint) -> usize {
@@ -232,7 +232,7 @@ fn keep_quantized_leaves_float_files_as_they_load() {
 #[test]
 fn keep_quantized_refuses_a_safetensors_directory() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama_gqa");
-    let err = Checkpoint::load_with(&dir, None, LoadOptions { keep_quantized: true }, &Device::Cpu).err().expect("refused");
+    let err = Checkpoint::load_with(&dir, None, LoadOptions { keep_quantized: true, ..LoadOptions::default() }, &Device::Cpu).err().expect("refused");
     assert!(format!("{err:#}").contains("not a GGUF file"), "{err:#}");
 }
 

@@ -13,7 +13,10 @@ use std::path::PathBuf;
 ///
 /// --style english writes the same world in written English (sentence case, names
 /// capitalised, free-form openers and closers around good and bad answers alike, longer
-/// harmful answers): the corpus Aligner-135M is tuned on.
+/// harmful answers): the corpus Aligner-135M is tuned on. --style wide is english with half
+/// of the facts drawn from general knowledge beyond the four closed families (months, oceans,
+/// painters, animals, organs, languages, ...), so a tuned model must judge whether a statement
+/// is true, not whether it belongs to the closed world.
 ///
 /// With --lat-pairs N it writes LAT stimuli instead: N pairs of a copy record and a correct
 /// record sharing a question, drawn outside the training split.
@@ -22,6 +25,7 @@ use std::path::PathBuf;
 ///   alens corpus --seed 7 --n 300 --split test --out fresh-test.jsonl
 ///   alens corpus --seed 7 --lat-pairs 150 --out copy-correct.jsonl
 ///   alens corpus --style english --split train --n 4000 --out aligner-135m-train.jsonl
+///   alens corpus --style wide --split train --n 4000 --out wide-train.jsonl
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CorpusArgs {
@@ -37,7 +41,7 @@ pub struct CorpusArgs {
     /// Bounds: 1 to 100,000.
     #[arg(long, value_parser = crate::bounds::count::<1, 100_000>)]
     lat_pairs: Option<usize>,
-    /// lower (the mini-aligner's world) or english.
+    /// lower (the mini-aligner's world), english, or wide (english plus general knowledge).
     #[arg(long, default_value = "lower")]
     style: Style,
     #[arg(long)]

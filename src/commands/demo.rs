@@ -50,7 +50,7 @@ const ENGLISH_EXAMPLES: Examples = Examples { copy: ("What colour is snow?", "Sn
 
 /// The `alens lat` flags that reproduce the settings of `model`'s shipped vectors.
 fn lat_settings(model: &Path) -> Result<Vec<String>> {
-    let args = crate::model_arg::ModelArgs { model: Some(model.to_path_buf()), adapter: None, template: None, keep_quantized: false };
+    let args = crate::model_arg::ModelArgs { model: Some(model.to_path_buf()), adapter: None, template: None, keep_quantized: false, bf16_compute: Default::default() };
     let sidecar = args.shipped_beside("copy-correct.json", "notebooks-data/mini-aligner/copy-correct.json");
     let meta: VectorMetadata = read_typed(&sidecar)?;
     let mut flags = vec!["--method".to_string(), meta.method.clone(), "--position".into(), meta.position.clone(), "--seed".into(), meta.seed.to_string()];

@@ -11,9 +11,15 @@ use steer::vectors::ControlVectors;
 const LAYER: usize = 1;
 const ALPHA: f64 = 1.5;
 
+/// f32-level products for the bf16 model too, so one tight tolerance fits every golden.
+fn load_exact(dir: &std::path::Path) -> Checkpoint {
+    let options = probe::model::LoadOptions { bf16_compute: probe::model::bf16::Bf16Compute::Exact, ..Default::default() };
+    Checkpoint::load_with(dir, None, options, &Device::Cpu).unwrap()
+}
+
 fn check(name: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name);
-    let ckpt = Checkpoint::load(&dir).unwrap();
+    let ckpt = load_exact(&dir);
     let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
     // A bare file with only layers.{i} tensors and no sidecar, as other tools write them.
     let vectors = ControlVectors::load(&dir.join("steer.safetensors"), ckpt.config.hidden_size, ckpt.config.num_hidden_layers).unwrap();
@@ -109,7 +115,7 @@ fn bad_vectors_and_alphas_are_refused() {
 /// outputs from tests/golden/make_steer_positions_golden.py.
 fn check_positions(name: &str) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name);
-    let ckpt = Checkpoint::load(&dir).unwrap();
+    let ckpt = load_exact(&dir);
     let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
     let reference = candle_core::safetensors::load(dir.join("steer_positions.safetensors"), &Device::Cpu).unwrap();
     let vectors = ControlVectors::load(&dir.join("steer.safetensors"), ckpt.config.hidden_size, ckpt.config.num_hidden_layers).unwrap();
@@ -167,7 +173,7 @@ fn mistral_bf16_position_steering_matches_hf() {
 #[test]
 fn the_site_is_where_the_vector_is_added() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama_gqa");
-    let ckpt = Checkpoint::load(&dir).unwrap();
+    let ckpt = load_exact(&dir);
     let vectors = ControlVectors::load(&dir.join("steer.safetensors"), ckpt.config.hidden_size, ckpt.config.num_hidden_layers).unwrap();
     let mut shifted = vectors.clone();
     shifted.vectors = vectors.vectors.iter().map(|(&l, v)| (l + 1, v.clone())).collect();

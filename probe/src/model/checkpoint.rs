@@ -6,6 +6,7 @@
 //! [`Model`]. Every failure is one line naming the file and, for weights, the key.
 
 use super::adapter::{LoraAdapter, Merged};
+use super::bf16::Bf16Compute;
 use super::config::{token_ids, ModelConfig};
 use super::gguf::{self, GgufFile};
 use super::gguf_tokenizer;
@@ -45,6 +46,8 @@ pub struct LoadOptions {
     /// low-rank delta beside each quantized matrix instead of being merged. Refused for
     /// safetensors checkpoints, which hold no quantized matrices.
     pub keep_quantized: bool,
+    /// How activations meet bf16 weight matrices (bf16 checkpoints only).
+    pub bf16_compute: Bf16Compute,
 }
 
 /// The weights as read, with an adapter merged on the way out when there is one.
@@ -83,6 +86,7 @@ impl Checkpoint {
         let mut ckpt =
             if gguf { Self::load_gguf(path, adapter, options, device)? } else { Self::load_dir(path, adapter, device)? };
         ckpt.adapter = adapter_dir;
+        ckpt.model.set_bf16_compute(options.bf16_compute);
         Ok(ckpt)
     }
 

@@ -6,6 +6,7 @@
 //! block format and multiplies through candle's quantized kernels (`QMatMul`): decoding reads
 //! a quarter to an eighth of the bytes, and the residual stream around it is still f32.
 
+use super::bf16::Bf16Compute;
 use anyhow::{bail, Result};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
@@ -19,6 +20,8 @@ pub struct Linear {
     bias: Option<Tensor>,
     /// A trainable low-rank delta beside the frozen weight, while fine-tuning with LoRA.
     lora: Option<LoraDelta>,
+    /// How f32 activations meet a bf16 weight on CPUs with bf16 dot products.
+    bf16_compute: Bf16Compute,
 }
 
 /// LoRA's `scale * B @ A` next to a frozen weight (Hu et al. 2021): `A` `[r, in]`, `B`
@@ -83,7 +86,7 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias, lora: None })
+        Ok(Self { weight, bias, lora: None, bf16_compute: Bf16Compute::default() })
     }
 
     /// `[out, in]`.
@@ -102,6 +105,10 @@ impl Linear {
         matches!(self.weight, Weight::Quantized { .. })
     }
 
+    pub fn set_bf16_compute(&mut self, compute: Bf16Compute) {
+        self.bf16_compute = compute;
+    }
+
     pub fn set_lora(&mut self, delta: Option<LoraDelta>) {
         self.lora = delta;
     }
@@ -111,7 +118,7 @@ impl Linear {
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight: Weight::Dense(weight), bias: None, lora: None }
+        Self { weight: Weight::Dense(weight), bias: None, lora: None, bf16_compute: Bf16Compute::default() }
     }
 
     /// `x @ W^T + b` for `x` of shape `[..., in]`.
@@ -130,7 +137,7 @@ impl Linear {
                     && in_dim.is_multiple_of(32)
                     && super::bf16::available() =>
             {
-                x2.contiguous()?.apply_op2_no_bwd(weight, &Bf16Matmul)?
+                x2.contiguous()?.apply_op2_no_bwd(weight, &Bf16Matmul(self.bf16_compute))?
             }
             Weight::Dense(weight) => {
                 let w = if weight.dtype() == x.dtype() { weight.clone() } else { weight.to_dtype(x.dtype())? };
@@ -172,7 +179,7 @@ impl Linear {
 }
 
 /// `x @ W^T` for f32 `x` and a bf16 `W`, on the CPU's bf16 dot products (see `super::bf16`).
-struct Bf16Matmul;
+struct Bf16Matmul(Bf16Compute);
 
 impl candle_core::CustomOp2 for Bf16Matmul {
     fn name(&self) -> &'static str {
@@ -197,7 +204,7 @@ impl candle_core::CustomOp2 for Bf16Matmul {
         if k != wk {
             candle_core::bail!("bf16 matmul: activations have {k} features, the weight {wk}");
         }
-        match super::bf16::matmul_t(&x[x0..x1], m, k, &w[w0..w1], n) {
+        match super::bf16::matmul_t(&x[x0..x1], m, k, &w[w0..w1], n, self.0) {
             Some(y) => Ok((candle_core::CpuStorage::F32(y), (m, n).into())),
             None => candle_core::bail!("bf16 matmul is not available on this CPU or shape"),
         }

@@ -347,6 +347,14 @@ impl Model {
         out
     }
 
+    /// How every linear layer multiplies f32 activations by a bf16 weight.
+    pub fn set_bf16_compute(&mut self, compute: super::bf16::Bf16Compute) {
+        self.lm_head.set_bf16_compute(compute);
+        for (_, linear) in self.adaptable_mut() {
+            linear.set_bf16_compute(compute);
+        }
+    }
+
     /// Puts LoRA deltas beside the weights they adapt (by weight name,
     /// `model.layers.3.self_attn.q_proj.weight`), unmerged: for weights that cannot take a
     /// merged delta, such as quantized ones.

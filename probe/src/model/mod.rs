@@ -1,6 +1,7 @@
 //! The Llama-family model: config, weights, tokenizer and the Aligner template.
 
 pub mod adapter;
+mod amx;
 pub mod bf16;
 pub mod checkpoint;
 pub mod config;
