@@ -193,6 +193,8 @@ fn cached_smollm2() -> Option<PathBuf> {
 }
 
 fn main() {
+    // Before any thread exists, as alens does: AMX for the prompt's prefill.
+    let _ = probe::model::bf16::amx_available();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == CHILD_FLAG) {
         return child(Path::new(&args[i + 1]), args[i + 2] == "kept");

@@ -34,6 +34,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
 }
 
 fn main() {
+    let amx = probe::model::bf16::amx_available();
     let cfg = ModelConfig::from_json(CONFIG).unwrap();
     let varmap = VarMap::new();
     let model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
@@ -84,7 +85,11 @@ fn main() {
     println!("random Llama, {:.0}M parameters, batch {BATCH} x {SEQ} tokens, {} threads", params as f64 / 1e6,
              candle_core::utils::get_num_threads());
     println!("{:<56} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
-    let kernel = if probe::model::bf16::available() { "AVX512-BF16" } else { "no AVX512-BF16: cast to f32" };
+    let kernel = match (amx, probe::model::bf16::available()) {
+        (true, _) => "AMX for many rows",
+        (false, true) => "AVX512-BF16",
+        (false, false) => "no AVX512-BF16: cast to f32",
+    };
     let native_name = format!("plain forward, bf16 weights, native ({kernel})");
     let exact_name = format!("plain forward, bf16 weights, exact ({kernel})");
     for (name, secs) in [

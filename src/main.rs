@@ -46,6 +46,10 @@ enum Command {
 
 fn main() -> ExitCode {
     allocator::keep_freed_memory();
+    // Ask for the AMX tile registers before any thread exists (the Ctrl-C handler's is the
+    // first): Linux refuses them to a process whose threads have signal stacks sized without
+    // them, and bf16 checkpoints then run on the slower AVX512-BF16 kernels.
+    let _ = probe::model::bf16::amx_available();
     // Ctrl-C or SIGTERM mid-write: no temporary file or half-built directory stays behind.
     let _ = ctrlc::set_handler(|| {
         probe::io::remove_temporaries();

@@ -13,6 +13,7 @@ pub mod hooks;
 pub mod io;
 pub mod journal;
 pub mod lat;
+pub mod parallel;
 pub mod model;
 pub mod progress;
 pub mod provenance;

@@ -86,36 +86,49 @@ pub fn fit(
         bail!("no pairs to fit on");
     }
     let evaluate_on = if test.is_empty() { &train } else { &test };
-    let mut vectors = Vec::with_capacity(activations.len());
-    for (layer, acts) in activations.iter().enumerate() {
-        let acts = acts.mapv(f64::from);
-        let (mut direction, explained_variance) = match method {
-            LatMethod::MeanDiff => mean_difference(&acts, &train),
-            LatMethod::Pca => first_component(&acts, &train, seed.wrapping_add(layer as u64))?,
-        };
-        // Sign: positive projection = correct, judged on the training pairs.
-        let mean_gap: f64 = train.iter().map(|p| (acts.row(p.correct).to_owned() - acts.row(p.copy)).dot(&direction)).sum();
-        if mean_gap < 0.0 {
-            direction.mapv_inplace(|v| -v);
-        }
-        let projections: Vec<f64> = train.iter().flat_map(|p| [p.copy, p.correct]).map(|i| acts.row(i).dot(&direction)).collect();
-        let mean = projections.iter().sum::<f64>() / projections.len() as f64;
-        let var = projections.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / projections.len() as f64;
-        let class_mean = |pick: fn(&ContrastPair) -> usize| train.iter().map(|p| acts.row(pick(p)).dot(&direction)).sum::<f64>() / train.len() as f64;
-        let (copy_mean, correct_mean) = (class_mean(|p| p.copy), class_mean(|p| p.correct));
-        let hits = evaluate_on.iter().filter(|p| acts.row(p.correct).dot(&direction) > acts.row(p.copy).dot(&direction)).count();
-        vectors.push(ReadingVector {
-            layer,
-            direction: direction.iter().map(|&v| v as f32).collect(),
-            scale: var.sqrt() as f32,
-            accuracy: hits as f64 / evaluate_on.len() as f64,
-            explained_variance,
-            midpoint: mean,
-            copy_mean,
-            correct_mean,
-        });
-    }
+    // Layers are independent: fitted side by side on candle's thread pool, each exactly as it
+    // would be alone, so the vectors do not depend on the thread count.
+    let fitted = crate::parallel::in_parallel(activations.len(), |layer| {
+        fit_layer(layer, &activations[layer], &train, evaluate_on, method, seed)
+    });
+    let vectors = fitted.into_iter().collect::<Result<Vec<_>>>()?;
     Ok(LatResult { vectors, method, train_pairs: train.len(), test_pairs: test.len(), accuracy_is_training: test.is_empty() })
+}
+
+fn fit_layer(
+    layer: usize,
+    acts: &Array2<f32>,
+    train: &[ContrastPair],
+    evaluate_on: &[ContrastPair],
+    method: LatMethod,
+    seed: u64,
+) -> Result<ReadingVector> {
+    let acts = acts.mapv(f64::from);
+    let (mut direction, explained_variance) = match method {
+        LatMethod::MeanDiff => mean_difference(&acts, train),
+        LatMethod::Pca => first_component(&acts, train, seed.wrapping_add(layer as u64))?,
+    };
+    // Sign: positive projection = correct, judged on the training pairs.
+    let mean_gap: f64 = train.iter().map(|p| (acts.row(p.correct).to_owned() - acts.row(p.copy)).dot(&direction)).sum();
+    if mean_gap < 0.0 {
+        direction.mapv_inplace(|v| -v);
+    }
+    let projections: Vec<f64> = train.iter().flat_map(|p| [p.copy, p.correct]).map(|i| acts.row(i).dot(&direction)).collect();
+    let mean = projections.iter().sum::<f64>() / projections.len() as f64;
+    let var = projections.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / projections.len() as f64;
+    let class_mean = |pick: fn(&ContrastPair) -> usize| train.iter().map(|p| acts.row(pick(p)).dot(&direction)).sum::<f64>() / train.len() as f64;
+    let (copy_mean, correct_mean) = (class_mean(|p| p.copy), class_mean(|p| p.correct));
+    let hits = evaluate_on.iter().filter(|p| acts.row(p.correct).dot(&direction) > acts.row(p.copy).dot(&direction)).count();
+    Ok(ReadingVector {
+        layer,
+        direction: direction.iter().map(|&v| v as f32).collect(),
+        scale: var.sqrt() as f32,
+        accuracy: hits as f64 / evaluate_on.len() as f64,
+        explained_variance,
+        midpoint: mean,
+        copy_mean,
+        correct_mean,
+    })
 }
 
 fn unit(v: Array1<f64>) -> Array1<f64> {

@@ -142,3 +142,11 @@ mod imp {
         asm!("tilerelease", options(nostack, nomem));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reports_whether_amx_is_granted() {
+        eprintln!("AMX-BF16 granted: {}", super::available());
+    }
+}

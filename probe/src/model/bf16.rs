@@ -4,7 +4,8 @@
 //! bf16 checkpoint used to be cast to f32 one matrix per call: every forward wrote a 4-byte
 //! copy of every weight and then ran the f32 GEMM, slower than an f32 checkpoint. Here the
 //! weight is read as stored, two bytes per value, by AVX512-BF16's `vdpbf16ps` (32 products
-//! of bf16 pairs summed into 16 f32 lanes per instruction).
+//! of bf16 pairs summed into 16 f32 lanes per instruction), or, for 16 rows or more in
+//! `Native`, by AMX tiles where the CPU has them (`super::amx`).
 //!
 //! Precision ([`Bf16Compute`]): the weight is exactly bf16; the activations are f32.
 //! - `Native` rounds each activation to bf16 at the matmul and sums the products in f32, as
@@ -33,6 +34,14 @@ pub fn available() -> bool {
     }
 }
 
+/// Whether many-row `Native` products run on AMX tiles. The first call asks Linux for the
+/// tile registers; call it at start-up, before other threads exist: a process whose threads
+/// already run on signal stacks sized without AMX state may be refused (then the
+/// AVX512-BF16 kernels run).
+pub fn amx_available() -> bool {
+    super::amx::available()
+}
+
 /// How the f32 activations meet a bf16 weight (see the module docs).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
@@ -56,7 +65,7 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, compute: Bf
     }
     let terms = split(x, compute);
     let terms: Vec<&[u16]> = terms.iter().map(Vec::as_slice).collect();
-    let chunks = in_parallel(n.div_ceil(CHUNK), |c| {
+    let chunks = crate::parallel::in_parallel(n.div_ceil(CHUNK), |c| {
             let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
             let mut out = vec![0f32; m * (j1 - j0)];
             // Safety: `available()` checked the target features; slices are sized above.
@@ -71,20 +80,6 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, compute: Bf
             (j0, out)
     });
     Some(assemble(chunks, m, n))
-}
-
-/// `f(0)`, ..., `f(count - 1)` on candle's CPU thread pool. Not rayon: candle's idle workers
-/// spin for a while after every op, so a second pool's threads would share the cores with
-/// spinning ones (perf showed a third of a bf16 capture in candle's barrier wait).
-fn in_parallel<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
-    let results: Vec<std::sync::Mutex<Option<T>>> = (0..count).map(|_| std::sync::Mutex::new(None)).collect();
-    candle_core::utils::barrier_pool().execute_chunked(count, |range| {
-        for c in range {
-            let value = f(c);
-            *results[c].lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
-        }
-    });
-    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every chunk ran")).collect()
 }
 
 /// `[m, n]` from column chunks, each `[m, width]` starting at column `j0`.
@@ -120,7 +115,7 @@ fn outer_product(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize) -> Vec<f32
         // AMX tiles where the CPU has them (8x the dot-product rate), for column counts it
         // tiles (chunks of 128 are then multiples of 32).
         let amx = n.is_multiple_of(32) && super::amx::available();
-        let chunks = in_parallel(n.div_ceil(CHUNK), |c| {
+        let chunks = crate::parallel::in_parallel(n.div_ceil(CHUNK), |c| {
                 let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
                 let mut out = vec![0f32; m * (j1 - j0)];
                 let w = &w[j0 * k..j1 * k];
