@@ -24,9 +24,16 @@ mod imp {
     pub fn cpu_has_amx_bf16_and_permission() -> bool {
         false
     }
+
+    /// Never called: [`super::available`] is false off Linux on x86_64.
+    ///
+    /// # Safety
+    /// None needed; it panics.
+    pub unsafe fn chunk(_: &[u16], _: usize, _: usize, _: &[half::bf16], _: usize, _: &mut [f32]) {
+        unreachable!("AMX is only used on Linux on x86_64")
+    }
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub use imp::chunk;
 
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]

@@ -66,18 +66,18 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, compute: Bf
     let terms = split(x, compute);
     let terms: Vec<&[u16]> = terms.iter().map(Vec::as_slice).collect();
     let chunks = crate::parallel::in_parallel(n.div_ceil(CHUNK), |c| {
-            let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
-            let mut out = vec![0f32; m * (j1 - j0)];
-            // Safety: `available()` checked the target features; slices are sized above.
-            #[cfg(target_arch = "x86_64")]
-            unsafe {
-                match terms[..] {
-                    [x] => x86::chunk([x], m, k, &w[j0 * k..j1 * k], j1 - j0, &mut out),
-                    [hi, mid, lo] => x86::chunk([hi, mid, lo], m, k, &w[j0 * k..j1 * k], j1 - j0, &mut out),
-                    _ => unreachable!("split gives one or three terms"),
-                }
-            };
-            (j0, out)
+        let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+        let mut out = vec![0f32; m * (j1 - j0)];
+        // Safety: `available()` checked the target features; slices are sized above.
+        #[cfg(target_arch = "x86_64")]
+        unsafe {
+            match terms[..] {
+                [x] => x86::chunk([x], m, k, &w[j0 * k..j1 * k], j1 - j0, &mut out),
+                [hi, mid, lo] => x86::chunk([hi, mid, lo], m, k, &w[j0 * k..j1 * k], j1 - j0, &mut out),
+                _ => unreachable!("split gives one or three terms"),
+            }
+        };
+        (j0, out)
     });
     Some(assemble(chunks, m, n))
 }
@@ -116,15 +116,15 @@ fn outer_product(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize) -> Vec<f32
         // tiles (chunks of 128 are then multiples of 32).
         let amx = n.is_multiple_of(32) && super::amx::available();
         let chunks = crate::parallel::in_parallel(n.div_ceil(CHUNK), |c| {
-                let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
-                let mut out = vec![0f32; m * (j1 - j0)];
-                let w = &w[j0 * k..j1 * k];
-                if amx {
-                    unsafe { super::amx::chunk(&packed, m, k, w, j1 - j0, &mut out) };
-                } else {
-                    unsafe { x86::outer_chunk(&packed, m, k, w, j1 - j0, &mut out) };
-                }
-                (j0, out)
+            let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
+            let mut out = vec![0f32; m * (j1 - j0)];
+            let w = &w[j0 * k..j1 * k];
+            if amx {
+                unsafe { super::amx::chunk(&packed, m, k, w, j1 - j0, &mut out) };
+            } else {
+                unsafe { x86::outer_chunk(&packed, m, k, w, j1 - j0, &mut out) };
+            }
+            (j0, out)
         });
         assemble(chunks, m, n)
     }
