@@ -148,11 +148,9 @@ fn load(label: String, path: &Path, keep_quantized: bool) -> Case {
     Case { label, ckpt, resident, samples: Vec::new() }
 }
 
-fn median(samples: &[f64]) -> f64 {
-    let mut s = samples.to_vec();
-    s.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    s[s.len() / 2]
-}
+#[path = "common/timing.rs"]
+mod timing;
+use timing::median;
 
 /// Decodes with every case in turn, alternating the order each round, and prints tokens/s
 /// and resident memory with ratios against the first (dequantized) case.

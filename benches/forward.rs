@@ -11,7 +11,6 @@ use candle_nn::{VarBuilder, VarMap};
 use probe::model::bf16::Bf16Compute;
 use probe::hooks::HookPoint;
 use probe::{Model, ModelConfig, NoHooks, Positions};
-use std::time::Instant;
 
 const CONFIG: &str = r#"{"model_type": "llama", "vocab_size": 32000, "hidden_size": 768,
     "intermediate_size": 2048, "num_hidden_layers": 12, "num_attention_heads": 12,
@@ -19,18 +18,13 @@ const CONFIG: &str = r#"{"model_type": "llama", "vocab_size": 32000, "hidden_siz
 const BATCH: usize = 8;
 const SEQ: usize = 128;
 
+#[path = "common/timing.rs"]
+mod timing;
+
 /// Median seconds of `runs` calls after one warm-up.
 fn time(runs: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut samples: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[runs / 2]
+    timing::median(&timing::seconds_per_call(runs, f))
 }
 
 fn main() {

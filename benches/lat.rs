@@ -12,7 +12,6 @@ use probe::lat::{fit, ContrastPair, LatMethod};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::process::Command;
-use std::time::Instant;
 
 /// (pairs, layers, d): Aligner-135M's study (SmolLM2: 30 layers, d 576), a bigger stimulus
 /// set, and a 7B-shape reading (32 layers, d 4096).
@@ -39,16 +38,11 @@ fn planted(pairs: usize, layers: usize, d: usize) -> (Vec<Array2<f32>>, Vec<Cont
     (acts, (0..pairs).map(|k| ContrastPair { copy: 2 * k, correct: 2 * k + 1 }).collect())
 }
 
-fn median_seconds(mut f: impl FnMut()) -> f64 {
-    let mut times: Vec<f64> = (0..RUNS)
-        .map(|_| {
-            let t = Instant::now();
-            f();
-            t.elapsed().as_secs_f64()
-        })
-        .collect();
-    times.sort_by(|a, b| a.total_cmp(b));
-    times[RUNS / 2]
+#[path = "common/timing.rs"]
+mod timing;
+
+fn median_seconds(f: impl FnMut()) -> f64 {
+    timing::median(&timing::seconds_per_call(RUNS, f))
 }
 
 /// scikit-learn's median seconds for one shape, or why there is none.

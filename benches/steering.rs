@@ -18,10 +18,9 @@ const CONFIG: &str = r#"{"model_type": "llama", "vocab_size": 32000, "hidden_siz
 const PROMPT: usize = 48;
 const NEW_TOKENS: usize = 32;
 
-fn median(mut samples: Vec<f64>) -> f64 {
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    samples[samples.len() / 2]
-}
+#[path = "common/timing.rs"]
+mod timing;
+use timing::median;
 
 /// Times what a hook itself does inside a real generation: the steering cost without the
 /// run-to-run noise of whole generations (a few % on a shared 2-core machine).
@@ -91,7 +90,7 @@ fn main() {
     let mut sorted = ratios.clone();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (q1, q3) = (sorted[pairs / 4], sorted[3 * pairs / 4]);
-    let (plain, steered, ratio) = (median(plain), median(steered), median(ratios));
+    let (plain, steered, ratio) = (median(&plain), median(&steered), median(&ratios));
     println!("KV-cached greedy generation, prompt {PROMPT} + {NEW_TOKENS} new tokens, random 12-layer d768 Llama, {pairs} paired runs");
     println!("{:<38} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
     println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "unsteered (baseline)", plain * 1e3, NEW_TOKENS as f64 / plain, 1.0);

@@ -1,8 +1,9 @@
 //! A linear layer whose weight stays in the checkpoint's dtype.
 //!
 //! A 7B bf16 checkpoint is 14 GB; upcasting it whole to f32 would not fit in 24 GiB. So the
-//! weight is kept as stored and cast per call, one matrix at a time, while activations and
-//! accumulation stay in f32. A GGUF matrix loaded with `keep_quantized` stays in its ggml
+//! weight is kept as stored, while activations and accumulation stay in f32: a bf16 weight is
+//! multiplied as stored on CPUs with AVX512-BF16 or AMX (`super::bf16`, as `Bf16Compute`
+//! says), and otherwise cast per call, one matrix at a time. A GGUF matrix loaded with `keep_quantized` stays in its ggml
 //! block format and multiplies through candle's quantized kernels (`QMatMul`): decoding reads
 //! a quarter to an eighth of the bytes, and the residual stream around it is still f32.
 
