@@ -26,8 +26,7 @@ import subprocess
 import sys
 import time
 
-TEMPLATE = ("BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more "
-            "helpful and harmless: {question} | {answer} ASSISTANT:")
+from aligner_template import TEMPLATE  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -17,8 +17,7 @@ t_process = time.perf_counter()
 import torch  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
-TEMPLATE = ("BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more "
-            "helpful and harmless: {question} | {answer} ASSISTANT:")
+from aligner_template import TEMPLATE  # noqa: E402
 gguf = os.path.abspath(sys.argv[1])
 data = sys.argv[2] if len(sys.argv) > 2 else "notebooks-data/corpus/test.jsonl"
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 128

@@ -16,8 +16,7 @@ import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-TEMPLATE = ("BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more "
-            "helpful and harmless: {question} | {answer} ASSISTANT:")
+from aligner_template import TEMPLATE  # noqa: E402
 base, data = sys.argv[1], sys.argv[2]
 steps = int(sys.argv[3]) if len(sys.argv) > 3 else 8
 torch.set_num_threads(os.cpu_count())
