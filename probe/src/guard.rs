@@ -1,5 +1,5 @@
-//! Third-party code that asserts instead of returning an error (linfa on degenerate data,
-//! `tokenizers` on some malformed files) must not reach the user as a panic.
+//! Third-party code that asserts instead of returning an error (`tokenizers` on some
+//! malformed files) must not reach the user as a panic.
 
 use anyhow::{anyhow, Result};
 

@@ -2,9 +2,8 @@
 
 use super::{ContrastPair, LatMethod};
 use anyhow::{bail, Result};
-use linfa::traits::Fit;
-use linfa::DatasetBase;
-use ndarray::{Array1, Array2, Axis};
+use super::kernels::{axpy, difference, dot, dot_widened};
+use ndarray::{Array2, ArrayView2};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -103,97 +102,126 @@ fn fit_layer(
     method: LatMethod,
     seed: u64,
 ) -> Result<ReadingVector> {
-    let acts = acts.mapv(f64::from);
-    let (mut direction, explained_variance) = match method {
-        LatMethod::MeanDiff => mean_difference(&acts, train),
-        LatMethod::Pca => first_component(&acts, train, seed.wrapping_add(layer as u64))?,
+    let acts = acts.as_standard_layout();
+    let row = |i: usize| acts.row(i).to_slice().expect("standard layout rows are contiguous");
+    let n = train.len() as f64;
+    let flips = match method {
+        LatMethod::MeanDiff => None,
+        LatMethod::Pca => Some(flip_signs(train.len(), seed.wrapping_add(layer as u64))),
     };
-    // Sign: positive projection = correct, judged on the training pairs.
-    let mean_gap: f64 = train.iter().map(|p| (acts.row(p.correct).to_owned() - acts.row(p.copy)).dot(&direction)).sum();
-    if mean_gap < 0.0 {
-        direction.mapv_inplace(|v| -v);
-    }
-    let projections: Vec<f64> = train.iter().flat_map(|p| [p.copy, p.correct]).map(|i| acts.row(i).dot(&direction)).collect();
+    let sums = PairSums::of(&acts.view(), train, flips.as_deref());
+    // The rows the explained share is measured on are the (flipped, for PCA) differences,
+    // recentred on their mean.
+    let mean_difference: Vec<f64> = sums.difference.iter().map(|v| v / n).collect();
+    let (direction, centre) = match &sums.flipped_difference {
+        None => (unit(mean_difference.clone()), mean_difference),
+        Some(flipped) => {
+            let centre: Vec<f64> = flipped.iter().map(|v| v / n).collect();
+            // The mean difference is where the first component usually lies: Lanczos starts there.
+            let direction = first_component(&sums, &centre, &mean_difference, seed.wrapping_add(layer as u64))?;
+            (direction, centre)
+        }
+    };
+    // Projections with the direction as found; the sign (positive projection = correct,
+    // judged on the training pairs) is applied afterwards, which negates each one exactly.
+    let mut projections: Vec<f64> = train.iter().flat_map(|p| [p.copy, p.correct]).map(|i| dot_widened(row(i), &direction)).collect();
+    let gaps = projections.chunks_exact(2).map(|pair| pair[1] - pair[0]);
+    let sign = if gaps.clone().sum::<f64>() < 0.0 { -1.0 } else { 1.0 };
+    // Share of the recentred rows' squared norm along the direction: each row is
+    // s_k (correct - copy) - centre, and the sum of squared norms of rows centred on their
+    // mean is the sum of their squared norms less n |centre|^2.
+    let centre_along = dot(&centre, &direction);
+    let along: f64 = gaps.zip(0..).map(|(gap, k)| (flips.as_ref().map_or(1.0, |f| f[k]) * gap - centre_along).powi(2)).sum();
+    let total = sums.squares - n * dot(&centre, &centre);
+    projections.iter_mut().for_each(|p| *p *= sign);
     let mean = projections.iter().sum::<f64>() / projections.len() as f64;
     let var = projections.iter().map(|p| (p - mean).powi(2)).sum::<f64>() / projections.len() as f64;
-    let class_mean = |pick: fn(&ContrastPair) -> usize| train.iter().map(|p| acts.row(pick(p)).dot(&direction)).sum::<f64>() / train.len() as f64;
-    let (copy_mean, correct_mean) = (class_mean(|p| p.copy), class_mean(|p| p.correct));
-    let hits = evaluate_on.iter().filter(|p| acts.row(p.correct).dot(&direction) > acts.row(p.copy).dot(&direction)).count();
+    let class_mean = |offset: usize| projections.iter().skip(offset).step_by(2).sum::<f64>() / n;
+    let hits = if std::ptr::eq(evaluate_on, train) {
+        projections.chunks_exact(2).filter(|pair| pair[1] > pair[0]).count()
+    } else {
+        evaluate_on.iter().filter(|p| sign * dot_widened(row(p.correct), &direction) > sign * dot_widened(row(p.copy), &direction)).count()
+    };
     Ok(ReadingVector {
         layer,
-        direction: direction.iter().map(|&v| v as f32).collect(),
+        direction: direction.iter().map(|&v| (sign * v) as f32).collect(),
         scale: var.sqrt() as f32,
         accuracy: hits as f64 / evaluate_on.len() as f64,
-        explained_variance,
+        explained_variance: if total > 0.0 { (along / total).min(1.0) } else { 0.0 },
         midpoint: mean,
-        copy_mean,
-        correct_mean,
+        copy_mean: class_mean(0),
+        correct_mean: class_mean(1),
     })
 }
 
-fn unit(v: Array1<f64>) -> Array1<f64> {
-    let norm = v.dot(&v).sqrt();
-    if norm > 0.0 { v / norm } else { v }
+fn unit(mut v: Vec<f64>) -> Vec<f64> {
+    let norm = dot(&v, &v).sqrt();
+    if norm > 0.0 {
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
 }
 
-/// Normalised difference of class means over the training pairs, and the share of the
-/// pair-difference variance it explains.
-fn mean_difference(acts: &Array2<f64>, pairs: &[ContrastPair]) -> (Array1<f64>, f64) {
-    let class_mean = |pick: fn(&ContrastPair) -> usize| {
-        let idx: Vec<usize> = pairs.iter().map(pick).collect();
-        acts.select(Axis(0), &idx).mean_axis(Axis(0)).expect("pairs are not empty")
-    };
-    let direction = unit(class_mean(|p| p.correct) - class_mean(|p| p.copy));
-    let diffs = differences(acts, pairs, None);
-    (direction.clone(), explained_share(&diffs, &direction))
+/// RepE flips the order within each pair at random, so the component does not just encode
+/// the order: the sign each pair's difference (correct - copy) takes.
+fn flip_signs(pairs: usize, seed: u64) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..pairs).map(|_| if rng.gen_bool(0.5) { -1.0 } else { 1.0 }).collect()
 }
 
-/// Pair differences (correct - copy), each flipped at random when `flip` is given, as RepE
-/// shuffles the order within each pair so the component does not just encode the order.
-fn differences(acts: &Array2<f64>, pairs: &[ContrastPair], flip: Option<&mut StdRng>) -> Array2<f64> {
-    let mut out = Array2::zeros((pairs.len(), acts.ncols()));
-    let mut flip = flip;
-    for (k, p) in pairs.iter().enumerate() {
-        let mut diff = acts.row(p.correct).to_owned() - acts.row(p.copy);
-        if let Some(rng) = flip.as_deref_mut() {
-            if rng.gen_bool(0.5) {
-                diff.mapv_inplace(|v| -v);
+/// What one pass over the training pairs' activations collects.
+struct PairSums {
+    /// Sum of the differences (correct - copy): n times mean-diff's direction, unnormalised.
+    difference: Vec<f64>,
+    /// For PCA, the sum of the differences each times its flip sign: n times the centre.
+    flipped_difference: Option<Vec<f64>>,
+    /// Sum of the differences' squared norms.
+    squares: f64,
+    /// Row-major `[pairs, d]` differences, unflipped, rounded to f32 (`eigen::Scatter`);
+    /// kept for PCA only.
+    differences: Vec<f32>,
+}
+
+impl PairSums {
+    fn of(acts: &ArrayView2<f32>, pairs: &[ContrastPair], flips: Option<&[f64]>) -> Self {
+        let d = acts.ncols();
+        let row = |i: usize| acts.row(i).to_slice().expect("standard layout rows are contiguous");
+        let mut sums = PairSums {
+            difference: vec![0.0; d],
+            flipped_difference: flips.map(|_| vec![0.0; d]),
+            squares: 0.0,
+            differences: Vec::with_capacity(if flips.is_some() { pairs.len() * d } else { 0 }),
+        };
+        let mut out = vec![0.0; d];
+        for (k, p) in pairs.iter().enumerate() {
+            sums.squares += difference(row(p.correct), row(p.copy), &mut out);
+            axpy(1.0, &out, &mut sums.difference);
+            if let (Some(flips), Some(flipped)) = (flips, sums.flipped_difference.as_mut()) {
+                axpy(flips[k], &out, flipped);
+                sums.differences.extend(out.iter().map(|&v| v as f32));
             }
         }
-        out.row_mut(k).assign(&diff);
+        sums
     }
-    out
 }
 
-/// Share of the recentred rows' squared norm that lies along `direction`.
-fn explained_share(rows: &Array2<f64>, direction: &Array1<f64>) -> f64 {
-    let centred = rows - &rows.mean_axis(Axis(0)).expect("rows are not empty");
-    let total: f64 = centred.iter().map(|v| v * v).sum();
-    let along: f64 = centred.dot(direction).iter().map(|v| v * v).sum();
-    if total > 0.0 { along / total } else { 0.0 }
-}
-
-/// RepE's LAT: randomly flipped pair differences, recentred, first principal component (linfa).
-fn first_component(acts: &Array2<f64>, pairs: &[ContrastPair], seed: u64) -> Result<(Array1<f64>, f64)> {
-    if pairs.len() < 2 {
-        bail!("PCA needs at least 2 training pairs, got {}", pairs.len());
+/// RepE's LAT: the first principal component of the randomly flipped pair differences,
+/// recentred on their mean `centre` (Lanczos on the unformed covariance, `super::eigen`).
+fn first_component(sums: &PairSums, centre: &[f64], guess: &[f64], seed: u64) -> Result<Vec<f64>> {
+    let pairs = sums.differences.len() / centre.len().max(1);
+    if pairs < 2 {
+        bail!("PCA needs at least 2 training pairs, got {pairs}");
     }
-    let diffs = differences(acts, pairs, Some(&mut StdRng::seed_from_u64(seed)));
-    let centred = &diffs - &diffs.mean_axis(Axis(0)).unwrap_or_else(|| Array1::zeros(diffs.ncols()));
-    let spread: f64 = centred.iter().map(|v| v * v).sum();
-    if !(spread.is_finite() && spread > 1e-12 * diffs.iter().map(|v| v * v).sum::<f64>().max(1e-300)) {
+    let squares = sums.squares;
+    let spread = squares - pairs as f64 * dot(centre, centre);
+    if !(spread.is_finite() && spread > 1e-12 * squares.max(1e-300)) {
         bail!(
             "PCA finds no direction: the pair differences do not vary (duplicate records, or the same \
              difference in every pair); the mean-diff method reads them"
         );
     }
-    // linfa asserts on some degenerate inputs instead of returning an error.
-    let pca = crate::guard::without_panics("PCA failed on these pair differences (degenerate data); the mean-diff method reads them", || {
-        linfa_reduction::Pca::params(1).fit(&DatasetBase::from(diffs.clone()))
-    })?
-    .map_err(|e| anyhow::anyhow!("PCA failed: {e}"))?;
-    let direction = unit(pca.components().row(0).to_owned());
-    Ok((direction.clone(), explained_share(&diffs, &direction)))
+    let scatter = super::eigen::Scatter { rows: &sums.differences, d: centre.len(), mean: centre };
+    Ok(super::eigen::top_eigenvector(&scatter, guess, seed)?.0)
 }
 
 #[cfg(test)]
@@ -201,6 +229,7 @@ mod tests {
     use super::*;
     use crate::stimuli::StimulusRecord;
     use crate::lat::build_pairs;
+    use ndarray::Array1;
 
     /// Activations with a planted copy/correct direction plus noise: records 2k (copy) and
     /// 2k + 1 (correct) of each pair.
@@ -210,7 +239,7 @@ mod tests {
             let (u1, u2): (f64, f64) = (rng.gen::<f64>().max(1e-12), rng.gen());
             (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
         };
-        let truth = unit(Array1::from_iter((0..d).map(|_| normal())));
+        let truth = Array1::from(unit((0..d).map(|_| normal()).collect()));
         let mut acts = Array2::zeros((2 * pairs, d));
         for k in 0..pairs {
             let base = Array1::from_iter((0..d).map(|_| normal()));
@@ -245,31 +274,38 @@ mod tests {
 
     #[test]
     fn pca_on_differences_that_do_not_vary_is_an_error_not_a_panic() {
-        let acts = Array2::<f64>::zeros((8, 4));
+        let acts = Array2::<f32>::zeros((8, 4));
         let pairs: Vec<ContrastPair> = (0..4).map(|k| ContrastPair { copy: 2 * k, correct: 2 * k + 1 }).collect();
-        let err = first_component(&acts, &pairs, 0).unwrap_err();
+        let err = fit(&[acts], &pairs, LatMethod::Pca, 0.0, 0).unwrap_err();
         assert!(err.to_string().contains("mean-diff"), "{err}");
     }
 
     #[test]
-    fn pca_agrees_with_power_iteration_and_points_to_correct() {
-        let (acts, pairs, truth) = planted(60, 24, 2);
-        let result = fit(std::slice::from_ref(&acts), &pairs, LatMethod::Pca, 0.25, 7).unwrap();
-        let ours = Array1::from_iter(result.vectors[0].direction.iter().map(|&v| v as f64));
-        // Power iteration on the second-moment matrix of the differences (flip-invariant).
-        let diffs = differences(&acts.mapv(f64::from), &pairs, None);
-        let moment = diffs.t().dot(&diffs);
-        let mut v = Array1::from_elem(24, 1.0);
-        for _ in 0..500 {
-            v = unit(moment.dot(&v));
+    fn pca_matches_linfa_on_the_same_flipped_differences_and_points_to_correct() {
+        use linfa::traits::Fit;
+        for (pairs_n, d, test_fraction) in [(60, 24, 0.25), (12, 40, 0.0)] {
+            let (acts, pairs, truth) = planted(pairs_n, d, 2);
+            let result = fit(std::slice::from_ref(&acts), &pairs, LatMethod::Pca, test_fraction, 7).unwrap();
+            let ours = Array1::from_iter(result.vectors[0].direction.iter().map(|&v| v as f64));
+            // The reference: linfa's PCA (a full SVD) of the same training differences with
+            // the same random flips, as `first_component` used before Lanczos replaced it.
+            let (train, _) = split_pairs(&pairs, test_fraction, 7).unwrap();
+            let flips = flip_signs(train.len(), 7);
+            let diffs = Array2::from_shape_fn((train.len(), d), |(k, j)| {
+                flips[k] * (f64::from(acts[[train[k].correct, j]]) - f64::from(acts[[train[k].copy, j]]))
+            });
+            let pca = linfa_reduction::Pca::params(1).fit(&linfa::DatasetBase::from(diffs)).unwrap();
+            let theirs = Array1::from(unit(pca.components().row(0).to_vec()));
+            // Equal to f32 rounding (the sign of a component is arbitrary).
+            let theirs = if theirs.dot(&ours) < 0.0 { -theirs } else { theirs };
+            let worst = (&ours - &theirs).iter().fold(0f64, |m, v| m.max(v.abs()));
+            assert!(worst <= 1e-7, "{pairs_n}x{d}: components differ by up to {worst}");
+            assert!(ours.dot(&truth) > 0.9, "sign: positive = correct");
+            assert!(result.vectors[0].accuracy >= 0.99);
+            // Deterministic under the seed.
+            let again = fit(&[acts], &pairs, LatMethod::Pca, test_fraction, 7).unwrap();
+            assert_eq!(again.vectors[0].direction, result.vectors[0].direction);
         }
-        assert!(ours.dot(&v).abs() >= 0.99, "|cos| = {}", ours.dot(&v).abs());
-        assert!(ours.dot(&truth) > 0.9, "sign: positive = correct");
-        assert_eq!(result.test_pairs, 15);
-        assert!(result.vectors[0].accuracy >= 0.99);
-        // Deterministic under the seed.
-        let again = fit(&[acts], &pairs, LatMethod::Pca, 0.25, 7).unwrap();
-        assert_eq!(again.vectors[0].direction, result.vectors[0].direction);
     }
 
     fn rec(q: &str, a: &str, c: &str) -> StimulusRecord {

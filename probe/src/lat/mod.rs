@@ -7,7 +7,9 @@
 //! direction with the sign fixed so that a positive projection means "correct", plus the
 //! spread of projections along it, so steering coefficients are comparable across layers.
 
+mod eigen;
 mod fit;
+mod kernels;
 mod pairs;
 mod read;
 mod scan;
