@@ -31,8 +31,16 @@ fn main() {
     let amx = probe::model::bf16::amx_available();
     let cfg = ModelConfig::from_json(CONFIG).unwrap();
     let varmap = VarMap::new();
-    let model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
+    // Weights as Vars (they track ops) take candle's own matmul; a checkpoint's weights, as
+    // loaded, take probe's frozen f32 matmul (the same bits, on one thread pool).
+    let var_model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
     let params: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+    let weights = |dtype: DType| -> std::collections::HashMap<String, Tensor> {
+        let vars = varmap.data().lock().unwrap();
+        // Detached: a tensor derived from a Var tracks ops, as weights being trained do.
+        vars.iter().map(|(name, var)| (name.clone(), var.as_tensor().to_dtype(dtype).unwrap().detach())).collect()
+    };
+    let model = Model::load(VarBuilder::from_tensors(weights(DType::F32), DType::F32, &Device::Cpu), &cfg).unwrap();
     let ids: Vec<u32> = (0..BATCH * SEQ).map(|i| (i * 7919 % 32000) as u32).collect();
     let ids = Tensor::from_vec(ids, (BATCH, SEQ), &Device::Cpu).unwrap();
     let positions = Positions::contiguous(BATCH, SEQ, 0, &Device::Cpu).unwrap();
@@ -42,6 +50,10 @@ fn main() {
     let plain = time(runs, || {
         let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
         model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+    });
+    let candle_matmul = time(runs, || {
+        let h = var_model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
+        var_model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
     });
     let hooked = time(runs, || {
         // Every resid_post read to the host, as `alens capture --points resid_post` does.
@@ -58,16 +70,7 @@ fn main() {
     });
     // The same weights held in bf16 (as a bf16 checkpoint loads): multiplied on the CPU's
     // bf16 dot products where it has them (probe::model::bf16), else cast per matmul.
-    let bf16_weights: std::collections::HashMap<String, Tensor> = varmap
-        .data()
-        .lock()
-        .unwrap()
-        .iter()
-        // Detached: a tensor derived from a Var tracks ops, and a forward that tracks ops (training)
-        // takes the cast path, not the bf16 kernel.
-        .map(|(name, var)| (name.clone(), var.as_tensor().to_dtype(DType::BF16).unwrap().detach()))
-        .collect();
-    let mut bf16_model = Model::load(VarBuilder::from_tensors(bf16_weights, DType::BF16, &Device::Cpu), &cfg).unwrap();
+    let mut bf16_model = Model::load(VarBuilder::from_tensors(weights(DType::BF16), DType::BF16, &Device::Cpu), &cfg).unwrap();
     let mut bf16_forward = |compute: Bf16Compute| {
         bf16_model.set_bf16_compute(compute);
         time(runs, || {
@@ -88,6 +91,7 @@ fn main() {
     let exact_name = format!("plain forward, bf16 weights, exact ({kernel})");
     for (name, secs) in [
         ("plain forward (baseline)", plain),
+        ("plain forward through candle's matmul (weights as Vars)", candle_matmul),
         ("forward + read all 12 resid_post to host", hooked),
         ("forward + logits at every position", with_logits),
         (native_name.as_str(), bf16_native),

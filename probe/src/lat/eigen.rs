@@ -82,7 +82,9 @@ pub(super) fn top_eigenvector(scatter: &Scatter, guess: &[f64], seed: u64) -> Re
         }
         let beta = dot(&w, &w).sqrt();
         let steps = basis.len();
-        let last = steps >= max_steps || !(beta > f64::EPSILON * alpha.abs().max(f64::MIN_POSITIVE));
+        // Breakdown (the basis spans an invariant subspace), or a NaN: stop here.
+        let breakdown = beta.is_nan() || beta <= f64::EPSILON * alpha.abs().max(f64::MIN_POSITIVE);
+        let last = steps >= max_steps || breakdown;
         if last || steps >= next_check {
             let (theta, s) = top_tridiagonal_pair(&alphas, &betas)?;
             // The residual of the Ritz pair is beta times the Ritz vector's last coordinate.

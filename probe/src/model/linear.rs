@@ -145,9 +145,10 @@ impl Linear {
                 // While training, the frozen weight must not get a gradient: candle's matmul
                 // backward computes one for both sides, which doubles the cost of every
                 // backward and holds a weight-sized gradient per layer. The frozen matmul
-                // passes the gradient to x only.
-                if x2.track_op() && !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
-                    x2.contiguous()?.apply_op1(FrozenMatmul { weight: w })?
+                // passes the gradient to x only; untracked, it is the same product, faster.
+                if !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
+                    let op = FrozenMatmul { weight: w.contiguous()? };
+                    if x2.track_op() { x2.contiguous()?.apply_op1(op)? } else { x2.contiguous()?.apply_op1_no_bwd(&op)? }
                 } else {
                     x2.matmul(&w.t()?)?
                 }
@@ -167,7 +168,10 @@ impl Linear {
         };
         let y = match &self.lora {
             Some(l) => {
-                (y + (x2.matmul(&l.a.t()?)?.matmul(&l.b.t()?)? * l.scale)?)?
+                // The scale goes on B^T (`[r, out]`), not on the `[rows, out]` product: a small
+                // op instead of a big one, forward and back. For a power-of-two scale (peft's
+                // usual alpha = 2r) the result is the same to the bit.
+                (y + x2.matmul(&l.a.t()?)?.matmul(&(l.b.t()? * l.scale)?)?)?
             }
             None => y,
         };
@@ -212,10 +216,20 @@ impl candle_core::CustomOp2 for Bf16Matmul {
     }
 }
 
-/// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone.
+/// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone. Both
+/// products run on `super::f32_matmul` (the same bits as candle's matmul, on one pool).
 struct FrozenMatmul {
-    /// `[out, in]`, f32.
+    /// `[out, in]`, f32, contiguous.
     weight: Tensor,
+}
+
+/// `f` on the contiguous f32 data of a CPU tensor.
+fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("frozen matmul takes a contiguous f32 CPU weight");
+    };
+    Ok(f(&data[start..end]))
 }
 
 impl candle_core::CustomOp1 for FrozenMatmul {
@@ -224,19 +238,43 @@ impl candle_core::CustomOp1 for FrozenMatmul {
     }
 
     fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let candle_core::CpuStorage::F32(data) = storage else {
-            candle_core::bail!("frozen matmul takes f32 activations");
+        let (candle_core::CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("frozen matmul takes contiguous f32 activations");
         };
-        let Some((start, end)) = layout.contiguous_offsets() else {
-            candle_core::bail!("frozen matmul takes contiguous activations");
-        };
-        let x = Tensor::from_slice(&data[start..end], layout.shape(), &candle_core::Device::Cpu)?;
-        let y = x.matmul(&self.weight.t()?)?;
-        let shape = y.shape().clone();
-        Ok((candle_core::CpuStorage::F32(y.flatten_all()?.to_vec1::<f32>()?), shape))
+        let (m, k) = layout.shape().dims2()?;
+        let (n, wk) = self.weight.dims2()?;
+        if k != wk {
+            candle_core::bail!("frozen matmul: activations have {k} features, the weight {wk}");
+        }
+        let y = with_f32_data(&self.weight, |w| super::f32_matmul::matmul_t(&data[start..end], m, k, w, n))?;
+        Ok((candle_core::CpuStorage::F32(y), (m, n).into()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.matmul(&self.weight)?))
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&FrozenMatmulGrad { weight: self.weight.clone() })?))
+    }
+}
+
+/// `g @ W`: the gradient [`FrozenMatmul`] passes back to its input.
+struct FrozenMatmulGrad {
+    weight: Tensor,
+}
+
+impl candle_core::CustomOp1 for FrozenMatmulGrad {
+    fn name(&self) -> &'static str {
+        "frozen-matmul-grad"
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (candle_core::CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("frozen matmul's gradient takes contiguous f32 gradients");
+        };
+        let (m, n) = layout.shape().dims2()?;
+        let (wn, k) = self.weight.dims2()?;
+        if n != wn {
+            candle_core::bail!("frozen matmul's gradient: {n} output features, the weight has {wn}");
+        }
+        let g = with_f32_data(&self.weight, |w| super::f32_matmul::matmul(&data[start..end], m, n, w, k))?;
+        Ok((candle_core::CpuStorage::F32(g), (m, k).into()))
     }
 }

@@ -6,6 +6,7 @@ pub mod bf16;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
+pub mod f32_matmul;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod known;

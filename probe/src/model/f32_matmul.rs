@@ -1,0 +1,133 @@
+//! f32 products with a frozen weight, on candle's thread pool: each thread runs the `gemm`
+//! crate single-threaded on its own block of output columns.
+//!
+//! candle's matmul runs `gemm` on rayon's pool while candle's own pool (every elementwise op)
+//! spins beside it, so on a small machine the two pools' threads share the cores; it also
+//! zero-fills every output before `gemm` overwrites it. Here there is one pool and the output
+//! is written once.
+
+use candle_core::utils::barrier_pool;
+
+/// Output columns per block are a multiple of this (the kernel's register tile width).
+const ALIGN: usize = 16;
+
+/// `x @ W^T`: `x` is `[m, k]`, `w` is `[n, k]` (a linear layer's weight as stored); `[m, n]`.
+pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+    assert!(x.len() == m * k && w.len() == n * k, "matmul_t: operand sizes do not match");
+    in_column_blocks(m, n, |dst, c0, c1| unsafe {
+        // SAFETY: the pointers address `x` (m x k, row stride k), rows c0..c1 of `w` read as
+        // the columns of `w^T` (k x (c1 - c0)), and columns c0..c1 of the m x n output.
+        gemm::gemm(
+            m, c1 - c0, k,
+            dst.add(c0), 1, n as isize, false,
+            x.as_ptr(), 1, k as isize,
+            w.as_ptr().add(c0 * k), k as isize, 1,
+            0.0, 1.0, false, false, false,
+            gemm::Parallelism::None,
+        )
+    })
+}
+
+/// `g @ W`: `g` is `[m, n]`, `w` is `[n, k]`; `[m, k]` (the gradient a linear layer passes
+/// back to its input).
+pub fn matmul(g: &[f32], m: usize, n: usize, w: &[f32], k: usize) -> Vec<f32> {
+    assert!(g.len() == m * n && w.len() == n * k, "matmul: operand sizes do not match");
+    in_column_blocks(m, k, |dst, c0, c1| unsafe {
+        // SAFETY: `g` is m x n (row stride n), columns c0..c1 of `w` (n x k, row stride k),
+        // and columns c0..c1 of the m x k output.
+        gemm::gemm(
+            m, c1 - c0, n,
+            dst.add(c0), 1, k as isize, false,
+            g.as_ptr(), 1, n as isize,
+            w.as_ptr().add(c0), 1, k as isize,
+            0.0, 1.0, false, false, false,
+            gemm::Parallelism::None,
+        )
+    })
+}
+
+/// An `[m, cols]` output, with `block(dst, c0, c1)` filling columns `c0..c1` of every row,
+/// one block per pool thread.
+fn in_column_blocks(m: usize, cols: usize, block: impl Fn(*mut f32, usize, usize) + Sync) -> Vec<f32> {
+    let mut out = Vec::<f32>::with_capacity(m * cols);
+    let threads = barrier_pool().n_workers() + 1;
+    let per = cols.div_ceil(threads).div_ceil(ALIGN) * ALIGN;
+    let blocks = cols.div_ceil(per.max(1));
+    let dst = SendPtr(out.as_mut_ptr());
+    crate::parallel::in_parallel(blocks, |b| {
+        let (c0, c1) = (b * per, ((b + 1) * per).min(cols));
+        block(dst.get(), c0, c1);
+    });
+    // SAFETY: the blocks cover columns 0..cols of all m rows, and gemm wrote every one of
+    // them (read_dst = false: nothing was read before).
+    unsafe { out.set_len(m * cols) };
+    out
+}
+
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: the threads write disjoint columns.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
+        (0..m).flat_map(|i| (0..n).map(move |j| (0..k).map(|l| x[i * k + l] as f64 * w[j * k + l] as f64).sum::<f64>() as f32)).collect()
+    }
+
+    #[test]
+    fn products_match_the_plain_sums_on_ragged_shapes() {
+        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (17, 33, 40), (64, 96, 130), (5, 64, 16)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0).collect();
+            let ours = matmul_t(&x, m, k, &w, n);
+            let theirs = reference_t(&x, m, k, &w, n);
+            assert!(ours.iter().zip(&theirs).all(|(a, b)| (a - b).abs() <= 1e-4 * (1.0 + b.abs())), "{m}x{k}x{n}");
+            // g @ W with g = ours ([m, n]) and W = w ([n, k]).
+            let back = matmul(&ours, m, n, &w, k);
+            let wt: Vec<f32> = (0..k * n).map(|i| w[(i % n) * k + i / n]).collect();
+            let theirs = reference_t(&ours, m, n, &wt, k);
+            assert!(back.iter().zip(&theirs).all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs())), "back {m}x{n}x{k}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    /// `cargo test --release -p probe f32_matmul::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn against_candle() {
+        use candle_core::{Device, Tensor};
+        for (m, k, n) in [(520, 576, 1536), (520, 1536, 576), (520, 576, 576), (520, 576, 192)] {
+            let x = Tensor::randn(0f32, 1.0, (m, k), &Device::Cpu).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (n, k), &Device::Cpu).unwrap();
+            let (xs, ws) = (x.flatten_all().unwrap().to_vec1::<f32>().unwrap(), w.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            let g = Tensor::randn(0f32, 1.0, (m, n), &Device::Cpu).unwrap();
+            let gs = g.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let time = |f: &mut dyn FnMut()| {
+                f();
+                let t = std::time::Instant::now();
+                for _ in 0..20 { f(); }
+                t.elapsed().as_secs_f64() / 20.0
+            };
+            let flops = 2.0 * (m * k * n) as f64;
+            let same_fwd = x.matmul(&w.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap() == super::matmul_t(&xs, m, k, &ws, n);
+            let same_bwd = g.matmul(&w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap() == super::matmul(&gs, m, n, &ws, k);
+            println!("bit-identical to candle: forward {same_fwd}, backward {same_bwd}");
+            let c = time(&mut || { x.matmul(&w.t().unwrap()).unwrap(); });
+            let o = time(&mut || { super::matmul_t(&xs, m, k, &ws, n); });
+            let cb = time(&mut || { g.matmul(&w).unwrap(); });
+            let ob = time(&mut || { super::matmul(&gs, m, n, &ws, k); });
+            println!("{m}x{k}x{n}: fwd candle {:.0} ours {:.0} GFLOP/s; bwd candle {:.0} ours {:.0}", flops / c / 1e9, flops / o / 1e9, flops / cb / 1e9, flops / ob / 1e9);
+        }
+    }
+}
