@@ -190,7 +190,7 @@ impl PairSums {
             difference: vec![0.0; d],
             flipped_difference: flips.map(|_| vec![0.0; d]),
             squares: 0.0,
-            differences: Vec::with_capacity(if flips.is_some() { pairs.len() * d } else { 0 }),
+            differences: vec![0.0; if flips.is_some() { pairs.len() * d } else { 0 }],
         };
         let mut out = vec![0.0; d];
         for (k, p) in pairs.iter().enumerate() {
@@ -198,7 +198,7 @@ impl PairSums {
             axpy(1.0, &out, &mut sums.difference);
             if let (Some(flips), Some(flipped)) = (flips, sums.flipped_difference.as_mut()) {
                 axpy(flips[k], &out, flipped);
-                sums.differences.extend(out.iter().map(|&v| v as f32));
+                sums.differences[k * d..(k + 1) * d].iter_mut().zip(&out).for_each(|(s, &v)| *s = v as f32);
             }
         }
         sums

@@ -38,8 +38,10 @@ with_avx512!(
     fn axpy => axpy_portable(a: f64, x: &[f64], y: &mut [f64]) -> ()
 );
 with_avx512!(
-    /// `y += a x` for an f32 `x`, widened as it goes.
-    fn axpy_widened => axpy_widened_portable(a: f64, x: &[f32], y: &mut [f64]) -> ()
+    /// `out = sum_k r_k (r_k . v)` over the f32 rows of `rows` (`v.len()` per row): the scatter
+    /// product Lanczos spends its time in, one pass over the rows (each row is read twice
+    /// while it sits in L1).
+    fn gram_product => gram_product_portable(rows: &[f32], v: &[f64], out: &mut [f64]) -> ()
 );
 with_avx512!(
     /// `out = correct - copy` in f64 (exact for f32 inputs); returns `|out|^2`.
@@ -66,15 +68,21 @@ fn dot_portable(a: &[f64], b: &[f64]) -> f64 {
 
 #[inline(always)]
 fn dot_widened_portable(a: &[f32], b: &[f64]) -> f64 {
-    let mut partial = [0.0f64; LANES];
-    let (a_body, b_body) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    dot_widened_in::<LANES>(a, b)
+}
+
+/// `a . b` with `W` partial sums.
+#[inline(always)]
+fn dot_widened_in<const W: usize>(a: &[f32], b: &[f64]) -> f64 {
+    let mut partial = [0.0f64; W];
+    let (a_body, b_body) = (a.chunks_exact(W), b.chunks_exact(W));
     let tail = a_body.remainder().iter().zip(b_body.remainder()).map(|(&x, y)| f64::from(x) * y).sum::<f64>();
     for (x, y) in a_body.zip(b_body) {
-        for l in 0..LANES {
+        for l in 0..W {
             partial[l] += f64::from(x[l]) * y[l];
         }
     }
-    sum_partials(partial, tail)
+    partial.iter().fold(tail, |s, p| s + p)
 }
 
 #[inline(always)]
@@ -84,10 +92,24 @@ fn axpy_portable(a: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
+/// `y += a x` for an f32 `x`, widened as it goes.
 #[inline(always)]
 fn axpy_widened_portable(a: f64, x: &[f32], y: &mut [f64]) {
     for (y, &x) in y.iter_mut().zip(x) {
         *y += a * f64::from(x);
+    }
+}
+
+#[inline(always)]
+fn gram_product_portable(rows: &[f32], v: &[f64], out: &mut [f64]) {
+    out.fill(0.0);
+    if v.is_empty() {
+        return;
+    }
+    for row in rows.chunks_exact(v.len()) {
+        // Twice the partial sums of `dot`: the row dot product is the latency chain here.
+        let t = dot_widened_in::<{ 2 * LANES }>(row, v);
+        axpy_widened_portable(t, row, out);
     }
 }
 
@@ -127,9 +149,13 @@ mod tests {
             let mut y = b.clone();
             axpy(2.0, &a, &mut y);
             assert!(y.iter().zip(&a).zip(&b).all(|((y, a), b)| *y == b + 2.0 * a));
-            let mut y = b.clone();
-            axpy_widened(2.0, &a32, &mut y);
-            assert!(y.iter().zip(&a32).zip(&b).all(|((y, &a), b)| *y == b + 2.0 * f64::from(a)));
+            let rows: Vec<f32> = a32.iter().chain(&b32).copied().collect();
+            let mut gram = vec![0.0; n];
+            gram_product(&rows, &b, &mut gram);
+            for (j, g) in gram.iter().enumerate() {
+                let expected = dot_widened(&a32, &b) * f64::from(a32[j]) + dot_widened(&b32, &b) * f64::from(b32[j]);
+                assert!((g - expected).abs() < 1e-9 * (1.0 + expected.abs()), "gram {n}: {g} vs {expected}");
+            }
             let mut out = vec![0.0; n];
             let squares = difference(&a32, &b32, &mut out);
             assert!(out.iter().zip(&a32).zip(&b32).all(|((o, &a), &b)| *o == f64::from(a) - f64::from(b)));

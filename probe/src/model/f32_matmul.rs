@@ -14,36 +14,33 @@ const ALIGN: usize = 16;
 /// `x @ W^T`: `x` is `[m, k]`, `w` is `[n, k]` (a linear layer's weight as stored); `[m, n]`.
 pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
     assert!(x.len() == m * k && w.len() == n * k, "matmul_t: operand sizes do not match");
-    in_column_blocks(m, n, |dst, c0, c1| unsafe {
-        // SAFETY: the pointers address `x` (m x k, row stride k), rows c0..c1 of `w` read as
-        // the columns of `w^T` (k x (c1 - c0)), and columns c0..c1 of the m x n output.
-        gemm::gemm(
-            m, c1 - c0, k,
-            dst.add(c0), 1, n as isize, false,
-            x.as_ptr(), 1, k as isize,
-            w.as_ptr().add(c0 * k), k as isize, 1,
-            0.0, 1.0, false, false, false,
-            gemm::Parallelism::None,
-        )
-    })
+    // Columns c0..c1 of `W^T` are rows c0..c1 of `w`: down a column is along a row of `w`.
+    in_column_blocks(m, n, |dst, c0, c1| unsafe { gemm_into(dst.add(c0), n, m, c1 - c0, k, x.as_ptr(), w.as_ptr().add(c0 * k), 1, k) })
 }
 
 /// `g @ W`: `g` is `[m, n]`, `w` is `[n, k]`; `[m, k]` (the gradient a linear layer passes
 /// back to its input).
 pub fn matmul(g: &[f32], m: usize, n: usize, w: &[f32], k: usize) -> Vec<f32> {
     assert!(g.len() == m * n && w.len() == n * k, "matmul: operand sizes do not match");
-    in_column_blocks(m, k, |dst, c0, c1| unsafe {
-        // SAFETY: `g` is m x n (row stride n), columns c0..c1 of `w` (n x k, row stride k),
-        // and columns c0..c1 of the m x k output.
-        gemm::gemm(
-            m, c1 - c0, n,
-            dst.add(c0), 1, k as isize, false,
-            g.as_ptr(), 1, n as isize,
-            w.as_ptr().add(c0), 1, k as isize,
-            0.0, 1.0, false, false, false,
-            gemm::Parallelism::None,
-        )
-    })
+    in_column_blocks(m, k, |dst, c0, c1| unsafe { gemm_into(dst.add(c0), k, m, c1 - c0, n, g.as_ptr(), w.as_ptr().add(c0), k, 1) })
+}
+
+/// `dst = lhs @ rhs`, single-threaded: `dst` is `m x cols` with row stride `dst_rs`, `lhs` is
+/// `m x inner` (rows contiguous), `rhs` is `inner x cols` with strides `rhs_rs` (down) and
+/// `rhs_cs` (across).
+///
+/// # Safety
+/// The pointers must address matrices of those shapes and strides.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into(dst: *mut f32, dst_rs: usize, m: usize, cols: usize, inner: usize, lhs: *const f32, rhs: *const f32, rhs_rs: usize, rhs_cs: usize) {
+    gemm::gemm(
+        m, cols, inner,
+        dst, 1, dst_rs as isize, false,
+        lhs, 1, inner as isize,
+        rhs, rhs_cs as isize, rhs_rs as isize,
+        0.0, 1.0, false, false, false,
+        gemm::Parallelism::None,
+    )
 }
 
 /// An `[m, cols]` output, with `block(dst, c0, c1)` filling columns `c0..c1` of every row,

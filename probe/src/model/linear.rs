@@ -147,7 +147,7 @@ impl Linear {
                 // backward and holds a weight-sized gradient per layer. The frozen matmul
                 // passes the gradient to x only; untracked, it is the same product, faster.
                 if !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
-                    let op = FrozenMatmul { weight: w.contiguous()? };
+                    let op = FrozenMatmul { weight: w.contiguous()?, gradient: false };
                     if x2.track_op() { x2.contiguous()?.apply_op1(op)? } else { x2.contiguous()?.apply_op1_no_bwd(&op)? }
                 } else {
                     x2.matmul(&w.t()?)?
@@ -216,11 +216,14 @@ impl candle_core::CustomOp2 for Bf16Matmul {
     }
 }
 
-/// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone. Both
-/// products run on `super::f32_matmul` (the same bits as candle's matmul, on one pool).
+/// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone (`g @ W`,
+/// the same op the other way). Both products run on `super::f32_matmul` (the same bits as
+/// candle's matmul, on one pool).
 struct FrozenMatmul {
     /// `[out, in]`, f32, contiguous.
     weight: Tensor,
+    /// False: `x @ W^T`; true: `g @ W`, the gradient passed back to `x`.
+    gradient: bool,
 }
 
 /// `f` on the contiguous f32 data of a CPU tensor.
@@ -234,47 +237,31 @@ fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Res
 
 impl candle_core::CustomOp1 for FrozenMatmul {
     fn name(&self) -> &'static str {
-        "frozen-matmul"
+        if self.gradient { "frozen-matmul-grad" } else { "frozen-matmul" }
     }
 
     fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (candle_core::CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
             candle_core::bail!("frozen matmul takes contiguous f32 activations");
         };
-        let (m, k) = layout.shape().dims2()?;
-        let (n, wk) = self.weight.dims2()?;
-        if k != wk {
-            candle_core::bail!("frozen matmul: activations have {k} features, the weight {wk}");
+        let data = &data[start..end];
+        let (m, features) = layout.shape().dims2()?;
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let (expected, produced) = if self.gradient { (out_dim, in_dim) } else { (in_dim, out_dim) };
+        if features != expected {
+            candle_core::bail!("frozen matmul: {features} features against a [{out_dim}, {in_dim}] weight");
         }
-        let y = with_f32_data(&self.weight, |w| super::f32_matmul::matmul_t(&data[start..end], m, k, w, n))?;
-        Ok((candle_core::CpuStorage::F32(y), (m, n).into()))
+        let y = with_f32_data(&self.weight, |w| match self.gradient {
+            false => super::f32_matmul::matmul_t(data, m, in_dim, w, out_dim),
+            true => super::f32_matmul::matmul(data, m, out_dim, w, in_dim),
+        })?;
+        Ok((candle_core::CpuStorage::F32(y), (m, produced).into()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&FrozenMatmulGrad { weight: self.weight.clone() })?))
-    }
-}
-
-/// `g @ W`: the gradient [`FrozenMatmul`] passes back to its input.
-struct FrozenMatmulGrad {
-    weight: Tensor,
-}
-
-impl candle_core::CustomOp1 for FrozenMatmulGrad {
-    fn name(&self) -> &'static str {
-        "frozen-matmul-grad"
-    }
-
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (candle_core::CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
-            candle_core::bail!("frozen matmul's gradient takes contiguous f32 gradients");
-        };
-        let (m, n) = layout.shape().dims2()?;
-        let (wn, k) = self.weight.dims2()?;
-        if n != wn {
-            candle_core::bail!("frozen matmul's gradient: {n} output features, the weight has {wn}");
+        if self.gradient {
+            candle_core::bail!("frozen matmul: no second derivative");
         }
-        let g = with_f32_data(&self.weight, |w| super::f32_matmul::matmul(&data[start..end], m, n, w, k))?;
-        Ok((candle_core::CpuStorage::F32(g), (m, k).into()))
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: self.weight.clone(), gradient: true })?))
     }
 }
