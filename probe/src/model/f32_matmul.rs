@@ -14,6 +14,9 @@ const ALIGN: usize = 16;
 /// `x @ W^T`: `x` is `[m, k]`, `w` is `[n, k]` (a linear layer's weight as stored); `[m, n]`.
 pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> {
     assert!(x.len() == m * k && w.len() == n * k, "matmul_t: operand sizes do not match");
+    if k == 0 {
+        return vec![0.0; m * n]; // gemm would leave an empty product's output unwritten
+    }
     // Columns c0..c1 of `W^T` are rows c0..c1 of `w`: down a column is along a row of `w`.
     in_column_blocks(m, n, |dst, c0, c1| unsafe { gemm_into(dst.add(c0), n, m, c1 - c0, k, x.as_ptr(), w.as_ptr().add(c0 * k), 1, k) })
 }
@@ -22,6 +25,9 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> 
 /// back to its input).
 pub fn matmul(g: &[f32], m: usize, n: usize, w: &[f32], k: usize) -> Vec<f32> {
     assert!(g.len() == m * n && w.len() == n * k, "matmul: operand sizes do not match");
+    if n == 0 {
+        return vec![0.0; m * k]; // gemm would leave an empty product's output unwritten
+    }
     in_column_blocks(m, k, |dst, c0, c1| unsafe { gemm_into(dst.add(c0), k, m, c1 - c0, n, g.as_ptr(), w.as_ptr().add(c0), k, 1) })
 }
 
@@ -82,7 +88,7 @@ mod tests {
 
     #[test]
     fn products_match_the_plain_sums_on_ragged_shapes() {
-        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (17, 33, 40), (64, 96, 130), (5, 64, 16)] {
+        for (m, k, n) in [(1, 1, 1), (3, 5, 7), (17, 33, 40), (64, 96, 130), (5, 64, 16), (4, 0, 3), (0, 8, 3)] {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
             let w: Vec<f32> = (0..n * k).map(|i| ((i * 53 % 97) as f32 - 48.0) / 24.0).collect();
             let ours = matmul_t(&x, m, k, &w, n);
