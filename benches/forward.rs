@@ -55,15 +55,30 @@ fn main() {
         let h = var_model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
         var_model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
     });
-    let hooked = time(runs, || {
-        // Every resid_post read to the host, as `alens capture --points resid_post` does.
-        let points: Vec<HookPoint> = (0..cfg.num_hidden_layers).map(HookPoint::resid_post).collect();
-        let (h, cache) = model.run_with_cache(&ids, &positions, points.iter().copied()).unwrap();
-        model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
-        for &point in &points {
-            cache.require(point).unwrap().to_vec3::<f32>().unwrap();
-        }
-    });
+    // The hooks' overhead is a few %, under this machine's run-to-run noise: timed in ABBA
+    // pairs against the plain forward, the ratio being the median of the pairs' ratios.
+    let points: Vec<HookPoint> = (0..cfg.num_hidden_layers).map(HookPoint::resid_post).collect();
+    let seconds = |f: &mut dyn FnMut()| {
+        let t = std::time::Instant::now();
+        f();
+        t.elapsed().as_secs_f64()
+    };
+    let hook_pairs = 20;
+    let hooked = timing::paired(
+        hook_pairs,
+        || seconds(&mut || {
+            let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
+            model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+        }),
+        || seconds(&mut || {
+            // Every resid_post read to the host, as `alens capture --points resid_post` does.
+            let (h, cache) = model.run_with_cache(&ids, &positions, points.iter().copied()).unwrap();
+            model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+            for &point in &points {
+                cache.require(point).unwrap().to_vec3::<f32>().unwrap();
+            }
+        }),
+    );
     let with_logits = time(runs, || {
         let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
         model.logits(&h).unwrap();
@@ -89,10 +104,12 @@ fn main() {
     };
     let native_name = format!("plain forward, bf16 weights, native ({kernel})");
     let exact_name = format!("plain forward, bf16 weights, exact ({kernel})");
+    let (q1, q3) = hooked.middle_half();
+    let hooked_name = format!("forward + read all 12 resid_post to host (paired: {q1:.3}x..{q3:.3}x)");
     for (name, secs) in [
         ("plain forward (baseline)", plain),
         ("plain forward through candle's matmul (weights as Vars)", candle_matmul),
-        ("forward + read all 12 resid_post to host", hooked),
+        (hooked_name.as_str(), plain * hooked.ratio()),
         ("forward + logits at every position", with_logits),
         (native_name.as_str(), bf16_native),
         (exact_name.as_str(), bf16_exact),

@@ -71,26 +71,10 @@ fn main() {
     };
     time_plain();
     time_steered();
-    // Paired runs in ABBA order: a pair's ratio cancels drift in machine load that spans
-    // seconds, and alternating who goes first cancels what the first run of a pair pays.
     let pairs = 25;
-    let (mut plain, mut steered, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..pairs {
-        let (p, s) = if i % 2 == 0 {
-            let p = time_plain();
-            (p, time_steered())
-        } else {
-            let s = time_steered();
-            (time_plain(), s)
-        };
-        plain.push(p);
-        steered.push(s);
-        ratios.push(s / p);
-    }
-    let mut sorted = ratios.clone();
-    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let (q1, q3) = (sorted[pairs / 4], sorted[3 * pairs / 4]);
-    let (plain, steered, ratio) = (median(&plain), median(&steered), median(&ratios));
+    let runs = timing::paired(pairs, time_plain, time_steered);
+    let (q1, q3) = runs.middle_half();
+    let (plain, steered, ratio) = (median(&runs.a), median(&runs.b), runs.ratio());
     println!("KV-cached greedy generation, prompt {PROMPT} + {NEW_TOKENS} new tokens, random 12-layer d768 Llama, {pairs} paired runs");
     println!("{:<38} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
     println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "unsteered (baseline)", plain * 1e3, NEW_TOKENS as f64 / plain, 1.0);
