@@ -75,7 +75,8 @@ fn main() {
             let (h, cache) = model.run_with_cache(&ids, &positions, points.iter().copied()).unwrap();
             model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
             for &point in &points {
-                cache.require(point).unwrap().to_vec3::<f32>().unwrap();
+                // Flat, as capture reads its rows (`to_vec3` would build a Vec per row).
+                cache.require(point).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
             }
         }),
     );
