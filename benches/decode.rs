@@ -191,6 +191,8 @@ fn cached_smollm2() -> Option<PathBuf> {
 }
 
 fn main() {
+    // The allocator settings `alens` runs with (freed memory kept in the process).
+    probe::allocator::keep_freed_memory();
     // Before any thread exists, as alens does: AMX for the prompt's prefill.
     let _ = probe::model::bf16::amx_available();
     let args: Vec<String> = std::env::args().collect();

@@ -1,7 +1,6 @@
 //! `alens`: the command line of aligner-lens. Each command parses flags, calls a library crate
 //! (`probe`, `steer`, `viz`) and prints; the maths lives in the crates.
 
-mod allocator;
 mod bounds;
 mod commands;
 mod model_arg;
@@ -45,7 +44,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    allocator::keep_freed_memory();
+    probe::allocator::keep_freed_memory();
     // Ask for the AMX tile registers before any thread exists (the Ctrl-C handler's is the
     // first): Linux refuses them to a process whose threads have signal stacks sized without
     // them, and bf16 checkpoints then run on the slower AVX512-BF16 kernels.
