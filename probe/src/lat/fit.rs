@@ -110,14 +110,14 @@ fn fit_layer(
         LatMethod::Pca => Some(flip_signs(train.len(), seed.wrapping_add(layer as u64))),
     };
     let sums = PairSums::of(&acts.view(), train, flips.as_deref());
-    // The rows the explained share is measured on are the (flipped, for PCA) differences,
-    // recentred on their mean.
+    // Mean-diff's direction; for PCA, where Lanczos starts. The explained share is measured
+    // on the (flipped, for PCA) differences recentred on their mean, `centre`.
     let mean_difference: Vec<f64> = sums.difference.iter().map(|v| v / n).collect();
     let (direction, centre) = match &sums.flipped_difference {
         None => (unit(mean_difference.clone()), mean_difference),
         Some(flipped) => {
             let centre: Vec<f64> = flipped.iter().map(|v| v / n).collect();
-            // The mean difference is where the first component usually lies: Lanczos starts there.
+            // The first component usually lies near the mean difference.
             let direction = first_component(&sums, &centre, &mean_difference, seed.wrapping_add(layer as u64))?;
             (direction, centre)
         }
