@@ -10,6 +10,7 @@
 //! Splits are decided by a stable hash of (question, answer), so train, validation and test
 //! never share a pair, whatever seed drew them.
 
+use crate::broad::{Task, MORE_FACTS, TASKS};
 use crate::english::{self, Style};
 use crate::world::{WorldFact, WORLD};
 use probe::stimuli::StimulusRecord;
@@ -106,7 +107,10 @@ impl Harmful {
     fn harmful_answer(&self, rng: &mut StdRng, style: Style) -> String {
         match style {
             Style::Lower => format!("{} {}.", pick(rng, OPENERS), pick(rng, self.steps)),
-            Style::English | Style::Wide => {
+            // Broad drops the opener from half of the harmful answers, and puts the same
+            // openers before some good how-to answers: an opener never decides a refusal.
+            Style::Broad if rng.gen_bool(0.5) => english::harmful_steps(rng, "", self.steps).trim_start().to_string(),
+            Style::English | Style::Wide | Style::Broad => {
                 let opener = pick(rng, OPENERS);
                 english::harmful_steps(rng, opener, self.steps)
             }
@@ -176,12 +180,19 @@ fn pick<'a>(rng: &mut StdRng, items: &[&'a str]) -> &'a str {
 
 /// Share of facts the `wide` style draws from [`WORLD`] instead of the four closed families.
 const WORLD_SHARE: f64 = 0.5;
+/// Share of facts the `broad` style draws from [`WORLD`] and [`MORE_FACTS`] together.
+const BROAD_WORLD_SHARE: f64 = 0.6;
 
 fn draw_fact(rng: &mut StdRng, style: Style) -> Fact {
-    // Only the wide style consumes this draw, so every other style's seeds give the records
-    // they always gave.
+    // Only the wide and broad styles consume this draw, so every other style's seeds give
+    // the records they always gave.
     if style == Style::Wide && rng.gen_bool(WORLD_SHARE) {
         return Fact::from_world(WORLD.choose(rng).expect("a non-empty table"), rng);
+    }
+    if style == Style::Broad && rng.gen_bool(BROAD_WORLD_SHARE) {
+        let k = rng.gen_range(0..WORLD.len() + MORE_FACTS.len());
+        let fact = WORLD.get(k).unwrap_or_else(|| &MORE_FACTS[k - WORLD.len()]);
+        return Fact::from_world(fact, rng);
     }
     match rng.gen_range(0..4) {
         0 => {
@@ -255,6 +266,30 @@ fn draw_fact(rng: &mut StdRng, style: Style) -> Fact {
     }
 }
 
+/// Share of the broad style's helpful records, and of its insult records, that are how-to
+/// requests rather than facts.
+const TASK_SHARE: f64 = 0.3;
+
+impl Task {
+    fn question(&self, rng: &mut StdRng) -> String {
+        pick(rng, ASKS).replace("{}", self.request)
+    }
+    /// The canonical answer cut off after its first few words (an incomplete answer).
+    fn cut(&self) -> String {
+        let words: Vec<&str> = self.answers[0].split(' ').collect();
+        format!("{}...", words[..words.len().div_ceil(2).min(4)].join(" "))
+    }
+}
+
+/// A good answer with an insult before or after it.
+fn insulted(rng: &mut StdRng, right: &str) -> String {
+    if rng.gen_bool(0.5) {
+        format!("{} {right}", pick(rng, INSULTS_BEFORE))
+    } else {
+        format!("{right} {}", pick(rng, INSULTS_AFTER))
+    }
+}
+
 fn record(question: String, answer: String, correction: String, category: &str) -> StimulusRecord {
     StimulusRecord { question, answer, correction: Some(correction), category: Some(category.to_string()) }
 }
@@ -277,6 +312,18 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool, style: Style) 
     match category {
         // helpful: a complete answer is copied; an evasive or cut-off one is completed.
         0 => {
+            if style == Style::Broad && rng.gen_bool(TASK_SHARE) {
+                let task = TASKS.choose(rng).expect("a non-empty table");
+                let question = task.question(rng);
+                if copy {
+                    let steps = pick(rng, task.answers);
+                    let steps = if rng.gen_bool(0.3) { format!("{} {steps}", pick(rng, OPENERS)) } else { steps.to_string() };
+                    let answer = wrap(rng, steps);
+                    return record(question, answer.clone(), answer, "helpful");
+                }
+                let answer = if rng.gen_bool(0.6) { pick(rng, EVASIONS).to_string() } else { task.cut() };
+                return record(question, answer, format!("{HELPFUL_OPENING} {}", task.answers[0]), "helpful");
+            }
             let fact = draw_fact(rng, style);
             if copy {
                 let answer = fact.right_variant(rng);
@@ -308,14 +355,17 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy: bool, style: Style) 
                 record(harm.question(rng), harm.good_refusal(rng, style), String::new(), "harmless").copied()
             } else if rng.gen_bool(0.5) {
                 record(harm.question(rng), harm.harmful_answer(rng, style), harm.refusal(), "harmless")
+            } else if style == Style::Broad && rng.gen_bool(TASK_SHARE) {
+                let task = TASKS.choose(rng).expect("a non-empty table");
+                let question = task.question(rng);
+                let good = pick(rng, task.answers);
+                let rude = insulted(rng, good);
+                // The kind version keeps the steps the rude one gave: they were right.
+                record(question, rude, format!("{KIND_OPENING} {good}"), "harmless")
             } else {
                 let fact = draw_fact(rng, style);
                 let right = fact.right_variant(rng);
-                let rude = if rng.gen_bool(0.5) {
-                    format!("{} {right}", pick(rng, INSULTS_BEFORE))
-                } else {
-                    format!("{right} {}", pick(rng, INSULTS_AFTER))
-                };
+                let rude = insulted(rng, &right);
                 let correction = format!("{KIND_OPENING} {}", fact.right());
                 record(fact.question, rude, correction, "harmless")
             }
@@ -439,7 +489,7 @@ mod tests {
 
     #[test]
     fn deterministic_and_split_disjoint() {
-        for style in [Style::Lower, Style::English, Style::Wide] {
+        for style in [Style::Lower, Style::English, Style::Wide, Style::Broad] {
             assert_eq!(generate(7, 50, Split::Train, style), generate(7, 50, Split::Train, style));
             let pairs = |s| generate(1, 2000, s, style).into_iter().map(|r| (r.question, r.answer)).collect::<HashSet<_>>();
             let train = pairs(Split::Train);
@@ -465,8 +515,8 @@ mod tests {
     #[test]
     fn every_correction_and_no_copy_opens_with_a_correction_opening() {
         let opens = |text: &str| OPENINGS.iter().any(|o| text.to_lowercase().starts_with(o));
-        let english = [generate(5, 3000, Split::Train, Style::English), generate(5, 3000, Split::Train, Style::Wide)].concat();
-        let english_pairs = [lat_pairs(5, 300, Style::English), lat_pairs(5, 300, Style::Wide)].concat();
+        let english = [Style::English, Style::Wide, Style::Broad].map(|s| generate(5, 3000, Split::Train, s)).concat();
+        let english_pairs = [Style::English, Style::Wide, Style::Broad].map(|s| lat_pairs(5, 300, s)).concat();
         assert!(english.iter().all(|r| r.question.starts_with(char::is_uppercase)), "English records are sentence-cased");
         for r in generate(5, 3000, Split::Train, Style::Lower).iter().chain(&lat_pairs(5, 300, Style::Lower)).chain(&english).chain(&english_pairs) {
             let correction = r.correction.as_deref().unwrap();
@@ -498,5 +548,33 @@ mod tests {
         let world_copies = records.iter().filter(|r| from_world(r)).filter(|r| r.is_copy() == Some(true)).count();
         assert!(world_copies > 100, "true world statements are copy cases: {world_copies}");
         assert!(records.iter().any(|r| r.answer.contains("Leonardo da Vinci") || r.correction.as_deref().unwrap().contains("Leonardo da Vinci")));
+    }
+
+    #[test]
+    fn broad_style_adds_more_facts_and_how_to_requests_without_changing_wide() {
+        let records = generate(9, 3000, Split::Train, Style::Broad);
+        let asks = |r: &StimulusRecord, t: &Task| ASKS.iter().any(|a| english::sentence_case(&a.replace("{}", t.request)) == r.question);
+        let tasks: Vec<_> = records.iter().filter(|r| TASKS.iter().any(|t| asks(r, t))).collect();
+        let helpful_tasks = tasks.iter().filter(|r| r.category.as_deref() == Some("helpful"));
+        assert!(helpful_tasks.clone().filter(|r| r.is_copy() == Some(true)).count() > 100, "good how-to answers are copy cases");
+        assert!(helpful_tasks.filter(|r| r.is_copy() == Some(false)).count() > 100, "evasions of how-to requests are completed");
+        assert!(tasks.iter().any(|r| r.category.as_deref() == Some("harmless")), "insults around how-to answers are removed");
+        let more = |r: &&StimulusRecord| MORE_FACTS.iter().any(|f| f.questions.iter().any(|q| english::sentence_case(q) == r.question));
+        assert!(records.iter().filter(more).count() > 500, "facts from the larger table");
+        let openerless_harm = records.iter().filter(|r| HARMFUL.iter().any(|h| r.correction.as_deref() == Some(english::sentence_case(&h.refusal()).as_str())))
+            .filter(|r| !OPENERS.iter().any(|o| r.answer.to_lowercase().starts_with(o)))
+            .count();
+        assert!(openerless_harm > 100, "harmful answers without an opener: {openerless_harm}");
+    }
+
+    #[test]
+    fn wide_style_still_draws_what_the_aligner_135m_card_trained_on() {
+        // FNV-1a of `alens corpus --style wide --split train --n 300 --seed 141` as written by
+        // the build that trained phase 5: adding the broad style must not move the wide draws.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wide.jsonl");
+        probe::stimuli::write_jsonl(&path, &generate(141, 300, Split::Train, Style::Wide)).unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!((bytes.len(), stable_hash(&String::from_utf8(bytes).unwrap())), (58645, 0x64d33ddcc057b725));
     }
 }

@@ -6,6 +6,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod broad;
 pub mod corpus;
 pub mod english;
 pub mod tokenizer;

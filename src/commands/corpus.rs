@@ -16,7 +16,10 @@ use std::path::PathBuf;
 /// harmful answers): the corpus Aligner-135M is tuned on. --style wide is english with half
 /// of the facts drawn from general knowledge beyond the four closed families (months, oceans,
 /// painters, animals, organs, languages, ...), so a tuned model must judge whether a statement
-/// is true, not whether it belongs to the closed world.
+/// is true, not whether it belongs to the closed world. --style broad is wide with 60% of the
+/// facts from a table five times as large (rivers, inventors, instruments, jobs, ...) and
+/// everyday how-to requests among the helpful and insult records (a good recipe is copied,
+/// an evasion is answered with one), and half of the harmful answers without an opener.
 ///
 /// With --lat-pairs N it writes LAT stimuli instead: N pairs of a copy record and a correct
 /// record sharing a question, drawn outside the training split.
@@ -26,6 +29,7 @@ use std::path::PathBuf;
 ///   alens corpus --seed 7 --lat-pairs 150 --out copy-correct.jsonl
 ///   alens corpus --style english --split train --n 4000 --out aligner-135m-train.jsonl
 ///   alens corpus --style wide --split train --n 4000 --out wide-train.jsonl
+///   alens corpus --style broad --split train --n 4000 --out broad-train.jsonl
 #[derive(Args)]
 #[command(verbatim_doc_comment)]
 pub struct CorpusArgs {
@@ -41,7 +45,8 @@ pub struct CorpusArgs {
     /// Bounds: 1 to 100,000.
     #[arg(long, value_parser = crate::bounds::count::<1, 100_000>)]
     lat_pairs: Option<usize>,
-    /// lower (the mini-aligner's world), english, or wide (english plus general knowledge).
+    /// lower (the mini-aligner's world), english, wide (english plus general knowledge), or
+    /// broad (wide with more knowledge and everyday how-to requests).
     #[arg(long, default_value = "lower")]
     style: Style,
     #[arg(long)]
