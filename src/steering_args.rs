@@ -22,9 +22,23 @@ pub fn default_vectors(model: &model_arg::ModelArgs) -> PathBuf {
 
 /// Loads `path` checked against the model; returns the path used, for titles.
 pub fn load_vectors(path: &std::path::Path, ckpt: &Checkpoint) -> Result<(PathBuf, ControlVectors)> {
-    let vectors = ControlVectors::load(path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+    let loaded = ControlVectors::load(path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers);
+    // A model with no vectors beside it falls back to the mini-aligner's, which fit no other
+    // model: say what happened and how to make its own, not only that the widths differ.
+    let vectors = match loaded {
+        Err(e) if path == model_arg::shipped(SHIPPED_VECTORS) && ckpt.config.hidden_size != MINI_ALIGNER_D_MODEL => {
+            return Err(e.context(format!(
+                "this model has no {MODEL_VECTORS} beside it, so the mini-aligner's vectors were tried and do not fit; \
+                 make its own with `alens lat --model MODEL --out V.safetensors` and pass `--vectors V.safetensors`"
+            )))
+        }
+        other => other?,
+    };
     Ok((path.to_path_buf(), vectors))
 }
+
+/// The mini-aligner's residual width: its vectors fit a model of this width only.
+const MINI_ALIGNER_D_MODEL: usize = 128;
 
 #[derive(Args, Clone)]
 pub struct SteeringArgs {

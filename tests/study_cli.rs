@@ -161,3 +161,11 @@ fn every_command_that_reads_vectors_refuses_bad_files() {
                           "--alpha", "1", "--layers", "0"]);
     assert!(err.contains("layer 0"), "{err}");
 }
+
+#[test]
+fn a_model_without_vectors_beside_it_is_told_how_to_make_them() {
+    // The golden checkpoint (d_model 32) ships no vectors, so the mini-aligner's are tried.
+    let model = golden("llama_gqa");
+    let err = alens_err(&["generate", "--model", model.to_str().unwrap(), "--question", "w1", "--answer", "w2", "--alpha", "1"]);
+    assert!(err.contains("no copy-correct.safetensors beside it") && err.contains("alens lat --model"), "{err}");
+}
