@@ -551,7 +551,7 @@ mod tests {
     }
 
     #[test]
-    fn broad_style_adds_more_facts_and_how_to_requests_without_changing_wide() {
+    fn broad_style_adds_more_facts_how_to_requests_and_harm_without_an_opener() {
         let records = generate(9, 3000, Split::Train, Style::Broad);
         let asks = |r: &StimulusRecord, t: &Task| ASKS.iter().any(|a| english::sentence_case(&a.replace("{}", t.request)) == r.question);
         let tasks: Vec<_> = records.iter().filter(|r| TASKS.iter().any(|t| asks(r, t))).collect();
