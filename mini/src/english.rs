@@ -23,7 +23,7 @@ pub enum Style {
     /// families (months, oceans, painters, animals, ...: `mini/src/world.rs`), so a model
     /// must judge whether a statement is true rather than whether it is from the closed world.
     Wide,
-    /// Wide, with general knowledge from a table nine times as large (298 facts) (`mini/src/broad.rs`)
+    /// Wide, with general knowledge from a table of 298 facts (`mini/src/broad.rs`)
     /// and everyday how-to requests in the helpful and harmless categories (a good recipe is
     /// copied; an evasion is answered with one), so that neither an unfamiliar fact nor a
     /// request for steps is by itself a reason to rewrite.

@@ -17,9 +17,9 @@ use std::path::PathBuf;
 /// of the facts drawn from general knowledge beyond the four closed families (months, oceans,
 /// painters, animals, organs, languages, ...), so a tuned model must judge whether a statement
 /// is true, not whether it belongs to the closed world. --style broad is wide with 60% of the
-/// facts from a table nine times as large (298 facts) (rivers, inventors, instruments, jobs, ...) and
-/// everyday how-to requests among the helpful and insult records (a good recipe is copied,
-/// an evasion is answered with one), and half of the harmful answers without an opener.
+/// facts from a table of 298 (rivers, inventors, instruments, jobs, ...), everyday how-to
+/// requests among the helpful and insult records (a good recipe is copied, an evasion is
+/// answered with one), and half of the harmful answers without an opener.
 ///
 /// With --lat-pairs N it writes LAT stimuli instead: N pairs of a copy record and a correct
 /// record sharing a question, drawn outside the training split.
