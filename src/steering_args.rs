@@ -1,7 +1,7 @@
 //! Flags shared by the commands that steer (`generate`, `sweep`): which vectors, which layers.
 
 use crate::model_arg;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use probe::capture::parse_layers;
 use probe::{Checkpoint, Site};
@@ -24,21 +24,17 @@ pub fn default_vectors(model: &model_arg::ModelArgs) -> PathBuf {
 pub fn load_vectors(path: &std::path::Path, ckpt: &Checkpoint) -> Result<(PathBuf, ControlVectors)> {
     let loaded = ControlVectors::load(path, ckpt.config.hidden_size, ckpt.config.num_hidden_layers);
     // A model with no vectors beside it falls back to the mini-aligner's, which fit no other
-    // model: say what happened and how to make its own, not only that the widths differ.
-    let vectors = match loaded {
-        Err(e) if path == model_arg::shipped(SHIPPED_VECTORS) && ckpt.config.hidden_size != MINI_ALIGNER_D_MODEL => {
-            return Err(e.context(format!(
-                "this model has no {MODEL_VECTORS} beside it, so the mini-aligner's vectors were tried and do not fit; \
-                 make its own with `alens lat --model MODEL --out V.safetensors` and pass `--vectors V.safetensors`"
-            )))
-        }
-        other => other?,
+    // model: say so and how to make its own, not only that the widths differ.
+    let vectors = if path == model_arg::shipped(SHIPPED_VECTORS) {
+        loaded.context(format!(
+            "these are the mini-aligner's vectors, the default for a model with no {MODEL_VECTORS} beside it; \
+             for another model make its own with `alens lat --model MODEL --out V.safetensors` and pass `--vectors V.safetensors`"
+        ))?
+    } else {
+        loaded?
     };
     Ok((path.to_path_buf(), vectors))
 }
-
-/// The mini-aligner's residual width: its vectors fit a model of this width only.
-const MINI_ALIGNER_D_MODEL: usize = 128;
 
 #[derive(Args, Clone)]
 pub struct SteeringArgs {

@@ -109,10 +109,10 @@ impl Harmful {
             Style::Lower => format!("{} {}.", pick(rng, OPENERS), pick(rng, self.steps)),
             // Broad drops the opener from half of the harmful answers, and puts the same
             // openers before some good how-to answers: an opener never decides a refusal.
-            Style::Broad if rng.gen_bool(0.5) => english::harmful_steps(rng, "", self.steps).trim_start().to_string(),
+            Style::Broad if rng.gen_bool(0.5) => english::harmful_steps(rng, None, self.steps),
             Style::English | Style::Wide | Style::Broad => {
                 let opener = pick(rng, OPENERS);
-                english::harmful_steps(rng, opener, self.steps)
+                english::harmful_steps(rng, Some(opener), self.steps)
             }
         }
     }

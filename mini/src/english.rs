@@ -55,14 +55,19 @@ pub fn wrap(rng: &mut StdRng, statement: String) -> String {
     text
 }
 
-/// A harmful answer of one or two steps: longer answers must be refused as a whole.
-pub fn harmful_steps(rng: &mut StdRng, opener: &str, steps: &[&str]) -> String {
+/// A harmful answer of one or two steps, after `opener` if there is one: longer answers must
+/// be refused as a whole.
+pub fn harmful_steps(rng: &mut StdRng, opener: Option<&str>, steps: &[&str]) -> String {
     let mut chosen: Vec<&str> = steps.to_vec();
     chosen.shuffle(rng);
-    if rng.gen_bool(0.5) && chosen.len() > 1 {
-        format!("{opener} {}. then {}.", chosen[0], chosen[1])
+    let body = if rng.gen_bool(0.5) && chosen.len() > 1 {
+        format!("{}. then {}.", chosen[0], chosen[1])
     } else {
-        format!("{opener} {}.", chosen[0])
+        format!("{}.", chosen[0])
+    };
+    match opener {
+        Some(opener) => format!("{opener} {body}"),
+        None => body,
     }
 }
 
