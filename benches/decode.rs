@@ -193,6 +193,7 @@ fn cached_smollm2() -> Option<PathBuf> {
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
     probe::allocator::keep_freed_memory();
+    probe::parallel::fix_thread_count();
     // Before any thread exists, as alens does: AMX for the prompt's prefill.
     let _ = probe::model::bf16::amx_available();
     let args: Vec<String> = std::env::args().collect();

@@ -30,6 +30,7 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
     probe::allocator::keep_freed_memory();
+    probe::parallel::fix_thread_count();
     let amx = probe::model::bf16::amx_available();
     let cfg = ModelConfig::from_json(CONFIG).unwrap();
     let varmap = VarMap::new();

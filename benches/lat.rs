@@ -61,6 +61,7 @@ fn sklearn_seconds(pairs: usize, layers: usize, d: usize) -> Result<f64, String>
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
     probe::allocator::keep_freed_memory();
+    probe::parallel::fix_thread_count();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("LAT extraction (fit only, the forward excluded), {threads} threads, median of {RUNS} runs");
     println!("{:>24} | {:>10} | {:>10} | {:>12} | {:>9} | {:>9}", "pairs x layers x d", "mean-diff", "pca", "sklearn PCA", "mean-diff", "pca");

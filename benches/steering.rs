@@ -46,6 +46,7 @@ impl<H: Hooks> Hooks for TimedHook<H> {
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
     probe::allocator::keep_freed_memory();
+    probe::parallel::fix_thread_count();
     let cfg = ModelConfig::from_json(CONFIG).unwrap();
     let varmap = VarMap::new();
     let model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();

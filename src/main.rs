@@ -45,6 +45,7 @@ enum Command {
 
 fn main() -> ExitCode {
     probe::allocator::keep_freed_memory();
+    probe::parallel::fix_thread_count();
     // Ask for the AMX tile registers before any thread exists (the Ctrl-C handler's is the
     // first): Linux refuses them to a process whose threads have signal stacks sized without
     // them, and bf16 checkpoints then run on the slower AVX512-BF16 kernels.

@@ -80,6 +80,12 @@ pub struct TuneArgs {
     /// run is bit-identical). Rerunning a finished run with --resume only converts it.
     #[arg(long)]
     f16: bool,
+    /// Train through one-pass fused ops (RMSNorm, RoPE, softmax, SwiGLU, cross-entropy, each
+    /// with its own backward) instead of candle's composed ones: faster and as reproducible,
+    /// but not the same bits, so the card's commands (composed) reproduce the shipped adapter
+    /// only without it. Recorded in the run's options; a resumed run keeps its choice.
+    #[arg(long)]
+    fused: bool,
 }
 
 pub fn run(args: TuneArgs) -> Result<()> {
@@ -103,6 +109,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         identity_steps: args.identity_steps,
         copy_weight: args.copy_weight,
         init_adapter: args.init_adapter.clone(),
+        fused: args.fused,
     };
     // A known name is recorded as such, so the adapter finds its base on any machine.
     let base_name = if args.base.exists() { base.display().to_string() } else { args.base.display().to_string() };

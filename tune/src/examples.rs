@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use probe::model::AlignerTokenizer;
+use probe::model::{AlignerTokenizer, Autograd};
 use probe::stimuli::StimulusRecord;
 use probe::{AlignerTemplate, Model, NoHooks, Positions};
 
@@ -66,5 +66,8 @@ pub fn batch_loss(model: &Model, batch: &[&Example], pad: u32, device: &Device) 
     let d = normed.dim(2)?;
     let picked = normed.reshape((batch.len() * width, d))?.index_select(&Tensor::new(rows, device)?, 0)?;
     let logits = model.logits(&picked)?;
+    if model.autograd() == Autograd::Fused {
+        return Ok(probe::model::fused::cross_entropy(&logits, &targets)?);
+    }
     Ok(candle_nn::loss::cross_entropy(&logits, &Tensor::new(targets, device)?)?)
 }

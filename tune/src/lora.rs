@@ -18,6 +18,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use probe::model::adapter::{CONFIG_FILE, WEIGHTS_FILE};
 use probe::model::linear::LoraDelta;
 use probe::stimuli::StimulusRecord;
+use probe::model::Autograd;
 use probe::{AlignerTemplate, Checkpoint};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -50,6 +51,10 @@ pub struct LoraOptions {
     /// Start from this adapter's factors instead of fresh ones (a second phase of training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_adapter: Option<std::path::PathBuf>,
+    /// Train through `probe::model::fused`'s one-pass ops instead of candle's composed ones:
+    /// faster, as reproducible, but not the same bits (the shipped adapters are composed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fused: bool,
 }
 
 impl Default for LoraOptions {
@@ -68,6 +73,7 @@ impl Default for LoraOptions {
             identity_steps: 0,
             copy_weight: 1.0,
             init_adapter: None,
+            fused: false,
         }
     }
 }
@@ -230,7 +236,8 @@ pub fn tune(
     let eos = *ckpt.eos_token_ids.first().context("the model has no end-of-sequence token to learn to stop at")?;
     let pad = ckpt.config.pad_token_id.unwrap_or(eos);
     let corrections = encode_examples(tokenizer, template, records, eos, correction_of)?;
-    let identity = encode_examples(tokenizer, template, records, eos, answer_of)?;
+    // The warm-up's examples are only tokenized when there is a warm-up.
+    let identity = if opts.identity_steps > 0 { encode_examples(tokenizer, template, records, eos, answer_of)? } else { Vec::new() };
     if let Some(e) = corrections.iter().chain(&identity).find(|e| e.ids.len() > ckpt.config.max_position_embeddings) {
         bail!("a training example has {} tokens, more than the model's context", e.ids.len());
     }
@@ -259,7 +266,7 @@ pub fn tune(
     if resume {
         state = restore(out, &params, &mut optimizer, &state)?;
     }
-    ckpt.model.set_differentiable(true);
+    ckpt.model.set_autograd(if opts.fused { Autograd::Fused } else { Autograd::Composed });
     let device = ckpt.model.device().clone();
     let started = std::time::Instant::now();
     let seconds_before = state.seconds;

@@ -23,6 +23,8 @@ pub struct Linear {
     lora: Option<LoraDelta>,
     /// How f32 activations meet a bf16 weight on CPUs with bf16 dot products.
     bf16_compute: Bf16Compute,
+    /// While training with fused ops: the frozen product and the LoRA delta as one op.
+    fused: bool,
 }
 
 /// LoRA's `scale * B @ A` next to a frozen weight (Hu et al. 2021): `A` `[r, in]`, `B`
@@ -87,7 +89,7 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias, lora: None, bf16_compute: Bf16Compute::default() })
+        Ok(Self { weight, bias, lora: None, bf16_compute: Bf16Compute::default(), fused: false })
     }
 
     /// `[out, in]`.
@@ -110,6 +112,11 @@ impl Linear {
         self.bf16_compute = compute;
     }
 
+    /// Trains through `super::fused::lora_linear` when a LoRA delta is attached.
+    pub fn set_fused(&mut self, on: bool) {
+        self.fused = on;
+    }
+
     pub fn set_lora(&mut self, delta: Option<LoraDelta>) {
         self.lora = delta;
     }
@@ -119,7 +126,7 @@ impl Linear {
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight: Weight::Dense(weight), bias: None, lora: None, bf16_compute: Bf16Compute::default() }
+        Self { weight: Weight::Dense(weight), bias: None, lora: None, bf16_compute: Bf16Compute::default(), fused: false }
     }
 
     /// `x @ W^T + b` for `x` of shape `[..., in]`.
@@ -139,6 +146,12 @@ impl Linear {
                     && super::bf16::available() =>
             {
                 x2.contiguous()?.apply_op2_no_bwd(weight, &Bf16Matmul(self.bf16_compute))?
+            }
+            Weight::Dense(weight) if self.fused && self.lora.is_some() && x2.dtype() == DType::F32 && x2.device().is_cpu() => {
+                let w = if weight.dtype() == DType::F32 { weight.clone() } else { weight.to_dtype(DType::F32)? };
+                let lora = self.lora.as_ref().expect("checked above");
+                let y = super::fused::lora_linear(&x2, &w, &lora.a, &lora.b, lora.scale)?;
+                return self.finish(y, self.bias.as_ref(), dims);
             }
             Weight::Dense(weight) => {
                 let w = if weight.dtype() == x.dtype() { weight.clone() } else { weight.to_dtype(x.dtype())? };
@@ -173,6 +186,15 @@ impl Linear {
                 // usual alpha = 2r) the result is the same to the bit.
                 (y + x2.matmul(&l.a.t()?)?.matmul(&(l.b.t()? * l.scale)?)?)?
             }
+            None => y,
+        };
+        self.finish(y, None, dims)
+    }
+
+    /// `y` `[rows, out]` plus the bias if given, back in the input's leading dimensions.
+    fn finish(&self, y: Tensor, bias: Option<&Tensor>, dims: Vec<usize>) -> Result<Tensor> {
+        let y = match bias {
+            Some(b) => y.broadcast_add(b)?,
             None => y,
         };
         let mut out_dims = dims;
@@ -227,7 +249,7 @@ struct FrozenMatmul {
 }
 
 /// `f` on the contiguous f32 data of a CPU tensor.
-fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+pub(crate) fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
         candle_core::bail!("frozen matmul takes a contiguous f32 CPU weight");
@@ -262,6 +284,12 @@ impl candle_core::CustomOp1 for FrozenMatmul {
         if self.gradient {
             candle_core::bail!("frozen matmul: no second derivative");
         }
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: self.weight.clone(), gradient: true })?))
+        frozen_input_grad(grad_res, &self.weight).map(Some)
     }
+}
+
+/// `g @ W` for a frozen f32 `W` `[out, in]`: the gradient a linear layer passes back to its
+/// input, on `super::f32_matmul`.
+pub(crate) fn frozen_input_grad(grad: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    grad.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: weight.contiguous()?, gradient: true })
 }

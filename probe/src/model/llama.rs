@@ -16,6 +16,17 @@ use candle_nn::{Init, VarBuilder};
 /// Activations and accumulation run in f32 whatever the weights are stored in.
 pub const COMPUTE_DTYPE: DType = DType::F32;
 
+/// Which ops the forward is built from: inference ops (some have no backward), or ops
+/// autograd can differentiate, composed from candle's elementwise ops or fused
+/// (`super::fused`: one pass each way, a different summation order in the backward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Autograd {
+    #[default]
+    Off,
+    Composed,
+    Fused,
+}
+
 /// HF's LlamaRMSNorm: normalise in f32, then scale by the weight.
 #[derive(Debug, Clone)]
 struct RmsNorm {
@@ -30,7 +41,11 @@ impl RmsNorm {
         Ok(Self { weight, eps })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
+        // A trained norm weight (train-mini) needs the composed op's gradient for it.
+        if autograd == Autograd::Fused && !self.weight.track_op() {
+            return Ok(super::fused::rms_norm(x, &self.weight, self.eps)?);
+        }
         let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x.broadcast_mul(&(variance + self.eps)?.sqrt()?.recip()?)?;
         Ok(normed.broadcast_mul(&self.weight)?)
@@ -186,7 +201,7 @@ impl Attention {
         cos_sin: &(Tensor, Tensor),
         mask: Option<&Tensor>,
         cache: Option<(&mut Option<LayerKv>, usize)>,
-        differentiable: bool,
+        autograd: Autograd,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
@@ -196,8 +211,13 @@ impl Attention {
         let q = split(self.q_proj.forward(x)?, h)?;
         let k = split(self.k_proj.forward(x)?, kvh)?;
         let v = split(self.v_proj.forward(x)?, kvh)?;
-        let q = Rope::apply(&q, &cos_sin.0, &cos_sin.1)?;
-        let k = Rope::apply(&k, &cos_sin.0, &cos_sin.1)?;
+        let rotate = |t: &Tensor| -> Result<Tensor> {
+            match autograd {
+                Autograd::Fused => Ok(super::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
+                _ => Rope::apply(t, &cos_sin.0, &cos_sin.1),
+            }
+        };
+        let (q, k) = (rotate(&q)?, rotate(&k)?);
 
         let (k, v) = match cache {
             Some((slot, capacity)) => LayerKv::append(slot, k, v, capacity)?,
@@ -210,16 +230,20 @@ impl Attention {
         let group = h / kvh;
         let q = q.reshape((b, kvh, group * s, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, h, s, t))?;
-        let scores = match mask {
-            Some(m) => scores.broadcast_add(m)?,
-            None => scores,
-        };
-        // candle's fused softmax has no backward; the composed one is used when training.
-        let probs = if differentiable {
-            candle_nn::ops::softmax(&scores, D::Minus1)?
+        let raw = q.matmul(&k.t()?)?;
+        let probs = if autograd == Autograd::Fused {
+            super::fused::masked_softmax(&raw.reshape((b, h, s, t))?, scale, mask)?
         } else {
-            candle_nn::ops::softmax_last_dim(&scores)?
+            let scores = (raw * scale)?.reshape((b, h, s, t))?;
+            let scores = match mask {
+                Some(m) => scores.broadcast_add(m)?,
+                None => scores,
+            };
+            // candle's fused softmax has no backward; the composed one is used when training.
+            match autograd {
+                Autograd::Off => candle_nn::ops::softmax_last_dim(&scores)?,
+                _ => candle_nn::ops::softmax(&scores, D::Minus1)?,
+            }
         };
         let out = probs.reshape((b, kvh, group * s, t))?.matmul(&v)?;
         let out = out.reshape((b, h, s, hd))?.transpose(1, 2)?.reshape((b, s, h * hd))?;
@@ -245,9 +269,13 @@ impl Mlp {
     }
 
     /// SwiGLU: `down(silu(gate(x)) * up(x))`.
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = candle_nn::ops::silu(&self.gate_proj.forward(x)?)?;
-        self.down_proj.forward(&(gate * self.up_proj.forward(x)?)?)
+    fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
+        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let hidden = match autograd {
+            Autograd::Fused => super::fused::swiglu(&gate, &up)?,
+            _ => (candle_nn::ops::silu(&gate)? * up)?,
+        };
+        self.down_proj.forward(&hidden)
     }
 }
 
@@ -269,7 +297,7 @@ pub struct Model {
     lm_head: Linear,
     rope: Rope,
     device: Device,
-    differentiable: bool,
+    autograd: Autograd,
 }
 
 impl Model {
@@ -321,7 +349,7 @@ impl Model {
             lm_head,
             rope: Rope::new(cfg, vb.device())?,
             device: vb.device().clone(),
-            differentiable: false,
+            autograd: Autograd::Off,
         })
     }
 
@@ -381,9 +409,20 @@ impl Model {
         Ok(())
     }
 
-    /// Use only autograd-capable ops (for training); slightly slower.
+    /// Use only autograd-capable ops (for training), composed from candle's; slightly slower.
     pub fn set_differentiable(&mut self, on: bool) {
-        self.differentiable = on;
+        self.set_autograd(if on { Autograd::Composed } else { Autograd::Off });
+    }
+
+    pub fn set_autograd(&mut self, autograd: Autograd) {
+        self.autograd = autograd;
+        for (_, linear) in self.adaptable_mut() {
+            linear.set_fused(autograd == Autograd::Fused);
+        }
+    }
+
+    pub fn autograd(&self) -> Autograd {
+        self.autograd
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -421,15 +460,15 @@ impl Model {
         for (i, block) in self.blocks.iter().enumerate() {
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPre), x)?;
             let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.capacity));
-            let normed = block.input_layernorm.forward(&x)?;
-            let attn = block.self_attn.forward(&normed, &cos_sin, mask.as_ref(), slot, self.differentiable)?;
+            let normed = block.input_layernorm.forward(&x, self.autograd)?;
+            let attn = block.self_attn.forward(&normed, &cos_sin, mask.as_ref(), slot, self.autograd)?;
             let attn = run_hook(hooks, HookPoint::block(i, Site::AttnOut), attn)?;
             x = run_hook(hooks, HookPoint::block(i, Site::ResidMid), (x + attn)?)?;
-            let mlp = block.mlp.forward(&block.post_attention_layernorm.forward(&x)?)?;
+            let mlp = block.mlp.forward(&block.post_attention_layernorm.forward(&x, self.autograd)?, self.autograd)?;
             let mlp = run_hook(hooks, HookPoint::block(i, Site::MlpOut), mlp)?;
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPost), (x + mlp)?)?;
         }
-        run_hook(hooks, HookPoint::FinalNorm, self.norm.forward(&x)?)
+        run_hook(hooks, HookPoint::FinalNorm, self.norm.forward(&x, self.autograd)?)
     }
 
     /// One forward pass keeping the activations at `points` (TransformerLens'

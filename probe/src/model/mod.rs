@@ -7,6 +7,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod export;
 pub mod f32_matmul;
+pub mod fused;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod known;
@@ -18,6 +19,6 @@ pub mod tokenizer;
 
 pub use checkpoint::{Checkpoint, LoadOptions};
 pub use config::{Architecture, ModelConfig, RopeScaling};
-pub use llama::{KvCache, Model, Positions, COMPUTE_DTYPE};
+pub use llama::{Autograd, KvCache, Model, Positions, COMPUTE_DTYPE};
 pub use template::AlignerTemplate;
 pub use tokenizer::AlignerTokenizer;
