@@ -26,3 +26,15 @@ pub fn in_parallel<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<
     results.into_iter().map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every chunk ran")).collect()
 }
 
+/// An output buffer's address shared with the pool's threads, each of which writes its own
+/// disjoint part (rows or column blocks); the caller keeps the buffer alive across the call.
+#[derive(Clone, Copy)]
+pub(crate) struct SendPtr(pub(crate) *mut f32);
+// SAFETY: the threads write disjoint parts of the buffer.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    pub(crate) fn get(self) -> *mut f32 {
+        self.0
+    }
+}

@@ -6,6 +6,7 @@
 //! zero-fills every output before `gemm` overwrites it. Here there is one pool and the output
 //! is written once.
 
+use crate::parallel::SendPtr;
 use candle_core::utils::barrier_pool;
 
 /// Output columns per block are a multiple of this (the kernel's register tile width).
@@ -65,17 +66,6 @@ fn in_column_blocks(m: usize, cols: usize, block: impl Fn(*mut f32, usize, usize
     // them (read_dst = false: nothing was read before).
     unsafe { out.set_len(m * cols) };
     out
-}
-
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: the threads write disjoint columns.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 #[cfg(test)]

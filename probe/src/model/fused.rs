@@ -39,7 +39,7 @@ fn by_rows(rows: usize, width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -
     let mut out = vec![0f32; rows * width];
     let threads = candle_core::utils::barrier_pool().n_workers() + 1;
     let per = rows.div_ceil(threads * 4).max(1);
-    let base = RowsPtr(out.as_mut_ptr());
+    let base = crate::parallel::SendPtr(out.as_mut_ptr());
     crate::parallel::in_parallel(rows.div_ceil(per), |block| {
         for row in block * per..((block + 1) * per).min(rows) {
             // SAFETY: each row is written by exactly one block; `out` outlives the pool call.
@@ -48,17 +48,6 @@ fn by_rows(rows: usize, width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -
         }
     });
     out
-}
-
-#[derive(Clone, Copy)]
-struct RowsPtr(*mut f32);
-// SAFETY: the threads write disjoint rows.
-unsafe impl Send for RowsPtr {}
-unsafe impl Sync for RowsPtr {}
-impl RowsPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
 }
 
 fn last_dim(layout: &Layout) -> Result<(usize, usize)> {
