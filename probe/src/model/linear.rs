@@ -8,6 +8,7 @@
 //! a quarter to an eighth of the bytes, and the residual stream around it is still f32.
 
 use super::bf16::Bf16Compute;
+use super::llama::Autograd;
 use anyhow::{bail, Result};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
@@ -23,8 +24,6 @@ pub struct Linear {
     lora: Option<LoraDelta>,
     /// How f32 activations meet a bf16 weight on CPUs with bf16 dot products.
     bf16_compute: Bf16Compute,
-    /// While training with fused ops: the frozen product and the LoRA delta as one op.
-    fused: bool,
 }
 
 /// LoRA's `scale * B @ A` next to a frozen weight (Hu et al. 2021): `A` `[r, in]`, `B`
@@ -89,7 +88,7 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias, lora: None, bf16_compute: Bf16Compute::default(), fused: false })
+        Ok(Self { weight, bias, lora: None, bf16_compute: Bf16Compute::default() })
     }
 
     /// `[out, in]`.
@@ -112,11 +111,6 @@ impl Linear {
         self.bf16_compute = compute;
     }
 
-    /// Trains through `super::fused::lora_linear` when a LoRA delta is attached.
-    pub fn set_fused(&mut self, on: bool) {
-        self.fused = on;
-    }
-
     pub fn set_lora(&mut self, delta: Option<LoraDelta>) {
         self.lora = delta;
     }
@@ -126,16 +120,57 @@ impl Linear {
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight: Weight::Dense(weight), bias: None, lora: None, bf16_compute: Bf16Compute::default(), fused: false }
+        Self { weight: Weight::Dense(weight), bias: None, lora: None, bf16_compute: Bf16Compute::default() }
     }
 
     /// `x @ W^T + b` for `x` of shape `[..., in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.forward_in(x, Autograd::Off)
+    }
+
+    /// As [`Linear::forward`], built from the ops `autograd` asks for: with
+    /// [`Autograd::Fused`], the frozen product and an attached LoRA delta are one op
+    /// (`super::fused::lora_linear`).
+    pub fn forward_in(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a feature dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
         let x2 = x.reshape((rows, in_dim))?;
-        let y = match &self.weight {
+        let with_bias = |y: Tensor| -> Result<Tensor> {
+            Ok(match &self.bias {
+                Some(b) => y.broadcast_add(b)?,
+                None => y,
+            })
+        };
+        let y = match (&self.weight, &self.lora) {
+            (Weight::Dense(weight), Some(l)) if autograd == Autograd::Fused && x2.dtype() == DType::F32 && x2.device().is_cpu() => {
+                with_bias(super::fused::lora_linear(&x2, &weight.to_dtype(DType::F32)?, &l.a, &l.b, l.scale)?)?
+            }
+            _ => {
+                let y = with_bias(self.frozen_product(&x2)?)?;
+                match &self.lora {
+                    Some(l) => {
+                        // The scale goes on B^T (`[r, out]`), not on the `[rows, out]` product:
+                        // a small op instead of a big one, forward and back. For a power-of-two
+                        // scale (peft's usual alpha = 2r) the result is the same to the bit.
+                        (y + x2.matmul(&l.a.t()?)?.matmul(&(l.b.t()? * l.scale)?)?)?
+                    }
+                    None => y,
+                }
+            }
+        };
+        let mut out_dims = dims;
+        if let Some(features) = out_dims.last_mut() {
+            *features = self.dims().0;
+        }
+        Ok(y.reshape(out_dims)?)
+    }
+
+    /// `x2 @ W^T` for `x2` `[rows, in]`, in the way the weight's storage and the need for a
+    /// gradient call for.
+    fn frozen_product(&self, x2: &Tensor) -> Result<Tensor> {
+        let in_dim = x2.dim(1)?;
+        Ok(match &self.weight {
             Weight::Dense(weight)
                 if weight.dtype() == DType::BF16
                     && weight.is_contiguous()
@@ -147,14 +182,8 @@ impl Linear {
             {
                 x2.contiguous()?.apply_op2_no_bwd(weight, &Bf16Matmul(self.bf16_compute))?
             }
-            Weight::Dense(weight) if self.fused && self.lora.is_some() && x2.dtype() == DType::F32 && x2.device().is_cpu() => {
-                let w = if weight.dtype() == DType::F32 { weight.clone() } else { weight.to_dtype(DType::F32)? };
-                let lora = self.lora.as_ref().expect("checked above");
-                let y = super::fused::lora_linear(&x2, &w, &lora.a, &lora.b, lora.scale)?;
-                return self.finish(y, self.bias.as_ref(), dims);
-            }
             Weight::Dense(weight) => {
-                let w = if weight.dtype() == x.dtype() { weight.clone() } else { weight.to_dtype(x.dtype())? };
+                let w = if weight.dtype() == x2.dtype() { weight.clone() } else { weight.to_dtype(x2.dtype())? };
                 // While training, the frozen weight must not get a gradient: candle's matmul
                 // backward computes one for both sides, which doubles the cost of every
                 // backward and holds a weight-sized gradient per layer. The frozen matmul
@@ -174,34 +203,7 @@ impl Linear {
                 }
                 matmul.forward(&x2.to_dtype(DType::F32)?.contiguous()?)?
             }
-        };
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let y = match &self.lora {
-            Some(l) => {
-                // The scale goes on B^T (`[r, out]`), not on the `[rows, out]` product: a small
-                // op instead of a big one, forward and back. For a power-of-two scale (peft's
-                // usual alpha = 2r) the result is the same to the bit.
-                (y + x2.matmul(&l.a.t()?)?.matmul(&(l.b.t()? * l.scale)?)?)?
-            }
-            None => y,
-        };
-        self.finish(y, None, dims)
-    }
-
-    /// `y` `[rows, out]` plus the bias if given, back in the input's leading dimensions.
-    fn finish(&self, y: Tensor, bias: Option<&Tensor>, dims: Vec<usize>) -> Result<Tensor> {
-        let y = match bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let mut out_dims = dims;
-        if let Some(features) = out_dims.last_mut() {
-            *features = self.dims().0;
-        }
-        Ok(y.reshape(out_dims)?)
+        })
     }
 }
 

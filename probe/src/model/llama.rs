@@ -208,9 +208,9 @@ impl Attention {
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(self.q_proj.forward(x)?, h)?;
-        let k = split(self.k_proj.forward(x)?, kvh)?;
-        let v = split(self.v_proj.forward(x)?, kvh)?;
+        let q = split(self.q_proj.forward_in(x, autograd)?, h)?;
+        let k = split(self.k_proj.forward_in(x, autograd)?, kvh)?;
+        let v = split(self.v_proj.forward_in(x, autograd)?, kvh)?;
         let rotate = |t: &Tensor| -> Result<Tensor> {
             match autograd {
                 Autograd::Fused => Ok(super::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
@@ -247,7 +247,7 @@ impl Attention {
         };
         let out = probs.reshape((b, kvh, group * s, t))?.matmul(&v)?;
         let out = out.reshape((b, h, s, hd))?.transpose(1, 2)?.reshape((b, s, h * hd))?;
-        self.o_proj.forward(&out)
+        self.o_proj.forward_in(&out, autograd)
     }
 }
 
@@ -270,12 +270,12 @@ impl Mlp {
 
     /// SwiGLU: `down(silu(gate(x)) * up(x))`.
     fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
-        let (gate, up) = (self.gate_proj.forward(x)?, self.up_proj.forward(x)?);
+        let (gate, up) = (self.gate_proj.forward_in(x, autograd)?, self.up_proj.forward_in(x, autograd)?);
         let hidden = match autograd {
             Autograd::Fused => super::fused::swiglu(&gate, &up)?,
             _ => (candle_nn::ops::silu(&gate)? * up)?,
         };
-        self.down_proj.forward(&hidden)
+        self.down_proj.forward_in(&hidden, autograd)
     }
 }
 
@@ -416,9 +416,6 @@ impl Model {
 
     pub fn set_autograd(&mut self, autograd: Autograd) {
         self.autograd = autograd;
-        for (_, linear) in self.adaptable_mut() {
-            linear.set_fused(autograd == Autograd::Fused);
-        }
     }
 
     pub fn autograd(&self) -> Autograd {
