@@ -533,7 +533,35 @@ mod tests {
             probe::stimuli::read_jsonl(&path).expect("shipped data reads")
         };
         assert_eq!(generate(7, 300, Split::Test, Style::English), shipped("aligner-135m/test.jsonl"));
-        assert_eq!(lat_pairs(11, 150, Style::English), shipped("aligner-135m/copy-correct.jsonl"));
+        assert_eq!(lat_pairs(11, 150, Style::English), shipped("aligner-135m/copy-correct-proportional.jsonl"));
+        assert_eq!(by_kind(lat_pairs(12, 800, Style::English), 30), shipped("aligner-135m/copy-correct.jsonl"));
+    }
+
+    /// `scripts/lat_pairs_by_kind.py`'s selection: every insult pair, and the first
+    /// `per_kind` pairs of each other kind of bad answer.
+    fn by_kind(records: Vec<StimulusRecord>, per_kind: usize) -> Vec<StimulusRecord> {
+        let kind = |pair: &[StimulusRecord]| {
+            let bad = pair.iter().find(|r| r.is_copy() == Some(false)).expect("a pair has a bad answer");
+            let correction = bad.correction.as_deref().unwrap_or_default();
+            match bad.category.as_deref() {
+                Some("honest") => "false-fact",
+                Some("helpful") if bad.answer.ends_with("...") => "cut-off",
+                Some("helpful") => "evasion",
+                _ if correction.starts_with("Kindly put") => "insult",
+                _ => "harmful",
+            }
+        };
+        let mut taken = std::collections::BTreeMap::new();
+        let mut out = Vec::new();
+        for pair in records.chunks(2) {
+            let k = kind(pair);
+            let n = taken.entry(k).or_insert(0);
+            if k == "insult" || *n < per_kind {
+                *n += 1;
+                out.extend_from_slice(pair);
+            }
+        }
+        out
     }
 
     #[test]
