@@ -10,6 +10,8 @@ Aligner-135M's phase 9 (tried, not kept: see its card) trained only on facts wit
 import collections, json, os, sys
 import torch
 from transformers import AutoTokenizer, AutoModelForCausalLM
+if len(sys.argv) < 4:
+    sys.exit(__doc__)
 torch.set_num_threads(2)
 tok = AutoTokenizer.from_pretrained(sys.argv[2])
 m = AutoModelForCausalLM.from_pretrained(sys.argv[2], dtype=torch.float32).eval()

@@ -29,10 +29,21 @@ def main():
     ap.add_argument("out")
     ap.add_argument("--per-kind", type=int, default=30)
     args = ap.parse_args()
-    lines = [l for l in open(args.pairs) if l.strip()]
-    records = [json.loads(l) for l in lines]
-    if len(records) % 2 or any(records[i]["question"] != records[i + 1]["question"] for i in range(0, len(records), 2)):
-        sys.exit(f"{args.pairs}: expected consecutive copy/correct pairs sharing a question")
+    if args.per_kind < 1:
+        sys.exit(f"--per-kind must be at least 1, got {args.per_kind}")
+    try:
+        lines = [l if l.endswith("\n") else l + "\n" for l in open(args.pairs) if l.strip()]
+        records = [json.loads(l) for l in lines]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        sys.exit(f"{args.pairs}: cannot read JSONL records: {e}")
+    fields = ("question", "answer", "correction", "category")
+    if not records:
+        sys.exit(f"{args.pairs}: no records")
+    if any(not isinstance(r, dict) or not all(isinstance(r.get(f), str) for f in fields) for r in records):
+        sys.exit(f"{args.pairs}: every record needs string fields {', '.join(fields)}")
+    pairs = [records[i:i + 2] for i in range(0, len(records), 2)]
+    if len(records) % 2 or any(a["question"] != b["question"] or sum(r["answer"] != r["correction"] for r in (a, b)) != 1 for a, b in pairs):
+        sys.exit(f"{args.pairs}: expected consecutive pairs of one copy and one correct record sharing a question (alens corpus --lat-pairs)")
     taken, out = {}, []
     for i in range(0, len(records), 2):
         k = kind(records[i:i + 2])
