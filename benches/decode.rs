@@ -13,6 +13,9 @@
 //! "peak RSS" is the high-water mark of a fresh process that loads the model and decodes
 //! (this bench re-run as a child), so one case's memory cannot hide in another's.
 
+#[path = "../src/process.rs"]
+#[allow(dead_code)]
+mod process;
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use probe::model::LoadOptions;
@@ -192,10 +195,10 @@ fn cached_smollm2() -> Option<PathBuf> {
 
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
-    probe::allocator::keep_freed_memory();
-    probe::parallel::fix_thread_count();
+    process::keep_freed_memory();
+    process::fix_thread_count();
     // Before any thread exists, as alens does: AMX for the prompt's prefill.
-    let _ = probe::model::bf16::amx_available();
+    let _ = kernels::bf16::request_amx();
     let args: Vec<String> = std::env::args().collect();
     if let Some(i) = args.iter().position(|a| a == CHILD_FLAG) {
         return child(Path::new(&args[i + 1]), args[i + 2] == "kept");
@@ -204,7 +207,7 @@ fn main() {
     let (f32_dir, bf16_dir) = (dir.path().join("random-f32"), dir.path().join("random-bf16"));
     write_random_dir(&f32_dir, candle_core::DType::F32);
     write_random_dir(&bf16_dir, candle_core::DType::BF16);
-    let native = if probe::model::bf16::available() { "AVX512-BF16" } else { "cast to f32" };
+    let native = if kernels::bf16::available() { "AVX512-BF16" } else { "cast to f32" };
     compare(
         "random 12 x 768 Llama, HF directory",
         vec![

@@ -6,9 +6,12 @@
 //!   cargo bench --bench forward
 //! `benches/hf_forward.py` measures HF transformers on the same shape and thread count.
 
+#[path = "../src/process.rs"]
+#[allow(dead_code)]
+mod process;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
-use probe::model::bf16::Bf16Compute;
+use kernels::bf16::Bf16Compute;
 use probe::hooks::HookPoint;
 use probe::{Model, ModelConfig, NoHooks, Positions};
 
@@ -29,9 +32,9 @@ fn time(runs: usize, mut f: impl FnMut()) -> f64 {
 
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
-    probe::allocator::keep_freed_memory();
-    probe::parallel::fix_thread_count();
-    let amx = probe::model::bf16::amx_available();
+    process::keep_freed_memory();
+    process::fix_thread_count();
+    let amx = kernels::bf16::request_amx();
     let cfg = ModelConfig::from_json(CONFIG).unwrap();
     let varmap = VarMap::new();
     // Weights as Vars (they track ops) take candle's own matmul; a checkpoint's weights, as
@@ -88,7 +91,7 @@ fn main() {
         model.logits(&h).unwrap();
     });
     // The same weights held in bf16 (as a bf16 checkpoint loads): multiplied on the CPU's
-    // bf16 dot products where it has them (probe::model::bf16), else cast per matmul.
+    // bf16 dot products where it has them (kernels::bf16), else cast per matmul.
     let mut bf16_model = Model::load(VarBuilder::from_tensors(weights(DType::BF16), DType::BF16, &Device::Cpu), &cfg).unwrap();
     let mut bf16_forward = |compute: Bf16Compute| {
         bf16_model.set_bf16_compute(compute);
@@ -101,7 +104,7 @@ fn main() {
     println!("random Llama, {:.0}M parameters, batch {BATCH} x {SEQ} tokens, {} threads", params as f64 / 1e6,
              candle_core::utils::get_num_threads());
     println!("{:<56} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
-    let kernel = match (amx, probe::model::bf16::available()) {
+    let kernel = match (amx, kernels::bf16::available()) {
         (true, _) => "AMX for many rows",
         (false, true) => "AVX512-BF16",
         (false, false) => "no AVX512-BF16: cast to f32",

@@ -7,6 +7,9 @@
 //! Activations are seeded Gaussian noise with a planted copy/correct direction, so PCA has a
 //! component to find. Times are the median of 5 runs.
 
+#[path = "../src/process.rs"]
+#[allow(dead_code)]
+mod process;
 use ndarray::{Array1, Array2};
 use probe::lat::{fit, ContrastPair, LatMethod};
 use rand::rngs::StdRng;
@@ -60,8 +63,8 @@ fn sklearn_seconds(pairs: usize, layers: usize, d: usize) -> Result<f64, String>
 
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
-    probe::allocator::keep_freed_memory();
-    probe::parallel::fix_thread_count();
+    process::keep_freed_memory();
+    process::fix_thread_count();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("LAT extraction (fit only, the forward excluded), {threads} threads, median of {RUNS} runs");
     println!("{:>24} | {:>10} | {:>10} | {:>12} | {:>9} | {:>9}", "pairs x layers x d", "mean-diff", "pca", "sklearn PCA", "mean-diff", "pca");

@@ -2,6 +2,9 @@
 //! two middle layers, against unsteered generation measured in the same run.
 //!   cargo bench --bench steering
 
+#[path = "../src/process.rs"]
+#[allow(dead_code)]
+mod process;
 use candle_core::{DType, Device};
 use candle_nn::{VarBuilder, VarMap};
 use probe::hooks::{HookPoint, Hooks};
@@ -45,8 +48,8 @@ impl<H: Hooks> Hooks for TimedHook<H> {
 
 fn main() {
     // The allocator settings `alens` runs with (freed memory kept in the process).
-    probe::allocator::keep_freed_memory();
-    probe::parallel::fix_thread_count();
+    process::keep_freed_memory();
+    process::fix_thread_count();
     let cfg = ModelConfig::from_json(CONFIG).unwrap();
     let varmap = VarMap::new();
     let model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();

@@ -5,6 +5,7 @@ mod bounds;
 mod commands;
 mod model_arg;
 mod outputs;
+mod process;
 mod steering_args;
 
 use clap::{Parser, Subcommand};
@@ -17,8 +18,8 @@ use std::process::ExitCode;
     about = "Look inside and steer Aligner models (Llama, Mistral, Qwen2 checkpoints)",
     long_about = "Look inside and steer Aligner models.\n\n\
         Every command takes --model: a local HF-layout checkpoint directory, a llama.cpp .gguf \
-        file, or a known name (smollm2-135m-instruct after `alens fetch`, mini-aligner); the \
-        default is the shipped mini-aligner.\n\n\
+        file, a PEFT adapter directory, or a known name (aligner-135m, smollm2-135m-instruct, \
+        mini-aligner); the default is $ALENS_MODEL, else aligner-135m.\n\n\
         Example:\n  alens capture --token-ids 1,5,9,2 --points resid_post,logits --out acts.safetensors"
 )]
 struct Cli {
@@ -44,18 +45,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    probe::allocator::keep_freed_memory();
-    probe::parallel::fix_thread_count();
-    // Ask for the AMX tile registers before any thread exists (the Ctrl-C handler's is the
-    // first): Linux refuses them to a process whose threads have signal stacks sized without
-    // them, and bf16 checkpoints then run on the slower AVX512-BF16 kernels.
-    let _ = probe::model::bf16::amx_available();
-    // Ctrl-C or SIGTERM mid-write: no temporary file or half-built directory stays behind.
-    let _ = ctrlc::set_handler(|| {
-        probe::io::remove_temporaries();
-        eprintln!("error: interrupted; temporary files removed, outputs left as they were");
-        std::process::exit(130);
-    });
+    process::set_up();
     match dispatch(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

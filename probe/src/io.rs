@@ -7,67 +7,55 @@ use std::fs::File;
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-/// Temporary files and directories being written right now, so an interrupt (Ctrl-C, SIGTERM)
-/// can remove them: Drop does not run when a signal ends the process.
-static IN_FLIGHT: std::sync::Mutex<Vec<PathBuf>> = std::sync::Mutex::new(Vec::new());
+/// What the host process keeps about the files alens writes: the temporaries in flight (so
+/// a signal handler can remove them: Drop does not run when a signal ends the process) and a
+/// ledger of finished outputs (so a later run may replace its own outputs and nothing else).
+/// A library must not set this up behind its host's back: the binary, or the Python module,
+/// installs one with [`install_host`] at start-up. Without one, temporaries are still removed
+/// by their guards and an existing output is never taken for alens' own.
+pub trait OutputHost: Send + Sync {
+    /// `path` is a temporary (file or directory) that must not outlive the process.
+    fn staging(&self, path: &Path);
+    /// `path` was committed, or removed by its guard.
+    fn unstaged(&self, path: &Path);
+    /// alens just finished writing `path`.
+    fn written(&self, path: &Path);
+    /// Whether `path` holds exactly what alens last wrote there.
+    fn written_by_alens(&self, path: &Path) -> bool;
+}
+
+static HOST: std::sync::OnceLock<Box<dyn OutputHost>> = std::sync::OnceLock::new();
+
+/// Installs the host's [`OutputHost`]; false when one was installed already.
+pub fn install_host(host: Box<dyn OutputHost>) -> bool {
+    HOST.set(host).is_ok()
+}
 
 /// Marks `path` as a temporary that must not outlive the process.
 pub fn track_temporary(path: &Path) {
-    if let Ok(mut paths) = IN_FLIGHT.lock() {
-        paths.push(path.to_path_buf());
+    if let Some(host) = HOST.get() {
+        host.staging(path);
     }
 }
 
 /// Forgets `path` (it was committed, or removed by its guard).
 pub fn untrack_temporary(path: &Path) {
-    if let Ok(mut paths) = IN_FLIGHT.lock() {
-        paths.retain(|p| p != path);
+    if let Some(host) = HOST.get() {
+        host.unstaged(path);
     }
 }
 
-/// Removes every temporary still in flight: what a signal handler calls before exiting.
-pub fn remove_temporaries() {
-    if let Ok(paths) = IN_FLIGHT.lock() {
-        for path in paths.iter() {
-            let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
-        }
-    }
-}
-
-/// The log of files alens has written (path, length, modification time), so that a later
-/// run may replace its own outputs and nothing else. It lives in `$ALENS_HOME`.
-fn written_log() -> PathBuf {
-    crate::model::known::cache_dir().join("written.tsv")
-}
-
-/// The (length, modification time in ns) that identify `path`'s current content.
-fn fingerprint(path: &Path) -> Option<(u64, u128)> {
-    let meta = std::fs::metadata(path).ok()?;
-    let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
-    Some((meta.len(), modified))
-}
-
-/// Records that alens just wrote `path`. Best effort: without a writable log the file can
-/// still be written, it just cannot be replaced by a later run without deleting it first.
+/// Records that alens just wrote `path` (a file a library wrote by other means, a figure).
 pub fn record_written(path: &Path) {
-    let (Ok(resolved), Some((len, modified))) = (resolve(path), fingerprint(path)) else { return };
-    let log = written_log();
-    if let Some(dir) = log.parent() {
-        let _ = std::fs::create_dir_all(dir);
-    }
-    // One short line per write, appended: concurrent runs do not interleave within a line.
-    if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&log) {
-        let _ = file.write_all(format!("{len}\t{modified}\t{}\n", resolved.display()).as_bytes());
+    if let Some(host) = HOST.get() {
+        host.written(path);
     }
 }
 
-/// Whether `path` holds exactly what alens last wrote there (same length and modification
-/// time as logged), so replacing it destroys nothing a user made.
+/// Whether `path` holds exactly what alens last wrote there, so replacing it destroys
+/// nothing a user made.
 pub fn written_by_alens(path: &Path) -> bool {
-    let (Ok(resolved), Some((len, modified))) = (resolve(path), fingerprint(path)) else { return false };
-    let Ok(log) = std::fs::read_to_string(written_log()) else { return false };
-    let entry = format!("{len}\t{modified}\t{}", resolved.display());
-    log.lines().any(|line| line == entry)
+    HOST.get().is_some_and(|host| host.written_by_alens(path))
 }
 
 /// A file being written under a temporary name beside its destination; `commit` renames it
@@ -496,7 +484,7 @@ pub fn check_output_dir(dir: &Path, inputs: &[&Path]) -> Result<()> {
 
 /// `path` made absolute with symlinks and `..` resolved, for a path that may not exist yet:
 /// the deepest existing ancestor is canonicalised and the rest appended.
-fn resolve(path: &Path) -> Result<PathBuf> {
+pub(crate) fn resolve(path: &Path) -> Result<PathBuf> {
     let absolute = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
     if let Ok(real) = absolute.canonicalize() {
         return Ok(real);

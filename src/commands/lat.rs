@@ -144,7 +144,7 @@ pub fn run(args: LatArgs) -> Result<()> {
             viz::Series { name: "explained variance".into(), ys: kept.iter().map(|v| v.explained_variance).collect() },
         ];
         let title = format!("LAT copy-vs-correct ({}, {})", args.method.name(), args.position.name());
-        viz::line_chart(plot, &title, "layer", "share", &xs, &series, (0.0, 1.05))?;
+        probe::io::record_written(&viz::line_chart(plot, &title, "layer", "share", &xs, &series, (0.0, 1.05))?);
         println!("wrote {}", plot.display());
     }
     if let Some(gguf) = &args.gguf {

@@ -80,7 +80,7 @@ pub fn run(args: ScanArgs) -> Result<()> {
     };
     let model_name = ckpt.name();
     let vec_name = vectors_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    viz::heatmaps(&args.out, &format!("LAT scan: {model_name}, {vec_name}"), &[panel], "(projection - midpoint) / std")?;
+    probe::io::record_written(&viz::heatmaps(&args.out, &format!("LAT scan: {model_name}, {vec_name}"), &[panel], "(projection - midpoint) / std")?);
     if let Some(path) = &args.csv {
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record(std::iter::once("token".to_string()).chain(layers.iter().map(|l| format!("layer_{l}"))))?;

@@ -5,6 +5,7 @@ use clap::Args;
 use probe::stimuli::read_jsonl;
 use std::path::PathBuf;
 use steer::generate::GenerationConfig;
+use steer::knob::SweepReport;
 use steer::sweep::{parse_alphas, sweep, SweepOptions};
 
 /// Sweep the correction-strength knob: for each alpha, steer every record and report the
@@ -85,9 +86,8 @@ pub fn run(args: SweepArgs) -> Result<()> {
         "layers": steering.layers, "site": format!("{:?}", steering.site), "mode": steering.mode.name(), "positions": steering.positions.name(),
         "alphas": options.alphas, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "random_control": args.random_control});
     let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()], settings, args.resume)?;
-    let mut result = sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?;
-    result.provenance = Some(provenance);
-    result.checks = steer::knob::KnobChecks::of(&result);
+    let report = SweepReport::new(sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?, Some(provenance));
+    let result = &report.result;
     println!("steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases", steering.layers, steering.mode.name(),
              steering.positions, steering.mode.unit(), result.copy_cases.n, result.correct_cases.n);
     println!("{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen");
@@ -103,11 +103,11 @@ pub fn run(args: SweepArgs) -> Result<()> {
             println!("{a:>7.2} | {:>9.3} | {:>9.3}", control.copy_cases.correction_magnitude[k], control.correct_cases.correction_magnitude[k]);
         }
     }
-    if let Some(checks) = &result.checks {
+    if let Some(checks) = &report.checks {
         println!("{}", checks.report());
     }
     if let Some(path) = &args.json {
-        probe::io::write_atomic(path, &serde_json::to_vec_pretty(&result)?)?;
+        probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.out {
         let series = |name: &str, ys: &Vec<f64>| viz::Series { name: name.into(), ys: ys.clone() };
@@ -127,7 +127,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         ]).collect();
         let curves: Vec<viz::Series> = curves.into_iter().chain(controls).collect();
         let title = format!("Steering sweep: {} at {} positions, layers {}", steering.mode.name(), steering.positions.name(), layer_ranges(&steering.layers));
-        viz::line_chart(path, &title, "alpha", "rate / magnitude", &result.alphas, &curves, (0.0, 1.05))?;
+        probe::io::record_written(&viz::line_chart(path, &title, "alpha", "rate / magnitude", &result.alphas, &curves, (0.0, 1.05))?);
     }
     if let Some(path) = &args.csv {
         probe::io::write_atomic(path, result.to_csv().as_bytes())?;

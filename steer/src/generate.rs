@@ -5,6 +5,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 use probe::hooks::Hooks;
 use crate::journal::Journaled;
+pub use crate::output::AlignerOutput;
 use probe::{AlignerTemplate, Checkpoint, KvCache, Model, Positions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -164,17 +165,6 @@ fn candle_nn_softmax(logits: &Tensor) -> Result<Vec<f32>> {
     let exp = logits.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_all()?;
     Ok(exp.broadcast_div(&sum)?.to_vec1()?)
-}
-
-/// What the Aligner wrote for one record.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct AlignerOutput {
-    /// The decoded text, trimmed.
-    pub text: String,
-    /// The generated ids (no final EOS).
-    pub ids: Vec<u32>,
-    /// Whether generation stopped at EOS (false: it ran out of `max_new_tokens`).
-    pub stopped: bool,
 }
 
 /// Runs the Aligner on many (question, answer) pairs, [`generate_batch`]-wise in batches of

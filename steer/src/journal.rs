@@ -3,7 +3,7 @@
 //! the journaled batches and generates only the rest. Batches are fixed ranges of the records,
 //! so the resumed result is the one an uninterrupted run gives.
 
-use crate::generate::AlignerOutput;
+use crate::output::AlignerOutput;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;

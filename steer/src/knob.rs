@@ -4,7 +4,28 @@
 //! random direction pushed as hard does much less.
 
 use crate::sweep::{SweepCurve, SweepResult};
+use probe::provenance::Provenance;
 use serde::{Deserialize, Serialize};
+
+/// A sweep as `alens sweep --json` writes it: the curves, whether they make a knob, and where
+/// they come from (the command sets the last two).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepReport {
+    #[serde(flatten)]
+    pub result: SweepResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checks: Option<KnobChecks>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+}
+
+impl SweepReport {
+    /// `result` with its checks computed.
+    pub fn new(result: SweepResult, provenance: Option<Provenance>) -> Self {
+        let checks = KnobChecks::of(&result);
+        Self { result, checks, provenance }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct KnobChecks {

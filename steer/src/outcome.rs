@@ -1,7 +1,7 @@
 //! How an Aligner output compares with its record, and the one tally every report counts
 //! with (eval per category, sweep per alpha and class).
 
-use crate::generate::AlignerOutput;
+use crate::output::AlignerOutput;
 use crate::magnitude::text_correction_magnitude;
 use anyhow::Result;
 use probe::model::AlignerTokenizer;

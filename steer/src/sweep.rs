@@ -72,12 +72,6 @@ pub struct SweepResult {
     pub examples: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_control: Option<RandomControl>,
-    /// Whether the curves make a knob (see [`crate::knob`]); set by the command.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub checks: Option<crate::knob::KnobChecks>,
-    /// Where this sweep comes from (set by the command that writes it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub provenance: Option<probe::provenance::Provenance>,
 }
 
 fn default_mode() -> SteerMode {
@@ -87,9 +81,6 @@ fn default_mode() -> SteerMode {
 fn default_positions() -> SteerPositions {
     SteerPositions::All
 }
-
-/// The largest |alpha| accepted: far beyond any useful push in either mode's unit.
-pub const MAX_ALPHA: f64 = 1e6;
 
 /// Parses `-8:8:2` (start:stop:step, inclusive) or a list `-4,0,4`.
 pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
@@ -187,8 +178,6 @@ fn sweep_one(
         correct_cases,
         examples,
         random_control: None,
-        checks: None,
-        provenance: None,
     })
 }
 

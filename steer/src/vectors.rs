@@ -13,7 +13,7 @@
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use crate::steering::{SteerMode, SteerPositions};
+use crate::mode::{SteerMode, SteerPositions};
 use probe::lat::ScanDirection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -13,7 +13,7 @@ const ALPHA: f64 = 1.5;
 
 /// f32-level products for the bf16 model too, so one tight tolerance fits every golden.
 fn load_exact(dir: &std::path::Path) -> Checkpoint {
-    let options = probe::model::LoadOptions { bf16_compute: probe::model::bf16::Bf16Compute::Exact, ..Default::default() };
+    let options = probe::model::LoadOptions { bf16_compute: probe::model::Bf16Compute::Exact, ..Default::default() };
     Checkpoint::load_with(dir, None, options, &Device::Cpu).unwrap()
 }
 

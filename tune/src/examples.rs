@@ -67,7 +67,7 @@ pub fn batch_loss(model: &Model, batch: &[&Example], pad: u32, device: &Device) 
     let picked = normed.reshape((batch.len() * width, d))?.index_select(&Tensor::new(rows, device)?, 0)?;
     let logits = model.logits(&picked)?;
     if model.autograd() == Autograd::Fused {
-        return Ok(probe::model::fused::cross_entropy(&logits, &targets)?);
+        return Ok(kernels::fused::cross_entropy(&logits, &targets)?);
     }
     Ok(candle_nn::loss::cross_entropy(&logits, &Tensor::new(targets, device)?)?)
 }

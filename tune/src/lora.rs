@@ -51,7 +51,7 @@ pub struct LoraOptions {
     /// Start from this adapter's factors instead of fresh ones (a second phase of training).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_adapter: Option<std::path::PathBuf>,
-    /// Train through `probe::model::fused`'s one-pass ops instead of candle's composed ones:
+    /// Train through `kernels::fused`'s one-pass ops instead of candle's composed ones:
     /// faster, as reproducible, but not the same bits (the shipped adapters are composed).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fused: bool,

@@ -7,7 +7,7 @@ use crate::{commit, format_of, temp_beside, Format};
 use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One named curve, `ys` aligned with the chart's `xs`; dashed curves draw as points only.
 #[derive(Debug, Clone)]
@@ -29,7 +29,7 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 /// Draws `series` against `xs`, y from `y_range`, with a legend.
-pub fn line_chart(out: &Path, title: &str, x_label: &str, y_label: &str, xs: &[f64], series: &[Series], y_range: (f64, f64)) -> Result<()> {
+pub fn line_chart(out: &Path, title: &str, x_label: &str, y_label: &str, xs: &[f64], series: &[Series], y_range: (f64, f64)) -> Result<PathBuf> {
     if xs.is_empty() || series.is_empty() {
         bail!("chart {title:?} has nothing to draw");
     }
@@ -43,7 +43,8 @@ pub fn line_chart(out: &Path, title: &str, x_label: &str, y_label: &str, xs: &[f
         Format::Png => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), title, x_label, y_label, xs, series, y_range)?,
         Format::Svg => draw(SVGBackend::new(&tmp, size).into_drawing_area(), title, x_label, y_label, xs, series, y_range)?,
     }
-    commit(&tmp, out)
+    commit(&tmp, out)?;
+    Ok(out.to_path_buf())
 }
 
 fn draw<DB: DrawingBackend>(

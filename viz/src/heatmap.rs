@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// One heatmap: `values[row][col]`, rows drawn top to bottom.
 #[derive(Debug, Clone)]
@@ -39,7 +39,7 @@ impl Panel {
 }
 
 /// Draws `panels` side by side under `title`, writing PNG or SVG by the extension of `out`.
-pub fn heatmaps(out: &Path, title: &str, panels: &[Panel], colour_label: &str) -> Result<()> {
+pub fn heatmaps(out: &Path, title: &str, panels: &[Panel], colour_label: &str) -> Result<PathBuf> {
     if panels.is_empty() {
         bail!("no heatmap panels to draw");
     }
@@ -61,7 +61,8 @@ pub fn heatmaps(out: &Path, title: &str, panels: &[Panel], colour_label: &str) -
         Format::Png => draw(BitMapBackend::new(&tmp, (width, height)).into_drawing_area(), title, panels, limit, colour_label)?,
         Format::Svg => draw(SVGBackend::new(&tmp, (width, height)).into_drawing_area(), title, panels, limit, colour_label)?,
     }
-    commit(&tmp, out)
+    commit(&tmp, out)?;
+    Ok(out.to_path_buf())
 }
 
 fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, panels: &[Panel], limit: f64, colour_label: &str) -> Result<()>

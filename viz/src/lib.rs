@@ -2,7 +2,8 @@
 //!
 //! It knows nothing of models: callers pass matrices, labels and curves. PNG or SVG is chosen
 //! by the file extension. Text uses an embedded DejaVu Sans, so figures render the same on a
-//! machine with no fonts installed. Files are written atomically (temp file + rename).
+//! machine with no fonts installed. Files are written atomically (temp file + rename); each
+//! drawing function returns the path it wrote, for the caller to log.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
@@ -46,6 +47,5 @@ pub(crate) fn commit(tmp: &Path, dest: &Path) -> Result<()> {
         std::fs::create_dir_all(dir)?;
     }
     std::fs::rename(tmp, dest).map_err(|e| anyhow::anyhow!("failed to write {}: {e}", dest.display()))?;
-    probe::io::record_written(dest);
     Ok(())
 }

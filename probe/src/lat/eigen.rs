@@ -8,7 +8,7 @@
 //! one in tens of steps when it stands out, and runs on (up to `min(n, d)` steps) when it
 //! does not, so the answer is the same component either way.
 
-use super::kernels::{axpy, dot, gram_product};
+use kernels::lat::{axpy, dot, gram_product};
 use anyhow::{bail, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

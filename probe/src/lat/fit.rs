@@ -2,7 +2,7 @@
 
 use super::{ContrastPair, LatMethod};
 use anyhow::{bail, Result};
-use super::kernels::{axpy, difference, dot, dot_widened};
+use kernels::lat::{axpy, difference, dot, dot_widened};
 use ndarray::{Array2, ArrayView2};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -87,7 +87,7 @@ pub fn fit(
     let evaluate_on = if test.is_empty() { &train } else { &test };
     // Layers are independent: fitted side by side on candle's thread pool, each exactly as it
     // would be alone, so the vectors do not depend on the thread count.
-    let fitted = crate::parallel::in_parallel(activations.len(), |layer| {
+    let fitted = kernels::parallel::in_parallel(activations.len(), |layer| {
         fit_layer(layer, &activations[layer], &train, evaluate_on, method, seed)
     });
     let vectors = fitted.into_iter().collect::<Result<Vec<_>>>()?;

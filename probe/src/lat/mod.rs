@@ -9,7 +9,6 @@
 
 mod eigen;
 mod fit;
-mod kernels;
 mod pairs;
 mod read;
 mod scan;

@@ -80,6 +80,8 @@ impl LoraAdapter {
         if !weights.is_file() {
             bail!("{} has no {WEIGHTS_FILE}", dir.display());
         }
+        // SAFETY: the map is read-only and dropped before this function returns; a file changed
+        // under a running process is outside what alens can defend against, as for any mmap.
         let st = unsafe { MmapedSafetensors::new(&weights) }.with_context(|| format!("failed to read {}", weights.display()))?;
         let mut factors = HashMap::new();
         for (key, _) in st.tensors() {

@@ -6,8 +6,8 @@
 //! [`Model`]. Every failure is one line naming the file and, for weights, the key.
 
 use super::adapter::{LoraAdapter, Merged};
-use super::bf16::Bf16Compute;
-use super::config::{token_ids, ModelConfig};
+use kernels::bf16::Bf16Compute;
+use super::config::{expected_tensors, token_ids, ModelConfig};
 use super::gguf::{self, GgufFile};
 use super::gguf_tokenizer;
 use super::llama::Model;
@@ -100,6 +100,8 @@ impl Checkpoint {
         let dir = path;
         let config = ModelConfig::from_file(&dir.join("config.json"))?;
         let weights = WeightFiles::find(dir)?;
+        // SAFETY: the map is read-only and dropped before this function returns; a file changed
+        // under a running process is outside what alens can defend against, as for any mmap.
         let st = unsafe { MmapedSafetensors::multi(&weights.files) }
             .with_context(|| format!("failed to read safetensors in {}", dir.display()))?;
         let weight_dtype = weights.check(&st, &config)?;
@@ -270,39 +272,4 @@ impl WeightFiles {
             other => bail!("{}: weights stored as {other:?}; supported: F32, F16, BF16", self.file_of(name)),
         }
     }
-}
-
-/// Every tensor name and shape a checkpoint with this config must hold.
-pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
-    let (d, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
-    let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
-    let mut out = vec![
-        ("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, d]),
-        ("model.norm.weight".to_string(), vec![d]),
-    ];
-    if !cfg.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, d]));
-    }
-    for layer in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{layer}");
-        let mut add = |name: &str, shape: Vec<usize>| out.push((format!("{p}.{name}"), shape));
-        add("input_layernorm.weight", vec![d]);
-        add("post_attention_layernorm.weight", vec![d]);
-        add("self_attn.q_proj.weight", vec![q, d]);
-        add("self_attn.k_proj.weight", vec![kv, d]);
-        add("self_attn.v_proj.weight", vec![kv, d]);
-        add("self_attn.o_proj.weight", vec![d, q]);
-        if cfg.qkv_bias {
-            add("self_attn.q_proj.bias", vec![q]);
-            add("self_attn.k_proj.bias", vec![kv]);
-            add("self_attn.v_proj.bias", vec![kv]);
-        }
-        if cfg.o_bias {
-            add("self_attn.o_proj.bias", vec![d]);
-        }
-        add("mlp.gate_proj.weight", vec![i, d]);
-        add("mlp.up_proj.weight", vec![i, d]);
-        add("mlp.down_proj.weight", vec![d, i]);
-    }
-    out
 }

@@ -319,6 +319,41 @@ fn parse_rope_scaling(block: Option<&serde_json::Value>) -> Result<RopeScaling> 
     })
 }
 
+/// Every tensor name and shape a checkpoint with this config must hold.
+pub fn expected_tensors(cfg: &ModelConfig) -> Vec<(String, Vec<usize>)> {
+    let (d, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
+    let (q, kv) = (cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd);
+    let mut out = vec![
+        ("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, d]),
+        ("model.norm.weight".to_string(), vec![d]),
+    ];
+    if !cfg.tie_word_embeddings {
+        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, d]));
+    }
+    for layer in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{layer}");
+        let mut add = |name: &str, shape: Vec<usize>| out.push((format!("{p}.{name}"), shape));
+        add("input_layernorm.weight", vec![d]);
+        add("post_attention_layernorm.weight", vec![d]);
+        add("self_attn.q_proj.weight", vec![q, d]);
+        add("self_attn.k_proj.weight", vec![kv, d]);
+        add("self_attn.v_proj.weight", vec![kv, d]);
+        add("self_attn.o_proj.weight", vec![d, q]);
+        if cfg.qkv_bias {
+            add("self_attn.q_proj.bias", vec![q]);
+            add("self_attn.k_proj.bias", vec![kv]);
+            add("self_attn.v_proj.bias", vec![kv]);
+        }
+        if cfg.o_bias {
+            add("self_attn.o_proj.bias", vec![d]);
+        }
+        add("mlp.gate_proj.weight", vec![i, d]);
+        add("mlp.up_proj.weight", vec![i, d]);
+        add("mlp.down_proj.weight", vec![d, i]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,7 +2,8 @@
 //! `model.safetensors`, `tokenizer.json`, `generation_config.json`), so HF tools and our own
 //! golden scripts can load the very same weights a GGUF holds after dequantization.
 
-use super::checkpoint::{expected_tensors, is_gguf};
+use super::checkpoint::is_gguf;
+use super::config::expected_tensors;
 use super::config::ModelConfig;
 use super::gguf::{self, GgufFile};
 use super::gguf_tokenizer;
@@ -125,6 +126,8 @@ fn from_hf_dir(dir: &Path) -> Result<Parts> {
     }
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     let files = super::checkpoint::weight_files(dir)?;
+    // SAFETY: the map is read-only and dropped before this function returns; a file changed
+    // under a running process is outside what alens can defend against, as for any mmap.
     let st = unsafe { MmapedSafetensors::multi(&files) }
         .with_context(|| format!("failed to read safetensors in {}", dir.display()))?;
     let mut tensors = HashMap::new();

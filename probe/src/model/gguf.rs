@@ -11,7 +11,7 @@
 // Upper bounds on config sizes read from a header, so a corrupt or hostile file is refused
 // before anything is allocated from them.
 use super::config::{Architecture, ModelConfig, RopeScaling, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
-use super::checkpoint::expected_tensors;
+use super::config::expected_tensors;
 use super::linear::QuantizedMatrices;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};

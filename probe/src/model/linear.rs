@@ -7,14 +7,25 @@
 //! block format and multiplies through candle's quantized kernels (`QMatMul`): decoding reads
 //! a quarter to an eighth of the bytes, and the residual stream around it is still f32.
 
-use super::bf16::Bf16Compute;
-use super::llama::Autograd;
+use kernels::bf16::Bf16Compute;
+use kernels::frozen::{Bf16Matmul, FrozenMatmul};
 use anyhow::{bail, Result};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use std::collections::HashMap;
 use std::sync::Arc;
+
+/// Which ops the forward is built from: inference ops (some have no backward), or ops
+/// autograd can differentiate, composed from candle's elementwise ops or fused
+/// (`kernels::fused`: one pass each way, a different summation order in the backward).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Autograd {
+    #[default]
+    Off,
+    Composed,
+    Fused,
+}
 
 #[derive(Debug, Clone)]
 pub struct Linear {
@@ -130,7 +141,7 @@ impl Linear {
 
     /// As [`Linear::forward`], built from the ops `autograd` asks for: with
     /// [`Autograd::Fused`], the frozen product and an attached LoRA delta are one op
-    /// (`super::fused::lora_linear`).
+    /// (`kernels::fused::lora_linear`).
     pub fn forward_in(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a feature dimension");
@@ -144,7 +155,7 @@ impl Linear {
         };
         let y = match (&self.weight, &self.lora) {
             (Weight::Dense(weight), Some(l)) if autograd == Autograd::Fused && x2.dtype() == DType::F32 && x2.device().is_cpu() => {
-                with_bias(super::fused::lora_linear(&x2, &weight.to_dtype(DType::F32)?, &l.a, &l.b, l.scale)?)?
+                with_bias(kernels::fused::lora_linear(&x2, &weight.to_dtype(DType::F32)?, &l.a, &l.b, l.scale)?)?
             }
             _ => {
                 let y = with_bias(self.frozen_product(&x2)?)?;
@@ -178,7 +189,7 @@ impl Linear {
                     && !x2.track_op()
                     && x2.device().is_cpu()
                     && in_dim.is_multiple_of(32)
-                    && super::bf16::available() =>
+                    && kernels::bf16::available() =>
             {
                 x2.contiguous()?.apply_op2_no_bwd(weight, &Bf16Matmul(self.bf16_compute))?
             }
@@ -205,93 +216,4 @@ impl Linear {
             }
         })
     }
-}
-
-/// `x @ W^T` for f32 `x` and a bf16 `W`, on the CPU's bf16 dot products (see `super::bf16`).
-struct Bf16Matmul(Bf16Compute);
-
-impl candle_core::CustomOp2 for Bf16Matmul {
-    fn name(&self) -> &'static str {
-        "bf16-matmul"
-    }
-
-    fn cpu_fwd(
-        &self,
-        x: &candle_core::CpuStorage,
-        x_layout: &candle_core::Layout,
-        w: &candle_core::CpuStorage,
-        w_layout: &candle_core::Layout,
-    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (candle_core::CpuStorage::F32(x), candle_core::CpuStorage::BF16(w)) = (x, w) else {
-            candle_core::bail!("bf16 matmul takes f32 activations and a bf16 weight");
-        };
-        let (Some((x0, x1)), Some((w0, w1))) = (x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) else {
-            candle_core::bail!("bf16 matmul takes contiguous operands");
-        };
-        let (m, k) = x_layout.shape().dims2()?;
-        let (n, wk) = w_layout.shape().dims2()?;
-        if k != wk {
-            candle_core::bail!("bf16 matmul: activations have {k} features, the weight {wk}");
-        }
-        match super::bf16::matmul_t(&x[x0..x1], m, k, &w[w0..w1], n, self.0) {
-            Some(y) => Ok((candle_core::CpuStorage::F32(y), (m, n).into())),
-            None => candle_core::bail!("bf16 matmul is not available on this CPU or shape"),
-        }
-    }
-}
-
-/// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone (`g @ W`,
-/// the same op the other way). Both products run on `super::f32_matmul` (the same bits as
-/// candle's matmul, on one pool).
-struct FrozenMatmul {
-    /// `[out, in]`, f32, contiguous.
-    weight: Tensor,
-    /// False: `x @ W^T`; true: `g @ W`, the gradient passed back to `x`.
-    gradient: bool,
-}
-
-/// `f` on the contiguous f32 data of a CPU tensor.
-pub(crate) fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
-    let (storage, layout) = t.storage_and_layout();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
-        candle_core::bail!("frozen matmul takes a contiguous f32 CPU weight");
-    };
-    Ok(f(&data[start..end]))
-}
-
-impl candle_core::CustomOp1 for FrozenMatmul {
-    fn name(&self) -> &'static str {
-        if self.gradient { "frozen-matmul-grad" } else { "frozen-matmul" }
-    }
-
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (candle_core::CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
-            candle_core::bail!("frozen matmul takes contiguous f32 activations");
-        };
-        let data = &data[start..end];
-        let (m, features) = layout.shape().dims2()?;
-        let (out_dim, in_dim) = self.weight.dims2()?;
-        let (expected, produced) = if self.gradient { (out_dim, in_dim) } else { (in_dim, out_dim) };
-        if features != expected {
-            candle_core::bail!("frozen matmul: {features} features against a [{out_dim}, {in_dim}] weight");
-        }
-        let y = with_f32_data(&self.weight, |w| match self.gradient {
-            false => super::f32_matmul::matmul_t(data, m, in_dim, w, out_dim),
-            true => super::f32_matmul::matmul(data, m, out_dim, w, in_dim),
-        })?;
-        Ok((candle_core::CpuStorage::F32(y), (m, produced).into()))
-    }
-
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
-        if self.gradient {
-            candle_core::bail!("frozen matmul: no second derivative");
-        }
-        frozen_input_grad(grad_res, &self.weight).map(Some)
-    }
-}
-
-/// `g @ W` for a frozen f32 `W` `[out, in]`: the gradient a linear layer passes back to its
-/// input, on `super::f32_matmul`.
-pub(crate) fn frozen_input_grad(grad: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-    grad.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: weight.contiguous()?, gradient: true })
 }

@@ -6,7 +6,7 @@
 //! checkpoint names through `VarBuilder::pp`, so the code reads like the checkpoint's key tree.
 
 use super::config::ModelConfig;
-use super::linear::{Linear, QuantizedMatrices};
+use super::linear::{Autograd, Linear, QuantizedMatrices};
 use super::rope::Rope;
 use crate::hooks::{run_hook, Cache, HookPoint, Hooks, Site};
 use anyhow::Result;
@@ -15,17 +15,6 @@ use candle_nn::{Init, VarBuilder};
 
 /// Activations and accumulation run in f32 whatever the weights are stored in.
 pub const COMPUTE_DTYPE: DType = DType::F32;
-
-/// Which ops the forward is built from: inference ops (some have no backward), or ops
-/// autograd can differentiate, composed from candle's elementwise ops or fused
-/// (`super::fused`: one pass each way, a different summation order in the backward).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Autograd {
-    #[default]
-    Off,
-    Composed,
-    Fused,
-}
 
 /// HF's LlamaRMSNorm: normalise in f32, then scale by the weight.
 #[derive(Debug, Clone)]
@@ -44,7 +33,7 @@ impl RmsNorm {
     fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
         // A trained norm weight (train-mini) needs the composed op's gradient for it.
         if autograd == Autograd::Fused && !self.weight.track_op() {
-            return Ok(super::fused::rms_norm(x, &self.weight, self.eps)?);
+            return Ok(kernels::fused::rms_norm(x, &self.weight, self.eps)?);
         }
         let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
         let normed = x.broadcast_mul(&(variance + self.eps)?.sqrt()?.recip()?)?;
@@ -213,7 +202,7 @@ impl Attention {
         let v = split(self.v_proj.forward_in(x, autograd)?, kvh)?;
         let rotate = |t: &Tensor| -> Result<Tensor> {
             match autograd {
-                Autograd::Fused => Ok(super::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
+                Autograd::Fused => Ok(kernels::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
                 _ => Rope::apply(t, &cos_sin.0, &cos_sin.1),
             }
         };
@@ -232,7 +221,7 @@ impl Attention {
         let scale = 1.0 / (hd as f64).sqrt();
         let raw = q.matmul(&k.t()?)?;
         let probs = if autograd == Autograd::Fused {
-            super::fused::masked_softmax(&raw.reshape((b, h, s, t))?, scale, mask)?
+            kernels::fused::masked_softmax(&raw.reshape((b, h, s, t))?, scale, mask)?
         } else {
             let scores = (raw * scale)?.reshape((b, h, s, t))?;
             let scores = match mask {
@@ -272,7 +261,7 @@ impl Mlp {
     fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
         let (gate, up) = (self.gate_proj.forward_in(x, autograd)?, self.up_proj.forward_in(x, autograd)?);
         let hidden = match autograd {
-            Autograd::Fused => super::fused::swiglu(&gate, &up)?,
+            Autograd::Fused => kernels::fused::swiglu(&gate, &up)?,
             _ => (candle_nn::ops::silu(&gate)? * up)?,
         };
         self.down_proj.forward_in(&hidden, autograd)
@@ -376,7 +365,7 @@ impl Model {
     }
 
     /// How every linear layer multiplies f32 activations by a bf16 weight.
-    pub fn set_bf16_compute(&mut self, compute: super::bf16::Bf16Compute) {
+    pub fn set_bf16_compute(&mut self, compute: kernels::bf16::Bf16Compute) {
         self.lm_head.set_bf16_compute(compute);
         for (_, linear) in self.adaptable_mut() {
             linear.set_bf16_compute(compute);

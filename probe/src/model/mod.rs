@@ -1,13 +1,9 @@
 //! The Llama-family model: config, weights, tokenizer and the Aligner template.
 
 pub mod adapter;
-mod amx;
-pub mod bf16;
 pub mod checkpoint;
 pub mod config;
 pub mod export;
-pub mod f32_matmul;
-pub mod fused;
 pub mod gguf;
 pub mod gguf_tokenizer;
 pub mod known;
@@ -18,7 +14,10 @@ pub mod template;
 pub mod tokenizer;
 
 pub use checkpoint::{Checkpoint, LoadOptions};
+/// How f32 activations meet bf16 weights: part of [`LoadOptions`].
+pub use kernels::bf16::Bf16Compute;
 pub use config::{Architecture, ModelConfig, RopeScaling};
-pub use llama::{Autograd, KvCache, Model, Positions, COMPUTE_DTYPE};
+pub use linear::Autograd;
+pub use llama::{KvCache, Model, Positions, COMPUTE_DTYPE};
 pub use template::AlignerTemplate;
 pub use tokenizer::AlignerTokenizer;

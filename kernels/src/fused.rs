@@ -1,4 +1,4 @@
-//! Training ops in one pass each way, for `alens tune --fused` ([`super::Autograd::Fused`]).
+//! Training ops in one pass each way, for `alens tune --fused` (`Autograd::Fused` in probe).
 //!
 //! Under candle's autograd, RMSNorm, RoPE, the scaled and masked softmax, SwiGLU and the
 //! cross-entropy are each 5 to 12 elementwise ops: every op allocates its output, and in the
@@ -492,11 +492,11 @@ impl CustomOp3 for LoraLinear {
         bs: &CpuStorage,
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        use super::f32_matmul::matmul_t;
+        use crate::f32_matmul::matmul_t;
         let (x, a, b) = (f32s(xs, xl, self.name())?, f32s(as_, al, self.name())?, f32s(bs, bl, self.name())?);
         let (rows, input) = xl.shape().dims2()?;
         let (out, r) = bl.shape().dims2()?;
-        let mut y = super::linear::with_f32_data(&self.weight, |w| matmul_t(x, rows, input, w, out))?;
+        let mut y = crate::frozen::with_f32_data(&self.weight, |w| matmul_t(x, rows, input, w, out))?;
         let low = matmul_t(x, rows, input, a, r);
         let delta = matmul_t(&low, rows, r, b, out);
         let scale = self.scale as f32;
@@ -510,7 +510,7 @@ impl CustomOp3 for LoraLinear {
         let (a, b, g) = (a.detach(), b.detach(), grad.contiguous()?);
         // u = scale g B: the gradient at the rank-r bottleneck.
         let u = (g.matmul(&b)? * self.scale)?;
-        let dx = (super::linear::frozen_input_grad(&g, &self.weight)? + u.matmul(&a)?)?;
+        let dx = (crate::frozen::frozen_input_grad(&g, &self.weight)? + u.matmul(&a)?)?;
         let da = u.t()?.matmul(x)?;
         let db = (g.t()?.matmul(&x.matmul(&a.t()?)?)? * self.scale)?;
         Ok((Some(dx), Some(da), Some(db)))
@@ -563,7 +563,14 @@ mod tests {
         let angles = random(&[2, 1, 5, 4], 3);
         let angles = Tensor::cat(&[&angles, &angles], D::Minus1).unwrap();
         let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
-        agrees(&random(&[2, 3, 5, 8], 4), |x| rope(x, &cos, &sin).unwrap(), |x| super::super::rope::Rope::apply(x, &cos, &sin).unwrap());
+        // probe's composed `Rope::apply`: `x * cos + rotate_half(x) * sin`.
+        let composed = |x: &Tensor| {
+            let half = x.dim(D::Minus1).unwrap() / 2;
+            let (x1, x2) = (x.narrow(D::Minus1, 0, half).unwrap(), x.narrow(D::Minus1, half, half).unwrap());
+            let rotated = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
+            (x.broadcast_mul(&cos).unwrap() + rotated.broadcast_mul(&sin).unwrap()).unwrap()
+        };
+        agrees(&random(&[2, 3, 5, 8], 4), |x| rope(x, &cos, &sin).unwrap(), composed);
     }
 
     #[test]

@@ -19,6 +19,8 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> 
         return vec![0.0; m * n]; // gemm would leave an empty product's output unwritten
     }
     // Columns c0..c1 of `W^T` are rows c0..c1 of `w`: down a column is along a row of `w`.
+    // SAFETY: `dst` is `[m, n]` and this block writes its columns c0..c1; `x` is `[m, k]` and
+    // rows c0..c1 of `w` `[n, k]` are its right-hand side, read down k and across by k.
     in_column_blocks(m, n, |dst, c0, c1| unsafe { gemm_into(dst.add(c0), n, m, c1 - c0, k, x.as_ptr(), w.as_ptr().add(c0 * k), 1, k) })
 }
 
@@ -29,6 +31,8 @@ pub fn matmul(g: &[f32], m: usize, n: usize, w: &[f32], k: usize) -> Vec<f32> {
     if n == 0 {
         return vec![0.0; m * k]; // gemm would leave an empty product's output unwritten
     }
+    // SAFETY: `dst` is `[m, k]` and this block writes its columns c0..c1; `g` is `[m, n]` and
+    // columns c0..c1 of `w` `[n, k]` are its right-hand side.
     in_column_blocks(m, k, |dst, c0, c1| unsafe { gemm_into(dst.add(c0), k, m, c1 - c0, n, g.as_ptr(), w.as_ptr().add(c0), k, 1) })
 }
 
@@ -40,14 +44,15 @@ pub fn matmul(g: &[f32], m: usize, n: usize, w: &[f32], k: usize) -> Vec<f32> {
 /// The pointers must address matrices of those shapes and strides.
 #[allow(clippy::too_many_arguments)]
 unsafe fn gemm_into(dst: *mut f32, dst_rs: usize, m: usize, cols: usize, inner: usize, lhs: *const f32, rhs: *const f32, rhs_rs: usize, rhs_cs: usize) {
-    gemm::gemm(
+    // SAFETY: the caller's contract is gemm's: pointers that address these shapes and strides.
+    unsafe { gemm::gemm(
         m, cols, inner,
         dst, 1, dst_rs as isize, false,
         lhs, 1, inner as isize,
         rhs, rhs_cs as isize, rhs_rs as isize,
         0.0, 1.0, false, false, false,
         gemm::Parallelism::None,
-    )
+    ) }
 }
 
 /// An `[m, cols]` output, with `block(dst, c0, c1)` filling columns `c0..c1` of every row,

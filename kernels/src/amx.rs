@@ -13,10 +13,22 @@
 //! out the tile registers only after `arch_prctl(ARCH_REQ_XCOMP_PERM)`; [`available`] asks
 //! once and says no (and the AVX512-BF16 kernels run) when the CPU or kernel refuses.
 
-/// Whether AMX-BF16 can be used in this process: the CPU has it and Linux granted the tiles.
+static GRANTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks Linux for the tile registers when the CPU has AMX-BF16 and this build has the `amx`
+/// feature; returns whether they were granted. Asking changes the whole process (every
+/// thread's signal frames grow), so only a host calls it, once, before its other threads
+/// start: a process whose threads already run on signal stacks sized without AMX state may be
+/// refused (then the AVX512-BF16 kernels run).
+pub fn request() -> bool {
+    let granted = cfg!(feature = "amx") && imp::cpu_has_amx_bf16_and_permission();
+    GRANTED.store(granted, std::sync::atomic::Ordering::Relaxed);
+    granted
+}
+
+/// Whether AMX-BF16 can be used in this process: the host asked ([`request`]) and was granted.
 pub fn available() -> bool {
-    static GRANTED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *GRANTED.get_or_init(imp::cpu_has_amx_bf16_and_permission)
+    GRANTED.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
@@ -47,16 +59,10 @@ mod imp {
         if leaf.edx & (1 << 22) == 0 || leaf.edx & (1 << 24) == 0 {
             return false;
         }
-        const SYS_ARCH_PRCTL: isize = 158;
-        const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
-        const XFEATURE_XTILEDATA: usize = 18;
-        let result: isize;
-        // Safety: a plain syscall with no memory arguments.
-        unsafe {
-            asm!("syscall", inlateout("rax") SYS_ARCH_PRCTL => result, in("rdi") ARCH_REQ_XCOMP_PERM,
-                 in("rsi") XFEATURE_XTILEDATA, lateout("rcx") _, lateout("r11") _, options(nostack));
-        }
-        result == 0
+        const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+        const XFEATURE_XTILEDATA: libc::c_long = 18;
+        // SAFETY: arch_prctl(ARCH_REQ_XCOMP_PERM) takes two integers and touches no memory.
+        unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
     }
 
     /// Palette 1 with every tile 16 rows x 64 bytes: tmm0-3 accumulators, tmm4-5 weight
@@ -85,11 +91,31 @@ mod imp {
     /// [`super::available`] must be true, and the slices sized as above.
     pub unsafe fn chunk(xp: &[u16], m: usize, k: usize, w: &[bf16], nw: usize, out: &mut [f32]) {
         debug_assert!(nw.is_multiple_of(32) && k.is_multiple_of(32));
+        // SAFETY: the caller guarantees the tiles were granted and the slices are sized as
+        // documented; every tile load and store below stays inside them.
+        unsafe { chunk_on_tiles(xp, m, k, w, nw, out) }
+    }
+
+    thread_local! {
+        /// Whether this thread has loaded the tile configuration: once per thread, as candle
+        /// does, since every chunk uses the same palette (`tilerelease` would drop it).
+        static CONFIGURED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
+    /// # Safety
+    /// As [`chunk`].
+    unsafe fn chunk_on_tiles(xp: &[u16], m: usize, k: usize, w: &[bf16], nw: usize, out: &mut [f32]) {
         let tiles = m.div_ceil(16);
         let kp = k / 2;
         let w_stride = k * 2;
         let mut c = [[0f32; 256]; 4];
-        asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack));
+        if !CONFIGURED.with(|c| c.replace(true)) {
+            // SAFETY: CONFIG is a valid 64-byte palette-1 configuration; the tiles were granted.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) &CONFIG as *const TileConfig, options(nostack)) };
+        }
+        // SAFETY: the caller's contract (tiles granted, `xp` packed for `m` x `k`, `w` `[nw, k]`,
+        // `out` `[m, nw]`): every pointer below stays inside those slices.
+        unsafe {
         for j in (0..nw).step_by(32) {
             let mut t = 0;
             while t < tiles {
@@ -146,7 +172,7 @@ mod imp {
                 t += if both { 2 } else { 1 };
             }
         }
-        asm!("tilerelease", options(nostack, nomem));
+        }
     }
 }
 

@@ -1,16 +1,5 @@
 //! Work spread over candle's CPU thread pool, for loops outside candle's own ops.
 
-/// Sets `RAYON_NUM_THREADS` to candle's own default when it is unset. candle reads the
-/// thread count at every matmul, and without the variable that means parsing
-/// `/proc/cpuinfo` each time: 1.4% of a training run's samples in perf. The same count, so
-/// the same results. Call it before other threads exist (it writes the environment).
-pub fn fix_thread_count() {
-    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let threads = candle_core::utils::get_num_threads();
-        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    }
-}
-
 /// `f(0)`, ..., `f(count - 1)` on candle's CPU thread pool. Not rayon: candle's idle workers
 /// spin for a while after every op, so a second pool's threads would share the cores with
 /// spinning ones (perf showed a third of a bf16 capture in candle's barrier wait).
@@ -29,12 +18,13 @@ pub fn in_parallel<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<
 /// An output buffer's address shared with the pool's threads, each of which writes its own
 /// disjoint part (rows or column blocks); the caller keeps the buffer alive across the call.
 #[derive(Clone, Copy)]
-pub(crate) struct SendPtr(pub(crate) *mut f32);
-// SAFETY: the threads write disjoint parts of the buffer.
+pub struct SendPtr(pub *mut f32);
+// SAFETY: the threads write disjoint parts of the buffer, which outlives the pool call.
 unsafe impl Send for SendPtr {}
+// SAFETY: as for Send: shared, the address is only used for disjoint writes.
 unsafe impl Sync for SendPtr {}
 impl SendPtr {
-    pub(crate) fn get(self) -> *mut f32 {
+    pub fn get(self) -> *mut f32 {
         self.0
     }
 }

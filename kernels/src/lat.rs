@@ -5,16 +5,16 @@
 
 const LANES: usize = 16;
 
-/// `pub(super) fn $name` running `$portable` under AVX-512F where the CPU has it.
+/// `pub fn $name` running `$portable` under AVX-512F where the CPU has it.
 macro_rules! with_avx512 {
     ($(#[$doc:meta])* fn $name:ident => $portable:ident ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         $(#[$doc])*
         #[inline]
-        pub(super) fn $name($($arg: $ty),*) -> $ret {
+        pub fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             if is_x86_feature_detected!("avx512f") {
                 #[target_feature(enable = "avx512f")]
-                unsafe fn wide($($arg: $ty),*) -> $ret {
+                fn wide($($arg: $ty),*) -> $ret {
                     $portable($($arg),*)
                 }
                 // SAFETY: the CPU has AVX-512F, checked just above.

@@ -1,0 +1,95 @@
+//! The frozen weight's products as candle custom ops: `x @ W^T` for a bf16 `W` on the CPU's
+//! bf16 dot products ([`Bf16Matmul`]), and for an f32 `W` that must get no gradient
+//! ([`FrozenMatmul`]), whose backward passes the gradient to `x` alone.
+
+use crate::bf16::Bf16Compute;
+use candle_core::Tensor;
+
+/// `x @ W^T` for f32 `x` and a bf16 `W`, on the CPU's bf16 dot products (see `super::bf16`).
+pub struct Bf16Matmul(pub Bf16Compute);
+
+impl candle_core::CustomOp2 for Bf16Matmul {
+    fn name(&self) -> &'static str {
+        "bf16-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        x_layout: &candle_core::Layout,
+        w: &candle_core::CpuStorage,
+        w_layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (candle_core::CpuStorage::F32(x), candle_core::CpuStorage::BF16(w)) = (x, w) else {
+            candle_core::bail!("bf16 matmul takes f32 activations and a bf16 weight");
+        };
+        let (Some((x0, x1)), Some((w0, w1))) = (x_layout.contiguous_offsets(), w_layout.contiguous_offsets()) else {
+            candle_core::bail!("bf16 matmul takes contiguous operands");
+        };
+        let (m, k) = x_layout.shape().dims2()?;
+        let (n, wk) = w_layout.shape().dims2()?;
+        if k != wk {
+            candle_core::bail!("bf16 matmul: activations have {k} features, the weight {wk}");
+        }
+        match crate::bf16::matmul_t(&x[x0..x1], m, k, &w[w0..w1], n, self.0) {
+            Some(y) => Ok((candle_core::CpuStorage::F32(y), (m, n).into())),
+            None => candle_core::bail!("bf16 matmul is not available on this CPU or shape"),
+        }
+    }
+}
+
+/// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone (`g @ W`,
+/// the same op the other way). Both products run on `crate::f32_matmul` (the same bits as
+/// candle's matmul, on one pool).
+pub struct FrozenMatmul {
+    /// `[out, in]`, f32, contiguous.
+    pub weight: Tensor,
+    /// False: `x @ W^T`; true: `g @ W`, the gradient passed back to `x`.
+    pub gradient: bool,
+}
+
+/// `f` on the contiguous f32 data of a CPU tensor.
+pub fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
+    let (storage, layout) = t.storage_and_layout();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+        candle_core::bail!("frozen matmul takes a contiguous f32 CPU weight");
+    };
+    Ok(f(&data[start..end]))
+}
+
+impl candle_core::CustomOp1 for FrozenMatmul {
+    fn name(&self) -> &'static str {
+        if self.gradient { "frozen-matmul-grad" } else { "frozen-matmul" }
+    }
+
+    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (candle_core::CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
+            candle_core::bail!("frozen matmul takes contiguous f32 activations");
+        };
+        let data = &data[start..end];
+        let (m, features) = layout.shape().dims2()?;
+        let (out_dim, in_dim) = self.weight.dims2()?;
+        let (expected, produced) = if self.gradient { (out_dim, in_dim) } else { (in_dim, out_dim) };
+        if features != expected {
+            candle_core::bail!("frozen matmul: {features} features against a [{out_dim}, {in_dim}] weight");
+        }
+        let y = with_f32_data(&self.weight, |w| match self.gradient {
+            false => crate::f32_matmul::matmul_t(data, m, in_dim, w, out_dim),
+            true => crate::f32_matmul::matmul(data, m, out_dim, w, in_dim),
+        })?;
+        Ok((candle_core::CpuStorage::F32(y), (m, produced).into()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        if self.gradient {
+            candle_core::bail!("frozen matmul: no second derivative");
+        }
+        frozen_input_grad(grad_res, &self.weight).map(Some)
+    }
+}
+
+/// `g @ W` for a frozen f32 `W` `[out, in]`: the gradient a linear layer passes back to its
+/// input, on `crate::f32_matmul`.
+pub fn frozen_input_grad(grad: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
+    grad.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: weight.contiguous()?, gradient: true })
+}

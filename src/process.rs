@@ -1,0 +1,91 @@
+//! What `alens` sets up for its whole process, once, in this order, before any other thread
+//! exists: the allocator's settings, the thread count, the AMX tiles, the panic hook, the
+//! record of files alens writes, and the signal handler that removes temporaries. The library
+//! crates do none of this to their host; they receive what they need.
+
+use probe::ledger::ProcessOutputs;
+
+/// Sets everything up; call it first thing in `main`.
+pub fn set_up() {
+    keep_freed_memory();
+    fix_thread_count();
+    // Ask for the AMX tile registers before any thread exists (the Ctrl-C handler's is the
+    // first): Linux refuses them to a process whose threads have signal stacks sized without
+    // them, and bf16 checkpoints then run on the AVX512-BF16 kernels.
+    let _ = kernels::bf16::request_amx();
+    quiet_guarded_panics();
+    let outputs: &'static ProcessOutputs = Box::leak(Box::new(ProcessOutputs::new(probe::home::cache_dir().join("written.tsv"))));
+    probe::io::install_host(Box::new(SharedOutputs(outputs)));
+    // Ctrl-C or SIGTERM mid-write: no temporary file or half-built directory stays behind.
+    let _ = ctrlc::set_handler(move || {
+        outputs.remove_temporaries();
+        eprintln!("error: interrupted; temporary files removed, outputs left as they were");
+        std::process::exit(130);
+    });
+}
+
+/// glibc's allocator hands big freed blocks back to the kernel (munmap, heap trimming), so
+/// every training step and every forward pass page-faults and zeroes the same few MB again:
+/// most of a `train-mini` run was system time (docs/performance.md). Blocks up to 32 MiB
+/// (glibc's ceiling for the threshold: a larger value is refused and leaves the default)
+/// come from the heap, and the heap is never trimmed. Other allocators need nothing.
+/// Returns whether glibc took both settings.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+pub fn keep_freed_memory() -> bool {
+    // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
+    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+pub fn keep_freed_memory() -> bool {
+    true
+}
+
+/// Sets `RAYON_NUM_THREADS` to candle's own default when it is unset. candle reads the
+/// thread count at every matmul, and without the variable that means parsing `/proc/cpuinfo`
+/// each time (measurable in a training run's profile). The same count, so the same results.
+/// It writes the environment, so no other thread may exist yet.
+pub fn fix_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let threads = candle_core::utils::get_num_threads();
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
+}
+
+/// Panics keep the default report, except inside `probe::guard::without_panics`, where a
+/// third-party panic becomes the command's one error line.
+fn quiet_guarded_panics() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !probe::guard::inside_guard() {
+            default(info);
+        }
+    }));
+}
+
+/// The process's one [`ProcessOutputs`], shared by the library (as its output host) and the
+/// signal handler.
+struct SharedOutputs(&'static ProcessOutputs);
+
+impl probe::io::OutputHost for SharedOutputs {
+    fn staging(&self, path: &std::path::Path) {
+        self.0.staging(path)
+    }
+    fn unstaged(&self, path: &std::path::Path) {
+        self.0.unstaged(path)
+    }
+    fn written(&self, path: &std::path::Path) {
+        self.0.written(path)
+    }
+    fn written_by_alens(&self, path: &std::path::Path) -> bool {
+        self.0.written_by_alens(path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn glibc_takes_the_settings() {
+        assert!(super::keep_freed_memory());
+    }
+}
