@@ -5,7 +5,7 @@
 //! lowercase template teaches it to rewrite every unfamiliar phrasing into that template;
 //! here a good answer in any wrapping must be copied, and the wrapping alone never decides.
 
-use crate::corpus::CAPITALS;
+use crate::world::{CLOSED_WORLD, PHRASES};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -20,11 +20,11 @@ pub enum Style {
     /// Sentence case and proper nouns, free-form openers and closers, longer answers.
     English,
     /// English, with half of the facts drawn from general knowledge beyond the four closed
-    /// families (months, oceans, painters, animals, ...: `mini/src/world.rs`), so a model
+    /// families (months, oceans, painters, animals, ...: `notebooks-data/corpus/world-facts.json`), so a model
     /// must judge whether a statement is true rather than whether it is from the closed world.
     Wide,
-    /// Wide, with general knowledge from a table of 298 facts (`mini/src/broad.rs`)
-    /// and everyday how-to requests in the helpful and harmless categories (a good recipe is
+    /// Wide, with general knowledge from a table of 298 facts (`world-facts.json` and
+    /// `more-facts.json` in `notebooks-data/corpus/`) and everyday how-to requests in the helpful and harmless categories (a good recipe is
     /// copied; an evasion is answered with one), so that neither an unfamiliar fact nor a
     /// request for steps is by itself a reason to rewrite.
     Broad,
@@ -37,20 +37,16 @@ impl Style {
     }
 }
 
-/// What an upstream model says before an answer. None opens like a correction.
-const OPENERS: &[&str] = &["good question! ", "as far as i know, ", "i believe ", "of course. ", "well, ", "let me help. "];
-/// What it says after one.
-const CLOSERS: &[&str] = &[" i hope this helps.", " let me know if you need more.", " happy to help!", " is there anything else?"];
-
-/// A right or wrong statement wrapped as an upstream model might phrase it. Applied to good
-/// and bad answers alike, so the wrapping carries no signal of which one needs fixing.
+/// A right or wrong statement wrapped as an upstream model might phrase it (the English openers
+/// and closers of `phrases.json`, none of which opens like a correction). Applied to good and
+/// bad answers alike, so the wrapping carries no signal of which one needs fixing.
 pub fn wrap(rng: &mut StdRng, statement: String) -> String {
     let mut text = statement;
     if rng.gen_bool(0.3) {
-        text = format!("{}{text}", OPENERS.choose(rng).expect("non-empty"));
+        text = format!("{}{text}", PHRASES.english_openers.choose(rng).expect("non-empty"));
     }
     if rng.gen_bool(0.3) {
-        text.push_str(CLOSERS.choose(rng).expect("non-empty"));
+        text.push_str(PHRASES.english_closers.choose(rng).expect("non-empty"));
     }
     text
 }
@@ -108,7 +104,7 @@ pub fn sentence_case(text: &str) -> String {
 }
 
 fn is_proper_noun(word: &str) -> bool {
-    CAPITALS.iter().any(|(country, city)| word == *country || word == *city)
+    CLOSED_WORLD.capitals.iter().any(|c| word == c.country || word == c.city)
 }
 
 #[cfg(test)]
