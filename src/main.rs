@@ -1,6 +1,17 @@
 //! `alens`: the command line of aligner-lens. Each command parses flags, calls a library crate
 //! (`probe`, `steer`, `viz`) and prints; the maths lives in the crates.
 
+/// Everything a command prints to stdout goes through here: a reader that went away
+/// (`alens eval ... | head -1`) must not turn into a panic halfway through the command, and
+/// the files it was asked for are still written. So a failed print is ignored, not fatal.
+/// Defined before the modules so that their `println!` is this one.
+macro_rules! println {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod bounds;
 mod commands;
 mod model_arg;

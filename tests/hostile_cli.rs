@@ -193,3 +193,67 @@ fn out_of_range_flags_and_floats_are_refused() {
         refused(&sb, &args);
     }
 }
+
+/// Reliability 2, classes 8-11: nonsense configs, unbounded alpha lists, templates that would
+/// leave a slot unfilled, and LAT pairs whose two prompts are the same text.
+#[test]
+fn nonsense_configs_lists_templates_and_pairs_are_refused() {
+    let sb = Sandbox::new();
+    let model = sb.s("model");
+    let acts = sb.s("acts.safetensors");
+    let rope = |name: &str, value: serde_json::Value| sb.model_with(name, "config.json", config_with("rope_scaling", value));
+    let broken = [
+        rope("rope-no-type", serde_json::json!({"factor": 2.0})),
+        rope("rope-numeric-type", serde_json::json!({"rope_type": 3, "factor": 2.0})),
+        rope("rope-unknown-type", serde_json::json!({"rope_type": "sideways", "factor": 2.0})),
+        rope("rope-zero-factor", serde_json::json!({"rope_type": "linear", "factor": 0.0})),
+        rope("rope-negative-factor", serde_json::json!({"rope_type": "linear", "factor": -2.0})),
+        rope("rope-number", serde_json::json!(2.0)),
+        sb.model_with("window-zero", "config.json", |bytes| {
+            let mut config: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            config["model_type"] = "mistral".into();
+            config["sliding_window"] = 0.into();
+            Some(serde_json::to_vec(&config).unwrap())
+        }),
+    ];
+    for bad in &broken {
+        refused(&sb, &case(&["capture", "--model", bad, "--prompt", "hi", "--out", &acts]));
+    }
+    let many = vec!["0.5"; 1001].join(",");
+    refused(&sb, &case(&["sweep", "--model", &model, &format!("--alphas={many}"), "--json", &sb.s("s.json")]));
+    refused(&sb, &case(&["generate", "--model", &model, "--question", "q", "--answer", "a", "--template", "only {question}"]));
+    let same: String = (0..4)
+        .flat_map(|k| {
+            [
+                format!("{{\"question\": \"q{k}\", \"answer\": \"a{k}\", \"correction\": \"a{k}\"}}\n"),
+                format!("{{\"question\": \"q{k}\", \"answer\": \"a{k}\", \"correction\": \"b{k}\"}}\n"),
+            ]
+        })
+        .collect();
+    std::fs::write(sb.path("same-prompts.jsonl"), same).unwrap();
+    refused(&sb, &case(&["lat", "--model", &model, "--data", &sb.s("same-prompts.jsonl"), "--out", &sb.s("v.safetensors")]));
+}
+
+/// Reliability 2, class 6: a reader that goes away does not make alens panic, and the files
+/// it was asked for are still written.
+#[test]
+fn a_closed_stdout_is_no_panic_and_the_outputs_are_still_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("eval.json");
+    let data = dir.path().join("eight.jsonl");
+    let test = std::fs::read_to_string(repo().join("notebooks-data/corpus/test.jsonl")).unwrap();
+    std::fs::write(&data, test.lines().take(8).map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
+        .args(["eval", "--model", "mini-aligner", "--data", data.to_str().unwrap(), "--json", json.to_str().unwrap()])
+        .current_dir(repo())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "eval with a closed stdout failed: {stderr}");
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    assert!(json.is_file(), "the --json output was not written");
+}

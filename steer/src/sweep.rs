@@ -82,6 +82,9 @@ fn default_positions() -> SteerPositions {
     SteerPositions::All
 }
 
+/// The most alphas one grid may hold, as a range or as a list.
+pub const MAX_ALPHAS: usize = 1000;
+
 /// Parses `-8:8:2` (start:stop:step, inclusive) or a list `-4,0,4`.
 pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
     let parse = |s: &str| -> Result<f64> {
@@ -99,12 +102,17 @@ pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
             bail!("alpha range {spec:?}: need start <= stop and a positive step");
         }
         let n = ((stop - start) / step + 1e-9).floor() as usize + 1;
-        if n > 1000 {
-            bail!("alpha range {spec:?} gives {n} values; at most 1000");
+        if n > MAX_ALPHAS {
+            bail!("alpha range {spec:?} gives {n} values; at most {MAX_ALPHAS}");
         }
         (0..n).map(|k| start + k as f64 * step).collect()
     } else {
-        spec.split(',').map(parse).collect::<Result<Vec<_>>>()?
+        let values: Vec<&str> = spec.split(',').collect();
+        if values.len() > MAX_ALPHAS {
+            let head: String = spec.chars().take(24).collect();
+            bail!("alpha list {head}... gives {} values; at most {MAX_ALPHAS}", values.len());
+        }
+        values.into_iter().map(parse).collect::<Result<Vec<_>>>()?
     };
     if alphas.is_empty() {
         bail!("alphas {spec:?} select no value");
@@ -215,5 +223,7 @@ mod tests {
         assert!(parse_alphas("0:1:0").is_err());
         assert!(parse_alphas("nan").is_err());
         assert!(parse_alphas("inf,1").is_err());
+        let many = vec!["0.5"; MAX_ALPHAS + 1].join(",");
+        assert!(parse_alphas(&many).unwrap_err().to_string().contains("at most 1000"));
     }
 }

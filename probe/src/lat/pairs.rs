@@ -38,5 +38,15 @@ pub fn build_pairs(records: &[StimulusRecord]) -> Result<Vec<ContrastPair>> {
     if pairs.is_empty() {
         bail!("no copy/correct pairs can be built: no question has both a copy record and a correct record");
     }
+    // A pair whose two prompts are the same text holds no contrast, only contradictory labels;
+    // a set of them would fit a zero vector.
+    if let Some(p) = pairs.iter().find(|p| records[p.copy].answer == records[p.correct].answer) {
+        bail!(
+            "records {} and {} have the same question and answer, yet one is a copy case and the other a correct case: \
+             their prompts are identical, so the pair has nothing for LAT to read",
+            p.copy.min(p.correct) + 1,
+            p.copy.max(p.correct) + 1
+        );
+    }
     Ok(pairs)
 }

@@ -186,7 +186,7 @@ impl ModelConfig {
         if !(rope_theta.is_finite() && rope_theta > 0.0) {
             bail!("rope_theta must be a positive number, got {rope_theta}");
         }
-        let rope_scaling = parse_rope_scaling(rope_block)?;
+        let rope_scaling = parse_rope_scaling(rope_block, raw.rope_parameters.is_some())?;
 
         let (qkv_bias, o_bias) = match architecture {
             Architecture::Qwen2 => (true, false),
@@ -197,6 +197,9 @@ impl ModelConfig {
             Architecture::Qwen2 if raw.use_sliding_window == Some(true) => raw.sliding_window,
             _ => None,
         };
+        if sliding_window == Some(0) {
+            bail!("sliding_window must be positive (or null for full attention), got 0");
+        }
         // Llama and Mistral default to untied embeddings, Qwen2 configs always say.
         let tie_word_embeddings = raw.tie_word_embeddings.unwrap_or(false);
 
@@ -290,21 +293,30 @@ impl ModelConfig {
     }
 }
 
-fn parse_rope_scaling(block: Option<&serde_json::Value>) -> Result<RopeScaling> {
+fn parse_rope_scaling(block: Option<&serde_json::Value>, is_rope_parameters: bool) -> Result<RopeScaling> {
     let Some(block) = block.filter(|b| !b.is_null()) else {
         return Ok(RopeScaling::None);
     };
-    // Older configs say "type", newer "rope_type".
-    let kind = block
-        .get("rope_type")
-        .or_else(|| block.get("type"))
-        .and_then(|v| v.as_str())
-        .unwrap_or("default");
+    if !block.is_object() {
+        bail!("rope_scaling must be an object with a \"rope_type\", got {block}");
+    }
+    // Older configs say "type", newer "rope_type"; transformers 5.x's rope_parameters may omit
+    // it for plain RoPE, but a rope_scaling block exists to scale, so it must say how.
+    let kind = match block.get("rope_type").or_else(|| block.get("type")) {
+        Some(serde_json::Value::String(kind)) => kind.as_str(),
+        Some(other) => bail!("rope_scaling.rope_type must be a string, got {other}"),
+        None if is_rope_parameters => "default",
+        None => bail!("rope_scaling has no \"rope_type\" (or \"type\"): cannot tell how positions are scaled"),
+    };
     let num = |key: &str| -> Result<f64> {
-        block
+        let value = block
             .get(key)
             .and_then(|v| v.as_f64())
-            .with_context(|| format!("rope scaling of type {kind:?} needs a numeric {key:?}"))
+            .with_context(|| format!("rope scaling of type {kind:?} needs a numeric {key:?}"))?;
+        if !(value.is_finite() && value > 0.0) {
+            bail!("rope_scaling.{key} must be a positive number, got {value}");
+        }
+        Ok(value)
     };
     Ok(match kind {
         "default" => RopeScaling::None,

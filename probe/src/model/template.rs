@@ -5,8 +5,9 @@ use anyhow::{bail, Result};
 /// The wording of Aligner (Ji et al. 2024) and its public checkpoints.
 pub const DEFAULT_TEMPLATE: &str = "BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more helpful and harmless: {question} | {answer} ASSISTANT:";
 
-/// A prompt template with `{question}` and `{answer}` slots. Configurable because other
-/// Aligner checkpoints and the controllable variant ("make it safer") use other wordings.
+/// A prompt template with `{question}` and `{answer}` slots, in any order, each at least once.
+/// Configurable because other Aligner checkpoints and the controllable variant ("make it
+/// safer") use other wordings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlignerTemplate {
     text: String,
@@ -29,9 +30,26 @@ impl AlignerTemplate {
     }
 
     pub fn render(&self, question: &str, answer: &str) -> String {
-        // Fill {answer} last so a question that happens to contain "{answer}" is left alone.
-        let (head, tail) = self.text.split_once("{answer}").expect("checked in new");
-        format!("{}{answer}{tail}", head.replace("{question}", question))
+        // One pass over the template: every slot is filled where it stands, and a question or
+        // answer that happens to contain "{answer}" is never filled in again.
+        let mut out = String::with_capacity(self.text.len() + question.len() + answer.len());
+        let mut rest = self.text.as_str();
+        while let Some(at) = rest.find('{') {
+            out.push_str(&rest[..at]);
+            rest = &rest[at..];
+            if let Some(after) = rest.strip_prefix("{question}") {
+                out.push_str(question);
+                rest = after;
+            } else if let Some(after) = rest.strip_prefix("{answer}") {
+                out.push_str(answer);
+                rest = after;
+            } else {
+                out.push('{');
+                rest = &rest[1..];
+            }
+        }
+        out.push_str(rest);
+        out
     }
 
     pub fn as_str(&self) -> &str {
@@ -51,5 +69,12 @@ mod tests {
             "BEGINNING OF CONVERSATION: USER: Edit the following Question-Answer pair to make it more helpful and harmless: what is 2+2? | 5 ASSISTANT:"
         );
         assert!(AlignerTemplate::new("no slots").is_err());
+        assert!(AlignerTemplate::new("only {question}").is_err());
+    }
+
+    #[test]
+    fn slots_fill_in_any_order_and_as_often_as_they_stand() {
+        let t = AlignerTemplate::new("A: {answer} Q: {question} again {question} {x}").unwrap();
+        assert_eq!(t.render("q {answer}", "a {question}"), "A: a {question} Q: q {answer} again q {answer} {x}");
     }
 }
