@@ -559,9 +559,9 @@ mod tests {
 
     #[test]
     fn the_generators_kinds_are_what_the_records_say() {
-        // What scripts/lat_pairs_by_kind.py read from the text of each pair, before the
-        // generator said it: a cut-off answer ends in "...", an insult's correction opens
-        // kindly. The two must agree wherever the text can tell.
+        // What the by-kind selection read from the text of each pair when it was a script,
+        // before the generator said it: a cut-off answer ends in "...", an insult's correction
+        // opens kindly. The two must agree wherever the text can tell.
         let said = |r: &StimulusRecord| {
             let correction = r.correction.as_deref().unwrap_or_default().to_lowercase();
             match r.category.as_deref() {
