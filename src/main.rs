@@ -53,11 +53,15 @@ enum Command {
     Fetch(commands::fetch::FetchArgs),
     ExportHf(commands::export_hf::ExportHfArgs),
     Tune(commands::tune::TuneArgs),
+    Serve(commands::serve::ServeArgs),
 }
 
 fn main() -> ExitCode {
-    process::set_up();
-    match dispatch(Cli::parse()) {
+    let cli = Cli::parse();
+    // `serve` drains its requests on SIGINT/SIGTERM itself; every other command exits at
+    // once, removing its temporaries.
+    process::set_up(!matches!(cli.command, Command::Serve(_)));
+    match dispatch(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, with the context chain, never a backtrace.
@@ -89,5 +93,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Fetch(args) => commands::fetch::run(args),
         Command::ExportHf(args) => commands::export_hf::run(args),
         Command::Tune(args) => commands::tune::run(args),
+        Command::Serve(args) => commands::serve::run(args),
     }
 }

@@ -5,8 +5,10 @@
 
 use probe::ledger::ProcessOutputs;
 
-/// Sets everything up; call it first thing in `main`.
-pub fn set_up() {
+/// Sets everything up; call it first thing in `main` (parsing the command line may come
+/// first: it starts no thread). `exit_on_signal` installs the handler that removes temporaries
+/// and exits on Ctrl-C or SIGTERM; a command that handles those signals itself passes false.
+pub fn set_up(exit_on_signal: bool) {
     keep_freed_memory();
     fix_thread_count();
     // Ask for the AMX tile registers before any thread exists (the Ctrl-C handler's is the
@@ -16,6 +18,9 @@ pub fn set_up() {
     quiet_guarded_panics();
     let outputs: &'static ProcessOutputs = Box::leak(Box::new(ProcessOutputs::new(probe::home::cache_dir().join("written.tsv"))));
     probe::io::install_host(Box::new(SharedOutputs(outputs)));
+    if !exit_on_signal {
+        return;
+    }
     // Ctrl-C or SIGTERM mid-write: no temporary file or half-built directory stays behind.
     let _ = ctrlc::set_handler(move || {
         outputs.remove_temporaries();

@@ -3,7 +3,7 @@ use crate::steering_args::SteeringArgs;
 use anyhow::{bail, Result};
 use clap::Args;
 use probe::NoHooks;
-use steer::generate::{run_aligner, GenerationConfig, Sampling};
+use steer::generate::{run_aligner, Correction, GenerationConfig, Sampling};
 
 /// Generate the Aligner's corrected answer for a question and an upstream answer, optionally
 /// steered: --alpha adds alpha x the control vector at the chosen layers' outputs (positive =
@@ -48,7 +48,9 @@ pub struct GenerateArgs {
     top_p: f64,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Print {"output", "token_ids"} as the last line.
+    /// Print the result as JSON on the last line: {"output", "token_ids", "copied",
+    /// "correction_magnitude", "alpha", "finish_reason", "model"} (an array of them for
+    /// --alphas); `alens serve`'s /v1/correct returns the same object.
     #[arg(long)]
     json: bool,
 }
@@ -68,12 +70,14 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         sampling,
     };
     let alphas: Option<Vec<f64>> = args.alphas.clone().or(args.alpha.map(|a| vec![a]));
+    let tokenizer = ckpt.tokenizer()?;
+    let model_name = ckpt.name();
+    let correction = |out, alpha| Correction::new(&tokenizer, &args.answer, out, alpha, &model_name);
     let Some(alphas) = alphas else {
-        let out = run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?;
-        let (output, ids) = (out.text, out.ids);
-        println!("{output}");
+        let out = correction(run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?, 0.0)?;
+        println!("{}", out.output);
         if args.json {
-            println!("{}", serde_json::json!({"output": output, "token_ids": ids}));
+            println!("{}", serde_json::to_string(&out)?);
         }
         return Ok(());
     };
@@ -85,20 +89,19 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     for &alpha in &alphas {
         let mut hook = steering.at(alpha, ckpt.model.device())?;
         let out = run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut hook)?;
-        results.push((alpha, (out.text, out.ids)));
+        results.push(correction(out, alpha)?);
     }
-    if let [(_, (output, ids))] = results.as_slice() {
-        println!("{output}");
+    if let [out] = results.as_slice() {
+        println!("{}", out.output);
         if args.json {
-            println!("{}", serde_json::json!({"output": output, "token_ids": ids}));
+            println!("{}", serde_json::to_string(out)?);
         }
     } else {
-        for (alpha, (output, _)) in &results {
-            println!("alpha {alpha:>+6.2} | {output}");
+        for out in &results {
+            println!("alpha {:>+6.2} | {}", out.alpha, out.output);
         }
         if args.json {
-            let all: Vec<_> = results.iter().map(|(a, (o, ids))| serde_json::json!({"alpha": a, "output": o, "token_ids": ids})).collect();
-            println!("{}", serde_json::Value::Array(all));
+            println!("{}", serde_json::to_string(&results)?);
         }
     }
     Ok(())

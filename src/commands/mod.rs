@@ -8,6 +8,7 @@ pub mod generate;
 pub mod heatmap;
 pub mod lat;
 pub mod scan;
+pub mod serve;
 pub mod sweep;
 pub mod train_mini;
 pub mod tune;

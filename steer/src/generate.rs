@@ -200,9 +200,7 @@ pub fn run_aligner_many(
         probe::batched::check_sequences(ckpt, &prompts)?;
         let first = outputs.len();
         for ids in generate_batch(&ckpt.model, &prompts, config, hooks)? {
-            let text = tokenizer.decode(&ids)?.trim().to_string();
-            let stopped = ids.len() < config.max_new_tokens;
-            outputs.push(AlignerOutput { text, ids, stopped });
+            outputs.push(aligner_output(&tokenizer, ids, config.max_new_tokens)?);
         }
         if let Some((j, run)) = journal.as_mut() {
             j.put(run, k, &outputs[first..])?;
@@ -223,4 +221,42 @@ pub fn run_aligner(
 ) -> Result<AlignerOutput> {
     let mut outputs = run_aligner_many(ckpt, template, &[(question, answer)], config, 1, hooks, &mut |_| {}, None)?;
     outputs.pop().context("no output")
+}
+
+/// The Aligner's output from generated ids: decoded and trimmed; it stopped (at EOS) when it
+/// used fewer than `max_new_tokens`.
+pub fn aligner_output(tokenizer: &probe::model::AlignerTokenizer, ids: Vec<u32>, max_new_tokens: usize) -> Result<AlignerOutput> {
+    let text = tokenizer.decode(&ids)?.trim().to_string();
+    let stopped = ids.len() < max_new_tokens;
+    Ok(AlignerOutput { text, ids, stopped })
+}
+
+/// One corrected answer as `alens generate --json` prints it and `alens serve` returns it:
+/// one contract for both faces (field names are the JSON keys).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Correction {
+    pub output: String,
+    pub token_ids: Vec<u32>,
+    /// The output is the upstream answer verbatim (trimmed).
+    pub copied: bool,
+    /// Normalised token edit distance from the answer (0 = copied, 1 = rewritten).
+    pub correction_magnitude: f64,
+    pub alpha: f64,
+    /// `stop` (end of sequence) or `length` (ran out of `max_new_tokens`), as OpenAI names them.
+    pub finish_reason: String,
+    pub model: String,
+}
+
+impl Correction {
+    pub fn new(tokenizer: &probe::model::AlignerTokenizer, answer: &str, out: AlignerOutput, alpha: f64, model: &str) -> Result<Self> {
+        Ok(Self {
+            copied: out.text == answer.trim(),
+            correction_magnitude: crate::magnitude::text_correction_magnitude(tokenizer, answer, &out.text)?,
+            output: out.text,
+            token_ids: out.ids,
+            alpha,
+            finish_reason: if out.stopped { "stop" } else { "length" }.to_string(),
+            model: model.to_string(),
+        })
+    }
 }

@@ -83,6 +83,46 @@ impl Steering {
         }
         Ok(hook)
     }
+
+    /// One hook steering each batch row with its own strength: row `r` of every forward gets
+    /// exactly what [`Steering::at`]`(alphas[r])` gives a batch of one (the same vector
+    /// scaled the same way, the same projection arithmetic), so a request's output does not
+    /// depend on the strengths of the rows beside it. The hook refuses a batch of another size.
+    pub fn at_rows(&self, alphas: &[f64], device: &Device) -> Result<SteeringHook> {
+        if alphas.is_empty() {
+            bail!("at_rows needs one alpha per batch row, got none");
+        }
+        for &alpha in alphas {
+            check_alpha(alpha)?;
+        }
+        let mut hook = SteeringHook::new(self.site, self.positions);
+        hook.rows = Some(alphas.len());
+        if alphas.iter().all(|&a| a == 0.0) {
+            return Ok(hook);
+        }
+        match self.mode {
+            SteerMode::Add => {
+                for &layer in &self.layers {
+                    let v = &self.vectors.vectors[&layer];
+                    let unit = Tensor::new(v.as_slice(), device)?;
+                    // Each row scaled as `add` scales a single alpha; alpha 0 adds exact zeros.
+                    let rows: Vec<Tensor> = alphas
+                        .iter()
+                        .map(|&a| if a == 0.0 { unit.zeros_like() } else { unit.clone() * a })
+                        .collect::<candle_core::Result<_>>()?;
+                    hook.additions.insert(layer, Tensor::stack(&rows, 0)?.unsqueeze(1)?);
+                }
+            }
+            SteerMode::Project => {
+                for &alpha in alphas {
+                    let mut row = SteeringHook::new(self.site, self.positions);
+                    row.project(self, alpha, device)?;
+                    hook.row_projections.push(row.projections);
+                }
+            }
+        }
+        Ok(hook)
+    }
 }
 
 /// Project mode at one layer: the unit direction, where the displacement goes (the same
@@ -140,13 +180,25 @@ pub struct SteeringHook {
     positions: SteerPositions,
     additions: BTreeMap<usize, Tensor>,
     projections: BTreeMap<usize, Projection>,
+    /// Per-row project mode ([`Steering::at_rows`]): row r's maps (empty for alpha 0).
+    row_projections: Vec<BTreeMap<usize, Projection>>,
+    /// The batch size a per-row hook was made for.
+    rows: Option<usize>,
     /// Whether the current forward pass is one this hook steers (set by `begin_forward`).
     active: bool,
 }
 
 impl SteeringHook {
     pub fn new(site: Site, positions: SteerPositions) -> Self {
-        Self { site, positions, additions: BTreeMap::new(), projections: BTreeMap::new(), active: true }
+        Self {
+            site,
+            positions,
+            additions: BTreeMap::new(),
+            projections: BTreeMap::new(),
+            row_projections: Vec::new(),
+            rows: None,
+            active: true,
+        }
     }
 
     /// Sets project mode's maps for `alpha` at every layer of `steering`.
@@ -174,16 +226,38 @@ impl SteeringHook {
     /// The steered activation at `layer`, for the positions this hook steers in `activation`
     /// (`[batch, seq, d]`).
     fn steer(&self, layer: usize, activation: &Tensor) -> Result<Option<Tensor>> {
+        if let Some(rows) = self.rows {
+            let batch = activation.dim(0)?;
+            if batch != rows {
+                bail!("this steering hook was made for {rows} batch rows, the forward has {batch}");
+            }
+        }
         let dtype = activation.dtype();
+        let project = |p: &Projection, h: &Tensor| -> Result<Tensor> {
+            let u = p.direction.to_dtype(dtype)?;
+            let projection = h.broadcast_matmul(&u.unsqueeze(1)?)?;
+            let displacement = p.shift.displacement_of(&projection)?;
+            Ok((h + displacement.broadcast_mul(&p.displace_along.to_dtype(dtype)?)?)?)
+        };
         let delta = |h: &Tensor| -> Result<Option<Tensor>> {
             if let Some(v) = self.additions.get(&layer) {
                 return Ok(Some(h.broadcast_add(&v.to_dtype(dtype)?)?));
             }
+            if !self.row_projections.is_empty() {
+                // Row by row, so each row goes through the arithmetic a batch of one does.
+                let rows = (0..h.dim(0)?)
+                    .map(|r| {
+                        let row = h.narrow(0, r, 1)?;
+                        match self.row_projections[r].get(&layer) {
+                            Some(p) => project(p, &row),
+                            None => Ok(row),
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(Some(Tensor::cat(&rows, 0)?));
+            }
             let Some(p) = self.projections.get(&layer) else { return Ok(None) };
-            let u = p.direction.to_dtype(dtype)?;
-            let projection = h.broadcast_matmul(&u.unsqueeze(1)?)?;
-            let displacement = p.shift.displacement_of(&projection)?;
-            Ok(Some((h + displacement.broadcast_mul(&p.displace_along.to_dtype(dtype)?)?)?))
+            Ok(Some(project(p, h)?))
         };
         if self.positions != SteerPositions::Decision {
             return delta(activation);
@@ -233,7 +307,11 @@ impl Hooks for SteeringHook {
     fn wants(&self, point: HookPoint) -> bool {
         match point {
             HookPoint::Block { layer, site } => {
-                self.active && site == self.site && (self.additions.contains_key(&layer) || self.projections.contains_key(&layer))
+                self.active
+                    && site == self.site
+                    && (self.additions.contains_key(&layer)
+                        || self.projections.contains_key(&layer)
+                        || self.row_projections.iter().any(|r| r.contains_key(&layer)))
             }
             _ => false,
         }
@@ -330,6 +408,35 @@ mod tests {
         let out = steered(&mut control, 0, &[5.0, -2.0]);
         let moved = ((out[0] - 5.0).powi(2) + (out[1] + 2.0).powi(2)).sqrt();
         assert!((moved - 5.0).abs() < 1e-5, "the real push is 5 (from -2 to 3); the control moved {moved}");
+    }
+
+    /// Row r of a per-row hook steers as `at(alphas[r])` does a batch of one, bit for bit.
+    #[test]
+    fn at_rows_steers_each_row_as_alone() {
+        let alphas = [-1.5, 0.0, 0.25, 2.0];
+        let h: Vec<f32> = (0..alphas.len() * 3 * 2).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
+        let point = HookPoint::Block { layer: 0, site: Site::ResidPost };
+        let add = {
+            let vectors = ControlVectors { vectors: BTreeMap::from([(0, vec![0.3, -1.7])]), metadata: None };
+            Steering::new(vectors, vec![0], Site::ResidPost, SteerPositions::All, SteerMode::Add).unwrap()
+        };
+        for steering in [add, project_steering(SteerPositions::All), project_steering(SteerPositions::Decision)] {
+            let batch = Tensor::from_slice(h.as_slice(), (alphas.len(), 3, 2), &Device::Cpu).unwrap();
+            let mut rows = steering.at_rows(&alphas, &Device::Cpu).unwrap();
+            rows.begin_forward(0);
+            let together = if rows.wants(point) { rows.on(point, &batch).unwrap().unwrap() } else { batch.clone() };
+            for (r, &alpha) in alphas.iter().enumerate() {
+                let mut alone = steering.at(alpha, &Device::Cpu).unwrap();
+                let row = &h[r * 6..(r + 1) * 6];
+                let expected = steered(&mut alone, 0, row);
+                let got: Vec<f32> = together.get(r).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(got, expected, "{:?} row {r} alpha {alpha}", steering.mode);
+            }
+            let wrong = Tensor::from_slice(&h[..6], (1, 3, 2), &Device::Cpu).unwrap();
+            if rows.wants(point) {
+                assert!(rows.on(point, &wrong).is_err(), "a batch of another size is refused");
+            }
+        }
     }
 
     #[test]
