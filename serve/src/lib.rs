@@ -120,9 +120,8 @@ pub async fn run(listener: tokio::net::TcpListener, served: Served, limits: Limi
     // Connections kept alive by idle clients may hold graceful shutdown open: bound it too.
     let serving = tokio::spawn(async move { server.await });
     let abandoned = drained.await.unwrap_or(0);
-    match tokio::time::timeout(Duration::from_secs(2), serving).await {
-        Ok(Ok(Err(e))) => return Err(e).context("the HTTP server failed"),
-        _ => {}
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_secs(2), serving).await {
+        return Err(e).context("the HTTP server failed");
     }
     // The model thread ends once the queue's last sender (the state) is gone.
     drop(state);

@@ -200,7 +200,7 @@ pub fn run_aligner_many(
         probe::batched::check_sequences(ckpt, &prompts)?;
         let first = outputs.len();
         for ids in generate_batch(&ckpt.model, &prompts, config, hooks)? {
-            outputs.push(aligner_output(&tokenizer, ids, config.max_new_tokens)?);
+            outputs.push(aligner_output(tokenizer, ids, config.max_new_tokens)?);
         }
         if let Some((j, run)) = journal.as_mut() {
             j.put(run, k, &outputs[first..])?;
