@@ -1,6 +1,6 @@
 """HF + peft load an adapter alens wrote, and compute what alens computes with it.
 
-    python scripts/check_peft_loads_ours.py ADAPTER_DIR [BASE] [--records FILE.jsonl --n 50]
+    python tests/golden/check_peft_loads_ours.py ADAPTER_DIR [BASE] [--records FILE.jsonl --n 50]
 
 BASE defaults to the adapter's base_model_name_or_path (an HF directory; export a GGUF base
 first with `alens export-hf`). Compares the logits of `PeftModel.from_pretrained(base, ADAPTER)`

@@ -2,7 +2,7 @@
 of its true statements minus that of up to three false ones (both free-form answers of the
 corpus, so their phrasings come from the same distribution), after `Question: {q}\nAnswer:`.
 
-    python3 scripts/base_knownness.py known.json HF_BASE_DIR corpus.jsonl [more.jsonl ...]
+    python3 docs/aligner-135m-research/base_knownness.py known.json HF_BASE_DIR corpus.jsonl [more.jsonl ...]
 
 HF_BASE_DIR is the base exported with `alens export-hf --model smollm2-135m-instruct`.
 Aligner-135M's phase 9 (tried, not kept: see its card) trained only on facts with margin > 1.

@@ -9,7 +9,7 @@ steering vector can only turn a correct case into a verbatim copy if this is hig
 steering that flips the first token still leaves the rest of the output to the model.
 
 Run from the repo root with HF transformers installed:
-    python scripts/forced_copy.py [MODEL_DIR] [DATA.jsonl] [K] [N]
+    python docs/aligner-135m-research/forced_copy.py [MODEL_DIR] [DATA.jsonl] [K] [N]
 """
 import json
 import sys
