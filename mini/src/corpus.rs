@@ -11,7 +11,9 @@
 //! never share a pair, whatever seed drew them.
 
 use crate::english::{self, Style};
-use crate::world::{Capital, Colour, Harmful, Legs, Task, WorldFact, CLOSED_WORLD, HARMFUL, MORE_FACTS, PHRASES, TASKS, WORLD};
+use crate::world::{
+    Capital, Colour, Harmful, Legs, Task, WorldFact, CLOSED_WORLD, HARMFUL, MORE_FACTS, PHRASES, TASKS, WORLD,
+};
 use probe::stimuli::StimulusRecord;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -37,7 +39,13 @@ pub enum BadAnswer {
 }
 
 impl BadAnswer {
-    pub const ALL: [BadAnswer; 5] = [BadAnswer::FalseFact, BadAnswer::Evasion, BadAnswer::CutOff, BadAnswer::Harmful, BadAnswer::Insult];
+    pub const ALL: [BadAnswer; 5] = [
+        BadAnswer::FalseFact,
+        BadAnswer::Evasion,
+        BadAnswer::CutOff,
+        BadAnswer::Harmful,
+        BadAnswer::Insult,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -63,7 +71,10 @@ impl Harmful {
     }
     /// The one right correction: a refusal naming the harm, with a safe alternative.
     pub fn refusal(&self) -> String {
-        format!("{REFUSAL_OPENING} i cannot help with {}. {}", self.topic, self.alternative)
+        format!(
+            "{REFUSAL_OPENING} i cannot help with {}. {}",
+            self.topic, self.alternative
+        )
     }
     fn harmful_answer(&self, rng: &mut StdRng, style: Style) -> String {
         match style {
@@ -90,7 +101,9 @@ impl Harmful {
     }
 }
 
-const NUMBER_WORDS: &[&str] = &["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"];
+const NUMBER_WORDS: &[&str] = &[
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+];
 
 /// A question with its one right key word, from the closed world of facts, and several ways
 /// of phrasing an answer (`{}` marks the key word). Phrasing 0 is the canonical one the
@@ -105,9 +118,20 @@ struct Fact {
 }
 
 impl Fact {
-    fn new(questions: [String; 4], key: &'static str, family: &[&'static str], phrasings: [String; 4], rng: &mut StdRng) -> Self {
+    fn new(
+        questions: [String; 4],
+        key: &'static str,
+        family: &[&'static str],
+        phrasings: [String; 4],
+        rng: &mut StdRng,
+    ) -> Self {
         let question = questions.choose(rng).expect("question phrasings").clone();
-        Self { question, key, wrong_keys: family.iter().copied().filter(|k| *k != key).collect(), phrasings: phrasings.into() }
+        Self {
+            question,
+            key,
+            wrong_keys: family.iter().copied().filter(|k| *k != key).collect(),
+            phrasings: phrasings.into(),
+        }
     }
     fn from_world(fact: &WorldFact, rng: &mut StdRng) -> Self {
         Self {
@@ -127,11 +151,19 @@ impl Fact {
     }
     /// A plausible wrong answer: another key word of the same family.
     fn wrong(&self, rng: &mut StdRng) -> String {
-        self.phrasings.choose(rng).expect("phrasings").replace("{}", pick(rng, &self.wrong_keys))
+        self.phrasings
+            .choose(rng)
+            .expect("phrasings")
+            .replace("{}", pick(rng, &self.wrong_keys))
     }
     /// The canonical answer cut off before its key word (an incomplete answer).
     fn cut(&self) -> String {
-        self.phrasings[0].split("{}").next().unwrap_or("").trim_end().to_string()
+        self.phrasings[0]
+            .split("{}")
+            .next()
+            .unwrap_or("")
+            .trim_end()
+            .to_string()
     }
 }
 
@@ -189,7 +221,12 @@ fn draw_fact(rng: &mut StdRng, style: Style) -> Fact {
                 ],
                 colour,
                 &CLOSED_WORLD.colour_words,
-                [format!("{thing} is {{}}."), format!("the colour of {thing} is {{}}."), "it is {}.".into(), "its colour is {}.".into()],
+                [
+                    format!("{thing} is {{}}."),
+                    format!("the colour of {thing} is {{}}."),
+                    "it is {}.".into(),
+                    "its colour is {}.".into(),
+                ],
                 rng,
             )
         }
@@ -204,7 +241,12 @@ fn draw_fact(rng: &mut StdRng, style: Style) -> Fact {
                 ],
                 legs,
                 &CLOSED_WORLD.leg_words,
-                [format!("{animal} has {{}} legs."), "it has {} legs.".into(), format!("{animal} walks on {{}} legs."), "it walks on {} legs.".into()],
+                [
+                    format!("{animal} has {{}} legs."),
+                    "it has {} legs.".into(),
+                    format!("{animal} walks on {{}} legs."),
+                    "it walks on {} legs.".into(),
+                ],
                 rng,
             )
         }
@@ -221,7 +263,12 @@ fn draw_fact(rng: &mut StdRng, style: Style) -> Fact {
                 ],
                 sum,
                 &NUMBER_WORDS[2..],
-                [format!("{a} plus {b} is {{}}."), "the sum is {}.".into(), format!("{a} plus {b} makes {{}}."), "the answer is {}.".into()],
+                [
+                    format!("{a} plus {b} is {{}}."),
+                    "the sum is {}.".into(),
+                    format!("{a} plus {b} makes {{}}."),
+                    "the answer is {}.".into(),
+                ],
                 rng,
             )
         }
@@ -254,13 +301,23 @@ fn insulted(rng: &mut StdRng, right: &str) -> String {
 
 /// A copy case: the answer is already good, so the correction is the answer.
 fn copy(question: String, answer: String, category: &str) -> Drawn {
-    let record = StimulusRecord { question, answer: answer.clone(), correction: Some(answer), category: Some(category.to_string()) };
+    let record = StimulusRecord {
+        question,
+        answer: answer.clone(),
+        correction: Some(answer),
+        category: Some(category.to_string()),
+    };
     Drawn { record, bad: None }
 }
 
 /// A correct case: a bad answer of kind `bad` and its one right correction.
 fn correct(question: String, answer: String, correction: String, bad: BadAnswer) -> Drawn {
-    let record = StimulusRecord { question, answer, correction: Some(correction), category: Some(bad.category().to_string()) };
+    let record = StimulusRecord {
+        question,
+        answer,
+        correction: Some(correction),
+        category: Some(bad.category().to_string()),
+    };
     Drawn { record, bad: Some(bad) }
 }
 
@@ -289,7 +346,13 @@ const OPENINGS: [&str; 4] = [HELPFUL_OPENING, HONEST_OPENING, KIND_OPENING, REFU
 /// in lowercase; [`finish`] puts it in its style's case.
 pub fn draw_record(rng: &mut StdRng, category: usize, copy_case: bool, style: Style) -> Drawn {
     // English wraps every statement, good or bad, in the free-form openers and closers.
-    let wrap = |rng: &mut StdRng, text: String| if style.is_english() { english::wrap(rng, text) } else { text };
+    let wrap = |rng: &mut StdRng, text: String| {
+        if style.is_english() {
+            english::wrap(rng, text)
+        } else {
+            text
+        }
+    };
     // An evasion, or the canonical answer cut off: the two incomplete answers, drawn alike for
     // facts and tasks.
     let incomplete = |rng: &mut StdRng, cut: String| {
@@ -307,7 +370,11 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy_case: bool, style: St
                 let question = task.question(rng);
                 if copy_case {
                     let steps = pick(rng, &task.answers);
-                    let steps = if rng.gen_bool(0.3) { format!("{} {steps}", pick(rng, &PHRASES.harmful_openers)) } else { steps.to_string() };
+                    let steps = if rng.gen_bool(0.3) {
+                        format!("{} {steps}", pick(rng, &PHRASES.harmful_openers))
+                    } else {
+                        steps.to_string()
+                    };
                     let answer = wrap(rng, steps);
                     return copy(question, answer, "helpful");
                 }
@@ -344,7 +411,12 @@ pub fn draw_record(rng: &mut StdRng, category: usize, copy_case: bool, style: St
             if copy_case {
                 copy(harm.question(rng), harm.good_refusal(rng, style), "harmless")
             } else if rng.gen_bool(0.5) {
-                correct(harm.question(rng), harm.harmful_answer(rng, style), harm.refusal(), BadAnswer::Harmful)
+                correct(
+                    harm.question(rng),
+                    harm.harmful_answer(rng, style),
+                    harm.refusal(),
+                    BadAnswer::Harmful,
+                )
             } else if style == Style::Broad && rng.gen_bool(TASK_SHARE) {
                 let task = TASKS.choose(rng).expect("a non-empty table");
                 let question = task.question(rng);
@@ -373,7 +445,8 @@ pub enum Split {
 
 /// FNV-1a: a hash that never changes between Rust releases, so splits are stable forever.
 fn stable_hash(text: &str) -> u64 {
-    text.bytes().fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    text.bytes()
+        .fold(0xcbf29ce484222325, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// The split a (question, answer) pair belongs to: 80% train, 10% validation, 10% test.
@@ -396,7 +469,8 @@ pub fn generate(seed: u64, n: usize, split: Split, style: Style) -> Vec<Stimulus
         let index_in_category = k / CATEGORIES.len();
         // Spread copy cases evenly: record j of a category is a copy when the running copy
         // quota steps up.
-        let copy_case = ((index_in_category + 1) as f64 * COPY_SHARE).floor() > (index_in_category as f64 * COPY_SHARE).floor();
+        let copy_case =
+            ((index_in_category + 1) as f64 * COPY_SHARE).floor() > (index_in_category as f64 * COPY_SHARE).floor();
         loop {
             let r = finish(draw_record(&mut rng, category, copy_case, style).record, style);
             if split_of(&r) == split {
@@ -432,14 +506,20 @@ pub fn draw_lat_pairs(seed: u64, pairs: usize, style: Style) -> Vec<LatPair> {
         }
         // The copy member: the same question with an answer that is already good (for a
         // harmful request, a good refusal).
-        let harm = HARMFUL.iter().find(|h| r.correction.as_deref() == Some(h.refusal().as_str()));
+        let harm = HARMFUL
+            .iter()
+            .find(|h| r.correction.as_deref() == Some(h.refusal().as_str()));
         let good = match harm {
             Some(harm) => harm.good_refusal(&mut rng, style),
             None if style.is_english() => english::wrap(&mut rng, draw_good_answer(&r)),
             None => draw_good_answer(&r),
         };
         let copy_member = copy(r.question.clone(), good, CATEGORIES[category]).record;
-        out.push(LatPair { copy: finish(copy_member, style), correct: finish(r, style), bad });
+        out.push(LatPair {
+            copy: finish(copy_member, style),
+            correct: finish(r, style),
+            bad,
+        });
     }
     out
 }
@@ -509,8 +589,16 @@ mod tests {
     #[test]
     fn deterministic_and_split_disjoint() {
         for style in [Style::Lower, Style::English, Style::Wide, Style::Broad] {
-            assert_eq!(generate(7, 50, Split::Train, style), generate(7, 50, Split::Train, style));
-            let pairs = |s| generate(1, 2000, s, style).into_iter().map(|r| (r.question, r.answer)).collect::<HashSet<_>>();
+            assert_eq!(
+                generate(7, 50, Split::Train, style),
+                generate(7, 50, Split::Train, style)
+            );
+            let pairs = |s| {
+                generate(1, 2000, s, style)
+                    .into_iter()
+                    .map(|r| (r.question, r.answer))
+                    .collect::<HashSet<_>>()
+            };
             let train = pairs(Split::Train);
             assert!(train.is_disjoint(&pairs(Split::Test)));
             assert!(train.is_disjoint(&pairs(Split::Validation)));
@@ -521,23 +609,44 @@ mod tests {
     fn every_category_has_both_kinds_and_copy_share_is_near_forty_percent() {
         let records = generate(3, 3000, Split::Test, Style::English);
         for category in ["helpful", "honest", "harmless"] {
-            let of: Vec<_> = records.iter().filter(|r| r.category.as_deref() == Some(category)).collect();
+            let of: Vec<_> = records
+                .iter()
+                .filter(|r| r.category.as_deref() == Some(category))
+                .collect();
             assert!(of.iter().any(|r| r.is_copy() == Some(true)), "{category} has copies");
-            assert!(of.iter().any(|r| r.is_copy() == Some(false)), "{category} has corrections");
+            assert!(
+                of.iter().any(|r| r.is_copy() == Some(false)),
+                "{category} has corrections"
+            );
         }
         let share = copy_share(&records);
         assert!((share - COPY_SHARE).abs() < 0.01, "copy share {share}");
-        let harmless = records.iter().filter(|r| r.category.as_deref() == Some("harmless")).count();
+        let harmless = records
+            .iter()
+            .filter(|r| r.category.as_deref() == Some("harmless"))
+            .count();
         assert_eq!(harmless, 1000, "categories in equal parts");
     }
 
     #[test]
     fn every_correction_and_no_copy_opens_with_a_correction_opening() {
         let opens = |text: &str| OPENINGS.iter().any(|o| text.to_lowercase().starts_with(o));
-        let english = [Style::English, Style::Wide, Style::Broad].map(|s| generate(5, 3000, Split::Train, s)).concat();
-        let english_pairs = [Style::English, Style::Wide, Style::Broad].map(|s| lat_pairs(5, 300, s)).concat();
-        assert!(english.iter().all(|r| r.question.starts_with(char::is_uppercase)), "English records are sentence-cased");
-        for r in generate(5, 3000, Split::Train, Style::Lower).iter().chain(&lat_pairs(5, 300, Style::Lower)).chain(&english).chain(&english_pairs) {
+        let english = [Style::English, Style::Wide, Style::Broad]
+            .map(|s| generate(5, 3000, Split::Train, s))
+            .concat();
+        let english_pairs = [Style::English, Style::Wide, Style::Broad]
+            .map(|s| lat_pairs(5, 300, s))
+            .concat();
+        assert!(
+            english.iter().all(|r| r.question.starts_with(char::is_uppercase)),
+            "English records are sentence-cased"
+        );
+        for r in generate(5, 3000, Split::Train, Style::Lower)
+            .iter()
+            .chain(&lat_pairs(5, 300, Style::Lower))
+            .chain(&english)
+            .chain(&english_pairs)
+        {
             let correction = r.correction.as_deref().unwrap();
             assert_eq!(opens(correction), r.is_copy() == Some(false), "{r:?}");
             assert!(!opens(&r.answer), "{r:?}");
@@ -548,13 +657,24 @@ mod tests {
     fn shipped_data_still_reproduces_from_its_seeds() {
         // The model cards' commands must keep drawing the files shipped with them.
         let shipped = |path: &str| {
-            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../notebooks-data").join(path);
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../notebooks-data")
+                .join(path);
             probe::stimuli::read_jsonl(&path).expect("shipped data reads")
         };
-        assert_eq!(generate(7, 300, Split::Test, Style::English), shipped("aligner-135m/test.jsonl"));
-        assert_eq!(lat_pairs(11, 150, Style::English), shipped("aligner-135m/copy-correct-proportional.jsonl"));
+        assert_eq!(
+            generate(7, 300, Split::Test, Style::English),
+            shipped("aligner-135m/test.jsonl")
+        );
+        assert_eq!(
+            lat_pairs(11, 150, Style::English),
+            shipped("aligner-135m/copy-correct-proportional.jsonl")
+        );
         // `alens corpus --style english --lat-pairs 800 --seed 12 --per-kind 30`.
-        assert_eq!(pair_records(by_kind(draw_lat_pairs(12, 800, Style::English), 30)), shipped("aligner-135m/copy-correct.jsonl"));
+        assert_eq!(
+            pair_records(by_kind(draw_lat_pairs(12, 800, Style::English), 30)),
+            shipped("aligner-135m/copy-correct.jsonl")
+        );
     }
 
     #[test]
@@ -577,13 +697,30 @@ mod tests {
             for p in &pairs {
                 assert_eq!(p.bad, said(&p.correct), "{p:?}");
                 assert_eq!((p.copy.is_copy(), p.correct.is_copy()), (Some(true), Some(false)));
-                assert_eq!((&p.copy.question, &p.copy.category), (&p.correct.question, &p.correct.category));
+                assert_eq!(
+                    (&p.copy.question, &p.copy.category),
+                    (&p.correct.question, &p.correct.category)
+                );
             }
-            assert!(BadAnswer::ALL.iter().all(|k| pairs.iter().any(|p| p.bad == *k)), "{style:?} draws every kind");
+            assert!(
+                BadAnswer::ALL.iter().all(|k| pairs.iter().any(|p| p.bad == *k)),
+                "{style:?} draws every kind"
+            );
             let chosen = by_kind(pairs.clone(), 7);
             for k in BadAnswer::ALL {
-                let (of_kind, all_of_kind) = (chosen.iter().filter(|p| p.bad == k).count(), pairs.iter().filter(|p| p.bad == k).count());
-                assert_eq!(of_kind, if k == BadAnswer::Insult { all_of_kind } else { all_of_kind.min(7) }, "{k:?}");
+                let (of_kind, all_of_kind) = (
+                    chosen.iter().filter(|p| p.bad == k).count(),
+                    pairs.iter().filter(|p| p.bad == k).count(),
+                );
+                assert_eq!(
+                    of_kind,
+                    if k == BadAnswer::Insult {
+                        all_of_kind
+                    } else {
+                        all_of_kind.min(7)
+                    },
+                    "{k:?}"
+                );
             }
         }
     }
@@ -591,32 +728,82 @@ mod tests {
     #[test]
     fn wide_style_mixes_world_facts_into_every_fact_category() {
         let records = generate(9, 3000, Split::Train, Style::Wide);
-        let from_world = |r: &StimulusRecord| WORLD.iter().any(|f| f.questions.iter().any(|q| english::sentence_case(q) == r.question));
+        let from_world = |r: &StimulusRecord| {
+            WORLD
+                .iter()
+                .any(|f| f.questions.iter().any(|q| english::sentence_case(q) == r.question))
+        };
         for category in ["helpful", "honest"] {
-            let of: Vec<_> = records.iter().filter(|r| r.category.as_deref() == Some(category)).collect();
+            let of: Vec<_> = records
+                .iter()
+                .filter(|r| r.category.as_deref() == Some(category))
+                .collect();
             let share = of.iter().filter(|r| from_world(r)).count() as f64 / of.len() as f64;
-            assert!((0.4..0.6).contains(&share), "{category}: {share} of facts from the world table");
+            assert!(
+                (0.4..0.6).contains(&share),
+                "{category}: {share} of facts from the world table"
+            );
         }
-        let world_copies = records.iter().filter(|r| from_world(r)).filter(|r| r.is_copy() == Some(true)).count();
-        assert!(world_copies > 100, "true world statements are copy cases: {world_copies}");
-        assert!(records.iter().any(|r| r.answer.contains("Leonardo da Vinci") || r.correction.as_deref().unwrap().contains("Leonardo da Vinci")));
+        let world_copies = records
+            .iter()
+            .filter(|r| from_world(r))
+            .filter(|r| r.is_copy() == Some(true))
+            .count();
+        assert!(
+            world_copies > 100,
+            "true world statements are copy cases: {world_copies}"
+        );
+        assert!(records.iter().any(|r| r.answer.contains("Leonardo da Vinci")
+            || r.correction.as_deref().unwrap().contains("Leonardo da Vinci")));
     }
 
     #[test]
     fn broad_style_adds_more_facts_how_to_requests_and_harm_without_an_opener() {
         let records = generate(9, 3000, Split::Train, Style::Broad);
-        let asks = |r: &StimulusRecord, t: &Task| PHRASES.asks.iter().any(|a| english::sentence_case(&a.replace("{}", t.request)) == r.question);
+        let asks = |r: &StimulusRecord, t: &Task| {
+            PHRASES
+                .asks
+                .iter()
+                .any(|a| english::sentence_case(&a.replace("{}", t.request)) == r.question)
+        };
         let tasks: Vec<_> = records.iter().filter(|r| TASKS.iter().any(|t| asks(r, t))).collect();
         let helpful_tasks = tasks.iter().filter(|r| r.category.as_deref() == Some("helpful"));
-        assert!(helpful_tasks.clone().filter(|r| r.is_copy() == Some(true)).count() > 100, "good how-to answers are copy cases");
-        assert!(helpful_tasks.filter(|r| r.is_copy() == Some(false)).count() > 100, "evasions of how-to requests are completed");
-        assert!(tasks.iter().any(|r| r.category.as_deref() == Some("harmless")), "insults around how-to answers are removed");
-        let more = |r: &&StimulusRecord| MORE_FACTS.iter().any(|f| f.questions.iter().any(|q| english::sentence_case(q) == r.question));
+        assert!(
+            helpful_tasks.clone().filter(|r| r.is_copy() == Some(true)).count() > 100,
+            "good how-to answers are copy cases"
+        );
+        assert!(
+            helpful_tasks.filter(|r| r.is_copy() == Some(false)).count() > 100,
+            "evasions of how-to requests are completed"
+        );
+        assert!(
+            tasks.iter().any(|r| r.category.as_deref() == Some("harmless")),
+            "insults around how-to answers are removed"
+        );
+        let more = |r: &&StimulusRecord| {
+            MORE_FACTS
+                .iter()
+                .any(|f| f.questions.iter().any(|q| english::sentence_case(q) == r.question))
+        };
         assert!(records.iter().filter(more).count() > 500, "facts from the larger table");
-        let openerless_harm = records.iter().filter(|r| HARMFUL.iter().any(|h| r.correction.as_deref() == Some(english::sentence_case(&h.refusal()).as_str())))
-            .filter(|r| !PHRASES.harmful_openers.iter().any(|o| r.answer.to_lowercase().starts_with(o)))
+        let openerless_harm = records
+            .iter()
+            .filter(|r| {
+                HARMFUL
+                    .iter()
+                    .any(|h| r.correction.as_deref() == Some(english::sentence_case(&h.refusal()).as_str()))
+            })
+            .filter(|r| {
+                !PHRASES
+                    .harmful_openers
+                    .iter()
+                    .any(|o| r.answer.to_lowercase().starts_with(o))
+            })
             .count();
-        assert!(openerless_harm > 100, "harmful answers without an opener: {openerless_harm}");
+        assert!(
+            openerless_harm > 100,
+            "harmful answers without an opener: {openerless_harm}"
+        );
     }
 
     #[test]
@@ -627,6 +814,9 @@ mod tests {
         let path = dir.path().join("wide.jsonl");
         probe::stimuli::write_jsonl(&path, &generate(141, 300, Split::Train, Style::Wide)).unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        assert_eq!((bytes.len(), stable_hash(&String::from_utf8(bytes).unwrap())), (58645, 0x64d33ddcc057b725));
+        assert_eq!(
+            (bytes.len(), stable_hash(&String::from_utf8(bytes).unwrap())),
+            (58645, 0x64d33ddcc057b725)
+        );
     }
 }

@@ -98,13 +98,18 @@ pub fn sentence_case(text: &str) -> String {
             out.push_str(word);
         }
         // "..." ends a cut-off answer, not a sentence followed by more text.
-        sentence_start = !word.is_empty() && (word.ends_with('.') || word.ends_with('?') || word.ends_with('!')) && !word.ends_with("...");
+        sentence_start = !word.is_empty()
+            && (word.ends_with('.') || word.ends_with('?') || word.ends_with('!'))
+            && !word.ends_with("...");
     }
     out
 }
 
 fn is_proper_noun(word: &str) -> bool {
-    CLOSED_WORLD.capitals.iter().any(|c| word == c.country || word == c.city)
+    CLOSED_WORLD
+        .capitals
+        .iter()
+        .any(|c| word == c.country || word == c.city)
 }
 
 #[cfg(test)]
@@ -113,8 +118,14 @@ mod tests {
 
     #[test]
     fn sentence_case_capitalises_sentences_names_and_i() {
-        assert_eq!(sentence_case("actually, the capital of italy is rome."), "Actually, the capital of Italy is Rome.");
-        assert_eq!(sentence_case("good question! i believe it is blue. i hope this helps."), "Good question! I believe it is blue. I hope this helps.");
+        assert_eq!(
+            sentence_case("actually, the capital of italy is rome."),
+            "Actually, the capital of Italy is Rome."
+        );
+        assert_eq!(
+            sentence_case("good question! i believe it is blue. i hope this helps."),
+            "Good question! I believe it is blue. I hope this helps."
+        );
         assert_eq!(sentence_case("i can't assist with that"), "I can't assist with that");
         assert_eq!(sentence_case("the capital of peru is..."), "The capital of Peru is...");
     }

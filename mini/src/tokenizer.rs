@@ -28,8 +28,12 @@ pub fn train_tokenizer(texts: &[String], vocab_size: usize) -> Result<AlignerTok
     let mut tokenizer = Tokenizer::new(BPE::default());
     tokenizer.with_pre_tokenizer(Some(ByteLevel::default().add_prefix_space(false)));
     tokenizer.with_decoder(Some(ByteLevel::default()));
-    tokenizer.train(&mut trainer, texts.iter()).map_err(|e| anyhow!("tokenizer training failed: {e}"))?;
-    let bos = tokenizer.token_to_id(BOS).ok_or_else(|| anyhow!("trained tokenizer lacks {BOS}"))?;
+    tokenizer
+        .train(&mut trainer, texts.iter())
+        .map_err(|e| anyhow!("tokenizer training failed: {e}"))?;
+    let bos = tokenizer
+        .token_to_id(BOS)
+        .ok_or_else(|| anyhow!("trained tokenizer lacks {BOS}"))?;
     let post = TemplateProcessing::builder()
         .try_single(format!("{BOS} $A"))
         .map_err(|e| anyhow!("{e}"))?

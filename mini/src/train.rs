@@ -4,21 +4,21 @@
 //! and the batch order all come from one `StdRng`, so a run reproduces bit for bit on the
 //! same machine.
 
-use crate::english::Style;
 use crate::corpus::{self, Split};
+use crate::english::Style;
 use crate::tokenizer::{train_tokenizer, BOS, EOS, PAD};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use tune::examples::{answer_of, batch_loss, correction_of, encode_examples, Example};
-use tune::schedule::warmup_cosine;
-use tune::train_loop;
 use probe::model::AlignerTokenizer;
 use probe::{AlignerTemplate, Model, ModelConfig};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 use std::path::Path;
+use tune::examples::{answer_of, batch_loss, correction_of, encode_examples, Example};
+use tune::schedule::warmup_cosine;
+use tune::train_loop;
 
 /// Everything that determines the trained checkpoint.
 #[derive(Debug, Clone, Serialize)]
@@ -147,7 +147,13 @@ fn phase_learning_rate(opts: &TrainOptions, step: usize) -> f64 {
         return learning_rate(opts, step);
     }
     if step < opts.identity_steps {
-        return learning_rate(&TrainOptions { steps: opts.identity_steps, ..opts.clone() }, step);
+        return learning_rate(
+            &TrainOptions {
+                steps: opts.identity_steps,
+                ..opts.clone()
+            },
+            step,
+        );
     }
     let correction = TrainOptions {
         steps: opts.steps - opts.identity_steps,
@@ -164,13 +170,20 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     if opts.steps == 0 || opts.batch_size == 0 || opts.train_records == 0 {
         bail!("steps, batch size and training records must be positive");
     }
-    for (name, rate) in [("learning rate", Some(opts.learning_rate)), ("correction-phase learning rate", opts.correction_learning_rate)] {
+    for (name, rate) in [
+        ("learning rate", Some(opts.learning_rate)),
+        ("correction-phase learning rate", opts.correction_learning_rate),
+    ] {
         if let Some(rate) = rate.filter(|r| !(r.is_finite() && *r > 0.0)) {
             bail!("the {name} must be a positive number, got {rate}");
         }
     }
     if opts.identity_steps >= opts.steps {
-        bail!("identity warm-up steps ({}) must be fewer than all steps ({}): corrections need steps too", opts.identity_steps, opts.steps);
+        bail!(
+            "identity warm-up steps ({}) must be fewer than all steps ({}): corrections need steps too",
+            opts.identity_steps,
+            opts.steps
+        );
     }
     if opts.correction_learning_rate.is_some() && opts.identity_steps == 0 {
         bail!("a correction-phase learning rate needs an identity warm-up before it (identity steps > 0)");
@@ -184,15 +197,29 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     // otherwise no merge covers its words where they are used (" actually" fell to letters).
     let texts: Vec<String> = records
         .iter()
-        .flat_map(|r| [template.render(&r.question, &r.answer), format!(" {}", r.correction.as_deref().unwrap_or_default())])
+        .flat_map(|r| {
+            [
+                template.render(&r.question, &r.answer),
+                format!(" {}", r.correction.as_deref().unwrap_or_default()),
+            ]
+        })
         .collect();
     let tokenizer = train_tokenizer(&texts, opts.vocab_size)?;
     let eos = tokenizer.token_id(EOS).context("tokenizer lacks EOS")?;
-    debug_assert_eq!((tokenizer.token_id(PAD), tokenizer.token_id(BOS), Some(eos)), (Some(0), Some(1), Some(2)));
+    debug_assert_eq!(
+        (tokenizer.token_id(PAD), tokenizer.token_id(BOS), Some(eos)),
+        (Some(0), Some(1), Some(2))
+    );
     let examples = encode_examples(&tokenizer, &template, &records, eos, correction_of)?;
     let identity = encode_examples(&tokenizer, &template, &records, eos, answer_of)?;
     let held_out = encode_examples(&tokenizer, &template, &validation, eos, correction_of)?;
-    let max_len = examples.iter().chain(&identity).chain(&held_out).map(|e| e.ids.len()).max().unwrap_or(1);
+    let max_len = examples
+        .iter()
+        .chain(&identity)
+        .chain(&held_out)
+        .map(|e| e.ids.len())
+        .max()
+        .unwrap_or(1);
 
     let config_json = hf_config(opts, tokenizer.vocab_size(), max_len);
     let cfg = ModelConfig::from_json(&config_json.to_string())?;
@@ -205,14 +232,32 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
 
     let mut optimizer = AdamW::new(
         varmap.all_vars(),
-        ParamsAdamW { lr: opts.learning_rate, beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: opts.weight_decay },
+        ParamsAdamW {
+            lr: opts.learning_rate,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            weight_decay: opts.weight_decay,
+        },
     )?;
     let mut losses = Vec::with_capacity(opts.steps);
     for step in 0..opts.steps {
-        let pool = if step < opts.identity_steps { &identity } else { &examples };
-        let batch: Vec<&Example> = (0..opts.batch_size).map(|_| &pool[rng.gen_range(0..pool.len())]).collect();
+        let pool = if step < opts.identity_steps {
+            &identity
+        } else {
+            &examples
+        };
+        let batch: Vec<&Example> = (0..opts.batch_size)
+            .map(|_| &pool[rng.gen_range(0..pool.len())])
+            .collect();
         let loss = batch_loss(&model, &batch, PAD_ID, &device)?;
-        let value = train_loop::step(&loss, &varmap.all_vars(), &mut optimizer, phase_learning_rate(opts, step), opts.max_grad_norm)?;
+        let value = train_loop::step(
+            &loss,
+            &varmap.all_vars(),
+            &mut optimizer,
+            phase_learning_rate(opts, step),
+            opts.max_grad_norm,
+        )?;
         losses.push(value);
         on_step(step, value);
     }
@@ -286,11 +331,29 @@ mod tests {
 
     #[test]
     fn the_correction_phase_restarts_its_warm_up_at_its_own_peak() {
-        let opts = TrainOptions { steps: 1000, identity_steps: 400, warmup_steps: 10, correction_learning_rate: Some(1e-3), ..Default::default() };
+        let opts = TrainOptions {
+            steps: 1000,
+            identity_steps: 400,
+            warmup_steps: 10,
+            correction_learning_rate: Some(1e-3),
+            ..Default::default()
+        };
         let peak = opts.learning_rate;
-        assert!((phase_learning_rate(&opts, 9) - peak).abs() < 1e-12, "warm-up phase reaches its peak");
-        assert!((phase_learning_rate(&opts, 399) - 0.1 * peak).abs() < 1e-6, "and decays to a tenth by its end");
-        assert!((phase_learning_rate(&opts, 400) - 1e-4).abs() < 1e-12, "correction phase starts its own warm-up");
-        assert!((phase_learning_rate(&opts, 409) - 1e-3).abs() < 1e-12, "up to the correction peak");
+        assert!(
+            (phase_learning_rate(&opts, 9) - peak).abs() < 1e-12,
+            "warm-up phase reaches its peak"
+        );
+        assert!(
+            (phase_learning_rate(&opts, 399) - 0.1 * peak).abs() < 1e-6,
+            "and decays to a tenth by its end"
+        );
+        assert!(
+            (phase_learning_rate(&opts, 400) - 1e-4).abs() < 1e-12,
+            "correction phase starts its own warm-up"
+        );
+        assert!(
+            (phase_learning_rate(&opts, 409) - 1e-3).abs() < 1e-12,
+            "up to the correction peak"
+        );
     }
 }

@@ -138,7 +138,10 @@ fn table<T: Deserialize<'static>>(name: &str, text: &'static str) -> T {
 
 macro_rules! corpus_file {
     ($name:literal) => {
-        table($name, include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../notebooks-data/corpus/", $name)))
+        table(
+            $name,
+            include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../notebooks-data/corpus/", $name)),
+        )
     };
 }
 
@@ -158,11 +161,28 @@ mod tests {
 
     /// Phrases a good answer must not open with: the correction openings, and the harmful
     /// answers' openers that mark the steps to refuse.
-    const RESERVED_OPENINGS: &[&str] = &["to be clear", "actually", "kindly put", "sorry", "sure", "first,", "ok,", "no problem"];
+    const RESERVED_OPENINGS: &[&str] = &[
+        "to be clear",
+        "actually",
+        "kindly put",
+        "sorry",
+        "sure",
+        "first,",
+        "ok,",
+        "no problem",
+    ];
 
     fn check_fact(f: &WorldFact) {
-        assert!(f.questions.len() >= 2 && f.phrasings.len() >= 2 && !f.wrong.is_empty(), "{}", f.key);
-        assert!(!f.phrasings[0].starts_with("{}"), "the cut-off canonical answer of {} says nothing", f.key);
+        assert!(
+            f.questions.len() >= 2 && f.phrasings.len() >= 2 && !f.wrong.is_empty(),
+            "{}",
+            f.key
+        );
+        assert!(
+            !f.phrasings[0].starts_with("{}"),
+            "the cut-off canonical answer of {} says nothing",
+            f.key
+        );
         assert!(f.phrasings.iter().all(|p| p.matches("{}").count() == 1), "{}", f.key);
         assert!(!f.wrong.contains(&f.key), "{}", f.key);
     }
@@ -181,12 +201,24 @@ mod tests {
         for f in MORE_FACTS.iter() {
             check_fact(f);
             assert!(f.subject.is_some(), "{} has no subject", f.key);
-            assert!(f.wrong.iter().all(|w| !w.contains(f.key)), "a wrong key of {} contains it", f.key);
+            assert!(
+                f.wrong.iter().all(|w| !w.contains(f.key)),
+                "a wrong key of {} contains it",
+                f.key
+            );
             assert!(f.questions.iter().all(|q| q.ends_with('?')), "{}", f.key);
             assert!(f.phrasings.iter().all(|p| p.ends_with('.')), "{}", f.key);
             for q in &f.questions {
-                assert!(WORLD.iter().all(|w| !w.questions.contains(q)), "{} is already asked in WORLD", q);
-                let asked = MORE_FACTS.iter().flat_map(|g| g.questions.iter()).filter(|x| *x == q).count();
+                assert!(
+                    WORLD.iter().all(|w| !w.questions.contains(q)),
+                    "{} is already asked in WORLD",
+                    q
+                );
+                let asked = MORE_FACTS
+                    .iter()
+                    .flat_map(|g| g.questions.iter())
+                    .filter(|x| *x == q)
+                    .count();
                 assert_eq!(asked, 1, "{} is asked more than once", q);
             }
         }
@@ -195,11 +227,20 @@ mod tests {
         for t in TASKS.iter() {
             assert!(!t.request.contains("tea"), "{}", t.request);
             assert!(t.request.chars().all(|c| !c.is_uppercase()), "{}", t.request);
-            assert_eq!(TASKS.iter().filter(|u| u.request == t.request).count(), 1, "{} is listed twice", t.request);
+            assert_eq!(
+                TASKS.iter().filter(|u| u.request == t.request).count(),
+                1,
+                "{} is listed twice",
+                t.request
+            );
             assert!((2..=3).contains(&t.answers.len()), "{}", t.request);
             for a in &t.answers {
                 assert!(a.ends_with('.'), "{}", a);
-                assert!(RESERVED_OPENINGS.iter().all(|r| !a.starts_with(*r)), "{} opens with a reserved phrase", a);
+                assert!(
+                    RESERVED_OPENINGS.iter().all(|r| !a.starts_with(*r)),
+                    "{} opens with a reserved phrase",
+                    a
+                );
             }
         }
     }
@@ -208,15 +249,36 @@ mod tests {
     fn closed_world_harms_and_phrases_load_and_are_usable() {
         let w = &*CLOSED_WORLD;
         assert_eq!((w.capitals.len(), w.colours.len(), w.legs.len()), (20, 8, 8));
-        assert!(w.colours.iter().all(|c| w.colour_words.contains(&c.colour)), "every colour is a colour word");
-        assert!(w.legs.iter().all(|l| w.leg_words.contains(&l.legs)), "every leg count is a leg word");
+        assert!(
+            w.colours.iter().all(|c| w.colour_words.contains(&c.colour)),
+            "every colour is a colour word"
+        );
+        assert!(
+            w.legs.iter().all(|l| w.leg_words.contains(&l.legs)),
+            "every leg count is a leg word"
+        );
         assert_eq!(HARMFUL.len(), 10);
-        assert!(HARMFUL.iter().all(|h| h.steps.len() >= 2), "a harmful answer of two steps needs two");
+        assert!(
+            HARMFUL.iter().all(|h| h.steps.len() >= 2),
+            "a harmful answer of two steps needs two"
+        );
         let p = &*PHRASES;
-        for list in [&p.asks, &p.evasions, &p.insults_before, &p.insults_after, &p.harmful_openers, &p.english_openers, &p.english_closers] {
+        for list in [
+            &p.asks,
+            &p.evasions,
+            &p.insults_before,
+            &p.insults_after,
+            &p.harmful_openers,
+            &p.english_openers,
+            &p.english_closers,
+        ] {
             assert!(!list.is_empty());
         }
         assert!(p.asks.iter().all(|a| a.matches("{}").count() == 1));
-        assert!(p.english_openers.iter().chain(&p.evasions).all(|o| RESERVED_OPENINGS[..4].iter().all(|r| !o.starts_with(*r))));
+        assert!(p
+            .english_openers
+            .iter()
+            .chain(&p.evasions)
+            .all(|o| RESERVED_OPENINGS[..4].iter().all(|r| !o.starts_with(*r))));
     }
 }

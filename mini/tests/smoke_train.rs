@@ -36,7 +36,14 @@ fn smoke_training_lowers_loss_and_reproduces() {
     let ckpt = Checkpoint::load(dir.path()).unwrap();
     assert_eq!(ckpt.config.num_hidden_layers, 2);
     assert_eq!(ckpt.eos_token_ids, vec![2]);
-    assert!(ckpt.tokenizer().unwrap().encode("what is the capital of france?").unwrap()[0] == 1, "BOS first");
+    assert!(
+        ckpt.tokenizer()
+            .unwrap()
+            .encode("what is the capital of france?")
+            .unwrap()[0]
+            == 1,
+        "BOS first"
+    );
 
     // Same seed, same machine: bit-identical weights.
     let again = tempfile::tempdir().unwrap();
@@ -53,7 +60,11 @@ fn identity_warm_up_trains_a_different_model_and_must_leave_steps_for_correction
     let plain = tempfile::tempdir().unwrap();
     train(&tiny(6), plain.path(), &mut |_, _| {}).unwrap();
     let warmed = tempfile::tempdir().unwrap();
-    let opts = TrainOptions { identity_steps: 10, correction_learning_rate: Some(1e-3), ..tiny(6) };
+    let opts = TrainOptions {
+        identity_steps: 10,
+        correction_learning_rate: Some(1e-3),
+        ..tiny(6)
+    };
     train(&opts, warmed.path(), &mut |_, _| {}).unwrap();
     Checkpoint::load(warmed.path()).unwrap();
     assert_ne!(
@@ -61,17 +72,37 @@ fn identity_warm_up_trains_a_different_model_and_must_leave_steps_for_correction
         std::fs::read(warmed.path().join("model.safetensors")).unwrap()
     );
 
-    let all_identity = TrainOptions { identity_steps: 30, ..tiny(6) };
-    let err = train(&all_identity, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
-    assert!(err.contains("identity warm-up steps (30) must be fewer than all steps (30)"), "{err}");
-    let no_warm_up = TrainOptions { correction_learning_rate: Some(1e-3), ..tiny(6) };
-    let err = train(&no_warm_up, tempfile::tempdir().unwrap().path(), &mut |_, _| {}).unwrap_err().to_string();
+    let all_identity = TrainOptions {
+        identity_steps: 30,
+        ..tiny(6)
+    };
+    let err = train(&all_identity, tempfile::tempdir().unwrap().path(), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("identity warm-up steps (30) must be fewer than all steps (30)"),
+        "{err}"
+    );
+    let no_warm_up = TrainOptions {
+        correction_learning_rate: Some(1e-3),
+        ..tiny(6)
+    };
+    let err = train(&no_warm_up, tempfile::tempdir().unwrap().path(), &mut |_, _| {})
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("needs an identity warm-up"), "{err}");
     for bad in [f64::NAN, -1.0, 0.0] {
-        let opts = TrainOptions { identity_steps: 10, correction_learning_rate: Some(bad), ..tiny(6) };
+        let opts = TrainOptions {
+            identity_steps: 10,
+            correction_learning_rate: Some(bad),
+            ..tiny(6)
+        };
         let out = tempfile::tempdir().unwrap();
         let err = train(&opts, out.path(), &mut |_, _| {}).unwrap_err().to_string();
-        assert!(err.contains("correction-phase learning rate must be a positive number"), "{err}");
+        assert!(
+            err.contains("correction-phase learning rate must be a positive number"),
+            "{err}"
+        );
         assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "nothing written");
     }
 }
