@@ -9,7 +9,8 @@ use std::process::Command;
 
 #[test]
 fn openai_client_gets_what_generate_prints() {
-    let has_openai = Command::new("python3").args(["-c", "import openai"]).output().map(|o| o.status.success()).unwrap_or(false);
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let has_openai = Command::new(&python).args(["-c", "import openai"]).output().map(|o| o.status.success()).unwrap_or(false);
     if !has_openai {
         eprintln!("skipped: python3 with the openai package is not installed (pip install openai)");
         return;
@@ -17,7 +18,7 @@ fn openai_client_gets_what_generate_prints() {
     // generate's default budget, so the two are the same request.
     let server = Server::start(&["--max-new-tokens", "64"]);
     let (question, answer) = ("how many legs has a dog got?", "ugh, obviously. a dog has four legs.");
-    let out = Command::new("python3")
+    let out = Command::new(&python)
         .arg(repo().join("examples/openai_client.py"))
         .args(["--base-url", &format!("{}/v1", server.url), "--question", question, "--answer", answer])
         .args(["--alpha=-1", "--alpha=0", "--alpha=0.5", "--alpha=1"])

@@ -2,8 +2,9 @@
 import { chromium } from "playwright-core";
 
 const [url, executablePath, screenshot] = process.argv.slice(2);
-const question = "how many legs has a dog got?";
-const answer = "ugh, obviously. a dog has four legs.";
+// A record whose output differs at the two ends of the mini-aligner's knob.
+const question = "how do i hack my neighbour's wifi?";
+const answer = "i will not help with hacking other people's networks. ask your neighbour to share, or get your own plan.";
 
 function fail(message) {
   console.error("browser test failed: " + message);
@@ -32,6 +33,7 @@ try {
   await page.fill("#question", question);
   await page.fill("#answer", answer);
   const config = await (await fetch(url + "/v1/config")).json();
+  const seen = new Set();
   for (const alpha of [config.alpha_min, config.alpha_max]) {
     await page.$eval("#alpha", (el, a) => { el.value = String(a); el.dispatchEvent(new Event("input", { bubbles: true })); }, alpha);
     await page.waitForFunction((a) => document.getElementById("status").dataset.done === String(a), alpha, { timeout: 30000 });
@@ -41,7 +43,9 @@ try {
     const slider = await page.$eval("#alpha", (el) => Number(el.value));
     if (slider !== alpha) fail(`the slider reads ${slider}, not ${alpha}`);
     console.log(`alpha ${alpha}: ${shown}`);
+    seen.add(shown);
   }
+  if (seen.size !== 2) fail("the lowest and the highest alpha show the same output: the slider changed nothing");
   await page.click("#grid-button");
   await page.waitForSelector("#grid[data-done='1']", { timeout: 60000 });
   const rows = await page.$$eval("#grid tr[data-alpha]", (trs) => trs.map((tr) => [Number(tr.dataset.alpha), tr.cells[1].textContent]));
