@@ -7,6 +7,13 @@
 //! thread, which batches every request waiting when it is free and steers each row at its
 //! own alpha in the same forward. A response is token for token what the request gets alone.
 //! Not for: sampling (decoding is greedy, so responses are reproducible), several models.
+//!
+//! Errors are `{"error": "<one line>"}`: 400 for a body that is not JSON (a NaN or infinity
+//! named by its field) or a prompt beyond the model's context; 422 for a missing, unknown or
+//! mistyped field and an alpha outside the vector file's grid (its field named); 404 for an
+//! unknown route or model; 413 over the body limit; 429 with `Retry-After` when the queue is
+//! full; 503 while shutting down; 500 when the model fails a request (a non-finite logit),
+//! for that request only: a failed batch is rerun row by row.
 
 mod api;
 mod engine;

@@ -51,9 +51,18 @@ pub struct ServeArgs {
 pub fn run(args: ServeArgs) -> Result<()> {
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
-    let steering = args.steering.steering(&args.model, &ckpt)?;
-    let alphas = SteeringArgs::default_alphas(&steering);
-    let served = serve::Served { model_name: ckpt.name(), ckpt, template, steering: Some(steering), alphas };
+    // A model with no vectors beside it is still served, unsteered (alpha 0 only), unless
+    // --vectors asked for some.
+    let steering = match args.steering.steering(&args.model, &ckpt) {
+        Ok(steering) => Some(steering),
+        Err(err) if args.steering.vectors.is_none() => {
+            eprintln!("alens serve: no steering (only alpha 0): {err:#}");
+            None
+        }
+        Err(err) => return Err(err),
+    };
+    let alphas = steering.as_ref().map(SteeringArgs::default_alphas).unwrap_or_else(|| vec![0.0]);
+    let served = serve::Served { model_name: ckpt.name(), ckpt, template, steering, alphas };
     let limits = serve::Limits {
         max_batch: args.max_batch,
         max_queue: args.max_queue,
