@@ -8,7 +8,11 @@ use probe::stimuli::StimulusRecord;
 use probe::Site;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use std::path::{Path, PathBuf};
+use probe::capture::parse_layers;
+use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
+use std::path::PathBuf;
+use steer::knob::SweepReport;
+use steer::sweep::SweepOptions;
 use steer::steering::{check_layers, SteerMode, SteerPositions, Steering};
 use steer::vectors::ControlVectors as Vectors;
 
@@ -38,7 +42,9 @@ impl ControlVectors {
 
     /// Writes `.safetensors` and its sidecar, atomically, as `alens lat` does.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.detach(|| self.inner.save(&path)).map_err(errors::runtime)
+        // A wrong file name is a bad argument (ValueError), not a failed write.
+        let kind = if path.extension().is_some_and(|e| e == "safetensors") { errors::Kind::Runtime } else { errors::Kind::Value };
+        py.detach(|| self.inner.save(&path)).map_err(|e| errors::to_py(e, kind))
     }
 
     /// The layers that have a vector, ascending.
@@ -63,6 +69,31 @@ impl ControlVectors {
             None => Ok(py.None().into_bound(py)),
             Some(meta) => json_value(py, &serde_json::to_value(meta).map_err(|e| errors::runtime(e.into()))?),
         }
+    }
+
+    /// Held-out pair accuracy per layer (training accuracy when nothing was held out).
+    #[getter]
+    fn accuracy(&self) -> Option<Vec<f64>> {
+        self.inner.metadata.as_ref().map(|m| m.accuracy.clone())
+    }
+
+    /// Share of the pair-difference variance along each layer's direction.
+    #[getter]
+    fn explained_variance(&self) -> Option<Vec<f64>> {
+        self.inner.metadata.as_ref().map(|m| m.explained_variance.clone())
+    }
+
+    /// Mean training projection of the copy records per layer (the class means project
+    /// steering moves toward).
+    #[getter]
+    fn copy_mean(&self) -> Option<Vec<f64>> {
+        self.inner.metadata.as_ref().map(|m| m.copy_mean.clone())
+    }
+
+    /// Mean training projection of the correct records per layer.
+    #[getter]
+    fn correct_mean(&self) -> Option<Vec<f64>> {
+        self.inner.metadata.as_ref().map(|m| m.correct_mean.clone())
     }
 
     fn default_layers(&self) -> Vec<usize> {
@@ -184,11 +215,26 @@ pub fn steering(
     Steering::new(cv.inner, layers, parse_site(site)?, positions, mode).map_err(errors::value)
 }
 
-#[allow(dead_code)]
-fn exists(path: &Path) -> bool {
-    path.exists()
+fn parse_method(m: &str) -> PyResult<LatMethod> {
+    [LatMethod::Pca, LatMethod::MeanDiff]
+        .into_iter()
+        .find(|x| x.name() == m)
+        .ok_or_else(|| errors::value(anyhow!("method must be pca or mean-diff, got {m:?}")))
 }
 
+fn parse_read_position(p: &str) -> PyResult<ReadPosition> {
+    [ReadPosition::Last, ReadPosition::AnswerMean]
+        .into_iter()
+        .find(|x| x.name() == p)
+        .ok_or_else(|| errors::value(anyhow!("position must be last or answer-mean, got {p:?}")))
+}
+
+fn serialized<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+    json_value(py, &serde_json::to_value(value).map_err(|e| errors::runtime(e.into()))?)
+}
+
+/// LAT as `alens lat`: pairs from the records, activations read at `position`, one reading
+/// vector per layer fitted by `method`, the `layers` kept.
 #[pyfunction]
 #[pyo3(signature = (model, pairs, method="pca", layers=None, position="last", test_fraction=0.25, seed=0, batch_size=8))]
 #[allow(clippy::too_many_arguments)]
@@ -203,23 +249,91 @@ pub fn lat(
     seed: u64,
     batch_size: usize,
 ) -> PyResult<ControlVectors> {
-    let _ = (py, model, pairs, method, layers, position, test_fraction, seed, batch_size);
-    Err(errors::runtime(anyhow!("alens.lat is not built yet")))
+    let records = stimulus_records(pairs)?;
+    let (method, position) = (parse_method(method)?, parse_read_position(position)?);
+    let ckpt = &*model.ckpt;
+    let keep = parse_layers(layers.as_deref().unwrap_or("all"), ckpt.config.num_hidden_layers).map_err(errors::value)?;
+    if !(0.0..1.0).contains(&test_fraction) {
+        return Err(errors::value(anyhow!("test_fraction must be in [0, 1), got {test_fraction}")));
+    }
+    if batch_size == 0 {
+        return Err(errors::value(anyhow!("batch_size must be at least 1")));
+    }
+    let contrast = build_pairs(&records).map_err(errors::value)?;
+    let template = &model.template;
+    let inner = py
+        .detach(|| {
+            guarded("lat panicked", || {
+                let activations = read_activations(ckpt, template, &records, position, batch_size)?;
+                let result = fit(&activations, &contrast, method, test_fraction, seed)?;
+                Ok(Vectors::from_lat(ckpt, &result, position, seed, &keep, None))
+            })
+        })
+        .map_err(errors::runtime)?;
+    Ok(ControlVectors { inner, source: PathBuf::from("<alens.lat>") })
 }
 
+/// The steering sweep as `alens sweep --json`.
 #[pyfunction]
-#[pyo3(signature = (model, records, vectors=None, alphas=None))]
-pub fn sweep<'py>(py: Python<'py>, model: &Model, records: &Bound<'py, PyAny>, vectors: Option<&Bound<'py, PyAny>>, alphas: Option<Vec<f64>>) -> PyResult<Bound<'py, PyAny>> {
-    let _ = (model, records, vectors, alphas);
+#[pyo3(signature = (model, records, vectors=None, alphas=None, random_control=true, layers=None, site="resid_post",
+                    steer_positions=None, steer_mode=None, random_seed=0, max_new_tokens=64, batch_size=32))]
+#[allow(clippy::too_many_arguments)]
+pub fn sweep<'py>(
+    py: Python<'py>,
+    model: &Model,
+    records: &Bound<'py, PyAny>,
+    vectors: Option<&Bound<'py, PyAny>>,
+    alphas: Option<Vec<f64>>,
+    random_control: bool,
+    layers: Option<Vec<usize>>,
+    site: &str,
+    steer_positions: Option<&str>,
+    steer_mode: Option<&str>,
+    random_seed: u64,
+    max_new_tokens: usize,
+    batch_size: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let records = stimulus_records(records)?;
+    let steering = steering(model, vectors, layers, site, steer_positions, steer_mode)?;
+    let alphas = match alphas {
+        Some(a) if a.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
+        Some(a) => a,
+        // As `alens sweep` without --alphas: the vector file's grid, else the mode's.
+        None => match steering.vectors.metadata.as_ref() {
+            Some(m) if !m.alphas.is_empty() => m.alphas.clone(),
+            _ => steering.mode.default_alphas(),
+        },
+    };
+    for &alpha in &alphas {
+        steer::steering::check_alpha(alpha).map_err(errors::value)?;
+    }
+    if batch_size == 0 {
+        return Err(errors::value(anyhow!("batch_size must be at least 1")));
+    }
+    let ckpt = &*model.ckpt;
+    let generation = crate::model::generation(ckpt, max_new_tokens, false, 0.0, 0.9, 0)?;
+    let options = SweepOptions { alphas, generation, batch_size, random_control: random_control.then_some(random_seed) };
+    let template = &model.template;
+    let report = py
+        .detach(|| guarded("sweep panicked", || Ok(SweepReport::new(steer::sweep::sweep(ckpt, template, &records, &steering, &options, None)?, None))))
+        .map_err(errors::runtime)?;
     let _ = finish::<()>(Ok(()), None);
-    let _ = PyList::empty(py);
-    Err(errors::runtime(anyhow!("alens.sweep is not built yet")))
+    serialized(py, &report)
 }
 
+/// Scores on records with references, as `alens eval --json`.
 #[pyfunction]
-#[pyo3(signature = (model, records, max_new_tokens=64, batch_size=8))]
+#[pyo3(signature = (model, records, max_new_tokens=64, batch_size=32))]
 pub fn eval<'py>(py: Python<'py>, model: &Model, records: &Bound<'py, PyAny>, max_new_tokens: usize, batch_size: usize) -> PyResult<Bound<'py, PyAny>> {
-    let _ = (py, model, records, max_new_tokens, batch_size);
-    let _ = guarded::<()>("", || Ok(()));
-    Err(errors::runtime(anyhow!("alens.eval is not built yet")))
+    let records = stimulus_records(records)?;
+    crate::model::generation(&model.ckpt, max_new_tokens, false, 0.0, 0.9, 0)?;
+    if batch_size == 0 {
+        return Err(errors::value(anyhow!("batch_size must be at least 1")));
+    }
+    let (ckpt, template) = (&*model.ckpt, &model.template);
+    let report = py
+        .detach(|| guarded("eval panicked", || steer::eval::evaluate(ckpt, template, &records, max_new_tokens, batch_size, None)))
+        .map_err(errors::runtime)?;
+    let _ = PyList::empty(py);
+    serialized(py, &report)
 }

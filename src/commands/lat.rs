@@ -3,10 +3,9 @@ use anyhow::Result;
 use clap::Args;
 use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
 use probe::stimuli::read_jsonl;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use steer::steering::{SteerMode, SteerPositions};
-use steer::vectors::{ControlVectors, VectorMetadata, SIGN_CONVENTION};
+use steer::vectors::ControlVectors;
 
 /// LAT: extract the copy-vs-correct reading vector at every layer.
 ///
@@ -101,40 +100,16 @@ pub fn run(args: LatArgs) -> Result<()> {
     if let Some(bad) = chosen_layers.iter().flatten().find(|l| !keep.contains(l)) {
         anyhow::bail!("--steer-layers names layer {bad}, which --layers does not save");
     }
-    let default_layers: Vec<usize> = match &chosen_layers {
-        Some(layers) => layers.clone(),
-        None => result.default_layers().into_iter().filter(|l| keep.contains(l)).collect(),
-    };
-    let metadata = VectorMetadata {
-        model: ckpt.path.display().to_string(),
-        d_model: ckpt.config.hidden_size,
-        layers: kept.iter().map(|v| v.layer).collect(),
-        accuracy: kept.iter().map(|v| v.accuracy).collect(),
-        explained_variance: kept.iter().map(|v| v.explained_variance).collect(),
-        scale: kept.iter().map(|v| v.scale as f64).collect(),
-        midpoint: kept.iter().map(|v| v.midpoint).collect(),
-        method: args.method.name().into(),
-        position: args.position.name().into(),
-        seed: args.seed,
-        default_layers: if default_layers.is_empty() { kept.iter().map(|v| v.layer).collect() } else { default_layers },
-        sign: SIGN_CONVENTION.into(),
-        accuracy_is_training: result.accuracy_is_training,
-        train_pairs: result.train_pairs,
-        test_pairs: result.test_pairs,
-        copy_mean: kept.iter().map(|v| v.copy_mean).collect(),
-        correct_mean: kept.iter().map(|v| v.correct_mean).collect(),
-        steer_mode: args.steer_mode,
-        steer_positions: args.steer_positions,
-        alphas: args.alphas.clone().unwrap_or_default(),
-        steer_layers_chosen: chosen_layers.is_some(),
-        provenance: Some(crate::outputs::provenance(&ckpt, Some(args.seed))?),
-        alpha_unit: [SteerMode::Add, SteerMode::Project].iter().map(|m| (m.name().to_string(), m.unit().to_string())).collect(),
-    };
-    println!("default steering layers: {:?}", metadata.default_layers);
-    let vectors = ControlVectors {
-        vectors: kept.iter().map(|v| (v.layer, v.control_vector())).collect::<BTreeMap<_, _>>(),
-        metadata: Some(metadata),
-    };
+    let steer_layers_chosen = chosen_layers.is_some();
+    let mut vectors = ControlVectors::from_lat(&ckpt, &result, args.position, args.seed, &keep, chosen_layers);
+    if let Some(metadata) = vectors.metadata.as_mut() {
+        metadata.steer_mode = args.steer_mode;
+        metadata.steer_positions = args.steer_positions;
+        metadata.alphas = args.alphas.clone().unwrap_or_default();
+        metadata.steer_layers_chosen = steer_layers_chosen;
+        metadata.provenance = Some(crate::outputs::provenance(&ckpt, Some(args.seed))?);
+        println!("default steering layers: {:?}", metadata.default_layers);
+    }
     vectors.save(&args.out)?;
     println!("wrote {} (+ .json sidecar)", args.out.display());
     if let Some(plot) = &args.plot {

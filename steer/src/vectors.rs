@@ -95,6 +95,51 @@ pub fn is_sidecar(path: &Path) -> bool {
 }
 
 impl ControlVectors {
+    /// The vectors a LAT fit gives, for the layers in `keep`: `layers.{i}` = unit direction x
+    /// projection std (the vector added at alpha = 1), with the sidecar `alens lat` writes
+    /// (steering defaults and provenance left for the caller). `default_layers`: the layers to
+    /// steer by default (those kept of LAT's recommendation when `None`).
+    pub fn from_lat(
+        ckpt: &probe::Checkpoint,
+        result: &probe::lat::LatResult,
+        position: probe::lat::ReadPosition,
+        seed: u64,
+        keep: &[usize],
+        default_layers: Option<Vec<usize>>,
+    ) -> Self {
+        let kept: Vec<&probe::lat::ReadingVector> = result.vectors.iter().filter(|v| keep.contains(&v.layer)).collect();
+        let default_layers = match default_layers {
+            Some(layers) => layers,
+            None => result.default_layers().into_iter().filter(|l| keep.contains(l)).collect(),
+        };
+        let metadata = VectorMetadata {
+            model: ckpt.path.display().to_string(),
+            d_model: ckpt.config.hidden_size,
+            layers: kept.iter().map(|v| v.layer).collect(),
+            accuracy: kept.iter().map(|v| v.accuracy).collect(),
+            explained_variance: kept.iter().map(|v| v.explained_variance).collect(),
+            scale: kept.iter().map(|v| v.scale as f64).collect(),
+            midpoint: kept.iter().map(|v| v.midpoint).collect(),
+            method: result.method.name().into(),
+            position: position.name().into(),
+            seed,
+            default_layers: if default_layers.is_empty() { kept.iter().map(|v| v.layer).collect() } else { default_layers },
+            sign: SIGN_CONVENTION.into(),
+            accuracy_is_training: result.accuracy_is_training,
+            train_pairs: result.train_pairs,
+            test_pairs: result.test_pairs,
+            copy_mean: kept.iter().map(|v| v.copy_mean).collect(),
+            correct_mean: kept.iter().map(|v| v.correct_mean).collect(),
+            steer_mode: None,
+            steer_positions: None,
+            alphas: Vec::new(),
+            steer_layers_chosen: false,
+            provenance: None,
+            alpha_unit: [SteerMode::Add, SteerMode::Project].iter().map(|m| (m.name().to_string(), m.unit().to_string())).collect(),
+        };
+        Self { vectors: kept.iter().map(|v| (v.layer, v.control_vector())).collect(), metadata: Some(metadata) }
+    }
+
     /// Per layer: the vector, and the (midpoint, scale) a scan centres and divides by. Files
     /// without a sidecar scan raw projections (midpoint 0) divided by the vector's norm.
     pub fn scan_directions(&self) -> BTreeMap<usize, ScanDirection> {
