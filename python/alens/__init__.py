@@ -224,6 +224,6 @@ def sweep(model: Model, records: Sequence[Record], vectors: Union[None, str, Con
                         random_control, **kwargs)
 
 
-def eval(model: Model, records: Sequence[Record], max_new_tokens: int = 64, batch_size: int = 8) -> Dict[str, Any]:
+def eval(model: Model, records: Sequence[Record], max_new_tokens: int = 64, batch_size: int = 32) -> Dict[str, Any]:
     """Scores the model on records with references, as ``alens eval`` reports them."""
     return _alens.eval(model._m, list(records), max_new_tokens, batch_size)

@@ -101,3 +101,28 @@ def test_vectors_and_lat_arguments(mini, stimuli, tmp_path):
     v = alens.lat(mini, stimuli, layers="1")
     with pytest.raises(ValueError, match="safetensors"):
         v.save(str(tmp_path / "v.npz"))
+
+
+def test_ctrl_c_interrupts_a_long_call(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = (
+        "import alens\n"
+        "m = alens.Model('mini-aligner')\n"
+        "print('ready', flush=True)\n"
+        "while True:\n"
+        "    m.run_with_cache(['hello world'] * 400, batch_size=1)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=str(tmp_path))
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    try:
+        _, err = proc.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("Ctrl-C did not stop run_with_cache")
+    assert "KeyboardInterrupt" in err and "panicked" not in err
