@@ -257,3 +257,41 @@ fn a_closed_stdout_is_no_panic_and_the_outputs_are_still_written() {
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
     assert!(json.is_file(), "the --json output was not written");
 }
+
+/// Reliability 2, classes 1 and 7: the staging file and journal alens derives from an output
+/// path get the output's own checks. A symbolic link or a user's file there is refused and
+/// left as it is, as is an output path that is a dangling link; a journal of another format is
+/// not resumed.
+#[test]
+fn derived_paths_and_dangling_links_are_refused() {
+    let sb = Sandbox::new();
+    let model = sb.s("model");
+    let data: String = (0..4).map(|k| format!("{{\"question\": \"q{k}\", \"answer\": \"a{k}\"}}\n")).collect();
+    std::fs::write(sb.path("d.jsonl"), data).unwrap();
+    let capture = |out: &str, extra: &[&str]| -> Vec<String> {
+        let mut args = case(&["capture", "--model", &model, "--data", &sb.s("d.jsonl"), "--positions", "last", "--out", out]);
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    std::fs::write(sb.path("victim.txt"), "a user's file").unwrap();
+    std::os::unix::fs::symlink(sb.path("victim.txt"), sb.path("linked.safetensors.partial")).unwrap();
+    refused(&sb, &capture(&sb.s("linked.safetensors"), &[]));
+    std::fs::write(sb.path("mine.safetensors.partial"), "a user's notes that happen to have this name").unwrap();
+    refused(&sb, &capture(&sb.s("mine.safetensors"), &[]));
+    std::fs::write(sb.path("old.safetensors.partial.jsonl"), "{\"alens_journal\":99,\"fingerprint\":\"x\"}\n").unwrap();
+    refused(&sb, &capture(&sb.s("old.safetensors"), &["--resume"]));
+
+    // A dangling link as the output (the snapshot cannot read it, so checked by hand).
+    let dir = tempfile::tempdir().unwrap();
+    let link = dir.path().join("out.json");
+    std::os::unix::fs::symlink(dir.path().join("nowhere.json"), &link).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
+        .args(["corpus", "--n", "4", "--out", link.to_str().unwrap()])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.trim().lines().count() == 1 && stderr.contains("dangling"), "{stderr}");
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
+    assert!(!dir.path().join("nowhere.json").exists());
+}

@@ -65,6 +65,47 @@ pub struct AtomicFile {
     /// `None` once committed.
     temp: Option<tempfile::NamedTempFile>,
     dest: PathBuf,
+    /// Whether something stood at `dest` when the write began (an output alens may replace):
+    /// what appears there meanwhile is never silently replaced.
+    replaces: bool,
+}
+
+/// Opens a path alens derives from an output the user named (a staging file, a journal) for
+/// this run alone. It is never followed through a symbolic link, never a file that is already
+/// there unless `existing` says this run continues it, and it is held under an exclusive lock
+/// while the returned file is open, so two runs never write into one.
+pub fn open_derived(path: &Path, existing: bool) -> Result<File> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => {
+            bail!("refusing to use {}: it is a symbolic link (alens names this file after the output and writes it itself)", path.display())
+        }
+        Ok(meta) if !meta.is_file() => bail!("refusing to use {}: it exists and is not a regular file", path.display()),
+        Ok(_) if !existing => bail!(
+            "refusing to replace {}: it exists and is not this run's (another run's, or a user's file); delete it or choose another output",
+            path.display()
+        ),
+        Err(_) if existing => bail!("{} disappeared while alens was using it", path.display()),
+        _ => {}
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true);
+    if !existing {
+        // Two runs that both passed the check above: only one creates the file.
+        options.create_new(true);
+    }
+    let file = options.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!("another alens run is writing {}; wait for it or choose another output", path.display()),
+        _ => anyhow::anyhow!("failed to open {}: {e}", path.display()),
+    })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            bail!("another alens run is writing {}; wait for it or choose another output", path.display())
+        }
+        // A file system without locks: the exclusive creation above still keeps two fresh
+        // runs apart.
+        Err(std::fs::TryLockError::Error(_)) => Ok(file),
+    }
 }
 
 impl AtomicFile {
@@ -83,23 +124,19 @@ impl AtomicFile {
             .tempfile_in(&dir)
             .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
         track_temporary(temp.path());
-        Ok(Self { temp: Some(temp), dest: dest.to_path_buf() })
+        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), replaces: std::fs::symlink_metadata(dest).is_ok() })
     }
 
     /// Like [`AtomicFile::create`], but the temporary has a fixed name, `staging`, so that a
     /// run killed outright can find it again; `reuse` continues the file there instead of
     /// starting empty. Dropped uncommitted, it is removed like any temporary.
+    /// `staging` is claimed with [`open_derived`]: a file already there is continued only
+    /// with `reuse`, and the caller checks that it is this run's.
     pub fn staged(dest: &Path, staging: &Path, reuse: bool) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(!reuse)
-            .open(staging)
-            .with_context(|| format!("failed to open {}", staging.display()))?;
+        let file = open_derived(staging, reuse)?;
         track_temporary(staging);
         let temp = tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(staging)?);
-        Ok(Self { temp: Some(temp), dest: dest.to_path_buf() })
+        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), replaces: std::fs::symlink_metadata(dest).is_ok() })
     }
 
     fn temp(&self) -> &tempfile::NamedTempFile {
@@ -118,7 +155,32 @@ impl AtomicFile {
         let temp = self.temp.take().expect("commit once");
         untrack_temporary(temp.path());
         temp.as_file().sync_all().with_context(|| format!("failed to flush {}", temp.path().display()))?;
-        temp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", self.dest.display()))?;
+        // What stands at the destination now must be what the command checked before its work:
+        // nothing (then the rename must not clobber what appeared meanwhile), or alens' own
+        // earlier output. Otherwise the result is kept beside it, under a name that is said.
+        let appeared = if self.replaces { !written_by_alens(&self.dest) } else { std::fs::symlink_metadata(&self.dest).is_ok() };
+        let persisted = if appeared {
+            Err(temp)
+        } else if self.replaces {
+            temp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", self.dest.display()))?;
+            Ok(())
+        } else {
+            match temp.persist_noclobber(&self.dest) {
+                Ok(_) => Ok(()),
+                Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(e.file),
+                Err(e) => return Err(e.error).with_context(|| format!("failed to move the output into place at {}", self.dest.display())),
+            }
+        };
+        if let Err(temp) = persisted {
+            let kept = kept_name(&self.dest);
+            temp.persist_noclobber(&kept).map_err(|e| e.error).with_context(|| format!("failed to keep the result at {}", kept.display()))?;
+            record_written(&kept);
+            bail!(
+                "{} appeared (or changed) while alens worked and was left as it is; this run's result is in {}",
+                self.dest.display(),
+                kept.display()
+            );
+        }
         record_written(&self.dest);
         // NamedTempFile creates files 0600 (and a writer may have replaced the file at the temp
         // path); an output gets the permissions a new file would.
@@ -128,6 +190,19 @@ impl AtomicFile {
             let _ = std::fs::set_permissions(&self.dest, std::fs::Permissions::from_mode(0o644));
         }
         Ok(())
+    }
+}
+
+/// A free name beside `dest` for a result that could not go to `dest`.
+fn kept_name(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut k = 0;
+    loop {
+        let candidate = dest.with_file_name(format!("{name}.alens-{}{}", std::process::id(), if k == 0 { String::new() } else { format!("-{k}") }));
+        if std::fs::symlink_metadata(&candidate).is_err() {
+            return candidate;
+        }
+        k += 1;
     }
 }
 
@@ -418,6 +493,33 @@ mod tests {
     }
 
     #[test]
+    fn a_file_that_appears_at_the_destination_meanwhile_is_kept_and_the_result_set_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.txt");
+        let mut w = AtomicFile::create(&path).unwrap();
+        w.file().write_all(b"ours").unwrap();
+        std::fs::write(&path, b"theirs").unwrap();
+        let err = w.commit().unwrap_err().to_string();
+        assert!(err.contains("appeared"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
+        let kept: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p != &path).collect();
+        assert_eq!(kept.len(), 1, "{kept:?}");
+        assert_eq!(std::fs::read(&kept[0]).unwrap(), b"ours");
+        assert!(err.contains(&kept[0].display().to_string()), "the kept name is said: {err}");
+    }
+
+    #[test]
+    fn a_derived_path_is_claimed_by_one_run_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.partial");
+        let first = open_derived(&path, false).unwrap();
+        assert!(open_derived(&path, false).is_err(), "a second fresh claim must fail");
+        assert!(open_derived(&path, true).unwrap_err().to_string().contains("another alens run"));
+        drop(first);
+        assert!(open_derived(&path, true).is_ok(), "continued once the first run let go");
+    }
+
+    #[test]
     fn unfinished_write_leaves_destination_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keep.safetensors");
@@ -442,6 +544,9 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
     let mut seen: Vec<PathBuf> = Vec::new();
     for out in outputs {
         let resolved = resolve(out).with_context(|| format!("cannot use {} as an output", out.display()))?;
+        if std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink()) && std::fs::metadata(out).is_err() {
+            bail!("refusing to write {}: it is a symbolic link to nothing (a dangling link is not replaced)", out.display());
+        }
         if let Ok(meta) = std::fs::metadata(out) {
             if !meta.is_file() {
                 bail!("refusing to write {}: it exists and is not a regular file", out.display());

@@ -8,8 +8,11 @@
 use anyhow::{bail, Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+
+/// The journal format this alens writes and resumes; a journal of another is refused.
+pub const FORMAT_VERSION: u32 = 1;
 
 pub struct Journal<E> {
     path: PathBuf,
@@ -38,20 +41,30 @@ impl<E: Serialize + DeserializeOwned> Journal<E> {
     /// when there is none). Without `resume`, an existing journal is an interrupted run the
     /// user may want back: refused, not overwritten.
     pub fn open(path: &Path, fingerprint: &str, resume: bool) -> Result<Self> {
-        let header = serde_json::to_string(&Header { alens_journal: 1, fingerprint: fingerprint.into() })?;
+        let header = serde_json::to_string(&Header { alens_journal: FORMAT_VERSION, fingerprint: fingerprint.into() })?;
         let mut journal = Self { path: path.to_path_buf(), file: None, header, entries: Vec::new() };
-        if !path.exists() {
+        let Ok(meta) = std::fs::symlink_metadata(path) else {
             return Ok(journal);
-        }
-        if !resume {
+        };
+        if !resume && !meta.file_type().is_symlink() {
             bail!("{} holds an interrupted run: rerun with --resume to continue it, or delete it", path.display());
         }
-        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+        // Claimed (and locked) before it is read: two resumed runs never continue one journal.
+        let mut file = crate::io::open_derived(path, true)?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).with_context(|| format!("failed to read {}", path.display()))?;
         let mut lines = text.lines();
         let found: Header = lines
             .next()
             .and_then(|l| serde_json::from_str(l).ok())
             .with_context(|| format!("{} is not an alens journal", path.display()))?;
+        if found.alens_journal != FORMAT_VERSION {
+            bail!(
+                "{} is a journal of format {} (this alens writes {FORMAT_VERSION}): it cannot be resumed here; delete it to start over",
+                path.display(),
+                found.alens_journal
+            );
+        }
         if found.fingerprint != fingerprint {
             bail!("{} is from another run (different data, model or options); delete it to start over", path.display());
         }
@@ -62,7 +75,8 @@ impl<E: Serialize + DeserializeOwned> Journal<E> {
             kept.push(line.to_string());
             journal.entries.push(entry);
         }
-        journal.create(&kept.join("\n"))?;
+        journal.file = Some(file);
+        journal.rewrite(&kept.join("\n"))?;
         Ok(journal)
     }
 
@@ -71,20 +85,24 @@ impl<E: Serialize + DeserializeOwned> Journal<E> {
         &self.entries
     }
 
-    /// Writes `text` as the journal's whole content and opens it for appending.
-    fn create(&mut self, text: &str) -> Result<()> {
-        crate::io::write_atomic(&self.path, format!("{text}\n").as_bytes())?;
+    /// Writes `text` as the whole content of the open journal, which then takes appends.
+    fn rewrite(&mut self, text: &str) -> Result<()> {
         crate::io::track_temporary(&self.path);
-        let file = std::fs::OpenOptions::new().append(true).open(&self.path).with_context(|| format!("failed to open {}", self.path.display()))?;
-        self.file = Some(file);
-        Ok(())
+        let path = self.path.display().to_string();
+        let file = self.file.as_mut().context("the journal is open")?;
+        file.set_len(0)
+            .and_then(|_| file.seek(SeekFrom::Start(0)))
+            .and_then(|_| file.write_all(format!("{text}\n").as_bytes()))
+            .and_then(|_| file.sync_data())
+            .with_context(|| format!("failed to write {path}"))
     }
 
     /// Records a finished unit of work durably (call it after the work's own output is synced).
     pub fn put(&mut self, entry: &E) -> Result<()> {
         if self.file.is_none() {
+            self.file = Some(crate::io::open_derived(&self.path, false)?);
             let header = self.header.clone();
-            self.create(&header)?;
+            self.rewrite(&header)?;
         }
         let mut line = serde_json::to_string(entry)?;
         line.push('\n');

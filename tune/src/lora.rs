@@ -191,6 +191,10 @@ pub struct TrainerState {
     pub options: LoraOptions,
     pub base: String,
     pub data_records: usize,
+    /// sha256 of the training records' content: a resumed run must train on the same data,
+    /// not only as many records. Empty in states written before it was recorded.
+    #[serde(default)]
+    pub data_hash: String,
     pub step: usize,
     pub losses: Vec<f64>,
     pub tokens: usize,
@@ -258,6 +262,7 @@ pub fn tune(
         options: opts.clone(),
         base: base.to_string(),
         data_records: records.len(),
+        data_hash: records_hash(records)?,
         step: 0,
         losses: Vec::new(),
         tokens: 0,
@@ -302,6 +307,11 @@ pub fn tune(
     })
 }
 
+/// The content hash of the training records, in order.
+fn records_hash(records: &[StimulusRecord]) -> Result<String> {
+    Ok(probe::provenance::sha256_hex(&serde_json::to_vec(records)?))
+}
+
 /// Each phase (identity warm-up, corrections) warms up and decays on its own.
 fn phase_lr(opts: &LoraOptions, step: usize) -> f64 {
     if step < opts.identity_steps {
@@ -335,6 +345,9 @@ fn restore(out: &Path, params: &[LoraParam], optimizer: &mut AdamW, fresh: &Trai
     let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("invalid trainer state {}", path.display()))?;
     if state.options != fresh.options || state.data_records != fresh.data_records || state.base != fresh.base {
         bail!("{} was written by a run with other options, data or base; resume only the same run", path.display());
+    }
+    if !state.data_hash.is_empty() && state.data_hash != fresh.data_hash {
+        bail!("{} was written by a run on other training records (as many, another content); resume only the same run", path.display());
     }
     load_factors(&out.join(WEIGHTS_FILE), params)?;
     optimizer.restore(&candle_core::safetensors::load(out.join(MOMENTS_FILE), &Device::Cpu)?, state.step)?;
