@@ -84,3 +84,23 @@ def test_token_id_inputs(mini):
     a = mini.run_with_cache(ids, names=["hook_embed"])[1]["hook_embed"]
     b = mini.run_with_cache("hello", names=["hook_embed"])[1]["hook_embed"]
     np.testing.assert_array_equal(a, b)
+
+
+def test_gil_released_during_compute(mini):
+    import threading
+    import time
+    done = threading.Event()
+    ticks = 0
+    def work():
+        mini.run_with_cache(["hello world, what colour is snow?"] * 300, names=["resid_post"], batch_size=4)
+        done.set()
+    thread = threading.Thread(target=work)
+    started = time.perf_counter()
+    thread.start()
+    while not done.is_set():
+        ticks += 1
+        time.sleep(0.001)
+    thread.join()
+    elapsed = time.perf_counter() - started
+    # A held GIL would leave this loop a handful of iterations for the whole call.
+    assert elapsed < 0.05 or ticks > 10 * elapsed
