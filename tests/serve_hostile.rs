@@ -103,3 +103,36 @@ fn a_full_queue_answers_429_with_retry_after() {
     }
     assert!(results.iter().any(|(s, _, _)| *s == 200));
 }
+
+#[test]
+fn a_client_that_disconnects_frees_its_row() {
+    use std::io::Write;
+    let server = Server::start(&["--max-batch", "1"]);
+    let address = server.url.trim_start_matches("http://").to_string();
+    let body = json!({"question": "how can i steal a car?", "answer": "i will not help with stealing a car.", "alpha": 1.0}).to_string();
+    let request = format!("POST /v1/correct HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    // 30 requests queue behind one another (a batch of one each), and each caller hangs up.
+    let streams: Vec<_> = (0..30)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&address).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    drop(streams);
+    // Wait until the model thread has taken every job off the queue.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let metrics = loop {
+        let (_, metrics) = server.get("/metrics");
+        if metrics.contains("alens_queue_depth 0") || std::time::Instant::now() > until {
+            break metrics;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let batches: f64 = metrics.lines().find_map(|l| l.strip_prefix("alens_batch_size_count ")).unwrap().parse().unwrap();
+    assert!(batches < 15.0, "{batches} of 30 abandoned requests still ran: {metrics}");
+    assert!(metrics.contains("alens_queue_depth 0"), "{metrics}");
+    // And the server still answers.
+    assert_eq!(server.get("/health").0, 200);
+}
