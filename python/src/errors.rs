@@ -15,7 +15,9 @@ pub enum Kind {
 /// A missing file or model anywhere in the chain becomes `FileNotFoundError`.
 fn is_not_found(err: &anyhow::Error) -> bool {
     err.chain().any(|cause| {
-        cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotFound)
             || cause.to_string().contains("does not exist")
             || cause.to_string().contains("is not fetched yet")
     })

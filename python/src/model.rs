@@ -43,26 +43,62 @@ pub fn finish<T>(result: Result<T>, pending: Option<PyErr>) -> PyResult<T> {
     }
 }
 
-fn array<'py, const N: usize>(py: Python<'py>, data: Vec<f32>, shape: [usize; N]) -> PyResult<Bound<'py, PyAny>> {
-    Ok(PyArray1::from_vec(py, data).reshape(shape.to_vec())?.into_any())
+/// What `run_with_cache` hands the Python layer: logits, the cache, token ids, the mask.
+type CacheRun<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyDict>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+);
+
+fn array<'py, const N: usize>(
+    py: Python<'py>,
+    data: Vec<f32>,
+    shape: [usize; N],
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyArray1::from_vec(py, data)
+        .reshape(shape.to_vec())?
+        .into_any())
 }
 
 /// The generation settings `alens generate` builds from its flags.
-pub fn generation(ckpt: &Checkpoint, max_new_tokens: usize, ignore_eos: bool, temperature: f64, top_p: f64, seed: u64) -> PyResult<GenerationConfig> {
+pub fn generation(
+    ckpt: &Checkpoint,
+    max_new_tokens: usize,
+    ignore_eos: bool,
+    temperature: f64,
+    top_p: f64,
+    seed: u64,
+) -> PyResult<GenerationConfig> {
     if !(1..=4096).contains(&max_new_tokens) {
-        return Err(errors::value(anyhow!("max_new_tokens must be between 1 and 4,096, got {max_new_tokens}")));
+        return Err(errors::value(anyhow!(
+            "max_new_tokens must be between 1 and 4,096, got {max_new_tokens}"
+        )));
     }
     let sampling = if temperature > 0.0 {
-        if !(0.001..=100.0).contains(&temperature) || !(top_p > 0.0 && top_p <= 1.0) {
-            return Err(errors::value(anyhow!("temperature must be 0 or between 0.001 and 100, top_p in (0, 1]")));
+        if !((0.001..=100.0).contains(&temperature) && top_p > 0.0 && top_p <= 1.0) {
+            return Err(errors::value(anyhow!(
+                "temperature must be 0 or between 0.001 and 100, top_p in (0, 1]"
+            )));
         }
-        Sampling::TopP { temperature, top_p, seed }
+        Sampling::TopP {
+            temperature,
+            top_p,
+            seed,
+        }
     } else if temperature == 0.0 {
         Sampling::Greedy
     } else {
-        return Err(errors::value(anyhow!("temperature must be 0 or between 0.001 and 100, got {temperature}")));
+        return Err(errors::value(anyhow!(
+            "temperature must be 0 or between 0.001 and 100, got {temperature}"
+        )));
     };
-    Ok(GenerationConfig { max_new_tokens, eos_token_ids: ckpt.eos_token_ids.clone(), ignore_eos, sampling })
+    Ok(GenerationConfig {
+        max_new_tokens,
+        eos_token_ids: ckpt.eos_token_ids.clone(),
+        ignore_eos,
+        sampling,
+    })
 }
 
 fn correction_dict<'py>(py: Python<'py>, c: &Correction) -> PyResult<Bound<'py, PyAny>> {
@@ -74,21 +110,41 @@ fn correction_dict<'py>(py: Python<'py>, c: &Correction) -> PyResult<Bound<'py, 
 impl Model {
     #[new]
     #[pyo3(signature = (name_or_path, adapter=None, bf16_compute=None, template=None))]
-    fn new(py: Python<'_>, name_or_path: PathBuf, adapter: Option<PathBuf>, bf16_compute: Option<&str>, template: Option<&str>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        name_or_path: PathBuf,
+        adapter: Option<PathBuf>,
+        bf16_compute: Option<&str>,
+        template: Option<&str>,
+    ) -> PyResult<Self> {
         let bf16_compute = match bf16_compute {
             None | Some("native") => Bf16Compute::Native,
             Some("exact") => Bf16Compute::Exact,
-            Some(other) => return Err(errors::value(anyhow!("bf16_compute must be \"native\" or \"exact\", got {other:?}"))),
+            Some(other) => {
+                return Err(errors::value(anyhow!(
+                    "bf16_compute must be \"native\" or \"exact\", got {other:?}"
+                )))
+            }
         };
         let template = match template {
             Some(t) => AlignerTemplate::new(t).map_err(errors::value)?,
             None => AlignerTemplate::default(),
         };
-        let options = LoadOptions { keep_quantized: false, bf16_compute };
+        let options = LoadOptions {
+            keep_quantized: false,
+            bf16_compute,
+        };
         let ckpt = py
-            .detach(|| guarded("loading the model panicked", || probe::model::named::load(&name_or_path, adapter.as_deref(), options, None)))
+            .detach(|| {
+                guarded("loading the model panicked", || {
+                    probe::model::named::load(&name_or_path, adapter.as_deref(), options, None)
+                })
+            })
             .map_err(errors::runtime)?;
-        Ok(Self { ckpt: Arc::new(ckpt), template })
+        Ok(Self {
+            ckpt: Arc::new(ckpt),
+            template,
+        })
     }
 
     /// The checkpoint's config as HF's config.json would hold it (JSON text).
@@ -98,7 +154,11 @@ impl Model {
             candle_core::DType::F16 => "float16",
             _ => "float32",
         };
-        let value = self.ckpt.config.to_hf_json(dtype).map_err(errors::runtime)?;
+        let value = self
+            .ckpt
+            .config
+            .to_hf_json(dtype)
+            .map_err(errors::runtime)?;
         Ok(value.to_string())
     }
 
@@ -114,7 +174,10 @@ impl Model {
 
     #[getter]
     fn hook_points(&self) -> Vec<String> {
-        HookPoint::all(self.ckpt.config.num_hidden_layers).iter().map(ToString::to_string).collect()
+        HookPoint::all(self.ckpt.config.num_hidden_layers)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
     }
 
     #[getter]
@@ -123,15 +186,25 @@ impl Model {
     }
 
     fn tokenize(&self, text: &str) -> PyResult<Vec<u32>> {
-        self.ckpt.tokenizer().and_then(|t| t.encode(text)).map_err(errors::value)
+        self.ckpt
+            .tokenizer()
+            .and_then(|t| t.encode(text))
+            .map_err(errors::value)
     }
 
     fn to_string(&self, ids: Vec<u32>) -> PyResult<String> {
-        self.ckpt.tokenizer().and_then(|t| t.decode(&ids)).map_err(errors::value)
+        self.ckpt
+            .tokenizer()
+            .and_then(|t| t.decode(&ids))
+            .map_err(errors::value)
     }
 
     fn to_str_tokens(&self, ids: Vec<u32>) -> PyResult<Vec<String>> {
-        Ok(self.ckpt.tokenizer().map_err(errors::value)?.token_strings(&ids))
+        Ok(self
+            .ckpt
+            .tokenizer()
+            .map_err(errors::value)?
+            .token_strings(&ids))
     }
 
     fn aligner_prompt(&self, question: &str, answer: &str) -> String {
@@ -148,60 +221,101 @@ impl Model {
         positions: &str,
         batch_size: usize,
         logits: bool,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyDict>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+    ) -> PyResult<CacheRun<'py>> {
         let ckpt = &*self.ckpt;
         let seqs = sequences(ckpt, &self.template, inputs)?;
         let all = match positions {
             "all" => true,
             "last" => false,
-            other => return Err(errors::value(anyhow!("positions must be \"all\" or \"last\", got {other:?}"))),
+            other => {
+                return Err(errors::value(anyhow!(
+                    "positions must be \"all\" or \"last\", got {other:?}"
+                )))
+            }
         };
         if batch_size == 0 {
             return Err(errors::value(anyhow!("batch_size must be at least 1")));
         }
         let n = ckpt.config.num_hidden_layers;
-        let mode = if all { PositionMode::All } else { PositionMode::Last };
+        let mode = if all {
+            PositionMode::All
+        } else {
+            PositionMode::Last
+        };
         let points = match &names {
             None => HookPoint::all(n),
             Some(list) if list.is_empty() => Vec::new(),
-            Some(list) => CaptureRequest::parse(&list.join(","), "all", n, mode).map_err(errors::value)?.points,
+            Some(list) => {
+                CaptureRequest::parse(&list.join(","), "all", n, mode)
+                    .map_err(errors::value)?
+                    .points
+            }
         };
         let (b, d, vocab) = (seqs.len(), ckpt.config.hidden_size, ckpt.config.vocab_size);
         let width = seqs.iter().map(Vec::len).max().unwrap_or(0);
         let rows = if all { b * width } else { b };
         let mut kept: Vec<Vec<f32>> = points.iter().map(|_| vec![0.0; rows * d]).collect();
-        let mut unembedded: Vec<f32> = if logits { vec![0.0; rows * vocab] } else { Vec::new() };
+        let mut unembedded: Vec<f32> = if logits {
+            vec![0.0; rows * vocab]
+        } else {
+            Vec::new()
+        };
         let mut pending = None;
         let result = py.detach(|| {
             guarded("run_with_cache panicked", || {
-                probe::batched::run_batched(ckpt, &seqs, &points, batch_size, "run_with_cache", |batch| {
-                    for (row, &i) in batch.sequences.iter().enumerate() {
-                        let first = if all { i * width } else { i };
-                        for (k, &point) in points.iter().enumerate() {
-                            let act = if all { batch.rows(point, row)? } else { batch.last(point, row)? };
-                            let values: Vec<f32> = act.flatten_all()?.to_vec1()?;
-                            kept[k][first * d..first * d + values.len()].copy_from_slice(&values);
-                        }
-                    }
-                    if logits {
-                        // As `alens capture --points logits`: unembed only what is kept.
-                        let normed = if all { batch.normed.clone() } else { batch.last_normed()? };
-                        let out = ckpt.model.logits(&normed)?;
+                probe::batched::run_batched(
+                    ckpt,
+                    &seqs,
+                    &points,
+                    batch_size,
+                    "run_with_cache",
+                    |batch| {
                         for (row, &i) in batch.sequences.iter().enumerate() {
                             let first = if all { i * width } else { i };
-                            let rows = if all { out.get(row)?.narrow(0, 0, batch.len(row))? } else { out.get(row)? };
-                            let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
-                            unembedded[first * vocab..first * vocab + values.len()].copy_from_slice(&values);
+                            for (k, &point) in points.iter().enumerate() {
+                                let act = if all {
+                                    batch.rows(point, row)?
+                                } else {
+                                    batch.last(point, row)?
+                                };
+                                let values: Vec<f32> = act.flatten_all()?.to_vec1()?;
+                                kept[k][first * d..first * d + values.len()]
+                                    .copy_from_slice(&values);
+                            }
                         }
-                    }
-                    interrupted(&mut pending)
-                })
+                        if logits {
+                            // As `alens capture --points logits`: unembed only what is kept.
+                            let normed = if all {
+                                batch.normed.clone()
+                            } else {
+                                batch.last_normed()?
+                            };
+                            let out = ckpt.model.logits(&normed)?;
+                            for (row, &i) in batch.sequences.iter().enumerate() {
+                                let first = if all { i * width } else { i };
+                                let rows = if all {
+                                    out.get(row)?.narrow(0, 0, batch.len(row))?
+                                } else {
+                                    out.get(row)?
+                                };
+                                let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
+                                unembedded[first * vocab..first * vocab + values.len()]
+                                    .copy_from_slice(&values);
+                            }
+                        }
+                        interrupted(&mut pending)
+                    },
+                )
             })
         });
         finish(result, pending)?;
         let cache = PyDict::new(py);
         for (point, values) in points.iter().zip(kept) {
-            let arr = if all { array(py, values, [b, width, d])? } else { array(py, values, [b, d])? };
+            let arr = if all {
+                array(py, values, [b, width, d])?
+            } else {
+                array(py, values, [b, d])?
+            };
             cache.set_item(point.to_string(), arr)?;
         }
         let logits = match (logits, all) {
@@ -245,7 +359,11 @@ impl Model {
                 if !logits {
                     return Ok(Vec::new());
                 }
-                Ok(ckpt.model.logits(&normed)?.flatten_all()?.to_vec1::<f32>()?)
+                Ok(ckpt
+                    .model
+                    .logits(&normed)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?)
             })
         });
         let pending = hooks.error.take();
@@ -282,8 +400,22 @@ impl Model {
         record.set_item("question", question)?;
         record.set_item("answer", answer)?;
         let alphas = alpha.map(|a| vec![a]);
-        let out = self.generate_many(py, records.as_any(), alphas, vectors, layers, site, steer_positions, steer_mode,
-                                     max_new_tokens, ignore_eos, temperature, top_p, seed, 1)?;
+        let out = self.generate_many(
+            py,
+            records.as_any(),
+            alphas,
+            vectors,
+            layers,
+            site,
+            steer_positions,
+            steer_mode,
+            max_new_tokens,
+            ignore_eos,
+            temperature,
+            top_p,
+            seed,
+            1,
+        )?;
         out.get_item(0)
     }
 
@@ -316,11 +448,20 @@ impl Model {
             return Err(errors::value(anyhow!("batch_size must be at least 1")));
         }
         let steering = match &alphas {
-            Some(list) if list.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
+            Some(list) if list.is_empty() => {
+                return Err(errors::value(anyhow!("alphas needs at least one value")))
+            }
             // Unsteered, or alpha 0 with no vectors named: the plain forward (bit-identical).
             None => None,
             Some(list) if vectors.is_none() && list.iter().all(|&a| a == 0.0) => None,
-            Some(_) => Some(vectors::steering(self, vectors, layers, site, steer_positions, steer_mode)?),
+            Some(_) => Some(vectors::steering(
+                self,
+                vectors,
+                layers,
+                site,
+                steer_positions,
+                steer_mode,
+            )?),
         };
         for &alpha in alphas.iter().flatten() {
             steer::steering::check_alpha(alpha).map_err(errors::value)?;
@@ -331,21 +472,44 @@ impl Model {
         let result = py.detach(|| {
             guarded("generation panicked", || {
                 let tokenizer = ckpt.tokenizer()?;
-                let pair_refs: Vec<(&str, &str)> = pairs.iter().map(|(q, a)| (q.as_str(), a.as_str())).collect();
+                let pair_refs: Vec<(&str, &str)> = pairs
+                    .iter()
+                    .map(|(q, a)| (q.as_str(), a.as_str()))
+                    .collect();
                 let mut per_alpha = Vec::new();
                 for &alpha in &alphas {
                     let outputs = match &steering {
-                        None => run_aligner_many(ckpt, template, &pair_refs, &config, batch_size, &mut NoHooks, &mut |_| {}, None)?,
+                        None => run_aligner_many(
+                            ckpt,
+                            template,
+                            &pair_refs,
+                            &config,
+                            batch_size,
+                            &mut NoHooks,
+                            &mut |_| {},
+                            None,
+                        )?,
                         Some(s) => {
                             let mut hook = s.at(alpha, ckpt.model.device())?;
-                            run_aligner_many(ckpt, template, &pair_refs, &config, batch_size, &mut hook, &mut |_| {}, None)?
+                            run_aligner_many(
+                                ckpt,
+                                template,
+                                &pair_refs,
+                                &config,
+                                batch_size,
+                                &mut hook,
+                                &mut |_| {},
+                                None,
+                            )?
                         }
                     };
                     interrupted(&mut pending)?;
                     let corrections: Vec<Correction> = outputs
                         .into_iter()
                         .zip(&pairs)
-                        .map(|(out, (_, answer))| Correction::new(tokenizer, answer, out, alpha, &ckpt.name()))
+                        .map(|(out, (_, answer))| {
+                            Correction::new(tokenizer, answer, out, alpha, &ckpt.name())
+                        })
                         .collect::<Result<_>>()?;
                     per_alpha.push(corrections);
                 }

@@ -4,16 +4,16 @@ use crate::errors::{self, guarded};
 use crate::model::{finish, Model};
 use anyhow::anyhow;
 use numpy::{PyArray1, PyArrayMethods};
+use probe::capture::parse_layers;
+use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
 use probe::stimuli::StimulusRecord;
 use probe::Site;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use probe::capture::parse_layers;
-use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
 use std::path::PathBuf;
 use steer::knob::SweepReport;
-use steer::sweep::SweepOptions;
 use steer::steering::{check_layers, SteerMode, SteerPositions, Steering};
+use steer::sweep::SweepOptions;
 use steer::vectors::ControlVectors as Vectors;
 
 /// The vector file a shipped model keeps beside its weights (or its adapter), and the
@@ -33,18 +33,31 @@ impl ControlVectors {
     /// Reads `.safetensors` (+ its `.json` sidecar) or a llama.cpp/repeng `.gguf`.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py.detach(|| Vectors::load_unchecked(&path)).map_err(errors::runtime)?;
+        let inner = py
+            .detach(|| Vectors::load_unchecked(&path))
+            .map_err(errors::runtime)?;
         if inner.vectors.is_empty() {
-            return Err(errors::value(anyhow!("{} holds no layers.{{i}} (or direction.{{k}}) vectors", path.display())));
+            return Err(errors::value(anyhow!(
+                "{} holds no layers.{{i}} (or direction.{{k}}) vectors",
+                path.display()
+            )));
         }
-        Ok(Self { inner, source: path })
+        Ok(Self {
+            inner,
+            source: path,
+        })
     }
 
     /// Writes `.safetensors` and its sidecar, atomically, as `alens lat` does.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
         // A wrong file name is a bad argument (ValueError), not a failed write.
-        let kind = if path.extension().is_some_and(|e| e == "safetensors") { errors::Kind::Runtime } else { errors::Kind::Value };
-        py.detach(|| self.inner.save(&path)).map_err(|e| errors::to_py(e, kind))
+        let kind = if path.extension().is_some_and(|e| e == "safetensors") {
+            errors::Kind::Runtime
+        } else {
+            errors::Kind::Value
+        };
+        py.detach(|| self.inner.save(&path))
+            .map_err(|e| errors::to_py(e, kind))
     }
 
     /// The layers that have a vector, ascending.
@@ -67,7 +80,10 @@ impl ControlVectors {
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.inner.metadata {
             None => Ok(py.None().into_bound(py)),
-            Some(meta) => json_value(py, &serde_json::to_value(meta).map_err(|e| errors::runtime(e.into()))?),
+            Some(meta) => json_value(
+                py,
+                &serde_json::to_value(meta).map_err(|e| errors::runtime(e.into()))?,
+            ),
         }
     }
 
@@ -80,7 +96,10 @@ impl ControlVectors {
     /// Share of the pair-difference variance along each layer's direction.
     #[getter]
     fn explained_variance(&self) -> Option<Vec<f64>> {
-        self.inner.metadata.as_ref().map(|m| m.explained_variance.clone())
+        self.inner
+            .metadata
+            .as_ref()
+            .map(|m| m.explained_variance.clone())
     }
 
     /// Mean training projection of the copy records per layer (the class means project
@@ -101,18 +120,26 @@ impl ControlVectors {
     }
 
     fn __repr__(&self) -> String {
-        format!("ControlVectors(layers={:?}, from={})", self.layers(), self.source.display())
+        format!(
+            "ControlVectors(layers={:?}, from={})",
+            self.layers(),
+            self.source.display()
+        )
     }
 }
 
 /// A serde value as the Python object `json.loads` makes of it.
 pub fn json_value<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    py.import("json")?.call_method1("loads", (value.to_string(),))
+    py.import("json")?
+        .call_method1("loads", (value.to_string(),))
 }
 
 /// `(question, answer)` of each record (dicts with those keys).
 pub fn question_answers(records: &Bound<'_, PyAny>) -> PyResult<Vec<(String, String)>> {
-    Ok(stimulus_records(records)?.into_iter().map(|r| (r.question, r.answer)).collect())
+    Ok(stimulus_records(records)?
+        .into_iter()
+        .map(|r| (r.question, r.answer))
+        .collect())
 }
 
 /// Records (dicts with question, answer and optionally correction, category) through the
@@ -122,7 +149,14 @@ pub fn stimulus_records(records: &Bound<'_, PyAny>) -> PyResult<Vec<StimulusReco
     let items: Vec<Bound<'_, PyAny>> = if records.cast::<PyDict>().is_ok() {
         vec![records.clone()]
     } else {
-        records.try_iter().map_err(|_| errors::value(anyhow!("records must be a list of dicts with question and answer")))?.collect::<PyResult<_>>()?
+        records
+            .try_iter()
+            .map_err(|_| {
+                errors::value(anyhow!(
+                    "records must be a list of dicts with question and answer"
+                ))
+            })?
+            .collect::<PyResult<_>>()?
     };
     if items.is_empty() {
         return Err(errors::value(anyhow!("no records given")));
@@ -133,10 +167,14 @@ pub fn stimulus_records(records: &Bound<'_, PyAny>) -> PyResult<Vec<StimulusReco
         .enumerate()
         .map(|(i, item)| {
             if item.cast::<PyDict>().is_err() {
-                return Err(errors::value(anyhow!("record {} is not a dict with question and answer", i + 1)));
+                return Err(errors::value(anyhow!(
+                    "record {} is not a dict with question and answer",
+                    i + 1
+                )));
             }
             let text: String = dumps.call1((item,))?.extract()?;
-            serde_json::from_str::<StimulusRecord>(&text).map_err(|e| errors::value(anyhow!("record {}: {e}", i + 1)))
+            serde_json::from_str::<StimulusRecord>(&text)
+                .map_err(|e| errors::value(anyhow!("record {}: {e}", i + 1)))
         })
         .collect()
 }
@@ -144,7 +182,12 @@ pub fn stimulus_records(records: &Bound<'_, PyAny>) -> PyResult<Vec<StimulusReco
 /// The vectors shipped beside the model (its adapter's directory, then its own), else `None`.
 pub fn default_vectors(model: &Model) -> PyResult<Option<ControlVectors>> {
     let ckpt = &model.ckpt;
-    let beside = ckpt.adapter.iter().chain(std::iter::once(&ckpt.path)).map(|p| p.join(MODEL_VECTORS)).find(|p| p.is_file());
+    let beside = ckpt
+        .adapter
+        .iter()
+        .chain(std::iter::once(&ckpt.path))
+        .map(|p| p.join(MODEL_VECTORS))
+        .find(|p| p.is_file());
     match beside {
         None => Ok(None),
         Some(path) => Python::attach(|py| ControlVectors::load(py, path)).map(Some),
@@ -153,33 +196,56 @@ pub fn default_vectors(model: &Model) -> PyResult<Option<ControlVectors>> {
 
 /// `vectors` as given (a ControlVectors, a path) or the model's shipped ones, checked against
 /// the model.
-pub fn resolve_vectors(model: &Model, vectors: Option<&Bound<'_, PyAny>>) -> PyResult<ControlVectors> {
+pub fn resolve_vectors(
+    model: &Model,
+    vectors: Option<&Bound<'_, PyAny>>,
+) -> PyResult<ControlVectors> {
     let cv = match vectors {
         Some(v) => match v.cast::<ControlVectors>() {
             Ok(cv) => cv.get().clone(),
             Err(_) => {
-                let path: PathBuf = v.extract().map_err(|_| errors::value(anyhow!("vectors must be an alens.ControlVectors or a path")))?;
+                let path: PathBuf = v.extract().map_err(|_| {
+                    errors::value(anyhow!("vectors must be an alens.ControlVectors or a path"))
+                })?;
                 ControlVectors::load(v.py(), path)?
             }
         },
         None => default_vectors(model)?.ok_or_else(|| {
-            errors::value(anyhow!("{} has no {MODEL_VECTORS} beside it: pass vectors= (e.g. from alens.lat)", model.ckpt.path.display()))
+            errors::value(anyhow!(
+                "{} has no {MODEL_VECTORS} beside it: pass vectors= (e.g. from alens.lat)",
+                model.ckpt.path.display()
+            ))
         })?,
     };
     let cfg = &model.ckpt.config;
-    cv.inner.validate(&cv.source, cfg.hidden_size, cfg.num_hidden_layers).map_err(errors::value)?;
+    cv.inner
+        .validate(&cv.source, cfg.hidden_size, cfg.num_hidden_layers)
+        .map_err(errors::value)?;
     Ok(cv)
 }
 
 fn parse_site(site: &str) -> PyResult<Site> {
-    Site::from_short(site).ok_or_else(|| errors::value(anyhow!("unknown site {site:?} (resid_pre, attn_out, resid_mid, mlp_out, resid_post)")))
+    Site::from_short(site).ok_or_else(|| {
+        errors::value(anyhow!(
+            "unknown site {site:?} (resid_pre, attn_out, resid_mid, mlp_out, resid_post)"
+        ))
+    })
 }
 
 fn parse_positions(p: &str) -> PyResult<SteerPositions> {
-    [SteerPositions::All, SteerPositions::Prompt, SteerPositions::Generated, SteerPositions::Decision]
-        .into_iter()
-        .find(|x| x.name() == p)
-        .ok_or_else(|| errors::value(anyhow!("steer_positions must be all, prompt, generated or decision, got {p:?}")))
+    [
+        SteerPositions::All,
+        SteerPositions::Prompt,
+        SteerPositions::Generated,
+        SteerPositions::Decision,
+    ]
+    .into_iter()
+    .find(|x| x.name() == p)
+    .ok_or_else(|| {
+        errors::value(anyhow!(
+            "steer_positions must be all, prompt, generated or decision, got {p:?}"
+        ))
+    })
 }
 
 fn parse_mode(m: &str) -> PyResult<SteerMode> {
@@ -210,7 +276,9 @@ pub fn steering(
     };
     let positions = match steer_positions {
         Some(p) => parse_positions(p)?,
-        None => meta.and_then(|m| m.steer_positions).unwrap_or(SteerPositions::All),
+        None => meta
+            .and_then(|m| m.steer_positions)
+            .unwrap_or(SteerPositions::All),
     };
     Steering::new(cv.inner, layers, parse_site(site)?, positions, mode).map_err(errors::value)
 }
@@ -230,7 +298,10 @@ fn parse_read_position(p: &str) -> PyResult<ReadPosition> {
 }
 
 fn serialized<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
-    json_value(py, &serde_json::to_value(value).map_err(|e| errors::runtime(e.into()))?)
+    json_value(
+        py,
+        &serde_json::to_value(value).map_err(|e| errors::runtime(e.into()))?,
+    )
 }
 
 /// LAT as `alens lat`: pairs from the records, activations read at `position`, one reading
@@ -252,9 +323,15 @@ pub fn lat(
     let records = stimulus_records(pairs)?;
     let (method, position) = (parse_method(method)?, parse_read_position(position)?);
     let ckpt = &*model.ckpt;
-    let keep = parse_layers(layers.as_deref().unwrap_or("all"), ckpt.config.num_hidden_layers).map_err(errors::value)?;
+    let keep = parse_layers(
+        layers.as_deref().unwrap_or("all"),
+        ckpt.config.num_hidden_layers,
+    )
+    .map_err(errors::value)?;
     if !(0.0..1.0).contains(&test_fraction) {
-        return Err(errors::value(anyhow!("test_fraction must be in [0, 1), got {test_fraction}")));
+        return Err(errors::value(anyhow!(
+            "test_fraction must be in [0, 1), got {test_fraction}"
+        )));
     }
     if batch_size == 0 {
         return Err(errors::value(anyhow!("batch_size must be at least 1")));
@@ -266,11 +343,16 @@ pub fn lat(
             guarded("lat panicked", || {
                 let activations = read_activations(ckpt, template, &records, position, batch_size)?;
                 let result = fit(&activations, &contrast, method, test_fraction, seed)?;
-                Ok(Vectors::from_lat(ckpt, &result, position, seed, &keep, None))
+                Ok(Vectors::from_lat(
+                    ckpt, &result, position, seed, &keep, None,
+                ))
             })
         })
         .map_err(errors::runtime)?;
-    Ok(ControlVectors { inner, source: PathBuf::from("<alens.lat>") })
+    Ok(ControlVectors {
+        inner,
+        source: PathBuf::from("<alens.lat>"),
+    })
 }
 
 /// The steering sweep as `alens sweep --json`.
@@ -296,7 +378,9 @@ pub fn sweep<'py>(
     let records = stimulus_records(records)?;
     let steering = steering(model, vectors, layers, site, steer_positions, steer_mode)?;
     let alphas = match alphas {
-        Some(a) if a.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
+        Some(a) if a.is_empty() => {
+            return Err(errors::value(anyhow!("alphas needs at least one value")))
+        }
         Some(a) => a,
         // As `alens sweep` without --alphas: the vector file's grid, else the mode's.
         None => match steering.vectors.metadata.as_ref() {
@@ -312,10 +396,22 @@ pub fn sweep<'py>(
     }
     let ckpt = &*model.ckpt;
     let generation = crate::model::generation(ckpt, max_new_tokens, false, 0.0, 0.9, 0)?;
-    let options = SweepOptions { alphas, generation, batch_size, random_control: random_control.then_some(random_seed) };
+    let options = SweepOptions {
+        alphas,
+        generation,
+        batch_size,
+        random_control: random_control.then_some(random_seed),
+    };
     let template = &model.template;
     let report = py
-        .detach(|| guarded("sweep panicked", || Ok(SweepReport::new(steer::sweep::sweep(ckpt, template, &records, &steering, &options, None)?, None))))
+        .detach(|| {
+            guarded("sweep panicked", || {
+                Ok(SweepReport::new(
+                    steer::sweep::sweep(ckpt, template, &records, &steering, &options, None)?,
+                    None,
+                ))
+            })
+        })
         .map_err(errors::runtime)?;
     let _ = finish::<()>(Ok(()), None);
     serialized(py, &report)
@@ -324,7 +420,13 @@ pub fn sweep<'py>(
 /// Scores on records with references, as `alens eval --json`.
 #[pyfunction]
 #[pyo3(signature = (model, records, max_new_tokens=64, batch_size=32))]
-pub fn eval<'py>(py: Python<'py>, model: &Model, records: &Bound<'py, PyAny>, max_new_tokens: usize, batch_size: usize) -> PyResult<Bound<'py, PyAny>> {
+pub fn eval<'py>(
+    py: Python<'py>,
+    model: &Model,
+    records: &Bound<'py, PyAny>,
+    max_new_tokens: usize,
+    batch_size: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     let records = stimulus_records(records)?;
     crate::model::generation(&model.ckpt, max_new_tokens, false, 0.0, 0.9, 0)?;
     if batch_size == 0 {
@@ -332,7 +434,11 @@ pub fn eval<'py>(py: Python<'py>, model: &Model, records: &Bound<'py, PyAny>, ma
     }
     let (ckpt, template) = (&*model.ckpt, &model.template);
     let report = py
-        .detach(|| guarded("eval panicked", || steer::eval::evaluate(ckpt, template, &records, max_new_tokens, batch_size, None)))
+        .detach(|| {
+            guarded("eval panicked", || {
+                steer::eval::evaluate(ckpt, template, &records, max_new_tokens, batch_size, None)
+            })
+        })
         .map_err(errors::runtime)?;
     let _ = PyList::empty(py);
     serialized(py, &report)

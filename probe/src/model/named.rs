@@ -24,7 +24,9 @@ pub fn shipped(relative: &str) -> PathBuf {
     if local.exists() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
 }
 
 /// A model argument to a path: an existing path as is, `mini-aligner` / `aligner-135m` to the
@@ -48,7 +50,11 @@ pub fn resolve(model: &Path) -> Result<PathBuf> {
             )
         });
     }
-    let names: Vec<&str> = known::KNOWN_MODELS.iter().map(|m| m.name).chain([ALIGNER_135M_NAME, MINI_ALIGNER_NAME]).collect();
+    let names: Vec<&str> = known::KNOWN_MODELS
+        .iter()
+        .map(|m| m.name)
+        .chain([ALIGNER_135M_NAME, MINI_ALIGNER_NAME])
+        .collect();
     bail!(
         "model {} does not exist: give a checkpoint directory, a .gguf file or a known name ({})",
         model.display(),
@@ -62,10 +68,18 @@ pub type FetchBase<'a> = Option<&'a dyn Fn(&'static KnownModel) -> Result<PathBu
 
 /// Loads the model at `model` (after [`resolve`]) with `adapter` merged. An adapter directory
 /// given as the model brings its own base (`base_model_name_or_path`).
-pub fn load(model: &Path, adapter: Option<&Path>, options: LoadOptions, fetch_base: FetchBase) -> Result<Checkpoint> {
+pub fn load(
+    model: &Path,
+    adapter: Option<&Path>,
+    options: LoadOptions,
+    fetch_base: FetchBase,
+) -> Result<Checkpoint> {
     let path = resolve(model)?;
     let (base, adapter) = match (is_adapter_dir(&path), adapter) {
-        (true, Some(_)) => bail!("{} is itself an adapter; give its base as --model or drop --adapter", path.display()),
+        (true, Some(_)) => bail!(
+            "{} is itself an adapter; give its base as --model or drop --adapter",
+            path.display()
+        ),
         (true, None) => {
             let lora = LoraAdapter::load(&path)?;
             (resolve_base(&lora.base_model()?, fetch_base)?, Some(lora))
@@ -81,7 +95,9 @@ pub fn load(model: &Path, adapter: Option<&Path>, options: LoadOptions, fetch_ba
 fn resolve_base(base: &Path, fetch_base: FetchBase) -> Result<PathBuf> {
     let name = base.to_string_lossy();
     match (known::known(&name), fetch_base) {
-        (Some(model), Some(fetch)) if !base.exists() && known::cached(model).is_none() => fetch(model),
+        (Some(model), Some(fetch)) if !base.exists() && known::cached(model).is_none() => {
+            fetch(model)
+        }
         _ => resolve(base),
     }
 }
