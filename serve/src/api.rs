@@ -71,7 +71,11 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
         let hint = non_json_number(body).map(|(field, word)| format!(" (field `{field}`: {word} is not a JSON number)")).unwrap_or_default();
         ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}{hint}"))
     })?;
-    serde_json::from_value(value).map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{e}")))
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
+    })
 }
 
 /// The field holding a NaN or an infinity, which JSON cannot carry but some encoders write.
@@ -285,6 +289,9 @@ struct Usage {
     total_tokens: usize,
 }
 
+/// Makes completion ids unique within a nanosecond.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(0);
+
 async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejection>) -> Response {
     let started = Instant::now();
     let result = async {
@@ -311,8 +318,9 @@ async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
         Err(e) => e.into_response(),
         Ok((stream, c, prompt_tokens)) => {
             let usage = Usage { prompt_tokens, completion_tokens: c.token_ids.len(), total_tokens: prompt_tokens + c.token_ids.len() };
-            let id = format!("chatcmpl-{}", started.elapsed().as_nanos() ^ (std::process::id() as u128) << 32);
-            let created = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+            let id = format!("chatcmpl-{:x}{:04x}", now.as_nanos(), NEXT_ID.fetch_add(1, Ordering::Relaxed) & 0xffff);
+            let created = now.as_secs();
             if stream {
                 sse(&id, created, &c, &usage)
             } else {
