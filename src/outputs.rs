@@ -12,10 +12,10 @@ pub fn check(files: &[Option<&PathBuf>], inputs: &[PathBuf]) -> Result<()> {
     probe::io::check_outputs(&outputs, &inputs)
 }
 
-/// The same for an output directory.
-pub fn check_dir(dir: &Path, inputs: &[PathBuf]) -> Result<()> {
+/// The same for an output directory, into which the command writes `files`.
+pub fn check_dir(dir: &Path, inputs: &[PathBuf], files: &[&str]) -> Result<()> {
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();
-    probe::io::check_output_dir(dir, &inputs)
+    probe::io::check_output_dir(dir, &inputs, files)
 }
 
 /// Where an output of this run comes from: the alens version, the command line, `seed`, and

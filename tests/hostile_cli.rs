@@ -295,3 +295,22 @@ fn derived_paths_and_dangling_links_are_refused() {
     assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink(), "the link was replaced");
     assert!(!dir.path().join("nowhere.json").exists());
 }
+
+/// Reliability 2, class 2: a directory output follows the files' rule. A file there that the
+/// command would write, and that alens did not write, stops the command before any work.
+#[test]
+fn directory_outputs_never_overwrite_files_alens_did_not_write() {
+    let sb = Sandbox::new();
+    let model = sb.s("model");
+    let data: String =
+        (0..4).map(|k| format!("{{\"question\": \"q{k}\", \"answer\": \"a{k}\", \"correction\": \"c{k}\"}}\n")).collect();
+    std::fs::write(sb.path("d.jsonl"), data).unwrap();
+    for (dir, file) in [("report", "index.html"), ("adapter", "adapter_model.safetensors"), ("mini", "config.json"), ("export", "notes.txt")] {
+        std::fs::create_dir(sb.path(dir)).unwrap();
+        std::fs::write(sb.path(dir).join(file), format!("a user's {file}")).unwrap();
+    }
+    refused(&sb, &case(&["demo", "--model", &model, "--out", &sb.s("report")]));
+    refused(&sb, &case(&["tune", "--base", &model, "--data", &sb.s("d.jsonl"), "--steps", "2", "--out", &sb.s("adapter")]));
+    refused(&sb, &case(&["train-mini", "--steps", "2", "--out", &sb.s("mini")]));
+    refused(&sb, &case(&["export-hf", "--model", &model, "--out", &sb.s("export")]));
+}

@@ -284,6 +284,9 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     Ok(report)
 }
 
+/// Every file a trained checkpoint directory holds.
+pub const FILES: [&str; 5] = ["config.json", "generation_config.json", "training.json", "model.safetensors", "tokenizer.json"];
+
 fn write_checkpoint(
     out: &Path,
     varmap: &VarMap,
@@ -308,12 +311,13 @@ fn write_checkpoint(
         .iter()
         .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
         .collect();
-    let tmp = out.join(".model.safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &tmp).context("failed to write model.safetensors")?;
-    std::fs::rename(&tmp, out.join("model.safetensors"))?;
-    let tmp = out.join(".tokenizer.json.tmp");
-    tokenizer.save(&tmp)?;
-    std::fs::rename(&tmp, out.join("tokenizer.json"))?;
+    // Written through alens' atomic writer, so they are logged as alens' own like the rest.
+    let weights = probe::io::AtomicFile::create(&out.join("model.safetensors"))?;
+    candle_core::safetensors::save(&tensors, weights.temp_path()).context("failed to write model.safetensors")?;
+    weights.commit()?;
+    let tokenizer_file = probe::io::AtomicFile::create(&out.join("tokenizer.json"))?;
+    tokenizer.save(tokenizer_file.temp_path())?;
+    tokenizer_file.commit()?;
     Ok(())
 }
 

@@ -65,9 +65,27 @@ pub struct AtomicFile {
     /// `None` once committed.
     temp: Option<tempfile::NamedTempFile>,
     dest: PathBuf,
-    /// Whether something stood at `dest` when the write began (an output alens may replace):
-    /// what appears there meanwhile is never silently replaced.
-    replaces: bool,
+    /// What stood at `dest` when the write began (an output the command may replace): what
+    /// appears or changes there meanwhile is never silently replaced.
+    found: Option<FileIdentity>,
+}
+
+/// What tells one file at a path from another: device, inode, length, modification time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileIdentity(u64, u64, u64, Option<std::time::SystemTime>);
+
+impl FileIdentity {
+    fn at(path: &Path) -> Option<Self> {
+        let meta = std::fs::symlink_metadata(path).ok()?;
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        Some(Self(dev, ino, meta.len(), meta.modified().ok()))
+    }
 }
 
 /// Opens a path alens derives from an output the user named (a staging file, a journal) for
@@ -124,7 +142,7 @@ impl AtomicFile {
             .tempfile_in(&dir)
             .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
         track_temporary(temp.path());
-        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), replaces: std::fs::symlink_metadata(dest).is_ok() })
+        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), found: FileIdentity::at(dest) })
     }
 
     /// Like [`AtomicFile::create`], but the temporary has a fixed name, `staging`, so that a
@@ -136,7 +154,7 @@ impl AtomicFile {
         let file = open_derived(staging, reuse)?;
         track_temporary(staging);
         let temp = tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(staging)?);
-        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), replaces: std::fs::symlink_metadata(dest).is_ok() })
+        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), found: FileIdentity::at(dest) })
     }
 
     fn temp(&self) -> &tempfile::NamedTempFile {
@@ -155,13 +173,14 @@ impl AtomicFile {
         let temp = self.temp.take().expect("commit once");
         untrack_temporary(temp.path());
         temp.as_file().sync_all().with_context(|| format!("failed to flush {}", temp.path().display()))?;
-        // What stands at the destination now must be what the command checked before its work:
-        // nothing (then the rename must not clobber what appeared meanwhile), or alens' own
-        // earlier output. Otherwise the result is kept beside it, under a name that is said.
-        let appeared = if self.replaces { !written_by_alens(&self.dest) } else { std::fs::symlink_metadata(&self.dest).is_ok() };
-        let persisted = if appeared {
+        // What stands at the destination now must be what stood there when the work began
+        // (and what the command's checks accepted): nothing, and then the rename must not
+        // clobber what appears meanwhile, or the same file. Otherwise the result is kept
+        // beside it, under a name that is said.
+        let now = FileIdentity::at(&self.dest);
+        let persisted = if now != self.found {
             Err(temp)
-        } else if self.replaces {
+        } else if self.found.is_some() {
             temp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", self.dest.display()))?;
             Ok(())
         } else {
@@ -572,10 +591,21 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
 }
 
 /// The same for an output directory (a checkpoint, an adapter, a report): refused when it is
-/// an input, inside an input directory, or exists and is not a directory.
-pub fn check_output_dir(dir: &Path, inputs: &[&Path]) -> Result<()> {
+/// an input, inside an input directory, or exists and is not a directory; and, as for a file
+/// output, when one of the `files` the command writes there is already there and alens did
+/// not write it (another tool's adapter, a user's `index.html`).
+pub fn check_output_dir(dir: &Path, inputs: &[&Path], files: &[&str]) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
         bail!("refusing to write into {}: it exists and is not a directory", dir.display());
+    }
+    for name in files {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok() && !(path.is_file() && written_by_alens(&path)) {
+            bail!(
+                "refusing to write into {}: its {name} exists and alens did not write it (or it changed since); move it or choose another directory",
+                dir.display()
+            );
+        }
     }
     let resolved = resolve(dir)?;
     for input in inputs {

@@ -70,9 +70,16 @@ fn lat_settings(model: &Path) -> Result<Vec<String>> {
     Ok(flags)
 }
 
+/// Every file the demo writes into its directory.
+const REPORT_FILES: [&str; 16] = [
+    "vectors.safetensors", "vectors.json", "lat-accuracy.png", "scan-correct.png", "scan-correct.csv", "scan-correct.npy",
+    "scan-copy.png", "scan-copy.csv", "scan-copy.npy", "heatmap.png", "heatmap.csv", "heatmap.npy", "sweep.json", "sweep.csv",
+    "sweep.png", "index.html",
+];
+
 pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result<()> {
     let out = &args.out;
-    crate::outputs::check_dir(out, &[])?;
+    crate::outputs::check_dir(out, &[], &REPORT_FILES)?;
     let model = args.model.display().to_string();
     let examples = if model == crate::model_arg::MINI_ALIGNER_NAME || args.model.ends_with("mini-aligner") { MINI_EXAMPLES } else { ENGLISH_EXAMPLES };
     let lat_flags = lat_settings(&crate::model_arg::resolve(&args.model)?)?;

@@ -47,7 +47,7 @@ pub struct TrainMiniArgs {
 }
 
 pub fn run(args: TrainMiniArgs) -> Result<()> {
-    crate::outputs::check_dir(&args.out, &[])?;
+    crate::outputs::check_dir(&args.out, &[], &mini::train::FILES)?;
     let defaults = TrainOptions::default();
     let opts = TrainOptions {
         seed: args.seed,

@@ -90,7 +90,9 @@ pub struct TuneArgs {
 
 pub fn run(args: TuneArgs) -> Result<()> {
     let base = model_arg::resolve(&args.base)?;
-    crate::outputs::check_dir(&args.out, &[base.clone(), args.data.clone()].into_iter().chain(args.init_adapter.clone()).collect::<Vec<_>>())?;
+    let inputs: Vec<PathBuf> = [base.clone(), args.data.clone()].into_iter().chain(args.init_adapter.clone()).collect();
+    let files: Vec<&str> = tune::lora::FILES.into_iter().chain(["training.json"]).collect();
+    crate::outputs::check_dir(&args.out, &inputs, &files)?;
     let mut ckpt = probe::Checkpoint::load(&base)?;
     let provenance = crate::outputs::provenance(&ckpt, Some(args.seed))?;
     let template = model_arg::template(&args.template)?;

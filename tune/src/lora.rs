@@ -30,6 +30,8 @@ use std::path::Path;
 pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 const STATE_FILE: &str = "trainer_state.json";
 const MOMENTS_FILE: &str = "trainer_moments.safetensors";
+/// Every file a run writes into its output directory.
+pub const FILES: [&str; 4] = [CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, MOMENTS_FILE];
 
 /// Everything that determines the trained adapter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
