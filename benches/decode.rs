@@ -79,7 +79,7 @@ fn write_random_dir(dir: &Path, dtype: candle_core::DType) {
     std::fs::create_dir_all(dir).unwrap();
     std::fs::write(dir.join("config.json"), CONFIG).unwrap();
     let mut tensors = std::collections::HashMap::new();
-    for (name, shape) in probe::model::checkpoint::expected_tensors(&cfg) {
+    for (name, shape) in probe::model::config::expected_tensors(&cfg) {
         let t = match shape[..] {
             [rows, cols] => random_matrix(&mut rng, rows, cols).to_dtype(dtype).unwrap(),
             _ => Tensor::ones(shape[0], dtype, &Device::Cpu).unwrap(),

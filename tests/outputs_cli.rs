@@ -182,3 +182,33 @@ fn kill_after_batches(args: &[String], journal: &std::path::Path, batches: usize
     child.wait().unwrap();
     done()
 }
+
+/// A journal is keyed by the model's weights, not only by their layout: a run killed on one
+/// model does not resume on another whose config and tensor table are the same but whose
+/// values differ (reliability 2, class 7; the provenance's content hash sees only the layout).
+#[test]
+fn a_resume_on_other_weights_of_the_same_layout_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).display().to_string();
+    let model = dir.path().join("m");
+    std::fs::create_dir(&model).unwrap();
+    for f in ["config.json", "tokenizer.json", "model.safetensors", "generation_config.json"] {
+        std::fs::copy(repo().join("notebooks-data/mini-aligner").join(f), model.join(f)).unwrap();
+    }
+    alens_ok(&["corpus", "--seed", "5", "--n", "160", "--out", &p("d.jsonl")]);
+    let eval = |extra: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["eval", "--model", &p("m"), "--data", &p("d.jsonl"), "--batch-size", "8", "--max-new-tokens", "24", "--json", &p("e.json")]
+            .map(String::from)
+            .to_vec();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    kill_after_batches(&eval(&[]), &dir.path().join("e.json.partial.jsonl"), 1);
+    let weights = model.join("model.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, bytes).unwrap();
+    let err = alens_err(&eval(&["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(err.contains("another run"), "{err}");
+}

@@ -2,7 +2,6 @@
 //! identity (its path and a content hash), recorded in every JSON output and sidecar so a
 //! result can be traced and rerun.
 
-use crate::model::checkpoint::weight_files;
 use crate::model::checkpoint::is_gguf;
 use crate::model::Checkpoint;
 use anyhow::{Context, Result};
@@ -27,8 +26,20 @@ pub struct ModelIdentity {
     pub adapter: Option<String>,
     /// sha256 over the config, the weight files' headers (safetensors) or metadata and tensor
     /// table (GGUF), and a merged adapter's files: it changes when the weights' layout or the
-    /// adapter changes, and costs milliseconds even for a 7B model.
+    /// adapter changes, and costs milliseconds even for a 7B model. It does not see the weight
+    /// values: what must be the same model to the bit (a resumed run) also compares
+    /// [`weight_files`]' contents.
     pub content_hash: String,
+}
+
+/// Every file whose bytes are the model's weights: the safetensors files or the GGUF, and a
+/// merged adapter's files.
+pub fn weight_files(ckpt: &Checkpoint) -> Result<Vec<std::path::PathBuf>> {
+    let mut files = if is_gguf(&ckpt.path) { vec![ckpt.path.clone()] } else { crate::model::checkpoint::weight_files(&ckpt.path)? };
+    if let Some(dir) = &ckpt.adapter {
+        files.extend(["adapter_config.json", "adapter_model.safetensors"].map(|name| dir.join(name)));
+    }
+    Ok(files)
 }
 
 /// The biggest header hashed per weight file: safetensors headers are a few KB to a few MB.
@@ -41,7 +52,7 @@ impl ModelIdentity {
         if is_gguf(&ckpt.path) {
             hash_gguf_header(&ckpt.path, &mut hash)?;
         } else {
-            for file in weight_files(&ckpt.path)? {
+            for file in crate::model::checkpoint::weight_files(&ckpt.path)? {
                 hash_safetensors_header(&file, &mut hash)?;
             }
         }

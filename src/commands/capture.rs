@@ -92,7 +92,7 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     let mut journal = if resumable {
         // The run is what the output will hold: the sequences, what is kept, and the metadata.
         let settings = serde_json::json!({"sequences": &sequences, "request": format!("{request:?}"), "batch_size": args.batch_size, "metadata": &metadata});
-        let fingerprint = probe::provenance::sha256_hex(settings.to_string().as_bytes());
+        let fingerprint = crate::outputs::run_fingerprint(settings, &ckpt)?;
         Some(probe::journal::Journal::<usize>::open(&probe::journal::Journal::<usize>::path_for(&args.out), &fingerprint, args.resume)?)
     } else {
         None

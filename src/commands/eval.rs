@@ -53,7 +53,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let provenance = crate::outputs::provenance(&ckpt, None)?;
     let settings = serde_json::json!({"command": "eval", "data": crate::outputs::file_hash(&data)?, "model": provenance.model.content_hash,
                                       "template": template.as_str(), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size});
-    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.outputs.as_ref()], settings, args.resume)?;
+    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.outputs.as_ref()], settings, &ckpt, args.resume)?;
     let report = evaluate(&ckpt, &template, &records, args.max_new_tokens, args.batch_size, journal.as_mut())?;
     println!("{:<12} {:>5} {:>11} {:>14} {:>10}", "category", "n", "copy exact", "correct exact", "magnitude");
     let row = |name: &str, s: &steer::eval::EvalScores| {

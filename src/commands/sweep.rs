@@ -85,7 +85,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         "model": provenance.model.content_hash, "template": template.as_str(), "vectors": crate::outputs::file_hash(&vectors_path)?,
         "layers": steering.layers, "site": format!("{:?}", steering.site), "mode": steering.mode.name(), "positions": steering.positions.name(),
         "alphas": options.alphas, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "random_control": args.random_control});
-    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()], settings, args.resume)?;
+    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()], settings, &ckpt, args.resume)?;
     let report = SweepReport::new(sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?, Some(provenance));
     let result = &report.result;
     println!("steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases", steering.layers, steering.mode.name(),

@@ -138,7 +138,7 @@ fn sample_top_p(logits: &Tensor, temperature: f64, top_p: f64, rng: &mut StdRng)
     if temperature <= 0.0 {
         return Ok(logits.argmax(D::Minus1)?.to_scalar::<u32>()?);
     }
-    let probs: Vec<f32> = candle_nn_softmax(&(logits / temperature)?)?;
+    let probs: Vec<f32> = softmax(&(logits / temperature)?)?;
     let mut order: Vec<usize> = (0..probs.len()).collect();
     order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
     let mut kept = Vec::new();
@@ -160,7 +160,8 @@ fn sample_top_p(logits: &Tensor, temperature: f64, top_p: f64, rng: &mut StdRng)
     Ok(*kept.last().expect("at least one token kept") as u32)
 }
 
-fn candle_nn_softmax(logits: &Tensor) -> Result<Vec<f32>> {
+/// The probabilities of a row of logits (max-subtracted, as candle-nn computes them).
+fn softmax(logits: &Tensor) -> Result<Vec<f32>> {
     let max = logits.max(D::Minus1)?;
     let exp = logits.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_all()?;

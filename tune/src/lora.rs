@@ -294,7 +294,7 @@ pub fn tune(
         }
         on_step(step, value, tokens)?;
     }
-    ckpt.model.set_differentiable(false);
+    ckpt.model.set_autograd(Autograd::Off);
     state.seconds = seconds_before + started.elapsed().as_secs_f64();
     save_checkpoint(out, &params, &optimizer, &state)?;
     let tail = &state.losses[state.losses.len().saturating_sub(20)..];

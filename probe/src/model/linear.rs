@@ -134,15 +134,10 @@ impl Linear {
         Self { weight: Weight::Dense(weight), bias: None, lora: None, bf16_compute: Bf16Compute::default() }
     }
 
-    /// `x @ W^T + b` for `x` of shape `[..., in]`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.forward_in(x, Autograd::Off)
-    }
-
-    /// As [`Linear::forward`], built from the ops `autograd` asks for: with
-    /// [`Autograd::Fused`], the frozen product and an attached LoRA delta are one op
+    /// `x @ W^T + b` for `x` of shape `[..., in]`, built from the ops `autograd` asks for:
+    /// with [`Autograd::Fused`], the frozen product and an attached LoRA delta are one op
     /// (`kernels::fused::lora_linear`).
-    pub fn forward_in(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
+    pub fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a feature dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();

@@ -197,9 +197,9 @@ impl Attention {
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(self.q_proj.forward_in(x, autograd)?, h)?;
-        let k = split(self.k_proj.forward_in(x, autograd)?, kvh)?;
-        let v = split(self.v_proj.forward_in(x, autograd)?, kvh)?;
+        let q = split(self.q_proj.forward(x, autograd)?, h)?;
+        let k = split(self.k_proj.forward(x, autograd)?, kvh)?;
+        let v = split(self.v_proj.forward(x, autograd)?, kvh)?;
         let rotate = |t: &Tensor| -> Result<Tensor> {
             match autograd {
                 Autograd::Fused => Ok(kernels::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
@@ -236,7 +236,7 @@ impl Attention {
         };
         let out = probs.reshape((b, kvh, group * s, t))?.matmul(&v)?;
         let out = out.reshape((b, h, s, hd))?.transpose(1, 2)?.reshape((b, s, h * hd))?;
-        self.o_proj.forward_in(&out, autograd)
+        self.o_proj.forward(&out, autograd)
     }
 }
 
@@ -259,12 +259,12 @@ impl Mlp {
 
     /// SwiGLU: `down(silu(gate(x)) * up(x))`.
     fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
-        let (gate, up) = (self.gate_proj.forward_in(x, autograd)?, self.up_proj.forward_in(x, autograd)?);
+        let (gate, up) = (self.gate_proj.forward(x, autograd)?, self.up_proj.forward(x, autograd)?);
         let hidden = match autograd {
             Autograd::Fused => kernels::fused::swiglu(&gate, &up)?,
             _ => (candle_nn::ops::silu(&gate)? * up)?,
         };
-        self.down_proj.forward_in(&hidden, autograd)
+        self.down_proj.forward(&hidden, autograd)
     }
 }
 
@@ -398,11 +398,8 @@ impl Model {
         Ok(())
     }
 
-    /// Use only autograd-capable ops (for training), composed from candle's; slightly slower.
-    pub fn set_differentiable(&mut self, on: bool) {
-        self.set_autograd(if on { Autograd::Composed } else { Autograd::Off });
-    }
-
+    /// Which ops the forward is built from: `Off` for inference, `Composed` or `Fused` for
+    /// training (autograd-capable, slightly slower).
     pub fn set_autograd(&mut self, autograd: Autograd) {
         self.autograd = autograd;
     }
@@ -472,7 +469,7 @@ impl Model {
 
     /// Unembeds normalised hidden states `[b, s, d]` to logits `[b, s, vocab]`.
     pub fn logits(&self, normed: &Tensor) -> Result<Tensor> {
-        self.lm_head.forward(normed)
+        self.lm_head.forward(normed, Autograd::Off)
     }
 
     /// Additive mask `[b, 1, s, past + s]`: causal (query i sees keys up to past + i), within
