@@ -90,7 +90,7 @@ impl ControlVectors {
     /// Held-out pair accuracy per layer (training accuracy when nothing was held out).
     #[getter]
     fn accuracy(&self) -> Option<Vec<f64>> {
-        self.inner.metadata.as_ref().map(|m| m.accuracy.clone())
+        self.inner.metadata.as_ref().map(|m| m.per_layer(|r| r.accuracy))
     }
 
     /// Share of the pair-difference variance along each layer's direction.
@@ -99,20 +99,20 @@ impl ControlVectors {
         self.inner
             .metadata
             .as_ref()
-            .map(|m| m.explained_variance.clone())
+            .map(|m| m.per_layer(|r| r.explained_variance))
     }
 
     /// Mean training projection of the copy records per layer (the class means project
     /// steering moves toward).
     #[getter]
     fn copy_mean(&self) -> Option<Vec<f64>> {
-        self.inner.metadata.as_ref().map(|m| m.copy_mean.clone())
+        self.inner.metadata.as_ref().map(|m| m.per_layer(|r| r.copy_mean))
     }
 
     /// Mean training projection of the correct records per layer.
     #[getter]
     fn correct_mean(&self) -> Option<Vec<f64>> {
-        self.inner.metadata.as_ref().map(|m| m.correct_mean.clone())
+        self.inner.metadata.as_ref().map(|m| m.per_layer(|r| r.correct_mean))
     }
 
     fn default_layers(&self) -> Vec<usize> {

@@ -142,7 +142,7 @@ fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
     let figures = [
         ("lat-accuracy.png", "LAT: held-out copy/correct pair accuracy per layer",
          format!("Accuracy by layer: [{}]. Explained variance: [{}]. Default steering layers: {:?}.",
-                 fmt_list(&sidecar.accuracy), fmt_list(&sidecar.explained_variance), sidecar.default_layers)),
+                 fmt_list(&sidecar.per_layer(|r| r.accuracy)), fmt_list(&sidecar.per_layer(|r| r.explained_variance)), sidecar.default_layers)),
         ("scan-correct.png", "(a) LAT scan of the first generated tokens of a case that needs correcting",
          format!("Q: {} A: {} (rows: the last prompt token, then the output's tokens; numbers: scan-correct.csv)", cases.correct.0, cases.correct.1)),
         ("scan-copy.png", "(b) LAT scan of the first generated tokens of a case whose answer is already good",

@@ -347,7 +347,7 @@ pub fn check_layers(layers: &[usize], num_layers: usize) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vectors::VectorMetadata;
+    use crate::vectors::{LayerReading, VectorMetadata};
 
     /// Where project mode puts a projection `p` for `alpha`, between class means 1 and 3.
     fn moved(alpha: f64, p: f64) -> f64 {
@@ -376,7 +376,8 @@ mod tests {
     }
 
     fn project_steering(positions: SteerPositions) -> Steering {
-        let meta = VectorMetadata { layers: vec![0], copy_mean: vec![1.0], correct_mean: vec![3.0], ..Default::default() };
+        let reading = LayerReading { layer: 0, copy_mean: Some(1.0), correct_mean: Some(3.0), ..Default::default() };
+        let meta = VectorMetadata { readings: vec![reading], ..Default::default() };
         let vectors = ControlVectors { vectors: BTreeMap::from([(0, vec![0.0, 2.0])]), metadata: Some(meta) };
         Steering::new(vectors, vec![0], Site::ResidPost, positions, SteerMode::Project).unwrap()
     }

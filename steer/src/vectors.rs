@@ -19,57 +19,181 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The sidecar: where the vectors came from and how good they are. Keys another tool's
-/// sidecar leaves out take their defaults.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default)]
+/// What LAT read at one layer: how well the direction separates the classes, and where the
+/// classes sit along it.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct LayerReading {
+    pub layer: usize,
+    /// Held-out pair accuracy (training accuracy if the sidecar's `accuracy_is_training`).
+    pub accuracy: Option<f64>,
+    /// Share of the pair differences' variance along the direction.
+    pub explained_variance: Option<f64>,
+    /// Projection spread (the norm of `layers.{i}`).
+    pub scale: Option<f64>,
+    /// Mean training projection on the unit direction (the class boundary).
+    pub midpoint: Option<f64>,
+    /// Mean training projection of the copy / correct records: the targets of project-mode
+    /// steering.
+    pub copy_mean: Option<f64>,
+    pub correct_mean: Option<f64>,
+}
+
+/// The sidecar: where the vectors came from and how good they are, one [`LayerReading`] per
+/// layer. On disk the readings stay seven parallel arrays (`layers`, `accuracy`, ...), the
+/// format notebooks and other tools read; keys another tool's sidecar leaves out take their
+/// defaults, and a value an array lacks is `None` in its reading.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(from = "SidecarFile", into = "SidecarFile")]
 pub struct VectorMetadata {
     pub model: String,
     pub d_model: usize,
-    pub layers: Vec<usize>,
-    /// Held-out pair accuracy per entry of `layers` (training accuracy if `accuracy_is_training`).
-    pub accuracy: Vec<f64>,
-    pub explained_variance: Vec<f64>,
-    /// Projection spread per layer (the norm of `layers.{i}`).
-    #[serde(default)]
-    pub scale: Vec<f64>,
-    /// Mean training projection on the unit direction per layer (the class boundary).
-    #[serde(default)]
-    pub midpoint: Vec<f64>,
+    pub readings: Vec<LayerReading>,
     pub method: String,
     pub position: String,
     pub seed: u64,
     pub default_layers: Vec<usize>,
     pub sign: String,
-    #[serde(default)]
     pub accuracy_is_training: bool,
-    #[serde(default)]
     pub train_pairs: usize,
-    #[serde(default)]
     pub test_pairs: usize,
-    /// Mean training projection of the copy / correct records on the unit direction, per
-    /// entry of `layers`: the targets of project-mode steering.
-    #[serde(default)]
-    pub copy_mean: Vec<f64>,
-    #[serde(default)]
-    pub correct_mean: Vec<f64>,
     /// How these vectors are meant to be applied when the command line does not say
     /// (found by a sweep; absent: add at every position).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steer_mode: Option<SteerMode>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steer_positions: Option<SteerPositions>,
     /// The sweep grid in the mode's unit when `--alphas` is not given (empty: the mode's).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub alphas: Vec<f64>,
     /// True when `default_layers` was chosen (by a sweep) rather than picked by LAT accuracy.
-    #[serde(default)]
     pub steer_layers_chosen: bool,
     /// What alpha = 1 means for each steering mode.
-    #[serde(default)]
     pub alpha_unit: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<probe::provenance::Provenance>,
+}
+
+impl VectorMetadata {
+    /// The reading of `layer`, if the sidecar lists it.
+    pub fn reading(&self, layer: usize) -> Option<&LayerReading> {
+        self.readings.iter().find(|r| r.layer == layer)
+    }
+
+    /// The layers the sidecar lists, in its order.
+    pub fn layers(&self) -> Vec<usize> {
+        self.readings.iter().map(|r| r.layer).collect()
+    }
+
+    /// One field of every reading, in the sidecar's order (a missing value as NaN).
+    pub fn per_layer(&self, field: impl Fn(&LayerReading) -> Option<f64>) -> Vec<f64> {
+        self.readings.iter().map(|r| field(r).unwrap_or(f64::NAN)).collect()
+    }
+}
+
+/// The sidecar as it is stored: the readings as parallel arrays, in this key order.
+#[derive(Serialize, Deserialize, Default)]
+#[serde(default)]
+struct SidecarFile {
+    model: String,
+    d_model: usize,
+    layers: Vec<usize>,
+    accuracy: Vec<f64>,
+    explained_variance: Vec<f64>,
+    scale: Vec<f64>,
+    midpoint: Vec<f64>,
+    method: String,
+    position: String,
+    seed: u64,
+    default_layers: Vec<usize>,
+    sign: String,
+    accuracy_is_training: bool,
+    train_pairs: usize,
+    test_pairs: usize,
+    copy_mean: Vec<f64>,
+    correct_mean: Vec<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steer_mode: Option<SteerMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    steer_positions: Option<SteerPositions>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    alphas: Vec<f64>,
+    steer_layers_chosen: bool,
+    alpha_unit: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provenance: Option<probe::provenance::Provenance>,
+}
+
+impl From<SidecarFile> for VectorMetadata {
+    fn from(f: SidecarFile) -> Self {
+        let at = |values: &[f64], k: usize| values.get(k).copied();
+        let readings = f
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(k, &layer)| LayerReading {
+                layer,
+                accuracy: at(&f.accuracy, k),
+                explained_variance: at(&f.explained_variance, k),
+                scale: at(&f.scale, k),
+                midpoint: at(&f.midpoint, k),
+                copy_mean: at(&f.copy_mean, k),
+                correct_mean: at(&f.correct_mean, k),
+            })
+            .collect();
+        Self {
+            model: f.model,
+            d_model: f.d_model,
+            readings,
+            method: f.method,
+            position: f.position,
+            seed: f.seed,
+            default_layers: f.default_layers,
+            sign: f.sign,
+            accuracy_is_training: f.accuracy_is_training,
+            train_pairs: f.train_pairs,
+            test_pairs: f.test_pairs,
+            steer_mode: f.steer_mode,
+            steer_positions: f.steer_positions,
+            alphas: f.alphas,
+            steer_layers_chosen: f.steer_layers_chosen,
+            alpha_unit: f.alpha_unit,
+            provenance: f.provenance,
+        }
+    }
+}
+
+impl From<VectorMetadata> for SidecarFile {
+    fn from(m: VectorMetadata) -> Self {
+        // A field no reading has stays an empty array, as the file it came from had it.
+        let column = |field: fn(&LayerReading) -> Option<f64>| -> Vec<f64> {
+            if m.readings.iter().all(|r| field(r).is_none()) {
+                Vec::new()
+            } else {
+                m.per_layer(field)
+            }
+        };
+        Self {
+            layers: m.layers(),
+            accuracy: column(|r| r.accuracy),
+            explained_variance: column(|r| r.explained_variance),
+            scale: column(|r| r.scale),
+            midpoint: column(|r| r.midpoint),
+            copy_mean: column(|r| r.copy_mean),
+            correct_mean: column(|r| r.correct_mean),
+            model: m.model,
+            d_model: m.d_model,
+            method: m.method,
+            position: m.position,
+            seed: m.seed,
+            default_layers: m.default_layers,
+            sign: m.sign,
+            accuracy_is_training: m.accuracy_is_training,
+            train_pairs: m.train_pairs,
+            test_pairs: m.test_pairs,
+            steer_mode: m.steer_mode,
+            steer_positions: m.steer_positions,
+            alphas: m.alphas,
+            steer_layers_chosen: m.steer_layers_chosen,
+            alpha_unit: m.alpha_unit,
+            provenance: m.provenance,
+        }
+    }
 }
 
 pub const SIGN_CONVENTION: &str = "positive = correct";
@@ -115,11 +239,18 @@ impl ControlVectors {
         let metadata = VectorMetadata {
             model: ckpt.path.display().to_string(),
             d_model: ckpt.config.hidden_size,
-            layers: kept.iter().map(|v| v.layer).collect(),
-            accuracy: kept.iter().map(|v| v.accuracy).collect(),
-            explained_variance: kept.iter().map(|v| v.explained_variance).collect(),
-            scale: kept.iter().map(|v| v.scale as f64).collect(),
-            midpoint: kept.iter().map(|v| v.midpoint).collect(),
+            readings: kept
+                .iter()
+                .map(|v| LayerReading {
+                    layer: v.layer,
+                    accuracy: Some(v.accuracy),
+                    explained_variance: Some(v.explained_variance),
+                    scale: Some(v.scale as f64),
+                    midpoint: Some(v.midpoint),
+                    copy_mean: Some(v.copy_mean),
+                    correct_mean: Some(v.correct_mean),
+                })
+                .collect(),
             method: result.method.name().into(),
             position: position.name().into(),
             seed,
@@ -128,8 +259,6 @@ impl ControlVectors {
             accuracy_is_training: result.accuracy_is_training,
             train_pairs: result.train_pairs,
             test_pairs: result.test_pairs,
-            copy_mean: kept.iter().map(|v| v.copy_mean).collect(),
-            correct_mean: kept.iter().map(|v| v.correct_mean).collect(),
             steer_mode: None,
             steer_positions: None,
             alphas: Vec::new(),
@@ -148,8 +277,8 @@ impl ControlVectors {
             .map(|(&layer, v)| {
                 let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
                 let from_meta = self.metadata.as_ref().and_then(|m| {
-                    let k = m.layers.iter().position(|&l| l == layer)?;
-                    Some((*m.midpoint.get(k)?, *m.scale.get(k)?))
+                    let reading = m.reading(layer)?;
+                    Some((reading.midpoint?, reading.scale?))
                 });
                 let (midpoint, scale) = from_meta.unwrap_or((0.0, norm));
                 (layer, ScanDirection { direction: v.clone(), midpoint, scale })
@@ -160,8 +289,8 @@ impl ControlVectors {
     /// The (copy, correct) class means of the projections at `layer`, from the sidecar.
     pub fn class_means(&self, layer: usize) -> Result<(f64, f64)> {
         let found = self.metadata.as_ref().and_then(|m| {
-            let k = m.layers.iter().position(|&l| l == layer)?;
-            Some((*m.copy_mean.get(k)?, *m.correct_mean.get(k)?))
+            let reading = m.reading(layer)?;
+            Some((reading.copy_mean?, reading.correct_mean?))
         });
         match found {
             Some((copy, correct)) if copy.is_finite() && correct.is_finite() => Ok((copy, correct)),
@@ -262,18 +391,22 @@ impl ControlVectors {
             if meta.d_model != 0 && meta.d_model != d_model {
                 bail!("{}: sidecar says d_model {}, the model's is {d_model}", path.display(), meta.d_model);
             }
-            if let Some(&missing) = meta.layers.iter().find(|l| !self.vectors.contains_key(l)) {
+            if let Some(missing) = meta.readings.iter().map(|r| r.layer).find(|l| !self.vectors.contains_key(l)) {
                 bail!("{}: sidecar lists layer {missing} but the file has no layers.{missing}", path.display());
             }
             // Projections of f32 activations: anything outside f32's range is corrupt.
             let in_range = |x: &f64| x.is_finite() && x.abs() <= f32::MAX as f64;
-            for (name, values) in [("scale", &meta.scale), ("midpoint", &meta.midpoint), ("copy_mean", &meta.copy_mean),
-                                   ("correct_mean", &meta.correct_mean), ("alphas", &meta.alphas)] {
-                if let Some(bad) = values.iter().find(|x| !in_range(x)) {
+            let fields: [(&str, fn(&LayerReading) -> Option<f64>); 4] =
+                [("scale", |r| r.scale), ("midpoint", |r| r.midpoint), ("copy_mean", |r| r.copy_mean), ("correct_mean", |r| r.correct_mean)];
+            for (name, field) in fields {
+                if let Some(bad) = meta.readings.iter().filter_map(field).find(|x| !in_range(x)) {
                     bail!("{}: sidecar {name} holds {bad:e}, not a finite number within f32 range", sidecar_path(path).display());
                 }
             }
-            if let Some(bad) = meta.scale.iter().find(|s| **s <= 0.0) {
+            if let Some(bad) = meta.alphas.iter().find(|x| !in_range(x)) {
+                bail!("{}: sidecar alphas holds {bad:e}, not a finite number within f32 range", sidecar_path(path).display());
+            }
+            if let Some(bad) = meta.readings.iter().filter_map(|r| r.scale).find(|s| *s <= 0.0) {
                 bail!("{}: sidecar scale holds {bad}; a projection spread must be positive", sidecar_path(path).display());
             }
         }
@@ -320,5 +453,55 @@ impl ControlVectors {
             vectors.insert(layer, t.flatten_all()?.to_vec1::<f32>()?);
         }
         Ok(Self { vectors, metadata: None })
+    }
+}
+
+#[cfg(test)]
+mod sidecar_tests {
+    use super::*;
+
+    /// The shipped sidecars read into per-layer readings and write back as they were: the
+    /// same keys in the same order and the same values (to the last digit serde_json's float
+    /// parsing keeps: without its `float_roundtrip` feature it may be one ulp off).
+    #[test]
+    fn shipped_sidecars_round_trip() {
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let keys = |text: &str| -> Vec<String> { text.lines().filter(|l| l.starts_with("  \"")).map(|l| l.split(':').next().unwrap_or("").to_string()).collect() };
+        fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
+            match (a, b) {
+                (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
+                    let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
+                    (x - y).abs() <= 1e-14 * x.abs().max(y.abs()).max(1.0)
+                }
+                (serde_json::Value::Array(x), serde_json::Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b)),
+                (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                    x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
+                }
+                _ => a == b,
+            }
+        }
+        for file in [
+            "notebooks-data/mini-aligner/copy-correct.json",
+            "notebooks-data/aligner-135m/copy-correct.json",
+            "docs/aligner-135m-research/proportional-vectors/copy-correct.json",
+        ] {
+            let text = std::fs::read_to_string(repo.join(file)).unwrap();
+            let meta: VectorMetadata = serde_json::from_str(&text).unwrap();
+            assert!(!meta.readings.is_empty() && meta.readings.iter().all(|r| r.accuracy.is_some() && r.scale.is_some()), "{file}");
+            let written = serde_json::to_string_pretty(&meta).unwrap();
+            assert_eq!(keys(&written), keys(&text), "{file}: keys or their order differ");
+            let (a, b): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&written).unwrap(), serde_json::from_str(&text).unwrap());
+            assert!(close(&a, &b), "{file}: values differ");
+        }
+    }
+
+    #[test]
+    fn a_foreign_sidecar_without_some_arrays_keeps_them_absent() {
+        let meta: VectorMetadata = serde_json::from_str(r#"{"layers": [3, 5], "accuracy": [0.9, 0.8]}"#).unwrap();
+        assert_eq!(meta.reading(5).unwrap().accuracy, Some(0.8));
+        assert_eq!(meta.reading(5).unwrap().scale, None);
+        let back: serde_json::Value = serde_json::to_value(&meta).unwrap();
+        assert_eq!(back["scale"], serde_json::json!([]));
+        assert_eq!(back["layers"], serde_json::json!([3, 5]));
     }
 }
