@@ -86,6 +86,9 @@ impl VectorMetadata {
     }
 }
 
+/// One optional value of a reading.
+type ReadingField = fn(&LayerReading) -> Option<f64>;
+
 /// The sidecar as it is stored: the readings as parallel arrays, in this key order.
 #[derive(Serialize, Deserialize, Default)]
 #[serde(default)]
@@ -161,7 +164,7 @@ impl From<SidecarFile> for VectorMetadata {
 impl From<VectorMetadata> for SidecarFile {
     fn from(m: VectorMetadata) -> Self {
         // A field no reading has stays an empty array, as the file it came from had it.
-        let column = |field: fn(&LayerReading) -> Option<f64>| -> Vec<f64> {
+        let column = |field: ReadingField| -> Vec<f64> {
             if m.readings.iter().all(|r| field(r).is_none()) {
                 Vec::new()
             } else {
@@ -396,7 +399,7 @@ impl ControlVectors {
             }
             // Projections of f32 activations: anything outside f32's range is corrupt.
             let in_range = |x: &f64| x.is_finite() && x.abs() <= f32::MAX as f64;
-            let fields: [(&str, fn(&LayerReading) -> Option<f64>); 4] =
+            let fields: [(&str, ReadingField); 4] =
                 [("scale", |r| r.scale), ("midpoint", |r| r.midpoint), ("copy_mean", |r| r.copy_mean), ("correct_mean", |r| r.correct_mean)];
             for (name, field) in fields {
                 if let Some(bad) = meta.readings.iter().filter_map(field).find(|x| !in_range(x)) {
