@@ -16,7 +16,7 @@ pub fn set_up(exit_on_signal: bool) {
     // them, and bf16 checkpoints then run on the AVX512-BF16 kernels.
     let _ = kernels::bf16::request_amx();
     quiet_guarded_panics();
-    let outputs: &'static ProcessOutputs = Box::leak(Box::new(ProcessOutputs::new(probe::home::cache_dir().join("written.tsv"))));
+    let outputs: &'static ProcessOutputs = Box::leak(Box::new(ProcessOutputs::new(probe::home::cache_dir().join("written.tsv"), |line| eprintln!("warning: {line}"))));
     probe::io::install_host(Box::new(SharedOutputs(outputs)));
     if !exit_on_signal {
         return;

@@ -11,12 +11,22 @@ use std::sync::Mutex;
 pub struct ProcessOutputs {
     in_flight: Mutex<Vec<PathBuf>>,
     ledger: PathBuf,
+    /// Tells the user, once per kind of trouble, that the ledger cannot do its job.
+    warn: fn(&str),
+    warned: Mutex<std::collections::BTreeSet<&'static str>>,
 }
 
 impl ProcessOutputs {
-    /// A registry with the ledger at `ledger` (usually `home::cache_dir()/written.tsv`).
-    pub fn new(ledger: PathBuf) -> Self {
-        Self { in_flight: Mutex::new(Vec::new()), ledger }
+    /// A registry with the ledger at `ledger` (usually `home::cache_dir()/written.tsv`);
+    /// `warn` prints one line (the binary's writes to stderr).
+    pub fn new(ledger: PathBuf, warn: fn(&str)) -> Self {
+        Self { in_flight: Mutex::new(Vec::new()), ledger, warn, warned: Mutex::new(Default::default()) }
+    }
+
+    fn warn_once(&self, kind: &'static str, message: impl FnOnce() -> String) {
+        if self.warned.lock().is_ok_and(|mut seen| seen.insert(kind)) {
+            (self.warn)(&message());
+        }
     }
 
     /// Removes every temporary still in flight: what a signal handler calls before exiting.
@@ -63,14 +73,45 @@ impl OutputHost for ProcessOutputs {
             let _ = std::fs::create_dir_all(dir);
         }
         // One short line per write, appended: concurrent runs do not interleave within a line.
-        if let Ok(mut file) = std::fs::OpenOptions::new().create(true).append(true).open(&self.ledger) {
-            let _ = file.write_all(format!("{entry}\n").as_bytes());
+        let appended = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.ledger)
+            .and_then(|mut file| file.write_all(format!("{entry}\n").as_bytes()));
+        if let Err(e) = appended {
+            self.warn_once("unwritable", || {
+                format!(
+                    "cannot record {} in the written-files ledger {} ({e}); alens will refuse to replace it until it is deleted",
+                    path.display(),
+                    self.ledger.display()
+                )
+            });
         }
     }
 
     fn written_by_alens(&self, path: &Path) -> bool {
         let Some(entry) = Self::entry(path) else { return false };
-        let Ok(log) = std::fs::read_to_string(&self.ledger) else { return false };
+        let log = match std::fs::read_to_string(&self.ledger) {
+            Ok(log) => log,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return false,
+            Err(e) => {
+                self.warn_once("unreadable", || {
+                    format!("cannot read the written-files ledger {} ({e}); alens treats every existing output as not its own", self.ledger.display())
+                });
+                return false;
+            }
+        };
+        let well_formed = |line: &str| {
+            let mut fields = line.splitn(3, '\t');
+            let (len, modified, name) = (fields.next(), fields.next(), fields.next());
+            len.is_some_and(|l| l.parse::<u64>().is_ok()) && modified.is_some_and(|m| m.parse::<u128>().is_ok()) && name.is_some_and(|n| n.starts_with('/'))
+        };
+        let malformed = log.lines().filter(|line| !well_formed(line)).count();
+        if malformed > 0 {
+            self.warn_once("corrupt", || {
+                format!("the written-files ledger {} has {malformed} malformed lines; they are ignored (delete the file to start it afresh)", self.ledger.display())
+            });
+        }
         log.lines().any(|line| line == entry)
     }
 }
@@ -82,7 +123,7 @@ mod tests {
     #[test]
     fn a_path_with_a_control_character_is_never_logged() {
         let dir = tempfile::tempdir().unwrap();
-        let outputs = ProcessOutputs::new(dir.path().join("written.tsv"));
+        let outputs = ProcessOutputs::new(dir.path().join("written.tsv"), |_| {});
         let forged = dir.path().join("a\n0\t0\tb");
         std::fs::write(&forged, b"x").unwrap();
         outputs.written(&forged);
@@ -92,5 +133,27 @@ mod tests {
         std::fs::write(&plain, b"x").unwrap();
         outputs.written(&plain);
         assert!(outputs.written_by_alens(&plain));
+    }
+
+    static WARNINGS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    #[test]
+    fn a_corrupt_or_unwritable_ledger_is_reported_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = dir.path().join("written.tsv");
+        std::fs::write(&ledger, "garbage\n12\tnot-a-time\t/x\n").unwrap();
+        let outputs = ProcessOutputs::new(ledger.clone(), |line| WARNINGS.lock().unwrap().push(line.to_string()));
+        let plain = dir.path().join("plain.txt");
+        std::fs::write(&plain, b"x").unwrap();
+        assert!(!outputs.written_by_alens(&plain));
+        assert!(!outputs.written_by_alens(&plain));
+        // The ledger's place is taken by a directory: nothing can be recorded.
+        let blocked = ProcessOutputs::new(dir.path().to_path_buf(), |line| WARNINGS.lock().unwrap().push(line.to_string()));
+        blocked.written(&plain);
+        blocked.written(&plain);
+        let warnings = WARNINGS.lock().unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("2 malformed lines"), "{}", warnings[0]);
+        assert!(warnings[1].contains("cannot record"), "{}", warnings[1]);
     }
 }

@@ -17,7 +17,10 @@ use pyo3::prelude::*;
 fn _alens(m: &Bound<'_, PyModule>) -> PyResult<()> {
     // Files the package writes are recorded in the same ledger the CLI keeps (src/process.rs),
     // so `alens` later recognises them as its own outputs.
-    let ledger = probe::ledger::ProcessOutputs::new(probe::home::cache_dir().join("written.tsv"));
+    // Its rare warnings (an unwritable or corrupt ledger) go to stderr, as the CLI's do.
+    let ledger = probe::ledger::ProcessOutputs::new(probe::home::cache_dir().join("written.tsv"), |line| {
+        eprintln!("alens warning: {line}")
+    });
     probe::io::install_host(Box::new(ledger));
     m.add_class::<model::Model>()?;
     m.add_class::<vectors::ControlVectors>()?;
