@@ -12,6 +12,16 @@ pub fn check(files: &[Option<&PathBuf>], inputs: &[PathBuf]) -> Result<()> {
     probe::io::check_outputs(&outputs, &inputs)
 }
 
+/// As [`check`], where `figures` are also outputs, drawn by viz: their format is checked too,
+/// so a figure alens cannot draw stops the command before any work or any other output.
+pub fn check_with_figures(files: &[Option<&PathBuf>], figures: &[Option<&PathBuf>], inputs: &[PathBuf]) -> Result<()> {
+    for figure in figures.iter().flatten() {
+        viz::check_figure_path(figure)?;
+    }
+    let all: Vec<Option<&PathBuf>> = figures.iter().chain(files).copied().collect();
+    check(&all, inputs)
+}
+
 /// The same for an output directory, into which the command writes `files`.
 pub fn check_dir(dir: &Path, inputs: &[PathBuf], files: &[&str]) -> Result<()> {
     let inputs: Vec<&Path> = inputs.iter().map(PathBuf::as_path).collect();

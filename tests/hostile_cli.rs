@@ -314,3 +314,24 @@ fn directory_outputs_never_overwrite_files_alens_did_not_write() {
     refused(&sb, &case(&["train-mini", "--steps", "2", "--out", &sb.s("mini")]));
     refused(&sb, &case(&["export-hf", "--model", &model, "--out", &sb.s("export")]));
 }
+
+/// Reliability 2, class 4: every output of a command is checked before any work, so one that
+/// cannot be written (a figure format alens cannot draw, a parent that is a file) leaves none
+/// of the others written.
+#[test]
+fn one_bad_output_leaves_none_written() {
+    let sb = Sandbox::new();
+    let model = sb.s("model");
+    std::fs::write(sb.path("a-file"), "not a directory").unwrap();
+    let stimuli = repo().join("notebooks-data/stimuli/copy-correct.jsonl").display().to_string();
+    let under_file = sb.path("a-file").join("x.json").display().to_string();
+    for args in [
+        case(&["sweep", "--model", &model, "--limit", "2", "--alphas", "0", "--json", &sb.s("s.json"), "--out", &sb.s("s.gif")]),
+        case(&["sweep", "--model", &model, "--limit", "2", "--alphas", "0", "--out", &sb.s("s.png"), "--json", &under_file]),
+        case(&["lat", "--model", &model, "--data", &stimuli, "--out", &sb.s("v.safetensors"), "--plot", &sb.s("p.gif")]),
+        case(&["heatmap", "--model", &model, "--out", &sb.s("h.gif"), "--csv", &sb.s("h.csv")]),
+        case(&["eval", "--model", &model, "--json", &sb.s("e.json"), "--outputs", &under_file]),
+    ] {
+        refused(&sb, &args);
+    }
+}

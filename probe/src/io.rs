@@ -585,7 +585,27 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
         if seen.contains(&resolved) {
             bail!("two outputs of this command are the same file: {}", out.display());
         }
+        check_writable_parent(&resolved).with_context(|| format!("cannot write {}", out.display()))?;
         seen.push(resolved);
+    }
+    Ok(())
+}
+
+/// Whether a file can be created where `resolved` (absolute, resolved) will go: its deepest
+/// existing ancestor is a directory that takes a new file (a read-only file system, a parent
+/// that is a file or a directory without write permission fail here, before any work, rather
+/// than after it).
+fn check_writable_parent(resolved: &Path) -> Result<()> {
+    let mut dir = resolved.parent();
+    while let Some(d) = dir {
+        match std::fs::metadata(d) {
+            Ok(meta) if meta.is_dir() => {
+                tempfile::Builder::new().prefix(".alens-check-").tempfile_in(d).map_err(|e| anyhow::anyhow!("{} does not take new files: {e}", d.display()))?;
+                return Ok(());
+            }
+            Ok(_) => bail!("{} is not a directory", d.display()),
+            Err(_) => dir = d.parent(),
+        }
     }
     Ok(())
 }

@@ -47,7 +47,7 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
     let mut inputs = args.model.input_paths();
     inputs.extend(crate::outputs::vector_inputs(&vectors_path));
     inputs.extend(args.data.clone());
-    crate::outputs::check(&[Some(&args.out), args.csv.as_ref(), args.npy.as_ref()], &inputs)?;
+    crate::outputs::check_with_figures(&[args.csv.as_ref(), args.npy.as_ref()], &[Some(&args.out)], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let (_, vectors) = load_vectors(&vectors_path, &ckpt)?;

@@ -76,7 +76,7 @@ pub fn run(args: LatArgs) -> Result<()> {
     let mut inputs = args.model.input_paths();
     inputs.push(data.clone());
     let sidecar = steer::vectors::sidecar_path(&args.out);
-    crate::outputs::check(&[Some(&args.out), Some(&sidecar), args.plot.as_ref(), args.gguf.as_ref()], &inputs)?;
+    crate::outputs::check_with_figures(&[Some(&args.out), Some(&sidecar), args.gguf.as_ref()], &[args.plot.as_ref()], &inputs)?;
     if sidecar.exists() && !steer::vectors::is_sidecar(&sidecar) {
         anyhow::bail!("refusing to overwrite {}: the vectors' sidecar would go there, and it is not one alens wrote", sidecar.display());
     }

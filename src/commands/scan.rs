@@ -48,7 +48,7 @@ pub fn run(args: ScanArgs) -> Result<()> {
     let vectors_path = args.vectors.clone().unwrap_or_else(|| crate::steering_args::default_vectors(&args.model));
     let mut inputs = args.model.input_paths();
     inputs.extend(crate::outputs::vector_inputs(&vectors_path));
-    crate::outputs::check(&[Some(&args.out), args.csv.as_ref(), args.npy.as_ref()], &inputs)?;
+    crate::outputs::check_with_figures(&[args.csv.as_ref(), args.npy.as_ref()], &[Some(&args.out)], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let (vectors_path, vectors) = load_vectors(&vectors_path, &ckpt)?;

@@ -60,7 +60,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let mut inputs = args.model.input_paths();
     inputs.extend(crate::outputs::vector_inputs(&args.steering.vectors_path(&args.model)));
     inputs.extend(args.data.clone());
-    crate::outputs::check(&[args.out.as_ref(), args.json.as_ref(), args.csv.as_ref()], &inputs)?;
+    crate::outputs::check_with_figures(&[args.json.as_ref(), args.csv.as_ref()], &[args.out.as_ref()], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let steering = args.steering.steering(&args.model, &ckpt)?;

@@ -24,6 +24,11 @@ pub(crate) enum Format {
     Svg,
 }
 
+/// Checks, before any work, that `path` names a figure viz can draw (by its extension).
+pub fn check_figure_path(path: &Path) -> Result<()> {
+    format_of(path).map(|_| ())
+}
+
 pub(crate) fn format_of(path: &Path) -> Result<Format> {
     match path.extension().and_then(|e| e.to_str()) {
         Some("png") => Ok(Format::Png),
