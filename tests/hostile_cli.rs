@@ -335,3 +335,20 @@ fn one_bad_output_leaves_none_written() {
         refused(&sb, &args);
     }
 }
+
+/// Reliability 2, class 11: a finite vector so large that the forward overflows stops the run
+/// with one line, instead of an empty answer and exit 0.
+#[test]
+fn a_steering_push_that_overflows_the_forward_is_refused() {
+    let sb = Sandbox::new();
+    let values: Vec<u8> = (0..128).flat_map(|_| 3e38f32.to_le_bytes()).collect();
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![128], &values).unwrap();
+    std::fs::write(sb.path("huge.safetensors"), safetensors::serialize(vec![("layers.2".to_string(), view)], None).unwrap()).unwrap();
+    for positions in ["all", "decision"] {
+        refused(
+            &sb,
+            &case(&["generate", "--model", &sb.s("model"), "--question", "q", "--answer", "a", "--vectors", &sb.s("huge.safetensors"),
+                    "--alpha", "1", "--steer-positions", positions]),
+        );
+    }
+}

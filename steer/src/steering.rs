@@ -318,10 +318,21 @@ impl Hooks for SteeringHook {
     }
 
     fn on(&mut self, point: HookPoint, activation: &Tensor) -> Result<Option<Tensor>> {
-        match point.layer() {
-            Some(layer) => self.steer(layer, activation),
-            None => Ok(None),
+        let Some(layer) = point.layer() else { return Ok(None) };
+        let steered = self.steer(layer, activation)?;
+        if let Some(h) = &steered {
+            // The next RMSNorm squares every value in f32: past sqrt(f32::MAX) the square is
+            // infinite, the norm divides by it, and the model goes on from zeros to an empty
+            // answer that looks like a result. A push that large is refused where it happens.
+            let peak = h.abs()?.max_all()?.to_scalar::<f32>()?;
+            if !peak.is_finite() || peak > f32::MAX.sqrt() || h.sum_all()?.to_scalar::<f32>()?.is_nan() {
+                bail!(
+                    "steering at layer {layer} pushed the residual stream to {peak:e}, past what the forward can square in f32 \
+                     (about 1.8e19): the vector or alpha is too large for this model"
+                );
+            }
         }
+        Ok(steered)
     }
 }
 
