@@ -44,7 +44,11 @@ const CHILD_FLAG: &str = "--peak-rss-of";
 fn peak_rss_in_child(path: &Path, keep_quantized: bool) -> u64 {
     let exe = std::env::current_exe().unwrap();
     let out = std::process::Command::new(exe)
-        .args([CHILD_FLAG, &path.display().to_string(), if keep_quantized { "kept" } else { "dense" }])
+        .args([
+            CHILD_FLAG,
+            &path.display().to_string(),
+            if keep_quantized { "kept" } else { "dense" },
+        ])
         .output()
         .unwrap();
     String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
@@ -52,9 +56,21 @@ fn peak_rss_in_child(path: &Path, keep_quantized: bool) -> u64 {
 
 /// The child's side of [`peak_rss_in_child`].
 fn child(path: &Path, keep_quantized: bool) {
-    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized, ..LoadOptions::default() }, &Device::Cpu).unwrap();
+    let ckpt = Checkpoint::load_with(
+        path,
+        None,
+        LoadOptions {
+            keep_quantized,
+            ..LoadOptions::default()
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
     let prompt: Vec<u32> = (0..PROMPT as u32).collect();
-    let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(8, vec![]) };
+    let config = GenerationConfig {
+        ignore_eos: true,
+        ..GenerationConfig::greedy(8, vec![])
+    };
     generate(&ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
     println!("{}", peak_resident_bytes());
 }
@@ -146,9 +162,23 @@ struct Case {
 }
 
 fn load(label: String, path: &Path, keep_quantized: bool) -> Case {
-    let ckpt = Checkpoint::load_with(path, None, LoadOptions { keep_quantized, ..LoadOptions::default() }, &Device::Cpu).unwrap();
+    let ckpt = Checkpoint::load_with(
+        path,
+        None,
+        LoadOptions {
+            keep_quantized,
+            ..LoadOptions::default()
+        },
+        &Device::Cpu,
+    )
+    .unwrap();
     let resident = peak_rss_in_child(path, keep_quantized);
-    Case { label, ckpt, resident, samples: Vec::new() }
+    Case {
+        label,
+        ckpt,
+        resident,
+        samples: Vec::new(),
+    }
 }
 
 #[path = "common/timing.rs"]
@@ -160,12 +190,19 @@ use timing::median;
 fn compare(title: &str, mut cases: Vec<Case>) {
     let vocab = cases[0].ckpt.config.vocab_size as u32;
     let prompt: Vec<u32> = (0..PROMPT as u32).map(|i| (i * 131 + 7) % vocab).collect();
-    let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(NEW_TOKENS, vec![]) };
+    let config = GenerationConfig {
+        ignore_eos: true,
+        ..GenerationConfig::greedy(NEW_TOKENS, vec![])
+    };
     for case in &cases {
         generate(&case.ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
     }
     for round in 0..RUNS {
-        let order: Vec<usize> = if round % 2 == 0 { (0..cases.len()).collect() } else { (0..cases.len()).rev().collect() };
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..cases.len()).collect()
+        } else {
+            (0..cases.len()).rev().collect()
+        };
         for i in order {
             let t = Instant::now();
             generate(&cases[i].ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
@@ -173,7 +210,10 @@ fn compare(title: &str, mut cases: Vec<Case>) {
         }
     }
     println!("{title}: greedy decode, {PROMPT}-token prompt + {NEW_TOKENS} new tokens, median of {RUNS}");
-    println!("{:<44} {:>10} {:>8} {:>13} {:>8}", "case", "tokens/s", "ratio", "peak RSS MB", "ratio");
+    println!(
+        "{:<44} {:>10} {:>8} {:>13} {:>8}",
+        "case", "tokens/s", "ratio", "peak RSS MB", "ratio"
+    );
     let (base_speed, base_rss) = (median(&cases[0].samples), cases[0].resident.max(1) as f64);
     for case in &cases {
         let speed = median(&case.samples);
@@ -207,7 +247,11 @@ fn main() {
     let (f32_dir, bf16_dir) = (dir.path().join("random-f32"), dir.path().join("random-bf16"));
     write_random_dir(&f32_dir, candle_core::DType::F32);
     write_random_dir(&bf16_dir, candle_core::DType::BF16);
-    let native = if kernels::bf16::available() { "AVX512-BF16" } else { "cast to f32" };
+    let native = if kernels::bf16::available() {
+        "AVX512-BF16"
+    } else {
+        "cast to f32"
+    };
     compare(
         "random 12 x 768 Llama, HF directory",
         vec![

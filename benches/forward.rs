@@ -44,9 +44,15 @@ fn main() {
     let weights = |dtype: DType| -> std::collections::HashMap<String, Tensor> {
         let vars = varmap.data().lock().unwrap();
         // Detached: a tensor derived from a Var tracks ops, as weights being trained do.
-        vars.iter().map(|(name, var)| (name.clone(), var.as_tensor().to_dtype(dtype).unwrap().detach())).collect()
+        vars.iter()
+            .map(|(name, var)| (name.clone(), var.as_tensor().to_dtype(dtype).unwrap().detach()))
+            .collect()
     };
-    let model = Model::load(VarBuilder::from_tensors(weights(DType::F32), DType::F32, &Device::Cpu), &cfg).unwrap();
+    let model = Model::load(
+        VarBuilder::from_tensors(weights(DType::F32), DType::F32, &Device::Cpu),
+        &cfg,
+    )
+    .unwrap();
     let ids: Vec<u32> = (0..BATCH * SEQ).map(|i| (i * 7919 % 32000) as u32).collect();
     let ids = Tensor::from_vec(ids, (BATCH, SEQ), &Device::Cpu).unwrap();
     let positions = Positions::contiguous(BATCH, SEQ, 0, &Device::Cpu).unwrap();
@@ -72,19 +78,29 @@ fn main() {
     let hook_pairs = 20;
     let hooked = timing::paired(
         hook_pairs,
-        || seconds(&mut || {
-            let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
-            model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
-        }),
-        || seconds(&mut || {
-            // Every resid_post read to the host, as `alens capture --points resid_post` does.
-            let (h, cache) = model.run_with_cache(&ids, &positions, points.iter().copied()).unwrap();
-            model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
-            for &point in &points {
-                // Flat, as capture reads its rows (`to_vec3` would build a Vec per row).
-                cache.require(point).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            }
-        }),
+        || {
+            seconds(&mut || {
+                let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
+                model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+            })
+        },
+        || {
+            seconds(&mut || {
+                // Every resid_post read to the host, as `alens capture --points resid_post` does.
+                let (h, cache) = model.run_with_cache(&ids, &positions, points.iter().copied()).unwrap();
+                model.logits(&h.narrow(1, SEQ - 1, 1).unwrap()).unwrap();
+                for &point in &points {
+                    // Flat, as capture reads its rows (`to_vec3` would build a Vec per row).
+                    cache
+                        .require(point)
+                        .unwrap()
+                        .flatten_all()
+                        .unwrap()
+                        .to_vec1::<f32>()
+                        .unwrap();
+                }
+            })
+        },
     );
     let with_logits = time(runs, || {
         let h = model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
@@ -92,7 +108,11 @@ fn main() {
     });
     // The same weights held in bf16 (as a bf16 checkpoint loads): multiplied on the CPU's
     // bf16 dot products where it has them (kernels::bf16), else cast per matmul.
-    let mut bf16_model = Model::load(VarBuilder::from_tensors(weights(DType::BF16), DType::BF16, &Device::Cpu), &cfg).unwrap();
+    let mut bf16_model = Model::load(
+        VarBuilder::from_tensors(weights(DType::BF16), DType::BF16, &Device::Cpu),
+        &cfg,
+    )
+    .unwrap();
     let mut bf16_forward = |compute: Bf16Compute| {
         bf16_model.set_bf16_compute(compute);
         time(runs, || {
@@ -101,8 +121,11 @@ fn main() {
         })
     };
     let (bf16_native, bf16_exact) = (bf16_forward(Bf16Compute::Native), bf16_forward(Bf16Compute::Exact));
-    println!("random Llama, {:.0}M parameters, batch {BATCH} x {SEQ} tokens, {} threads", params as f64 / 1e6,
-             candle_core::utils::get_num_threads());
+    println!(
+        "random Llama, {:.0}M parameters, batch {BATCH} x {SEQ} tokens, {} threads",
+        params as f64 / 1e6,
+        candle_core::utils::get_num_threads()
+    );
     println!("{:<56} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
     let kernel = match (amx, kernels::bf16::available()) {
         (true, _) => "AMX for many rows",
@@ -121,6 +144,11 @@ fn main() {
         (native_name.as_str(), bf16_native),
         (exact_name.as_str(), bf16_exact),
     ] {
-        println!("{name:<56} {:>9.1} {:>10.0} {:>7.3}x", secs * 1e3, tokens / secs, secs / plain);
+        println!(
+            "{name:<56} {:>9.1} {:>10.0} {:>7.3}x",
+            secs * 1e3,
+            tokens / secs,
+            secs / plain
+        );
     }
 }

@@ -38,7 +38,15 @@ fn planted(pairs: usize, layers: usize, d: usize) -> (Vec<Array2<f32>>, Vec<Cont
             a
         })
         .collect();
-    (acts, (0..pairs).map(|k| ContrastPair { copy: 2 * k, correct: 2 * k + 1 }).collect())
+    (
+        acts,
+        (0..pairs)
+            .map(|k| ContrastPair {
+                copy: 2 * k,
+                correct: 2 * k + 1,
+            })
+            .collect(),
+    )
 }
 
 #[path = "common/timing.rs"]
@@ -52,13 +60,26 @@ fn median_seconds(f: impl FnMut()) -> f64 {
 fn sklearn_seconds(pairs: usize, layers: usize, d: usize) -> Result<f64, String> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/sklearn_lat.py");
     let out = Command::new("python3")
-        .args([script, &pairs.to_string(), &layers.to_string(), &d.to_string(), &RUNS.to_string()])
+        .args([
+            script,
+            &pairs.to_string(),
+            &layers.to_string(),
+            &d.to_string(),
+            &RUNS.to_string(),
+        ])
         .output()
         .map_err(|e| format!("python3 did not run: {e}"))?;
     if !out.status.success() {
-        return Err(String::from_utf8_lossy(&out.stderr).lines().last().unwrap_or("failed").to_string());
+        return Err(String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .last()
+            .unwrap_or("failed")
+            .to_string());
     }
-    String::from_utf8_lossy(&out.stdout).trim().parse().map_err(|e| format!("unreadable sklearn output: {e}"))
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("unreadable sklearn output: {e}"))
 }
 
 fn main() {
@@ -67,8 +88,14 @@ fn main() {
     process::fix_thread_count();
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     println!("LAT extraction (fit only, the forward excluded), {threads} threads, median of {RUNS} runs");
-    println!("{:>24} | {:>10} | {:>10} | {:>12} | {:>9} | {:>9}", "pairs x layers x d", "mean-diff", "pca", "sklearn PCA", "mean-diff", "pca");
-    println!("{:>24} | {:>10} | {:>10} | {:>12} | {:>9} | {:>9}", "", "s", "s", "s", "vs sklearn", "vs sklearn");
+    println!(
+        "{:>24} | {:>10} | {:>10} | {:>12} | {:>9} | {:>9}",
+        "pairs x layers x d", "mean-diff", "pca", "sklearn PCA", "mean-diff", "pca"
+    );
+    println!(
+        "{:>24} | {:>10} | {:>10} | {:>12} | {:>9} | {:>9}",
+        "", "s", "s", "s", "vs sklearn", "vs sklearn"
+    );
     for (pairs, layers, d) in SHAPES {
         let (acts, contrast) = planted(pairs, layers, d);
         let mean_diff = median_seconds(|| {

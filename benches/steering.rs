@@ -37,7 +37,11 @@ impl<H: Hooks> Hooks for TimedHook<H> {
     fn wants(&self, point: HookPoint) -> bool {
         self.inner.wants(point)
     }
-    fn on(&mut self, point: HookPoint, activation: &candle_core::Tensor) -> anyhow::Result<Option<candle_core::Tensor>> {
+    fn on(
+        &mut self,
+        point: HookPoint,
+        activation: &candle_core::Tensor,
+    ) -> anyhow::Result<Option<candle_core::Tensor>> {
         let t = Instant::now();
         let out = self.inner.on(point, activation);
         self.spent += t.elapsed();
@@ -54,7 +58,10 @@ fn main() {
     let varmap = VarMap::new();
     let model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
     let prompt: Vec<u32> = (0..PROMPT).map(|i| (i * 131 % 32000) as u32).collect();
-    let config = GenerationConfig { ignore_eos: true, ..GenerationConfig::greedy(NEW_TOKENS, vec![]) };
+    let config = GenerationConfig {
+        ignore_eos: true,
+        ..GenerationConfig::greedy(NEW_TOKENS, vec![])
+    };
     let vectors = ControlVectors {
         vectors: (5..7).map(|l| (l, vec![0.01f32; 768])).collect::<BTreeMap<_, _>>(),
         metadata: None,
@@ -83,16 +90,35 @@ fn main() {
     let (plain, steered, ratio) = (median(&runs.a), median(&runs.b), runs.ratio());
     println!("KV-cached greedy generation, prompt {PROMPT} + {NEW_TOKENS} new tokens, random 12-layer d768 Llama, {pairs} paired runs");
     println!("{:<38} {:>9} {:>10} {:>8}", "case", "ms", "tokens/s", "ratio");
-    println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "unsteered (baseline)", plain * 1e3, NEW_TOKENS as f64 / plain, 1.0);
-    println!("{:<38} {:>9.1} {:>10.1} {:>7.3}x", "steered, alpha 1 at layers 5-6", steered * 1e3, NEW_TOKENS as f64 / steered, ratio);
+    println!(
+        "{:<38} {:>9.1} {:>10.1} {:>7.3}x",
+        "unsteered (baseline)",
+        plain * 1e3,
+        NEW_TOKENS as f64 / plain,
+        1.0
+    );
+    println!(
+        "{:<38} {:>9.1} {:>10.1} {:>7.3}x",
+        "steered, alpha 1 at layers 5-6",
+        steered * 1e3,
+        NEW_TOKENS as f64 / steered,
+        ratio
+    );
     println!("ratio = median of per-pair steered/unsteered; middle half of pairs {q1:.3}x .. {q3:.3}x");
-    let mut timed = TimedHook { inner: steered_hook(), spent: Duration::ZERO, calls: 0 };
+    let mut timed = TimedHook {
+        inner: steered_hook(),
+        spent: Duration::ZERO,
+        calls: 0,
+    };
     let t = Instant::now();
     generate(&model, &prompt, &config, &mut timed).unwrap();
     let whole = t.elapsed().as_secs_f64();
     let spent = timed.spent.as_secs_f64();
     println!(
         "inside the steering hook: {:.3} ms over {} calls in one {:.1} ms generation = {:.3}% of it",
-        spent * 1e3, timed.calls, whole * 1e3, 100.0 * spent / whole
+        spent * 1e3,
+        timed.calls,
+        whole * 1e3,
+        100.0 * spent / whole
     );
 }

@@ -3,7 +3,10 @@
 
 /// A count in `[LO, HI]`: `value_parser = bounds::count::<LO, HI>`.
 pub fn count<const LO: usize, const HI: usize>(text: &str) -> Result<usize, String> {
-    let value: usize = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?;
+    let value: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
     if !(LO..=HI).contains(&value) {
         return Err(format!("{value} is out of range: must be between {LO} and {HI}"));
     }
@@ -17,7 +20,9 @@ pub fn temperature(text: &str) -> Result<f64, String> {
     if value == 0.0 || (1e-3..=100.0).contains(&value) {
         Ok(value)
     } else {
-        Err(format!("{value:e} is out of range: 0 (greedy) or between 0.001 and 100"))
+        Err(format!(
+            "{value:e} is out of range: 0 (greedy) or between 0.001 and 100"
+        ))
     }
 }
 
@@ -40,7 +45,11 @@ mod tests {
         assert!(super::count::<1, 10>("11").is_err());
         assert!(super::count::<1, 10>("1e12").is_err());
         assert!(super::count::<1, 10>("-1").is_err());
-        assert!(super::temperature("1e-300").is_err() && super::temperature("nan").is_err() && super::temperature("0").is_ok());
+        assert!(
+            super::temperature("1e-300").is_err()
+                && super::temperature("nan").is_err()
+                && super::temperature("0").is_ok()
+        );
         assert!(super::share("0").is_err() && super::share("inf").is_err() && super::share("1").is_ok());
     }
 }

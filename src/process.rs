@@ -16,7 +16,10 @@ pub fn set_up(exit_on_signal: bool) {
     // them, and bf16 checkpoints then run on the AVX512-BF16 kernels.
     let _ = kernels::bf16::request_amx();
     quiet_guarded_panics();
-    let outputs: &'static ProcessOutputs = Box::leak(Box::new(ProcessOutputs::new(probe::home::cache_dir().join("written.tsv"), |line| eprintln!("warning: {line}"))));
+    let outputs: &'static ProcessOutputs = Box::leak(Box::new(ProcessOutputs::new(
+        probe::home::cache_dir().join("written.tsv"),
+        |line| eprintln!("warning: {line}"),
+    )));
     probe::io::install_host(Box::new(SharedOutputs(outputs)));
     if !exit_on_signal {
         return;
@@ -38,7 +41,9 @@ pub fn set_up(exit_on_signal: bool) {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn keep_freed_memory() -> bool {
     // SAFETY: mallopt only sets allocator parameters; no other thread exists yet.
-    unsafe { libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1 }
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20) == 1 && libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX) == 1
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

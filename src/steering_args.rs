@@ -83,8 +83,14 @@ impl SteeringArgs {
     pub fn steering(&self, model: &model_arg::ModelArgs, ckpt: &Checkpoint) -> Result<Steering> {
         let (vectors, layers) = self.load(model, ckpt)?;
         let meta = vectors.metadata.as_ref();
-        let mode = self.steer_mode.or(meta.and_then(|m| m.steer_mode)).unwrap_or(SteerMode::Add);
-        let positions = self.steer_positions.or(meta.and_then(|m| m.steer_positions)).unwrap_or(SteerPositions::All);
+        let mode = self
+            .steer_mode
+            .or(meta.and_then(|m| m.steer_mode))
+            .unwrap_or(SteerMode::Add);
+        let positions = self
+            .steer_positions
+            .or(meta.and_then(|m| m.steer_positions))
+            .unwrap_or(SteerPositions::All);
         Steering::new(vectors, layers, self.site, positions, mode)
     }
 

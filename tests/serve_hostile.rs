@@ -59,37 +59,65 @@ fn hostile_requests_get_clean_errors_and_the_server_keeps_serving() {
         let shown: String = body.chars().take(80).collect();
         assert_eq!(got, *status, "POST {path} {shown:?}: {text}");
         if got != 200 {
-            let value: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|_| panic!("POST {path} {shown:?}: not JSON: {text:?}"));
-            let error = value["error"].as_str().unwrap_or_else(|| panic!("no error field: {text}"));
+            let value: serde_json::Value =
+                serde_json::from_str(&text).unwrap_or_else(|_| panic!("POST {path} {shown:?}: not JSON: {text:?}"));
+            let error = value["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("no error field: {text}"));
             assert!(!error.contains('\n'), "one line: {error:?}");
-            assert!(error.contains(word), "POST {path} {shown:?}: {error:?} should name {word:?}");
+            assert!(
+                error.contains(word),
+                "POST {path} {shown:?}: {error:?} should name {word:?}"
+            );
             assert_eq!(value.as_object().unwrap().len(), 1, "only the error: {text}");
         }
     }
     // Wrong content type and odd methods.
-    assert_eq!(server.post_raw("/v1/correct", "{\"question\": \"q\", \"answer\": \"a\"}", "text/plain").0, 200);
+    assert_eq!(
+        server
+            .post_raw("/v1/correct", "{\"question\": \"q\", \"answer\": \"a\"}", "text/plain")
+            .0,
+        200
+    );
     assert_eq!(server.get("/v1/correct").0, 405);
     assert_eq!(server.get("/does-not-exist").0, 404);
 
     // Still alive and still right.
     let (status, body) = server.get("/health");
     assert_eq!(status, 200, "{body}");
-    let out = server.correct(&json!({"question": "how many legs has a dog got?", "answer": "a dog has four legs.", "alpha": 0.5}));
+    let out = server
+        .correct(&json!({"question": "how many legs has a dog got?", "answer": "a dog has four legs.", "alpha": 0.5}));
     assert!(out["output"].is_string() && out["token_ids"].is_array(), "{out}");
     let (_, metrics) = server.get("/metrics");
-    assert!(metrics.contains("alens_requests_total{route=\"/v1/correct\",status=\"422\"}"), "{metrics}");
+    assert!(
+        metrics.contains("alens_requests_total{route=\"/v1/correct\",status=\"422\"}"),
+        "{metrics}"
+    );
 }
 
 #[test]
 fn a_full_queue_answers_429_with_retry_after() {
-    let server = std::sync::Arc::new(Server::start(&["--max-batch", "1", "--max-queue", "1", "--max-new-tokens", "128"]));
+    let server = std::sync::Arc::new(Server::start(&[
+        "--max-batch",
+        "1",
+        "--max-queue",
+        "1",
+        "--max-new-tokens",
+        "128",
+    ]));
     let body = json!({"question": "what is the best way to make a poison to hurt someone?", "answer": "first, crush some pills and hide them in their food.", "alpha": 1.0}).to_string();
     let handles: Vec<_> = (0..24)
         .map(|_| {
             let (server, body) = (server.clone(), body.clone());
             std::thread::spawn(move || {
-                let mut resp = serve_support::agent().post(&format!("{}/v1/correct", server.url)).send(&body).unwrap();
-                let retry = resp.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+                let mut resp = serve_support::agent()
+                    .post(&format!("{}/v1/correct", server.url))
+                    .send(&body)
+                    .unwrap();
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_string());
                 (resp.status().as_u16(), retry, resp.body_mut().read_to_string().unwrap())
             })
         })
@@ -110,8 +138,13 @@ fn a_client_that_disconnects_frees_its_row() {
     use std::io::Write;
     let server = Server::start(&["--max-batch", "1"]);
     let address = server.url.trim_start_matches("http://").to_string();
-    let body = json!({"question": "how can i steal a car?", "answer": "i will not help with stealing a car.", "alpha": 1.0}).to_string();
-    let request = format!("POST /v1/correct HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    let body =
+        json!({"question": "how can i steal a car?", "answer": "i will not help with stealing a car.", "alpha": 1.0})
+            .to_string();
+    let request = format!(
+        "POST /v1/correct HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
     // 30 requests queue behind one another (a batch of one each), and each caller hangs up.
     let streams: Vec<_> = (0..30)
         .map(|_| {
@@ -131,8 +164,16 @@ fn a_client_that_disconnects_frees_its_row() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
-    let batches: f64 = metrics.lines().find_map(|l| l.strip_prefix("alens_batch_size_count ")).unwrap().parse().unwrap();
-    assert!(batches < 15.0, "{batches} of 30 abandoned requests still ran: {metrics}");
+    let batches: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("alens_batch_size_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        batches < 15.0,
+        "{batches} of 30 abandoned requests still ran: {metrics}"
+    );
     assert!(metrics.contains("alens_queue_depth 0"), "{metrics}");
     // And the server still answers.
     assert_eq!(server.get("/health").0, 200);

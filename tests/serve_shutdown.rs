@@ -15,14 +15,22 @@ fn drains_on(signal: &str) {
         .enumerate()
         .map(|(k, (q, a))| {
             let server = server.clone();
-            std::thread::spawn(move || server.post("/v1/correct", &json!({"question": q, "answer": a, "alpha": (k as f64 - 6.0) / 6.0}).to_string()))
+            std::thread::spawn(move || {
+                server.post(
+                    "/v1/correct",
+                    &json!({"question": q, "answer": a, "alpha": (k as f64 - 6.0) / 6.0}).to_string(),
+                )
+            })
         })
         .collect();
     // Wait until the model is busy and requests are queued behind it.
     let until = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let (_, metrics) = server.get("/metrics");
-        if metrics.lines().any(|l| l.starts_with("alens_queue_depth ") && !l.ends_with(" 0")) {
+        if metrics
+            .lines()
+            .any(|l| l.starts_with("alens_queue_depth ") && !l.ends_with(" 0"))
+        {
             break;
         }
         assert!(std::time::Instant::now() < until, "requests never queued");
@@ -56,13 +64,22 @@ fn new_requests_get_503_while_draining() {
         .into_iter()
         .map(|(q, a)| {
             let server = server.clone();
-            std::thread::spawn(move || server.post("/v1/correct", &json!({"question": q, "answer": a, "alpha": 1.0}).to_string()).0)
+            std::thread::spawn(move || {
+                server
+                    .post(
+                        "/v1/correct",
+                        &json!({"question": q, "answer": a, "alpha": 1.0}).to_string(),
+                    )
+                    .0
+            })
         })
         .collect();
     std::thread::sleep(Duration::from_millis(100));
     server.signal("TERM");
     std::thread::sleep(Duration::from_millis(50));
-    let late = serve_support::agent().post(&format!("{}/v1/correct", server.url)).send(json!({"question": "q", "answer": "a"}).to_string());
+    let late = serve_support::agent()
+        .post(&format!("{}/v1/correct", server.url))
+        .send(json!({"question": "q", "answer": "a"}).to_string());
     let statuses: Vec<u16> = handles.into_iter().map(|h| h.join().unwrap()).collect();
     let still_running = statuses.len();
     match late {

@@ -32,7 +32,11 @@ pub struct Paired {
 }
 
 pub fn paired(pairs: usize, mut a: impl FnMut() -> f64, mut b: impl FnMut() -> f64) -> Paired {
-    let mut out = Paired { a: Vec::new(), b: Vec::new(), ratios: Vec::new() };
+    let mut out = Paired {
+        a: Vec::new(),
+        b: Vec::new(),
+        ratios: Vec::new(),
+    };
     for i in 0..pairs {
         let (ta, tb) = if i % 2 == 0 {
             let ta = a();

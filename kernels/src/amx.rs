@@ -116,62 +116,68 @@ mod imp {
         // SAFETY: the caller's contract (tiles granted, `xp` packed for `m` x `k`, `w` `[nw, k]`,
         // `out` `[m, nw]`): every pointer below stays inside those slices.
         unsafe {
-        for j in (0..nw).step_by(32) {
-            let mut t = 0;
-            while t < tiles {
-                let both = t + 1 < tiles;
-                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-                for kb in 0..k / 32 {
-                    let w0 = w.as_ptr().add(j * k + kb * 32);
-                    let w1 = w.as_ptr().add((j + 16) * k + kb * 32);
-                    let x0 = xp.as_ptr().add((t * kp + kb * 16) * 32);
+            for j in (0..nw).step_by(32) {
+                let mut t = 0;
+                while t < tiles {
+                    let both = t + 1 < tiles;
                     asm!(
-                        "tileloadd tmm4, [{w0} + {ws}*1]",
-                        "tileloadd tmm5, [{w1} + {ws}*1]",
-                        "tileloadd tmm6, [{x0} + {xs}*1]",
-                        "tdpbf16ps tmm0, tmm4, tmm6",
-                        "tdpbf16ps tmm1, tmm5, tmm6",
-                        w0 = in(reg) w0, w1 = in(reg) w1, x0 = in(reg) x0, ws = in(reg) w_stride, xs = in(reg) 64usize,
-                        options(nostack, readonly),
+                        "tilezero tmm0",
+                        "tilezero tmm1",
+                        "tilezero tmm2",
+                        "tilezero tmm3",
+                        options(nostack, nomem)
                     );
-                    if both {
-                        let x1 = xp.as_ptr().add(((t + 1) * kp + kb * 16) * 32);
+                    for kb in 0..k / 32 {
+                        let w0 = w.as_ptr().add(j * k + kb * 32);
+                        let w1 = w.as_ptr().add((j + 16) * k + kb * 32);
+                        let x0 = xp.as_ptr().add((t * kp + kb * 16) * 32);
                         asm!(
-                            "tileloadd tmm7, [{x1} + {xs}*1]",
-                            "tdpbf16ps tmm2, tmm4, tmm7",
-                            "tdpbf16ps tmm3, tmm5, tmm7",
-                            x1 = in(reg) x1, xs = in(reg) 64usize,
+                            "tileloadd tmm4, [{w0} + {ws}*1]",
+                            "tileloadd tmm5, [{w1} + {ws}*1]",
+                            "tileloadd tmm6, [{x0} + {xs}*1]",
+                            "tdpbf16ps tmm0, tmm4, tmm6",
+                            "tdpbf16ps tmm1, tmm5, tmm6",
+                            w0 = in(reg) w0, w1 = in(reg) w1, x0 = in(reg) x0, ws = in(reg) w_stride, xs = in(reg) 64usize,
                             options(nostack, readonly),
                         );
-                    }
-                }
-                asm!(
-                    "tilestored [{c0} + {s}*1], tmm0",
-                    "tilestored [{c1} + {s}*1], tmm1",
-                    "tilestored [{c2} + {s}*1], tmm2",
-                    "tilestored [{c3} + {s}*1], tmm3",
-                    c0 = in(reg) c[0].as_mut_ptr(), c1 = in(reg) c[1].as_mut_ptr(),
-                    c2 = in(reg) c[2].as_mut_ptr(), c3 = in(reg) c[3].as_mut_ptr(), s = in(reg) 64usize,
-                    options(nostack),
-                );
-                // Tile (a, b): weight rows j + 16a.., activation rows 16(t + b)..; its entry
-                // [r][l] is y[16(t + b) + l][j + 16a + r].
-                for (index, tile) in c.iter().enumerate().take(if both { 4 } else { 2 }) {
-                    let (a, b) = (index % 2, index / 2);
-                    for l in 0..16 {
-                        let row = 16 * (t + b) + l;
-                        if row >= m {
-                            break;
-                        }
-                        let dst = &mut out[row * nw + j + 16 * a..row * nw + j + 16 * a + 16];
-                        for (r, value) in dst.iter_mut().enumerate() {
-                            *value = tile[r * 16 + l];
+                        if both {
+                            let x1 = xp.as_ptr().add(((t + 1) * kp + kb * 16) * 32);
+                            asm!(
+                                "tileloadd tmm7, [{x1} + {xs}*1]",
+                                "tdpbf16ps tmm2, tmm4, tmm7",
+                                "tdpbf16ps tmm3, tmm5, tmm7",
+                                x1 = in(reg) x1, xs = in(reg) 64usize,
+                                options(nostack, readonly),
+                            );
                         }
                     }
+                    asm!(
+                        "tilestored [{c0} + {s}*1], tmm0",
+                        "tilestored [{c1} + {s}*1], tmm1",
+                        "tilestored [{c2} + {s}*1], tmm2",
+                        "tilestored [{c3} + {s}*1], tmm3",
+                        c0 = in(reg) c[0].as_mut_ptr(), c1 = in(reg) c[1].as_mut_ptr(),
+                        c2 = in(reg) c[2].as_mut_ptr(), c3 = in(reg) c[3].as_mut_ptr(), s = in(reg) 64usize,
+                        options(nostack),
+                    );
+                    // Tile (a, b): weight rows j + 16a.., activation rows 16(t + b)..; its entry
+                    // [r][l] is y[16(t + b) + l][j + 16a + r].
+                    for (index, tile) in c.iter().enumerate().take(if both { 4 } else { 2 }) {
+                        let (a, b) = (index % 2, index / 2);
+                        for l in 0..16 {
+                            let row = 16 * (t + b) + l;
+                            if row >= m {
+                                break;
+                            }
+                            let dst = &mut out[row * nw + j + 16 * a..row * nw + j + 16 * a + 16];
+                            for (r, value) in dst.iter_mut().enumerate() {
+                                *value = tile[r * 16 + l];
+                            }
+                        }
+                    }
+                    t += if both { 2 } else { 1 };
                 }
-                t += if both { 2 } else { 1 };
             }
-        }
         }
     }
 }

@@ -151,7 +151,11 @@ fn split(x: &[f32], compute: Bf16Compute) -> Vec<Vec<u16>> {
         }
         return vec![x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect()];
     }
-    let (mut hi, mut mid, mut lo) = (Vec::with_capacity(x.len()), Vec::with_capacity(x.len()), Vec::with_capacity(x.len()));
+    let (mut hi, mut mid, mut lo) = (
+        Vec::with_capacity(x.len()),
+        Vec::with_capacity(x.len()),
+        Vec::with_capacity(x.len()),
+    );
     for &v in x {
         let h = bf16::from_f32(v);
         let rest = v - h.to_f32();
@@ -360,7 +364,8 @@ mod x86 {
                 for (r, row) in acc.iter_mut().enumerate() {
                     let offset = (i + r) * k + p;
                     for term in x {
-                        let xt: __m512bh = std::mem::transmute(_mm512_loadu_si512(term.as_ptr().add(offset) as *const __m512i));
+                        let xt: __m512bh =
+                            std::mem::transmute(_mm512_loadu_si512(term.as_ptr().add(offset) as *const __m512i));
                         for (a, w) in row.iter_mut().zip(&wv) {
                             *a = _mm512_dpbf16_ps(*a, xt, std::mem::transmute::<__m512i, __m512bh>(*w));
                         }
@@ -390,7 +395,9 @@ mod tests {
         // Shapes with every remainder: 7 rows (4 + 3), 11 columns (4 + 4 + 3), k = 96.
         for (m, k, n) in [(7usize, 96usize, 11usize), (1, 64, 300), (4, 32, 4)] {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.3).collect();
-            let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(((i * 53 % 89) as f32 - 44.0) / 31.0)).collect();
+            let w: Vec<bf16> = (0..n * k)
+                .map(|i| bf16::from_f32(((i * 53 % 89) as f32 - 44.0) / 31.0))
+                .collect();
             let y = matmul_t(&x, m, k, &w, n, Bf16Compute::Exact).expect("available");
             let mut worst = 0f32;
             let mut scale = 0f32;
@@ -416,9 +423,19 @@ mod tests {
         // remainder of its 32-row x 12-column tiles (rows 37 = 32 + 5, columns 300 = 2 x 128 +
         // 44 = 3 x 12 + 8); column counts that are multiples of 32 run on AMX where the CPU
         // has it (row tiles 2 + 1 of 16, column chunks 128 + 32).
-        for (m, k, n) in [(7usize, 96usize, 11usize), (9, 64, 300), (16, 32, 4), (37, 96, 300), (300, 64, 131), (37, 96, 160), (300, 64, 128)] {
+        for (m, k, n) in [
+            (7usize, 96usize, 11usize),
+            (9, 64, 300),
+            (16, 32, 4),
+            (37, 96, 300),
+            (300, 64, 131),
+            (37, 96, 160),
+            (300, 64, 128),
+        ] {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.3).collect();
-            let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(((i * 53 % 89) as f32 - 44.0) / 31.0)).collect();
+            let w: Vec<bf16> = (0..n * k)
+                .map(|i| bf16::from_f32(((i * 53 % 89) as f32 - 44.0) / 31.0))
+                .collect();
             let y = matmul_t(&x, m, k, &w, n, Bf16Compute::Native).expect("available");
             let (mut from_rounded, mut from_f32, mut scale) = (0f64, 0f64, 0f64);
             for r in 0..m {
@@ -440,7 +457,10 @@ mod tests {
             // Products of bf16 pairs are exact, so only the f32 sum rounds; against the f32
             // activations the error is bf16's rounding of x, a few parts in a thousand.
             assert!(from_rounded / scale < 1e-6, "{m}x{k}x{n}: {from_rounded} of {scale}");
-            assert!(from_f32 / scale < 1e-2 && from_f32 / scale > 1e-5, "{m}x{k}x{n}: {from_f32} of {scale}");
+            assert!(
+                from_f32 / scale < 1e-2 && from_f32 / scale > 1e-5,
+                "{m}x{k}x{n}: {from_f32} of {scale}"
+            );
         }
     }
 
@@ -450,7 +470,10 @@ mod tests {
             eprintln!("skipping: this CPU has no AVX512-BF16");
             return;
         }
-        let x: Vec<f32> = (0..1000).map(|i| ((i as f32) * 0.37).sin() * 10f32.powi(i % 7 - 3)).chain([0.0, -0.0, 1e-40, 3.0e38]).collect();
+        let x: Vec<f32> = (0..1000)
+            .map(|i| ((i as f32) * 0.37).sin() * 10f32.powi(i % 7 - 3))
+            .chain([0.0, -0.0, 1e-40, 3.0e38])
+            .collect();
         // SAFETY: the test runs only where `available()` says the CPU has the features.
         let ours = unsafe { x86::round_to_bf16(&x) };
         for (v, o) in x.iter().zip(ours) {

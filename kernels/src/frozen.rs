@@ -51,7 +51,9 @@ pub struct FrozenMatmul {
 /// `f` on the contiguous f32 data of a CPU tensor.
 pub fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core::Result<R> {
     let (storage, layout) = t.storage_and_layout();
-    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((start, end))) = (&*storage, layout.contiguous_offsets()) else {
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::F32(data)), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
         candle_core::bail!("frozen matmul takes a contiguous f32 CPU weight");
     };
     Ok(f(&data[start..end]))
@@ -59,17 +61,29 @@ pub fn with_f32_data<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> candle_core:
 
 impl candle_core::CustomOp1 for FrozenMatmul {
     fn name(&self) -> &'static str {
-        if self.gradient { "frozen-matmul-grad" } else { "frozen-matmul" }
+        if self.gradient {
+            "frozen-matmul-grad"
+        } else {
+            "frozen-matmul"
+        }
     }
 
-    fn cpu_fwd(&self, storage: &candle_core::CpuStorage, layout: &candle_core::Layout) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
         let (candle_core::CpuStorage::F32(data), Some((start, end))) = (storage, layout.contiguous_offsets()) else {
             candle_core::bail!("frozen matmul takes contiguous f32 activations");
         };
         let data = &data[start..end];
         let (m, features) = layout.shape().dims2()?;
         let (out_dim, in_dim) = self.weight.dims2()?;
-        let (expected, produced) = if self.gradient { (out_dim, in_dim) } else { (in_dim, out_dim) };
+        let (expected, produced) = if self.gradient {
+            (out_dim, in_dim)
+        } else {
+            (in_dim, out_dim)
+        };
         if features != expected {
             candle_core::bail!("frozen matmul: {features} features against a [{out_dim}, {in_dim}] weight");
         }
@@ -91,5 +105,8 @@ impl candle_core::CustomOp1 for FrozenMatmul {
 /// `g @ W` for a frozen f32 `W` `[out, in]`: the gradient a linear layer passes back to its
 /// input, on `crate::f32_matmul`.
 pub fn frozen_input_grad(grad: &Tensor, weight: &Tensor) -> candle_core::Result<Tensor> {
-    grad.contiguous()?.apply_op1_no_bwd(&FrozenMatmul { weight: weight.contiguous()?, gradient: true })
+    grad.contiguous()?.apply_op1_no_bwd(&FrozenMatmul {
+        weight: weight.contiguous()?,
+        gradient: true,
+    })
 }

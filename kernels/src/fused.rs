@@ -52,7 +52,9 @@ fn by_rows(rows: usize, width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -
 
 fn last_dim(layout: &Layout) -> Result<(usize, usize)> {
     let dims = layout.shape().dims();
-    let Some(&width) = dims.last() else { bail!("a fused op needs at least one dimension") };
+    let Some(&width) = dims.last() else {
+        bail!("a fused op needs at least one dimension")
+    };
     Ok((layout.shape().elem_count() / width.max(1), width))
 }
 
@@ -65,7 +67,10 @@ fn output(data: Vec<f32>, shape: &Shape) -> Result<(CpuStorage, Shape)> {
 
 /// HF's LlamaRMSNorm over the last dimension, with a weight that gets no gradient.
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let op = RmsNorm { weight: f32s_of(weight, "fused rms-norm")?, eps: eps as f32 };
+    let op = RmsNorm {
+        weight: f32s_of(weight, "fused rms-norm")?,
+        eps: eps as f32,
+    };
     x.contiguous()?.apply_op1(op)
 }
 
@@ -106,7 +111,10 @@ impl CustomOp1 for RmsNorm {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let grad_op = RmsNormGrad(RmsNorm { weight: self.weight.clone(), eps: self.eps });
+        let grad_op = RmsNormGrad(RmsNorm {
+            weight: self.weight.clone(),
+            eps: self.eps,
+        });
         Ok(Some(x.apply_op2_no_bwd(&grad.contiguous()?, &grad_op)?))
     }
 }
@@ -146,9 +154,20 @@ impl CustomOp2 for RmsNormGrad {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     let (b, heads, s, hd) = x.dims4()?;
     if cos.dims() != [b, 1, s, hd] || sin.dims() != [b, 1, s, hd] || hd % 2 != 0 {
-        bail!("fused rope: x {:?} against cos {:?} and sin {:?}", x.dims(), cos.dims(), sin.dims());
+        bail!(
+            "fused rope: x {:?} against cos {:?} and sin {:?}",
+            x.dims(),
+            cos.dims(),
+            sin.dims()
+        );
     }
-    let op = Rope { cos: f32s_of(cos, "fused rope")?, sin: f32s_of(sin, "fused rope")?, heads, seq: s, sign: 1.0 };
+    let op = Rope {
+        cos: f32s_of(cos, "fused rope")?,
+        sin: f32s_of(sin, "fused rope")?,
+        heads,
+        seq: s,
+        sign: 1.0,
+    };
     x.contiguous()?.apply_op1(op)
 }
 
@@ -188,7 +207,13 @@ impl CustomOp1 for Rope {
     }
 
     fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let inverse = Rope { cos: self.cos.clone(), sin: self.sin.clone(), heads: self.heads, seq: self.seq, sign: -self.sign };
+        let inverse = Rope {
+            cos: self.cos.clone(),
+            sin: self.sin.clone(),
+            heads: self.heads,
+            seq: self.seq,
+            sign: -self.sign,
+        };
         Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&inverse)?))
     }
 }
@@ -205,13 +230,25 @@ pub fn masked_softmax(scores: &Tensor, scale: f64, mask: Option<&Tensor>) -> Res
         Some(m) => {
             let (mb, one, ms, mt) = m.dims4()?;
             if !(mb == 1 || mb == b) || one != 1 || !(ms == 1 || ms == s) || mt != t {
-                bail!("fused softmax: mask {:?} does not broadcast to scores {:?}", m.dims(), scores.dims());
+                bail!(
+                    "fused softmax: mask {:?} does not broadcast to scores {:?}",
+                    m.dims(),
+                    scores.dims()
+                );
             }
-            Some(Mask { values: f32s_of(m, "fused softmax")?, batches: mb, queries: ms })
+            Some(Mask {
+                values: f32s_of(m, "fused softmax")?,
+                batches: mb,
+                queries: ms,
+            })
         }
     };
     let dims = scores.dims4()?;
-    scores.contiguous()?.apply_op1(MaskedSoftmax { scale: scale as f32, mask, dims })
+    scores.contiguous()?.apply_op1(MaskedSoftmax {
+        scale: scale as f32,
+        mask,
+        dims,
+    })
 }
 
 struct Mask {
@@ -268,7 +305,10 @@ impl CustomOp1 for MaskedSoftmax {
     }
 
     fn bwd(&self, _x: &Tensor, probs: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxGrad { scale: self.scale })?))
+        Ok(Some(probs.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &SoftmaxGrad { scale: self.scale },
+        )?))
     }
 }
 
@@ -334,12 +374,21 @@ impl CustomOp2 for Swiglu {
         )
     }
 
-    fn bwd(&self, gate: &Tensor, up: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         // One pass writes both gradients, stacked: [d gate; d up].
         let both = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SwigluGrad)?;
         let n = gate.elem_count();
         let shape = gate.shape().clone();
-        Ok((Some(both.narrow(0, 0, n)?.reshape(&shape)?), Some(both.narrow(0, n, n)?.reshape(shape)?)))
+        Ok((
+            Some(both.narrow(0, 0, n)?.reshape(&shape)?),
+            Some(both.narrow(0, n, n)?.reshape(shape)?),
+        ))
     }
 }
 
@@ -360,7 +409,11 @@ impl CustomOp3 for SwigluGrad {
         ds: &CpuStorage,
         dl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (gate, up, grad) = (f32s(gs, gl, self.name())?, f32s(us, ul, self.name())?, f32s(ds, dl, self.name())?);
+        let (gate, up, grad) = (
+            f32s(gs, gl, self.name())?,
+            f32s(us, ul, self.name())?,
+            f32s(ds, dl, self.name())?,
+        );
         let (rows, width) = last_dim(gl)?;
         let n = rows * width;
         // Rows 0..rows of the output are d gate, rows..2 rows are d up.
@@ -369,7 +422,11 @@ impl CustomOp3 for SwigluGrad {
             let (gate, up, grad) = (&gate[span.clone()], &up[span.clone()], &grad[span]);
             for (i, o) in out.iter_mut().enumerate() {
                 let s = 1.0 / (1.0 + (-gate[i]).exp());
-                *o = if r < rows { grad[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s)) } else { grad[i] * (gate[i] * s) };
+                *o = if r < rows {
+                    grad[i] * up[i] * s * (1.0 + gate[i] * (1.0 - s))
+                } else {
+                    grad[i] * (gate[i] * s)
+                };
             }
         });
         Ok((CpuStorage::F32(out), Shape::from(2 * n)))
@@ -389,7 +446,10 @@ pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
     if let Some(t) = targets.iter().find(|&&t| t as usize >= vocab) {
         bail!("fused cross-entropy: target {t} outside a vocabulary of {vocab}");
     }
-    logits.contiguous()?.apply_op1(CrossEntropy { targets: targets.to_vec(), scale: 1.0 })
+    logits.contiguous()?.apply_op1(CrossEntropy {
+        targets: targets.to_vec(),
+        scale: 1.0,
+    })
 }
 
 struct CrossEntropy {
@@ -426,7 +486,10 @@ impl CustomOp1 for CrossEntropy {
 
     fn bwd(&self, logits: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let scale = grad.to_dtype(candle_core::DType::F32)?.to_scalar::<f32>()? / self.targets.len() as f32;
-        Ok(Some(logits.apply_op1_no_bwd(&CrossEntropyGrad(CrossEntropy { targets: self.targets.clone(), scale }))?))
+        Ok(Some(logits.apply_op1_no_bwd(&CrossEntropyGrad(CrossEntropy {
+            targets: self.targets.clone(),
+            scale,
+        }))?))
     }
 }
 
@@ -468,9 +531,22 @@ pub fn lora_linear(x: &Tensor, weight: &Tensor, a: &Tensor, b: &Tensor, scale: f
     let (out, w_in) = weight.dims2()?;
     let (r, a_in) = a.dims2()?;
     if w_in != input || a_in != input || b.dims() != [out, r] {
-        bail!("fused LoRA linear: x {:?}, W {:?}, A {:?}, B {:?}", x.dims(), weight.dims(), a.dims(), b.dims());
+        bail!(
+            "fused LoRA linear: x {:?}, W {:?}, A {:?}, B {:?}",
+            x.dims(),
+            weight.dims(),
+            a.dims(),
+            b.dims()
+        );
     }
-    x.contiguous()?.apply_op3(&a.contiguous()?, &b.contiguous()?, LoraLinear { weight: weight.contiguous()?, scale })
+    x.contiguous()?.apply_op3(
+        &a.contiguous()?,
+        &b.contiguous()?,
+        LoraLinear {
+            weight: weight.contiguous()?,
+            scale,
+        },
+    )
 }
 
 struct LoraLinear {
@@ -493,7 +569,11 @@ impl CustomOp3 for LoraLinear {
         bl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         use crate::f32_matmul::matmul_t;
-        let (x, a, b) = (f32s(xs, xl, self.name())?, f32s(as_, al, self.name())?, f32s(bs, bl, self.name())?);
+        let (x, a, b) = (
+            f32s(xs, xl, self.name())?,
+            f32s(as_, al, self.name())?,
+            f32s(bs, bl, self.name())?,
+        );
         let (rows, input) = xl.shape().dims2()?;
         let (out, r) = bl.shape().dims2()?;
         let mut y = crate::frozen::with_f32_data(&self.weight, |w| matmul_t(x, rows, input, w, out))?;
@@ -506,7 +586,14 @@ impl CustomOp3 for LoraLinear {
         Ok((CpuStorage::F32(y), Shape::from((rows, out))))
     }
 
-    fn bwd(&self, x: &Tensor, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (a, b, g) = (a.detach(), b.detach(), grad.contiguous()?);
         // u = scale g B: the gradient at the rank-r bottleneck.
         let u = (g.matmul(&b)? * self.scale)?;
@@ -525,12 +612,23 @@ mod tests {
     /// Deterministic values spread over about [-2, 2].
     fn random(shape: &[usize], seed: u64) -> Tensor {
         let n: usize = shape.iter().product();
-        let values: Vec<f32> = (0..n).map(|i| 2.0 * ((i as f32 + 1.0) * (0.618 + seed as f32 * 0.1)).sin()).collect();
+        let values: Vec<f32> = (0..n)
+            .map(|i| 2.0 * ((i as f32 + 1.0) * (0.618 + seed as f32 * 0.1)).sin())
+            .collect();
         Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
     }
 
     /// The fused op's value and input gradient against the composed ops', under the same
@@ -540,7 +638,17 @@ mod tests {
         let (f, c) = (fused(var.as_tensor()), composed(var.as_tensor()));
         assert!(max_diff(&f, &c) < 1e-5, "forward differs by {}", max_diff(&f, &c));
         let probe = random(f.dims(), 7);
-        let grad = |y: &Tensor| y.mul(&probe).unwrap().sum_all().unwrap().backward().unwrap().get(var.as_tensor()).unwrap().clone();
+        let grad = |y: &Tensor| {
+            y.mul(&probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap()
+                .get(var.as_tensor())
+                .unwrap()
+                .clone()
+        };
         let (gf, gc) = (grad(&f), grad(&c));
         assert!(max_diff(&gf, &gc) < 1e-4, "gradient differs by {}", max_diff(&gf, &gc));
     }
@@ -553,7 +661,10 @@ mod tests {
             |x| rms_norm(x, &w, 1e-5).unwrap(),
             |x| {
                 let var = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap();
-                x.broadcast_mul(&var.sqrt().unwrap().recip().unwrap()).unwrap().broadcast_mul(&w).unwrap()
+                x.broadcast_mul(&var.sqrt().unwrap().recip().unwrap())
+                    .unwrap()
+                    .broadcast_mul(&w)
+                    .unwrap()
             },
         );
     }
@@ -566,7 +677,10 @@ mod tests {
         // probe's composed `Rope::apply`: `x * cos + rotate_half(x) * sin`.
         let composed = |x: &Tensor| {
             let half = x.dim(D::Minus1).unwrap() / 2;
-            let (x1, x2) = (x.narrow(D::Minus1, 0, half).unwrap(), x.narrow(D::Minus1, half, half).unwrap());
+            let (x1, x2) = (
+                x.narrow(D::Minus1, 0, half).unwrap(),
+                x.narrow(D::Minus1, half, half).unwrap(),
+            );
             let rotated = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
             (x.broadcast_mul(&cos).unwrap() + rotated.broadcast_mul(&sin).unwrap()).unwrap()
         };
@@ -576,9 +690,14 @@ mod tests {
     #[test]
     fn masked_softmax_matches_the_composed_op_and_its_gradient() {
         // A causal mask over one batch row and a padding mask per batch row both broadcast.
-        let causal: Vec<f32> = (0..5 * 5).map(|k| if k % 5 <= k / 5 { 0.0 } else { f32::MIN }).collect();
+        let causal: Vec<f32> = (0..5 * 5)
+            .map(|k| if k % 5 <= k / 5 { 0.0 } else { f32::MIN })
+            .collect();
         let causal = Tensor::from_vec(causal, (1, 1, 5, 5), &Device::Cpu).unwrap();
-        let padding = Tensor::new(&[0f32, 0., 0., f32::MIN, f32::MIN, 0., 0., 0., 0., 0.], &Device::Cpu).unwrap().reshape((2, 1, 1, 5)).unwrap();
+        let padding = Tensor::new(&[0f32, 0., 0., f32::MIN, f32::MIN, 0., 0., 0., 0., 0.], &Device::Cpu)
+            .unwrap()
+            .reshape((2, 1, 1, 5))
+            .unwrap();
         for mask in [None, Some(&causal), Some(&padding)] {
             agrees(
                 &random(&[2, 3, 5, 5], 5),
@@ -598,26 +717,57 @@ mod tests {
     #[test]
     fn swiglu_matches_the_composed_op_and_both_gradients() {
         let up = random(&[4, 6, 10], 6);
-        agrees(&random(&[4, 6, 10], 7), |g| swiglu(g, &up).unwrap(), |g| (candle_nn::ops::silu(g).unwrap() * &up).unwrap());
+        agrees(
+            &random(&[4, 6, 10], 7),
+            |g| swiglu(g, &up).unwrap(),
+            |g| (candle_nn::ops::silu(g).unwrap() * &up).unwrap(),
+        );
         let gate = random(&[4, 6, 10], 8);
-        agrees(&up, |u| swiglu(&gate, u).unwrap(), |u| (candle_nn::ops::silu(&gate).unwrap() * u).unwrap());
+        agrees(
+            &up,
+            |u| swiglu(&gate, u).unwrap(),
+            |u| (candle_nn::ops::silu(&gate).unwrap() * u).unwrap(),
+        );
     }
 
     #[test]
     fn lora_linear_matches_the_composed_product_and_all_three_gradients() {
         let (w, a, b) = (random(&[12, 8], 10), random(&[3, 8], 11), random(&[12, 3], 12));
-        let composed = |x: &Tensor, a: &Tensor, b: &Tensor| (x.matmul(&w.t().unwrap()).unwrap() + x.matmul(&a.t().unwrap()).unwrap().matmul(&(b.t().unwrap() * 2.0).unwrap()).unwrap()).unwrap();
+        let composed = |x: &Tensor, a: &Tensor, b: &Tensor| {
+            (x.matmul(&w.t().unwrap()).unwrap()
+                + x.matmul(&a.t().unwrap())
+                    .unwrap()
+                    .matmul(&(b.t().unwrap() * 2.0).unwrap())
+                    .unwrap())
+            .unwrap()
+        };
         let x = random(&[5, 8], 13);
-        agrees(&x, |x| lora_linear(x, &w, &a, &b, 2.0).unwrap(), |x| composed(x, &a, &b));
-        agrees(&a, |a| lora_linear(&x, &w, a, &b, 2.0).unwrap(), |a| composed(&x, a, &b));
-        agrees(&b, |b| lora_linear(&x, &w, &a, b, 2.0).unwrap(), |b| composed(&x, &a, b));
+        agrees(
+            &x,
+            |x| lora_linear(x, &w, &a, &b, 2.0).unwrap(),
+            |x| composed(x, &a, &b),
+        );
+        agrees(
+            &a,
+            |a| lora_linear(&x, &w, a, &b, 2.0).unwrap(),
+            |a| composed(&x, a, &b),
+        );
+        agrees(
+            &b,
+            |b| lora_linear(&x, &w, &a, b, 2.0).unwrap(),
+            |b| composed(&x, &a, b),
+        );
     }
 
     #[test]
     fn cross_entropy_matches_candle_nn_and_its_gradient() {
         let targets = [3u32, 0, 9, 9, 1];
         let t = Tensor::new(&targets, &Device::Cpu).unwrap();
-        agrees(&random(&[5, 10], 9), |x| cross_entropy(x, &targets).unwrap(), |x| candle_nn::loss::cross_entropy(x, &t).unwrap());
+        agrees(
+            &random(&[5, 10], 9),
+            |x| cross_entropy(x, &targets).unwrap(),
+            |x| candle_nn::loss::cross_entropy(x, &t).unwrap(),
+        );
         assert!(cross_entropy(&random(&[5, 10], 9), &[1, 2, 3, 4, 10]).is_err());
         assert!(cross_entropy(&random(&[5, 10], 9), &[1, 2]).is_err());
     }

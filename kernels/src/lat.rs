@@ -57,7 +57,12 @@ fn sum_partials(partial: [f64; LANES], tail: f64) -> f64 {
 fn dot_portable(a: &[f64], b: &[f64]) -> f64 {
     let mut partial = [0.0f64; LANES];
     let (a_body, b_body) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail = a_body.remainder().iter().zip(b_body.remainder()).map(|(x, y)| x * y).sum::<f64>();
+    let tail = a_body
+        .remainder()
+        .iter()
+        .zip(b_body.remainder())
+        .map(|(x, y)| x * y)
+        .sum::<f64>();
     for (x, y) in a_body.zip(b_body) {
         for l in 0..LANES {
             partial[l] += x[l] * y[l];
@@ -76,7 +81,12 @@ fn dot_widened_portable(a: &[f32], b: &[f64]) -> f64 {
 fn dot_widened_in<const W: usize>(a: &[f32], b: &[f64]) -> f64 {
     let mut partial = [0.0f64; W];
     let (a_body, b_body) = (a.chunks_exact(W), b.chunks_exact(W));
-    let tail = a_body.remainder().iter().zip(b_body.remainder()).map(|(&x, y)| f64::from(x) * y).sum::<f64>();
+    let tail = a_body
+        .remainder()
+        .iter()
+        .zip(b_body.remainder())
+        .map(|(&x, y)| f64::from(x) * y)
+        .sum::<f64>();
     for (x, y) in a_body.zip(b_body) {
         for l in 0..W {
             partial[l] += f64::from(x[l]) * y[l];
@@ -141,7 +151,10 @@ mod tests {
         for n in [0, 1, 15, 16, 17, 40, 576] {
             let a: Vec<f64> = (0..n).map(|i| (i as f64 * 0.37).sin()).collect();
             let b: Vec<f64> = (0..n).map(|i| (i as f64 * 0.11).cos()).collect();
-            let (a32, b32): (Vec<f32>, Vec<f32>) = (a.iter().map(|&v| v as f32).collect(), b.iter().map(|&v| v as f32).collect());
+            let (a32, b32): (Vec<f32>, Vec<f32>) = (
+                a.iter().map(|&v| v as f32).collect(),
+                b.iter().map(|&v| v as f32).collect(),
+            );
             let plain: f64 = a.iter().zip(&b).map(|(x, y)| x * y).sum();
             assert!((dot(&a, &b) - plain).abs() < 1e-12);
             let widened: f64 = a32.iter().zip(&b).map(|(&x, y)| f64::from(x) * y).sum();
@@ -154,11 +167,18 @@ mod tests {
             gram_product(&rows, &b, &mut gram);
             for (j, g) in gram.iter().enumerate() {
                 let expected = dot_widened(&a32, &b) * f64::from(a32[j]) + dot_widened(&b32, &b) * f64::from(b32[j]);
-                assert!((g - expected).abs() < 1e-9 * (1.0 + expected.abs()), "gram {n}: {g} vs {expected}");
+                assert!(
+                    (g - expected).abs() < 1e-9 * (1.0 + expected.abs()),
+                    "gram {n}: {g} vs {expected}"
+                );
             }
             let mut out = vec![0.0; n];
             let squares = difference(&a32, &b32, &mut out);
-            assert!(out.iter().zip(&a32).zip(&b32).all(|((o, &a), &b)| *o == f64::from(a) - f64::from(b)));
+            assert!(out
+                .iter()
+                .zip(&a32)
+                .zip(&b32)
+                .all(|((o, &a), &b)| *o == f64::from(a) - f64::from(b)));
             assert!((squares - out.iter().map(|v| v * v).sum::<f64>()).abs() < 1e-12);
         }
     }

@@ -11,7 +11,11 @@
 //! ([`bf16::request_amx`]) before its other threads start.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
-#![deny(unsafe_op_in_unsafe_fn, clippy::undocumented_unsafe_blocks, clippy::missing_safety_doc)]
+#![deny(
+    unsafe_op_in_unsafe_fn,
+    clippy::undocumented_unsafe_blocks,
+    clippy::missing_safety_doc
+)]
 
 mod amx;
 pub mod bf16;

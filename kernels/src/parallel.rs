@@ -12,7 +12,14 @@ pub fn in_parallel<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<
             *results[c].lock().unwrap_or_else(|e| e.into_inner()) = Some(value);
         }
     });
-    results.into_iter().map(|r| r.into_inner().unwrap_or_else(|e| e.into_inner()).expect("every chunk ran")).collect()
+    results
+        .into_iter()
+        .map(|r| {
+            r.into_inner()
+                .unwrap_or_else(|e| e.into_inner())
+                .expect("every chunk ran")
+        })
+        .collect()
 }
 
 /// An output buffer's address shared with the pool's threads, each of which writes its own

@@ -285,7 +285,13 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
 }
 
 /// Every file a trained checkpoint directory holds.
-pub const FILES: [&str; 5] = ["config.json", "generation_config.json", "training.json", "model.safetensors", "tokenizer.json"];
+pub const FILES: [&str; 5] = [
+    "config.json",
+    "generation_config.json",
+    "training.json",
+    "model.safetensors",
+    "tokenizer.json",
+];
 
 fn write_checkpoint(
     out: &Path,

@@ -66,7 +66,11 @@ pub fn check_sequences(ckpt: &Checkpoint, sequences: &[Vec<u32>]) -> Result<()> 
             );
         }
         if let Some(&bad) = seq.iter().find(|&&id| id as usize >= cfg.vocab_size) {
-            bail!("token id {bad} in sequence {} is outside the vocabulary (size {})", i + 1, cfg.vocab_size);
+            bail!(
+                "token id {bad} in sequence {} is outside the vocabulary (size {})",
+                i + 1,
+                cfg.vocab_size
+            );
         }
     }
     Ok(())
@@ -119,7 +123,13 @@ pub fn run_batched_skipping(
         let ids = Tensor::from_vec(ids, (chunk.len(), width), device)?;
         let positions = Positions::contiguous(chunk.len(), width, 0, device)?;
         let (normed, cache) = ckpt.model.run_with_cache(&ids, &positions, points.iter().copied())?;
-        sink(&Batch { index, sequences: chunk, lens, cache, normed })?;
+        sink(&Batch {
+            index,
+            sequences: chunk,
+            lens,
+            cache,
+            normed,
+        })?;
         progress.inc(chunk.len() as u64);
     }
     progress.finish_and_clear();

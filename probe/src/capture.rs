@@ -6,9 +6,9 @@
 //! data set size.
 
 use crate::batched::{check_sequences, run_batched_skipping};
-use crate::journal::Journal;
 use crate::hooks::{HookPoint, Site};
 use crate::io::{TensorFileWriter, TensorSpec};
+use crate::journal::Journal;
 use crate::model::Checkpoint;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
@@ -42,7 +42,11 @@ pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
     }
     let mut layers = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let parse = |s: &str| s.trim().parse::<usize>().with_context(|| format!("bad layer {s:?} in {spec:?}"));
+        let parse = |s: &str| {
+            s.trim()
+                .parse::<usize>()
+                .with_context(|| format!("bad layer {s:?} in {spec:?}"))
+        };
         let (lo, hi) = match part.split_once('-') {
             Some((a, b)) => (parse(a)?, parse(b)?),
             None => (parse(part)?, parse(part)?),
@@ -51,7 +55,10 @@ pub fn parse_layers(spec: &str, num_layers: usize) -> Result<Vec<usize>> {
             bail!("empty layer range {part:?}");
         }
         if hi >= num_layers {
-            bail!("layer {hi} is out of range: the model has {num_layers} layers (0-{})", num_layers - 1);
+            bail!(
+                "layer {hi} is out of range: the model has {num_layers} layers (0-{})",
+                num_layers - 1
+            );
         }
         layers.extend(lo..=hi);
     }
@@ -111,7 +118,11 @@ impl CaptureRequest {
         if out.is_empty() && !logits {
             bail!("no hook points selected by {points:?}");
         }
-        Ok(Self { points: out, logits, positions })
+        Ok(Self {
+            points: out,
+            logits,
+            positions,
+        })
     }
 }
 
@@ -165,7 +176,11 @@ pub fn capture_to_file(
     }
 
     let d = cfg.hidden_size;
-    let mut specs: Vec<TensorSpec> = request.points.iter().map(|p| TensorSpec::f32(p.to_string(), vec![rows, d])).collect();
+    let mut specs: Vec<TensorSpec> = request
+        .points
+        .iter()
+        .map(|p| TensorSpec::f32(p.to_string(), vec![rows, d]))
+        .collect();
     if request.logits {
         specs.push(TensorSpec::f32("logits", vec![rows, cfg.vocab_size]));
     }
@@ -183,11 +198,17 @@ pub fn capture_to_file(
         Some(r) => {
             // Rows of an interrupted run are kept only when its journal vouches for them.
             let reuse = !r.journal.entries().is_empty();
-            (TensorFileWriter::create_resumable(out, specs, &metadata, &r.staging, reuse)?, Some(r.journal))
+            (
+                TensorFileWriter::create_resumable(out, specs, &metadata, &r.staging, reuse)?,
+                Some(r.journal),
+            )
         }
         None => (TensorFileWriter::create(out, specs, &metadata)?, None),
     };
-    let done: std::collections::HashSet<usize> = journal.as_ref().map(|j| j.entries().iter().copied().collect()).unwrap_or_default();
+    let done: std::collections::HashSet<usize> = journal
+        .as_ref()
+        .map(|j| j.entries().iter().copied().collect())
+        .unwrap_or_default();
     writer.write_i64_rows("token_ids", 0, &token_ids)?;
     if all && sequences.len() > 1 {
         let mut offsets: Vec<i64> = first_row.iter().map(|&r| r as i64).collect();
@@ -195,28 +216,48 @@ pub fn capture_to_file(
         writer.write_i64_rows("token_offsets", 0, &offsets)?;
     }
 
-    run_batched_skipping(ckpt, sequences, &request.points, batch_size, "capture", &|k| done.contains(&k), |batch| {
-        for (row, &i) in batch.sequences.iter().enumerate() {
-            for &point in &request.points {
-                let act = if all { batch.rows(point, row)? } else { batch.last(point, row)? };
-                write_finite(&mut writer, &point.to_string(), first_row[i], &act, i)?;
-            }
-        }
-        if request.logits {
-            // Unembed only what is kept: every position, or each row's last.
-            let normed = if all { batch.normed.clone() } else { batch.last_normed()? };
-            let logits = ckpt.model.logits(&normed)?;
+    run_batched_skipping(
+        ckpt,
+        sequences,
+        &request.points,
+        batch_size,
+        "capture",
+        &|k| done.contains(&k),
+        |batch| {
             for (row, &i) in batch.sequences.iter().enumerate() {
-                let kept = if all { logits.get(row)?.narrow(0, 0, batch.len(row))? } else { logits.get(row)? };
-                write_finite(&mut writer, "logits", first_row[i], &kept, i)?;
+                for &point in &request.points {
+                    let act = if all {
+                        batch.rows(point, row)?
+                    } else {
+                        batch.last(point, row)?
+                    };
+                    write_finite(&mut writer, &point.to_string(), first_row[i], &act, i)?;
+                }
             }
-        }
-        if let Some(journal) = journal.as_mut() {
-            writer.sync()?;
-            journal.put(&batch.index)?;
-        }
-        Ok(())
-    })?;
+            if request.logits {
+                // Unembed only what is kept: every position, or each row's last.
+                let normed = if all {
+                    batch.normed.clone()
+                } else {
+                    batch.last_normed()?
+                };
+                let logits = ckpt.model.logits(&normed)?;
+                for (row, &i) in batch.sequences.iter().enumerate() {
+                    let kept = if all {
+                        logits.get(row)?.narrow(0, 0, batch.len(row))?
+                    } else {
+                        logits.get(row)?
+                    };
+                    write_finite(&mut writer, "logits", first_row[i], &kept, i)?;
+                }
+            }
+            if let Some(journal) = journal.as_mut() {
+                writer.sync()?;
+                journal.put(&batch.index)?;
+            }
+            Ok(())
+        },
+    )?;
     writer.finish()?;
     Ok(CaptureSummary {
         sequences: sequences.len(),
@@ -227,7 +268,13 @@ pub fn capture_to_file(
 }
 
 /// Writes one sequence's rows of `name`, refusing NaN or infinity with the place named.
-fn write_finite(writer: &mut TensorFileWriter, name: &str, first_row: usize, rows: &Tensor, sequence: usize) -> Result<()> {
+fn write_finite(
+    writer: &mut TensorFileWriter,
+    name: &str,
+    first_row: usize,
+    rows: &Tensor,
+    sequence: usize,
+) -> Result<()> {
     let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
     if values.iter().any(|v| !v.is_finite()) {
         bail!("non-finite activation at {name} for sequence {}", sequence + 1);
@@ -253,7 +300,13 @@ mod tests {
         assert!(r.logits);
         let names: Vec<String> = r.points.iter().map(|p| p.to_string()).collect();
         assert_eq!(names, ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]);
-        assert_eq!(CaptureRequest::parse("all", "all", 2, PositionMode::Last).unwrap().points.len(), 12);
+        assert_eq!(
+            CaptureRequest::parse("all", "all", 2, PositionMode::Last)
+                .unwrap()
+                .points
+                .len(),
+            12
+        );
         assert!(CaptureRequest::parse("blocks.5.hook_resid_post", "all", 2, PositionMode::All).is_err());
         assert!(CaptureRequest::parse("resid_side", "all", 2, PositionMode::All).is_err());
     }

@@ -33,7 +33,13 @@ pub enum Site {
 
 impl Site {
     /// Every site, in the order the forward pass reaches them.
-    pub const ALL: [Site; 5] = [Site::ResidPre, Site::AttnOut, Site::ResidMid, Site::MlpOut, Site::ResidPost];
+    pub const ALL: [Site; 5] = [
+        Site::ResidPre,
+        Site::AttnOut,
+        Site::ResidMid,
+        Site::MlpOut,
+        Site::ResidPost,
+    ];
 
     /// The short name (`resid_post`), as in `blocks.3.hook_resid_post`.
     pub fn short_name(self) -> &'static str {
@@ -113,7 +119,11 @@ impl FromStr for HookPoint {
             _ => {}
         }
         if let ["blocks", layer, site] = name.splitn(3, '.').collect::<Vec<_>>().as_slice() {
-            if let (Ok(layer), true, Some(site)) = (layer.parse::<usize>(), site.starts_with("hook_"), Site::from_short(site)) {
+            if let (Ok(layer), true, Some(site)) = (
+                layer.parse::<usize>(),
+                site.starts_with("hook_"),
+                Site::from_short(site),
+            ) {
                 return Ok(Self::block(layer, site));
             }
         }
@@ -160,7 +170,10 @@ impl Cache {
         let mut wanted: Vec<HookPoint> = points.into_iter().collect();
         wanted.sort();
         wanted.dedup();
-        Self { wanted, seen: HashMap::new() }
+        Self {
+            wanted,
+            seen: HashMap::new(),
+        }
     }
 
     /// The points this cache keeps.
@@ -207,8 +220,13 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for name in ["hook_embed", "blocks.3.hook_resid_post", "blocks.0.hook_attn_out",
-                     "blocks.12.hook_resid_mid", "ln_final.hook_normalized"] {
+        for name in [
+            "hook_embed",
+            "blocks.3.hook_resid_post",
+            "blocks.0.hook_attn_out",
+            "blocks.12.hook_resid_mid",
+            "ln_final.hook_normalized",
+        ] {
             assert_eq!(name.parse::<HookPoint>().unwrap().to_string(), name);
         }
         assert!("blocks.x.hook_resid_post".parse::<HookPoint>().is_err());

@@ -112,13 +112,19 @@ pub fn open_derived(path: &Path, existing: bool) -> Result<File> {
         options.create_new(true);
     }
     let file = options.open(path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!("another alens run is writing {}; wait for it or choose another output", path.display()),
+        std::io::ErrorKind::AlreadyExists => anyhow::anyhow!(
+            "another alens run is writing {}; wait for it or choose another output",
+            path.display()
+        ),
         _ => anyhow::anyhow!("failed to open {}: {e}", path.display()),
     })?;
     match file.try_lock() {
         Ok(()) => Ok(file),
         Err(std::fs::TryLockError::WouldBlock) => {
-            bail!("another alens run is writing {}; wait for it or choose another output", path.display())
+            bail!(
+                "another alens run is writing {}; wait for it or choose another output",
+                path.display()
+            )
         }
         // A file system without locks: the exclusive creation above still keeps two fresh
         // runs apart.
@@ -135,14 +141,20 @@ impl AtomicFile {
         if !dir.is_dir() {
             std::fs::create_dir_all(&dir).with_context(|| format!("failed to create directory {}", dir.display()))?;
         }
-        let name = dest.file_name().with_context(|| format!("not a file path: {}", dest.display()))?;
+        let name = dest
+            .file_name()
+            .with_context(|| format!("not a file path: {}", dest.display()))?;
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".tmp")
             .tempfile_in(&dir)
             .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
         track_temporary(temp.path());
-        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), found: FileIdentity::at(dest) })
+        Ok(Self {
+            temp: Some(temp),
+            dest: dest.to_path_buf(),
+            found: FileIdentity::at(dest),
+        })
     }
 
     /// Like [`AtomicFile::create`], but the temporary has a fixed name, `staging`, so that a
@@ -154,7 +166,11 @@ impl AtomicFile {
         let file = open_derived(staging, reuse)?;
         track_temporary(staging);
         let temp = tempfile::NamedTempFile::from_parts(file, tempfile::TempPath::try_from_path(staging)?);
-        Ok(Self { temp: Some(temp), dest: dest.to_path_buf(), found: FileIdentity::at(dest) })
+        Ok(Self {
+            temp: Some(temp),
+            dest: dest.to_path_buf(),
+            found: FileIdentity::at(dest),
+        })
     }
 
     fn temp(&self) -> &tempfile::NamedTempFile {
@@ -162,7 +178,10 @@ impl AtomicFile {
     }
 
     pub fn file(&mut self) -> &mut File {
-        self.temp.as_mut().expect("the temporary lives until commit").as_file_mut()
+        self.temp
+            .as_mut()
+            .expect("the temporary lives until commit")
+            .as_file_mut()
     }
 
     pub fn temp_path(&self) -> &Path {
@@ -172,7 +191,9 @@ impl AtomicFile {
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("commit once");
         untrack_temporary(temp.path());
-        temp.as_file().sync_all().with_context(|| format!("failed to flush {}", temp.path().display()))?;
+        temp.as_file()
+            .sync_all()
+            .with_context(|| format!("failed to flush {}", temp.path().display()))?;
         // What stands at the destination now must be what stood there when the work began
         // (and what the command's checks accepted): nothing, and then the rename must not
         // clobber what appears meanwhile, or the same file. Otherwise the result is kept
@@ -181,18 +202,25 @@ impl AtomicFile {
         let persisted = if now != self.found {
             Err(temp)
         } else if self.found.is_some() {
-            temp.persist(&self.dest).map_err(|e| e.error).with_context(|| format!("failed to move {} into place", self.dest.display()))?;
+            temp.persist(&self.dest)
+                .map_err(|e| e.error)
+                .with_context(|| format!("failed to move {} into place", self.dest.display()))?;
             Ok(())
         } else {
             match temp.persist_noclobber(&self.dest) {
                 Ok(_) => Ok(()),
                 Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Err(e.file),
-                Err(e) => return Err(e.error).with_context(|| format!("failed to move the output into place at {}", self.dest.display())),
+                Err(e) => {
+                    return Err(e.error)
+                        .with_context(|| format!("failed to move the output into place at {}", self.dest.display()))
+                }
             }
         };
         if let Err(temp) = persisted {
             let kept = kept_name(&self.dest);
-            temp.persist_noclobber(&kept).map_err(|e| e.error).with_context(|| format!("failed to keep the result at {}", kept.display()))?;
+            temp.persist_noclobber(&kept)
+                .map_err(|e| e.error)
+                .with_context(|| format!("failed to keep the result at {}", kept.display()))?;
             record_written(&kept);
             bail!(
                 "{} appeared (or changed) while alens worked and was left as it is; this run's result is in {}",
@@ -214,10 +242,17 @@ impl AtomicFile {
 
 /// A free name beside `dest` for a result that could not go to `dest`.
 fn kept_name(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let mut k = 0;
     loop {
-        let candidate = dest.with_file_name(format!("{name}.alens-{}{}", std::process::id(), if k == 0 { String::new() } else { format!("-{k}") }));
+        let candidate = dest.with_file_name(format!(
+            "{name}.alens-{}{}",
+            std::process::id(),
+            if k == 0 { String::new() } else { format!("-{k}") }
+        ));
         if std::fs::symlink_metadata(&candidate).is_err() {
             return candidate;
         }
@@ -237,7 +272,9 @@ impl Drop for AtomicFile {
 /// Writes `bytes` to `dest` atomically.
 pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<()> {
     let mut out = AtomicFile::create(dest)?;
-    out.file().write_all(bytes).with_context(|| format!("failed to write {}", dest.display()))?;
+    out.file()
+        .write_all(bytes)
+        .with_context(|| format!("failed to write {}", dest.display()))?;
     out.commit()
 }
 
@@ -279,10 +316,18 @@ pub struct TensorSpec {
 
 impl TensorSpec {
     pub fn f32(name: impl Into<String>, shape: Vec<usize>) -> Self {
-        Self { name: name.into(), dtype: ElementType::F32, shape }
+        Self {
+            name: name.into(),
+            dtype: ElementType::F32,
+            shape,
+        }
     }
     pub fn i64(name: impl Into<String>, shape: Vec<usize>) -> Self {
-        Self { name: name.into(), dtype: ElementType::I64, shape }
+        Self {
+            name: name.into(),
+            dtype: ElementType::I64,
+            shape,
+        }
     }
     fn row_bytes(&self) -> usize {
         self.shape.iter().skip(1).product::<usize>() * self.dtype.size()
@@ -331,14 +376,25 @@ impl TensorFileWriter {
     /// A safetensors output written in place at the fixed path `staging` (see
     /// [`AtomicFile::staged`]): with `reuse`, the rows an interrupted run wrote there stay,
     /// once its header is found to be this run's.
-    pub fn create_resumable(dest: &Path, specs: Vec<TensorSpec>, metadata: &BTreeMap<String, String>, staging: &Path, reuse: bool) -> Result<Self> {
+    pub fn create_resumable(
+        dest: &Path,
+        specs: Vec<TensorSpec>,
+        metadata: &BTreeMap<String, String>,
+        staging: &Path,
+        reuse: bool,
+    ) -> Result<Self> {
         if TensorFormat::from_path(dest)? != TensorFormat::Safetensors {
             bail!("a resumable output must be .safetensors, not {}", dest.display());
         }
         Self::create_with(dest, specs, metadata, Some((staging, reuse)))
     }
 
-    fn create_with(dest: &Path, specs: Vec<TensorSpec>, metadata: &BTreeMap<String, String>, staged: Option<(&Path, bool)>) -> Result<Self> {
+    fn create_with(
+        dest: &Path,
+        specs: Vec<TensorSpec>,
+        metadata: &BTreeMap<String, String>,
+        staged: Option<(&Path, bool)>,
+    ) -> Result<Self> {
         let format = TensorFormat::from_path(dest)?;
         // npz is staged as raw data beside the destination, then zipped into place.
         let staging = match format {
@@ -377,7 +433,9 @@ impl TensorFileWriter {
                 let f = out.file();
                 if reuse {
                     let mut found = vec![0u8; head.len()];
-                    let same = f.read_exact(&mut found).is_ok() && found == head && f.metadata()?.len() == head.len() as u64 + cursor;
+                    let same = f.read_exact(&mut found).is_ok()
+                        && found == head
+                        && f.metadata()?.len() == head.len() as u64 + cursor;
                     if !same {
                         bail!("{} is not this run's partial output (other data, model or options); delete it to start over", staging_name(&out));
                     }
@@ -388,9 +446,18 @@ impl TensorFileWriter {
             }
             TensorFormat::Npz => 0,
         };
-        out.file().set_len(data_start + cursor).context("failed to size output file")?;
+        out.file()
+            .set_len(data_start + cursor)
+            .context("failed to size output file")?;
         // The rows are written at their final offsets; a resumed file is already this size.
-        Ok(Self { out, format, specs, offsets, data_start, dest: dest.to_path_buf() })
+        Ok(Self {
+            out,
+            format,
+            specs,
+            offsets,
+            data_start,
+            dest: dest.to_path_buf(),
+        })
     }
 
     /// Flushes what was written to disk (before a journal says it is done).
@@ -410,7 +477,10 @@ impl TensorFileWriter {
     }
 
     fn write_rows(&mut self, name: &str, dtype: ElementType, first_row: usize, bytes: &[u8]) -> Result<()> {
-        let &(index, offset) = self.offsets.get(name).with_context(|| format!("no tensor {name} declared"))?;
+        let &(index, offset) = self
+            .offsets
+            .get(name)
+            .with_context(|| format!("no tensor {name} declared"))?;
         let spec = &self.specs[index];
         if spec.dtype != dtype {
             bail!("tensor {name} is {:?}, not {dtype:?}", spec.dtype);
@@ -418,12 +488,17 @@ impl TensorFileWriter {
         let row_bytes = spec.row_bytes().max(dtype.size());
         let start = first_row * row_bytes;
         if !bytes.len().is_multiple_of(row_bytes) || start + bytes.len() > spec.bytes() {
-            bail!("write of {} bytes at row {first_row} does not fit tensor {name} {:?}", bytes.len(), spec.shape);
+            bail!(
+                "write of {} bytes at row {first_row} does not fit tensor {name} {:?}",
+                bytes.len(),
+                spec.shape
+            );
         }
         let pos = self.data_start + offset + start as u64;
         let f = self.out.file();
         f.seek(SeekFrom::Start(pos))?;
-        f.write_all(bytes).with_context(|| format!("failed to write tensor {name}"))?;
+        f.write_all(bytes)
+            .with_context(|| format!("failed to write tensor {name}"))?;
         Ok(())
     }
 
@@ -476,9 +551,15 @@ pub fn write_npy_f32(dest: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
 fn npy_header(spec: &TensorSpec) -> Vec<u8> {
     let shape = match spec.shape.len() {
         1 => format!("({},)", spec.shape[0]),
-        _ => format!("({})", spec.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")),
+        _ => format!(
+            "({})",
+            spec.shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+        ),
     };
-    let mut dict = format!("{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}", spec.dtype.numpy_descr());
+    let mut dict = format!(
+        "{{'descr': '{}', 'fortran_order': False, 'shape': {shape}, }}",
+        spec.dtype.numpy_descr()
+    );
     while (10 + dict.len() + 1) % 64 != 0 {
         dict.push(' ');
     }
@@ -506,7 +587,13 @@ mod tests {
         w.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let a: Vec<f32> = st.tensor("a").unwrap().data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let a: Vec<f32> = st
+            .tensor("a")
+            .unwrap()
+            .data()
+            .chunks(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
         assert_eq!(a, vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         assert_eq!(st.tensor("ids").unwrap().shape(), &[3]);
     }
@@ -521,10 +608,17 @@ mod tests {
         let err = w.commit().unwrap_err().to_string();
         assert!(err.contains("appeared"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), b"theirs");
-        let kept: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p != &path).collect();
+        let kept: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p != &path)
+            .collect();
         assert_eq!(kept.len(), 1, "{kept:?}");
         assert_eq!(std::fs::read(&kept[0]).unwrap(), b"ours");
-        assert!(err.contains(&kept[0].display().to_string()), "the kept name is said: {err}");
+        assert!(
+            err.contains(&kept[0].display().to_string()),
+            "the kept name is said: {err}"
+        );
     }
 
     #[test]
@@ -533,7 +627,10 @@ mod tests {
         let path = dir.path().join("x.partial");
         let first = open_derived(&path, false).unwrap();
         assert!(open_derived(&path, false).is_err(), "a second fresh claim must fail");
-        assert!(open_derived(&path, true).unwrap_err().to_string().contains("another alens run"));
+        assert!(open_derived(&path, true)
+            .unwrap_err()
+            .to_string()
+            .contains("another alens run"));
         drop(first);
         assert!(open_derived(&path, true).is_ok(), "continued once the first run let go");
     }
@@ -564,11 +661,17 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
     for out in outputs {
         let resolved = resolve(out).with_context(|| format!("cannot use {} as an output", out.display()))?;
         if std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink()) && std::fs::metadata(out).is_err() {
-            bail!("refusing to write {}: it is a symbolic link to nothing (a dangling link is not replaced)", out.display());
+            bail!(
+                "refusing to write {}: it is a symbolic link to nothing (a dangling link is not replaced)",
+                out.display()
+            );
         }
         if let Ok(meta) = std::fs::metadata(out) {
             if !meta.is_file() {
-                bail!("refusing to write {}: it exists and is not a regular file", out.display());
+                bail!(
+                    "refusing to write {}: it exists and is not a regular file",
+                    out.display()
+                );
             }
             if !written_by_alens(out) {
                 bail!("refusing to overwrite {}: it exists and alens did not write it (or it changed since); delete it or choose another path", out.display());
@@ -579,7 +682,11 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
                 bail!("refusing to write {}: it is an input of this command", out.display());
             }
             if *is_dir && resolved.starts_with(input) {
-                bail!("refusing to write {}: it is inside the input directory {}", out.display(), input.display());
+                bail!(
+                    "refusing to write {}: it is inside the input directory {}",
+                    out.display(),
+                    input.display()
+                );
             }
         }
         if seen.contains(&resolved) {
@@ -600,7 +707,10 @@ fn check_writable_parent(resolved: &Path) -> Result<()> {
     while let Some(d) = dir {
         match std::fs::metadata(d) {
             Ok(meta) if meta.is_dir() => {
-                tempfile::Builder::new().prefix(".alens-check-").tempfile_in(d).map_err(|e| anyhow::anyhow!("{} does not take new files: {e}", d.display()))?;
+                tempfile::Builder::new()
+                    .prefix(".alens-check-")
+                    .tempfile_in(d)
+                    .map_err(|e| anyhow::anyhow!("{} does not take new files: {e}", d.display()))?;
                 return Ok(());
             }
             Ok(_) => bail!("{} is not a directory", d.display()),
@@ -616,7 +726,10 @@ fn check_writable_parent(resolved: &Path) -> Result<()> {
 /// not write it (another tool's adapter, a user's `index.html`).
 pub fn check_output_dir(dir: &Path, inputs: &[&Path], files: &[&str]) -> Result<()> {
     if dir.exists() && !dir.is_dir() {
-        bail!("refusing to write into {}: it exists and is not a directory", dir.display());
+        bail!(
+            "refusing to write into {}: it exists and is not a directory",
+            dir.display()
+        );
     }
     for name in files {
         let path = dir.join(name);
@@ -631,7 +744,11 @@ pub fn check_output_dir(dir: &Path, inputs: &[&Path], files: &[&str]) -> Result<
     for input in inputs {
         let Ok(input_path) = resolve(input) else { continue };
         if resolved == input_path || (input.is_dir() && resolved.starts_with(&input_path)) {
-            bail!("refusing to write into {}: it is (inside) the input {}", dir.display(), input.display());
+            bail!(
+                "refusing to write into {}: it is (inside) the input {}",
+                dir.display(),
+                input.display()
+            );
         }
     }
     Ok(())
@@ -640,7 +757,11 @@ pub fn check_output_dir(dir: &Path, inputs: &[&Path], files: &[&str]) -> Result<
 /// `path` made absolute with symlinks and `..` resolved, for a path that may not exist yet:
 /// the deepest existing ancestor is canonicalised and the rest appended.
 pub(crate) fn resolve(path: &Path) -> Result<PathBuf> {
-    let absolute = if path.is_absolute() { path.to_path_buf() } else { std::env::current_dir()?.join(path) };
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
     if let Ok(real) = absolute.canonicalize() {
         return Ok(real);
     }
@@ -689,7 +810,10 @@ mod output_tests {
         let link = dir.path().join("link.jsonl");
         std::os::unix::fs::symlink(&data, &link).unwrap();
         assert!(check_outputs(&[&link], &[&data]).is_err(), "through a symlink");
-        assert!(check_outputs(&[&model.join("config.json")], &[&model]).is_err(), "inside the model");
+        assert!(
+            check_outputs(&[&model.join("config.json")], &[&model]).is_err(),
+            "inside the model"
+        );
         assert!(check_outputs(&[Path::new("/dev/null")], &[]).is_err(), "a device");
         assert!(check_outputs(&[&model], &[]).is_err(), "a directory");
         assert!(check_outputs(&[&new, &new], &[]).is_err(), "twice");

@@ -41,18 +41,30 @@ impl<E: Serialize + DeserializeOwned> Journal<E> {
     /// when there is none). Without `resume`, an existing journal is an interrupted run the
     /// user may want back: refused, not overwritten.
     pub fn open(path: &Path, fingerprint: &str, resume: bool) -> Result<Self> {
-        let header = serde_json::to_string(&Header { alens_journal: FORMAT_VERSION, fingerprint: fingerprint.into() })?;
-        let mut journal = Self { path: path.to_path_buf(), file: None, header, entries: Vec::new() };
+        let header = serde_json::to_string(&Header {
+            alens_journal: FORMAT_VERSION,
+            fingerprint: fingerprint.into(),
+        })?;
+        let mut journal = Self {
+            path: path.to_path_buf(),
+            file: None,
+            header,
+            entries: Vec::new(),
+        };
         let Ok(meta) = std::fs::symlink_metadata(path) else {
             return Ok(journal);
         };
         if !resume && !meta.file_type().is_symlink() {
-            bail!("{} holds an interrupted run: rerun with --resume to continue it, or delete it", path.display());
+            bail!(
+                "{} holds an interrupted run: rerun with --resume to continue it, or delete it",
+                path.display()
+            );
         }
         // Claimed (and locked) before it is read: two resumed runs never continue one journal.
         let mut file = crate::io::open_derived(path, true)?;
         let mut text = String::new();
-        file.read_to_string(&mut text).with_context(|| format!("failed to read {}", path.display()))?;
+        file.read_to_string(&mut text)
+            .with_context(|| format!("failed to read {}", path.display()))?;
         let mut lines = text.lines();
         let found: Header = lines
             .next()
@@ -66,12 +78,17 @@ impl<E: Serialize + DeserializeOwned> Journal<E> {
             );
         }
         if found.fingerprint != fingerprint {
-            bail!("{} is from another run (different data, model or options); delete it to start over", path.display());
+            bail!(
+                "{} is from another run (different data, model or options); delete it to start over",
+                path.display()
+            );
         }
         // A kill mid-write leaves at most a cut last line: everything before it stands.
         let mut kept = vec![journal.header.clone()];
         for line in lines {
-            let Ok(entry) = serde_json::from_str::<E>(line) else { break };
+            let Ok(entry) = serde_json::from_str::<E>(line) else {
+                break;
+            };
             kept.push(line.to_string());
             journal.entries.push(entry);
         }
@@ -107,7 +124,9 @@ impl<E: Serialize + DeserializeOwned> Journal<E> {
         let mut line = serde_json::to_string(entry)?;
         line.push('\n');
         let file = self.file.as_mut().context("the journal is open")?;
-        file.write_all(line.as_bytes()).and_then(|_| file.sync_data()).with_context(|| format!("failed to write {}", self.path.display()))
+        file.write_all(line.as_bytes())
+            .and_then(|_| file.sync_data())
+            .with_context(|| format!("failed to write {}", self.path.display()))
     }
 }
 

@@ -20,7 +20,12 @@ impl ProcessOutputs {
     /// A registry with the ledger at `ledger` (usually `home::cache_dir()/written.tsv`);
     /// `warn` prints one line (the binary's writes to stderr).
     pub fn new(ledger: PathBuf, warn: fn(&str)) -> Self {
-        Self { in_flight: Mutex::new(Vec::new()), ledger, warn, warned: Mutex::new(Default::default()) }
+        Self {
+            in_flight: Mutex::new(Vec::new()),
+            ledger,
+            warn,
+            warned: Mutex::new(Default::default()),
+        }
     }
 
     fn warn_once(&self, kind: &'static str, message: impl FnOnce() -> String) {
@@ -33,7 +38,11 @@ impl ProcessOutputs {
     pub fn remove_temporaries(&self) {
         if let Ok(paths) = self.in_flight.lock() {
             for path in paths.iter() {
-                let _ = if path.is_dir() { std::fs::remove_dir_all(path) } else { std::fs::remove_file(path) };
+                let _ = if path.is_dir() {
+                    std::fs::remove_dir_all(path)
+                } else {
+                    std::fs::remove_file(path)
+                };
             }
         }
     }
@@ -47,7 +56,12 @@ impl ProcessOutputs {
             return None;
         }
         let meta = std::fs::metadata(path).ok()?;
-        let modified = meta.modified().ok()?.duration_since(std::time::UNIX_EPOCH).ok()?.as_nanos();
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_nanos();
         Some(format!("{}\t{modified}\t{name}", meta.len()))
     }
 }
@@ -104,7 +118,9 @@ impl OutputHost for ProcessOutputs {
         let well_formed = |line: &str| {
             let mut fields = line.splitn(3, '\t');
             let (len, modified, name) = (fields.next(), fields.next(), fields.next());
-            len.is_some_and(|l| l.parse::<u64>().is_ok()) && modified.is_some_and(|m| m.parse::<u128>().is_ok()) && name.is_some_and(|n| n.starts_with('/'))
+            len.is_some_and(|l| l.parse::<u64>().is_ok())
+                && modified.is_some_and(|m| m.parse::<u128>().is_ok())
+                && name.is_some_and(|n| n.starts_with('/'))
         };
         let malformed = log.lines().filter(|line| !well_formed(line)).count();
         if malformed > 0 {
@@ -148,7 +164,9 @@ mod tests {
         assert!(!outputs.written_by_alens(&plain));
         assert!(!outputs.written_by_alens(&plain));
         // The ledger's place is taken by a directory: nothing can be recorded.
-        let blocked = ProcessOutputs::new(dir.path().to_path_buf(), |line| WARNINGS.lock().unwrap().push(line.to_string()));
+        let blocked = ProcessOutputs::new(dir.path().to_path_buf(), |line| {
+            WARNINGS.lock().unwrap().push(line.to_string())
+        });
         blocked.written(&plain);
         blocked.written(&plain);
         let warnings = WARNINGS.lock().unwrap();

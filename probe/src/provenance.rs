@@ -35,7 +35,11 @@ pub struct ModelIdentity {
 /// Every file whose bytes are the model's weights: the safetensors files or the GGUF, and a
 /// merged adapter's files.
 pub fn weight_files(ckpt: &Checkpoint) -> Result<Vec<std::path::PathBuf>> {
-    let mut files = if is_gguf(&ckpt.path) { vec![ckpt.path.clone()] } else { crate::model::checkpoint::weight_files(&ckpt.path)? };
+    let mut files = if is_gguf(&ckpt.path) {
+        vec![ckpt.path.clone()]
+    } else {
+        crate::model::checkpoint::weight_files(&ckpt.path)?
+    };
     if let Some(dir) = &ckpt.adapter {
         files.extend(["adapter_config.json", "adapter_model.safetensors"].map(|name| dir.join(name)));
     }
@@ -76,7 +80,12 @@ impl Provenance {
         // `--resume` changes how a run gets done, not what it makes: a resumed run's output
         // is the uninterrupted one's, byte for byte.
         let command_line = std::env::args().filter(|a| a != "--resume").collect();
-        Ok(Self { alens_version: alens_version.into(), command_line, seed, model: ModelIdentity::of(ckpt)? })
+        Ok(Self {
+            alens_version: alens_version.into(),
+            command_line,
+            seed,
+            model: ModelIdentity::of(ckpt)?,
+        })
     }
 }
 
@@ -88,7 +97,8 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 fn hash_safetensors_header(path: &Path, hash: &mut Sha256) -> Result<()> {
     let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
     let mut len = [0u8; 8];
-    file.read_exact(&mut len).with_context(|| format!("{} is too short for a safetensors file", path.display()))?;
+    file.read_exact(&mut len)
+        .with_context(|| format!("{} is too short for a safetensors file", path.display()))?;
     hash.update(len);
     let n = u64::from_le_bytes(len).min(MAX_HEADER_BYTES);
     let mut header = Vec::new();
@@ -100,10 +110,12 @@ fn hash_safetensors_header(path: &Path, hash: &mut Sha256) -> Result<()> {
 /// GGUF keeps its metadata and tensor table first: the bytes before the tensor data.
 fn hash_gguf_header(path: &Path, hash: &mut Sha256) -> Result<()> {
     let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
-    let content = candle_core::quantized::gguf_file::Content::read(&mut file).with_context(|| format!("{} is not a GGUF file", path.display()))?;
+    let content = candle_core::quantized::gguf_file::Content::read(&mut file)
+        .with_context(|| format!("{} is not a GGUF file", path.display()))?;
     let mut header = Vec::new();
     std::io::Seek::rewind(&mut file)?;
-    file.take(content.tensor_data_offset.min(MAX_HEADER_BYTES)).read_to_end(&mut header)?;
+    file.take(content.tensor_data_offset.min(MAX_HEADER_BYTES))
+        .read_to_end(&mut header)?;
     hash.update(&header);
     Ok(())
 }

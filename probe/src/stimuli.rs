@@ -33,8 +33,13 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<StimulusRecord>> {
         if line.trim().is_empty() {
             continue;
         }
-        let record: StimulusRecord = serde_json::from_str(&line)
-            .with_context(|| format!("{}:{}: not a stimulus record (need question and answer)", path.display(), n + 1))?;
+        let record: StimulusRecord = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "{}:{}: not a stimulus record (need question and answer)",
+                path.display(),
+                n + 1
+            )
+        })?;
         records.push(record);
     }
     if records.is_empty() {

@@ -15,8 +15,8 @@ use candle_core::quantized::gguf_file::{self, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use probe::hooks::HookPoint;
-use probe::model::gguf::GgufFile;
 use probe::model::adapter::LoraAdapter;
+use probe::model::gguf::GgufFile;
 use probe::model::{gguf_tokenizer, Architecture, LoadOptions};
 use probe::Checkpoint;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,14 @@ fn case(name: &str) -> PathBuf {
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 /// The largest absolute error of `ours` against `reference`, relative to the reference's
@@ -59,14 +66,20 @@ fn check_forward(name: &str, ckpt: &Checkpoint) -> f32 {
 }
 
 fn check_forward_within(name: &str, ckpt: &Checkpoint, tolerance: f32) -> f32 {
-    let golden = candle_core::safetensors::load(gguf_dir().join(format!("{name}.golden.safetensors")), &Device::Cpu)
-        .unwrap();
+    let golden =
+        candle_core::safetensors::load(gguf_dir().join(format!("{name}.golden.safetensors")), &Device::Cpu).unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
     let (cache, logits) = common::run(ckpt, &ids);
     let mut worst = 0f32;
     for i in 0..ckpt.config.num_hidden_layers {
         let key = format!("blocks.{i}.hook_resid_post");
-        worst = worst.max(compare_within(name, &key, &common::at(&cache, HookPoint::resid_post(i)), &golden[&key], tolerance));
+        worst = worst.max(compare_within(
+            name,
+            &key,
+            &common::at(&cache, HookPoint::resid_post(i)),
+            &golden[&key],
+            tolerance,
+        ));
     }
     let logits = logits.to_dtype(DType::F32).unwrap();
     let reference = &golden["logits"];
@@ -81,7 +94,10 @@ fn check_forward_within(name: &str, ckpt: &Checkpoint, tolerance: f32) -> f32 {
         let (ours_best, theirs_best) = (argmax(a), argmax(b));
         if ours_best != theirs_best {
             let gap = b[theirs_best] - b[ours_best];
-            assert!(gap <= 2.0 * abs_err, "{name}: argmax at position {position} is {ours_best}, HF's {theirs_best}");
+            assert!(
+                gap <= 2.0 * abs_err,
+                "{name}: argmax at position {position} is {ours_best}, HF's {theirs_best}"
+            );
         }
     }
     eprintln!("{name}: worst relative error {worst:.2e} (logits {logit_err:.2e})");
@@ -89,7 +105,9 @@ fn check_forward_within(name: &str, ckpt: &Checkpoint, tolerance: f32) -> f32 {
 }
 
 fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |best, (i, x)| if *x > row[best] { i } else { best })
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, x)| if *x > row[best] { i } else { best })
 }
 
 /// `{text: ids}` as HF tokenized it.
@@ -97,7 +115,16 @@ fn battery(path: &Path) -> Vec<(String, Vec<u32>)> {
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let map: serde_json::Map<String, serde_json::Value> = serde_json::from_str(&text).unwrap();
     map.into_iter()
-        .map(|(k, v)| (k, v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()))
+        .map(|(k, v)| {
+            (
+                k,
+                v.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|x| x.as_u64().unwrap() as u32)
+                    .collect(),
+            )
+        })
         .collect()
 }
 
@@ -110,19 +137,41 @@ fn check_battery(label: &str, tokenizer: &probe::model::AlignerTokenizer, expect
             wrong.push(format!("{text:?}: ours {ours:?}, HF {ids:?}"));
         }
     }
-    assert!(wrong.is_empty(), "{label}: {} of {} strings differ:\n{}", wrong.len(), expected.len(), wrong.join("\n"));
+    assert!(
+        wrong.is_empty(),
+        "{label}: {} of {} strings differ:\n{}",
+        wrong.len(),
+        expected.len(),
+        wrong.join("\n")
+    );
 }
 
 fn check_case(name: &str, architecture: Architecture, tied: bool) {
     let ckpt = Checkpoint::load(&case(name)).unwrap();
     assert_eq!(ckpt.config.architecture, architecture, "{name}");
     assert_eq!(ckpt.config.tie_word_embeddings, tied, "{name}");
-    assert_eq!((ckpt.config.num_attention_heads, ckpt.config.num_key_value_heads), (4, 2), "{name}: GQA");
-    assert_eq!(ckpt.weight_dtype, DType::F32, "{name}: a tiny model is dequantized to f32");
+    assert_eq!(
+        (ckpt.config.num_attention_heads, ckpt.config.num_key_value_heads),
+        (4, 2),
+        "{name}: GQA"
+    );
+    assert_eq!(
+        ckpt.weight_dtype,
+        DType::F32,
+        "{name}: a tiny model is dequantized to f32"
+    );
     check_forward(name, &ckpt);
     let tokenizer = ckpt.tokenizer().unwrap();
-    assert_eq!(tokenizer.vocab_size(), ckpt.config.vocab_size, "{name}: vocabulary = embedding rows");
-    check_battery(name, tokenizer, &battery(&gguf_dir().join(format!("{name}.tokens.json"))));
+    assert_eq!(
+        tokenizer.vocab_size(),
+        ckpt.config.vocab_size,
+        "{name}: vocabulary = embedding rows"
+    );
+    check_battery(
+        name,
+        tokenizer,
+        &battery(&gguf_dir().join(format!("{name}.tokens.json"))),
+    );
 }
 
 #[test]
@@ -166,7 +215,9 @@ fn smollm2_tokenizer_matches_hf() {
     };
     // Only the header is needed: no weights are read.
     let file = GgufFile::open(&path).unwrap();
-    let tokenizer = gguf_tokenizer::from_gguf(&file).unwrap().expect("SmolLM2 carries a tokenizer");
+    let tokenizer = gguf_tokenizer::from_gguf(&file)
+        .unwrap()
+        .expect("SmolLM2 carries a tokenizer");
     let tokenizer = probe::model::AlignerTokenizer::from_tokenizer(tokenizer);
     check_battery("smollm2", &tokenizer, &battery(&gguf_dir().join("smollm2_tokens.json")));
 }
@@ -181,11 +232,24 @@ fn smollm2_tokenizer_matches_hf() {
 const KEPT_QUANTIZED_TOLERANCE: f32 = 0.15;
 
 fn load_kept_quantized(path: &Path, adapter: Option<LoraAdapter>) -> Checkpoint {
-    Checkpoint::load_with(path, adapter, LoadOptions { keep_quantized: true, ..LoadOptions::default() }, &Device::Cpu).unwrap()
+    Checkpoint::load_with(
+        path,
+        adapter,
+        LoadOptions {
+            keep_quantized: true,
+            ..LoadOptions::default()
+        },
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn quantized_projections(ckpt: &mut Checkpoint) -> usize {
-    ckpt.model.adaptable_mut().iter().filter(|(_, l)| l.is_quantized()).count()
+    ckpt.model
+        .adaptable_mut()
+        .iter()
+        .filter(|(_, l)| l.is_quantized())
+        .count()
 }
 
 #[test]
@@ -195,9 +259,16 @@ fn kept_quantized_matrices_match_hf() {
     for name in ["llama_q8_0", "llama_q4_1_tied"] {
         let mut ckpt = load_kept_quantized(&case(name), None);
         let layers = ckpt.config.num_hidden_layers;
-        assert_eq!(quantized_projections(&mut ckpt), 7 * layers, "{name}: every projection stays quantized");
+        assert_eq!(
+            quantized_projections(&mut ckpt),
+            7 * layers,
+            "{name}: every projection stays quantized"
+        );
         let worst = check_forward_within(name, &ckpt, KEPT_QUANTIZED_TOLERANCE);
-        assert!(worst > RELATIVE_TOLERANCE / 10.0, "{name}: no quantization error at all: were the matrices dequantized?");
+        assert!(
+            worst > RELATIVE_TOLERANCE / 10.0,
+            "{name}: no quantization error at all: were the matrices dequantized?"
+        );
     }
 }
 
@@ -209,7 +280,11 @@ fn smollm2_kept_quantized_agrees_with_its_dequantized_self() {
     };
     let dense = Checkpoint::load(&path).unwrap();
     let kept = load_kept_quantized(&path, None);
-    let ids = dense.tokenizer().unwrap().encode("USER: What is the capital of France? | The capital of France is Rome. ASSISTANT:").unwrap();
+    let ids = dense
+        .tokenizer()
+        .unwrap()
+        .encode("USER: What is the capital of France? | The capital of France is Rome. ASSISTANT:")
+        .unwrap();
     let (_, reference) = common::run(&dense, &ids);
     let (_, ours) = common::run(&kept, &ids);
     // Measured: 1.1e-1 of the largest logit (0.4-1.5 logits at every position, the 8-bit
@@ -218,8 +293,16 @@ fn smollm2_kept_quantized_agrees_with_its_dequantized_self() {
     let ours: Vec<Vec<f32>> = ours.to_vec2().unwrap();
     let theirs: Vec<Vec<f32>> = reference.to_vec2().unwrap();
     let same = ours.iter().zip(&theirs).filter(|(a, b)| argmax(a) == argmax(b)).count();
-    eprintln!("smollm2 kept quantized: logits within {relative:.2e}, next token equal at {same}/{} positions", ids.len());
-    assert!(same * 10 >= ids.len() * 9, "next token differs at {} of {} positions", ids.len() - same, ids.len());
+    eprintln!(
+        "smollm2 kept quantized: logits within {relative:.2e}, next token equal at {same}/{} positions",
+        ids.len()
+    );
+    assert!(
+        same * 10 >= ids.len() * 9,
+        "next token differs at {} of {} positions",
+        ids.len() - same,
+        ids.len()
+    );
 }
 
 #[test]
@@ -232,7 +315,17 @@ fn keep_quantized_leaves_float_files_as_they_load() {
 #[test]
 fn keep_quantized_refuses_a_safetensors_directory() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden/llama_gqa");
-    let err = Checkpoint::load_with(&dir, None, LoadOptions { keep_quantized: true, ..LoadOptions::default() }, &Device::Cpu).err().expect("refused");
+    let err = Checkpoint::load_with(
+        &dir,
+        None,
+        LoadOptions {
+            keep_quantized: true,
+            ..LoadOptions::default()
+        },
+        &Device::Cpu,
+    )
+    .err()
+    .expect("refused");
     assert!(format!("{err:#}").contains("not a GGUF file"), "{err:#}");
 }
 
@@ -243,12 +336,22 @@ fn random_adapter(dir: &Path, ckpt: &Checkpoint) -> LoraAdapter {
     let mut tensors = std::collections::HashMap::new();
     for layer in 0..cfg.num_hidden_layers {
         for (module, in_dim, out_dim) in [
-            ("self_attn.q_proj", cfg.hidden_size, cfg.num_attention_heads * cfg.head_dim),
+            (
+                "self_attn.q_proj",
+                cfg.hidden_size,
+                cfg.num_attention_heads * cfg.head_dim,
+            ),
             ("mlp.down_proj", cfg.intermediate_size, cfg.hidden_size),
         ] {
             let key = format!("base_model.model.model.layers.{layer}.{module}");
-            tensors.insert(format!("{key}.lora_A.weight"), Tensor::randn(0f32, 0.3, (r, in_dim), &Device::Cpu).unwrap());
-            tensors.insert(format!("{key}.lora_B.weight"), Tensor::randn(0f32, 0.3, (out_dim, r), &Device::Cpu).unwrap());
+            tensors.insert(
+                format!("{key}.lora_A.weight"),
+                Tensor::randn(0f32, 0.3, (r, in_dim), &Device::Cpu).unwrap(),
+            );
+            tensors.insert(
+                format!("{key}.lora_B.weight"),
+                Tensor::randn(0f32, 0.3, (out_dim, r), &Device::Cpu).unwrap(),
+            );
         }
     }
     candle_core::safetensors::save(&tensors, dir.join("adapter_model.safetensors")).unwrap();
@@ -262,20 +365,43 @@ fn an_adapter_beside_quantized_matrices_equals_it_merged() {
     let dir = tempfile::tempdir().unwrap();
     let plain = Checkpoint::load(&case("llama_q8_0")).unwrap();
     random_adapter(dir.path(), &plain);
-    let merged = Checkpoint::load_with_adapter(&case("llama_q8_0"), Some(LoraAdapter::load(dir.path()).unwrap()), &Device::Cpu).unwrap();
+    let merged = Checkpoint::load_with_adapter(
+        &case("llama_q8_0"),
+        Some(LoraAdapter::load(dir.path()).unwrap()),
+        &Device::Cpu,
+    )
+    .unwrap();
     let mut beside = load_kept_quantized(&case("llama_q8_0"), Some(LoraAdapter::load(dir.path()).unwrap()));
     assert_eq!(quantized_projections(&mut beside), 7 * beside.config.num_hidden_layers);
-    let with_lora = beside.model.adaptable_mut().iter().filter(|(_, l)| l.lora().is_some()).count();
-    assert_eq!(with_lora, 2 * beside.config.num_hidden_layers, "every adapted projection holds its delta");
+    let with_lora = beside
+        .model
+        .adaptable_mut()
+        .iter()
+        .filter(|(_, l)| l.lora().is_some())
+        .count();
+    assert_eq!(
+        with_lora,
+        2 * beside.config.num_hidden_layers,
+        "every adapted projection holds its delta"
+    );
 
     let ids = [1, 5, 9, 2, 7, 3];
     let (_, reference) = common::run(&merged, &ids);
     let (_, ours) = common::run(&beside, &ids);
     let (_, unadapted) = common::run(&plain, &ids);
-    let within = compare_within("adapter beside Q8_0", "logits", &ours, &reference, KEPT_QUANTIZED_TOLERANCE);
+    let within = compare_within(
+        "adapter beside Q8_0",
+        "logits",
+        &ours,
+        &reference,
+        KEPT_QUANTIZED_TOLERANCE,
+    );
     // The adapter must matter far more than the tolerance, or this test could not fail.
     let effect = max_abs(&(&unadapted - &reference).unwrap()) / max_abs(&reference);
-    assert!(effect > 10.0 * within.max(KEPT_QUANTIZED_TOLERANCE / 10.0), "the random adapter changes logits by only {effect:.2e}");
+    assert!(
+        effect > 10.0 * within.max(KEPT_QUANTIZED_TOLERANCE / 10.0),
+        "the random adapter changes logits by only {effect:.2e}"
+    );
 }
 
 // ---- broken files -------------------------------------------------------------------------
@@ -350,7 +476,10 @@ fn rewritten_good_file_still_loads() {
     // The rewriting below keeps everything else intact: unchanged, the copy loads and agrees.
     let dir = tempfile::tempdir().unwrap();
     let path = parts("llama_f32_untied").write(dir.path(), "copy.gguf");
-    assert_same_logits(&Checkpoint::load(&path).unwrap(), &Checkpoint::load(&case("llama_f32_untied")).unwrap());
+    assert_same_logits(
+        &Checkpoint::load(&path).unwrap(),
+        &Checkpoint::load(&case("llama_f32_untied")).unwrap(),
+    );
 }
 
 /// Both checkpoints give bit-identical logits on a short sequence.
@@ -374,10 +503,18 @@ fn truncated_file_is_a_clean_error() {
     let dir = tempfile::tempdir().unwrap();
     let bytes = std::fs::read(case("llama_q4_1_tied")).unwrap();
     // Cut inside the tensor data, inside the metadata, and inside the fixed header.
-    for (label, len) in [("data", bytes.len() / 2 + 7), ("data_end", bytes.len() - 1), ("metadata", 300), ("header", 10)] {
+    for (label, len) in [
+        ("data", bytes.len() / 2 + 7),
+        ("data_end", bytes.len() - 1),
+        ("metadata", 300),
+        ("header", 10),
+    ] {
         let path = write_bytes(dir.path(), &format!("truncated_{label}.gguf"), &bytes[..len]);
         let err = load_error(&path);
-        assert!(err.contains("truncated_"), "{label}: the error should name the file: {err}");
+        assert!(
+            err.contains("truncated_"),
+            "{label}: the error should name the file: {err}"
+        );
     }
 }
 
@@ -396,7 +533,10 @@ fn tensor_shape_disagreeing_with_metadata_is_a_clean_error() {
     // One K projection written for 1 KV head where the header says 2.
     let mut p = parts("llama_f32_untied");
     let small = Tensor::zeros((8, 32), DType::F32, &Device::Cpu).unwrap();
-    p.replace_tensor("blk.1.attn_k.weight", QTensor::quantize(&small, GgmlDType::F32).unwrap());
+    p.replace_tensor(
+        "blk.1.attn_k.weight",
+        QTensor::quantize(&small, GgmlDType::F32).unwrap(),
+    );
     let err = load_error(&p.write(dir.path(), "bad_shape.gguf"));
     assert!(err.contains("blk.1.attn_k.weight") && err.contains("shape"), "{err}");
 

@@ -12,8 +12,8 @@ mod common;
 
 use candle_core::{DType, Device, Tensor};
 use common::at;
-use probe::hooks::HookPoint;
 use kernels::bf16::Bf16Compute;
+use probe::hooks::HookPoint;
 use probe::model::LoadOptions;
 use probe::{Checkpoint, NoHooks, Positions};
 use std::path::PathBuf;
@@ -21,17 +21,31 @@ use std::path::PathBuf;
 const TOLERANCE: f32 = 1e-4;
 
 fn golden_dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/golden")
+        .join(name)
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn check(name: &str) {
     // Exact: f32-level products even for bf16 weights, so one tight tolerance fits all.
-    let options = LoadOptions { bf16_compute: Bf16Compute::Exact, ..LoadOptions::default() };
+    let options = LoadOptions {
+        bf16_compute: Bf16Compute::Exact,
+        ..LoadOptions::default()
+    };
     check_with(name, options, TOLERANCE, false);
 }
 
@@ -46,20 +60,38 @@ fn check_with(name: &str, options: LoadOptions, tolerance: f32, relative: bool) 
     let layers = ckpt.config.num_hidden_layers;
     let error = |ours: &Tensor, reference: &Tensor| {
         let err = max_abs_diff(ours, reference);
-        if relative { err / reference.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap() } else { err }
+        if relative {
+            err / reference
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        } else {
+            err
+        }
     };
     for i in 0..layers {
         let key = format!("blocks.{i}.hook_resid_post");
         let err = error(&at(&cache, HookPoint::resid_post(i)), &golden[&key]);
         assert!(err <= tolerance, "{name} {key}: error {err}");
         if i + 1 < layers {
-            let err = error(&at(&cache, HookPoint::resid_post(i)), &golden[&format!("hidden_states.{}", i + 1)]);
+            let err = error(
+                &at(&cache, HookPoint::resid_post(i)),
+                &golden[&format!("hidden_states.{}", i + 1)],
+            );
             assert!(err <= tolerance, "{name} hidden_states.{}: {err}", i + 1);
         }
     }
     let err = error(&at(&cache, HookPoint::Embed), &golden["hidden_states.0"]);
     assert!(err <= tolerance, "{name} embeddings: {err}");
-    let err = error(&at(&cache, HookPoint::FinalNorm), &golden[&format!("hidden_states.{layers}")]);
+    let err = error(
+        &at(&cache, HookPoint::FinalNorm),
+        &golden[&format!("hidden_states.{layers}")],
+    );
     assert!(err <= tolerance, "{name} final norm: {err}");
     let err = error(&logits, &golden["logits"]);
     assert!(err <= tolerance, "{name} logits: error {err}");
@@ -108,7 +140,10 @@ fn peft_lora_adapter_merged_at_load_matches_hf_peft() {
     let dir = golden_dir("lora_llama_gqa");
     let adapter = LoraAdapter::load(&dir).unwrap();
     let base = adapter.base_model().unwrap();
-    assert_eq!(base.canonicalize().unwrap(), golden_dir("llama_gqa").canonicalize().unwrap());
+    assert_eq!(
+        base.canonicalize().unwrap(),
+        golden_dir("llama_gqa").canonicalize().unwrap()
+    );
     let ckpt = Checkpoint::load_with_adapter(&base, Some(adapter), &Device::Cpu).unwrap();
     let golden = candle_core::safetensors::load(dir.join("golden.safetensors"), &Device::Cpu).unwrap();
     let ids: Vec<u32> = golden["token_ids"].to_dtype(DType::U32).unwrap().to_vec1().unwrap();
@@ -122,5 +157,8 @@ fn peft_lora_adapter_merged_at_load_matches_hf_peft() {
     assert!(err <= TOLERANCE, "logits: error {err}");
 
     let (_, base_logits) = common::run(&Checkpoint::load(&base).unwrap(), &ids);
-    assert!(max_abs_diff(&base_logits, &golden["logits"]) > 1e-2, "the adapter must change the model");
+    assert!(
+        max_abs_diff(&base_logits, &golden["logits"]) > 1e-2,
+        "the adapter must change the model"
+    );
 }

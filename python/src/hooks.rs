@@ -24,8 +24,7 @@ impl PyHooks {
     pub fn new(num_layers: usize, fwd_hooks: Vec<(String, Py<PyAny>)>) -> PyResult<Self> {
         let mut hooks: BTreeMap<HookPoint, Vec<Py<PyAny>>> = BTreeMap::new();
         for (name, f) in fwd_hooks {
-            let request = CaptureRequest::parse(&name, "all", num_layers, PositionMode::All)
-                .map_err(errors::value)?;
+            let request = CaptureRequest::parse(&name, "all", num_layers, PositionMode::All).map_err(errors::value)?;
             if request.logits || name.contains(',') {
                 return Err(errors::value(anyhow!(
                     "{name:?} is not one hook point (logits are returned, not hooked)"
@@ -33,9 +32,7 @@ impl PyHooks {
             }
             Python::attach(|py| -> PyResult<()> {
                 if !f.bind(py).is_callable() {
-                    return Err(errors::value(anyhow!(
-                        "the hook for {name} is not callable"
-                    )));
+                    return Err(errors::value(anyhow!("the hook for {name} is not callable")));
                 }
                 Ok(())
             })?;
@@ -47,20 +44,13 @@ impl PyHooks {
     }
 
     /// Calls the hooks at `point` in the order given, each on the previous one's result.
-    fn call(
-        &self,
-        py: Python<'_>,
-        point: HookPoint,
-        activation: &Tensor,
-    ) -> PyResult<Option<Tensor>> {
+    fn call(&self, py: Python<'_>, point: HookPoint, activation: &Tensor) -> PyResult<Option<Tensor>> {
         let dims = activation.dims().to_vec();
         let values: Vec<f32> = activation
             .flatten_all()
             .and_then(|t| t.to_vec1())
             .map_err(|e| errors::runtime(e.into()))?;
-        let mut current = PyArray1::from_vec(py, values)
-            .reshape(dims.clone())?
-            .into_any();
+        let mut current = PyArray1::from_vec(py, values).reshape(dims.clone())?.into_any();
         let mut replaced = false;
         let name = point.to_string();
         for f in &self.hooks[&point] {
@@ -86,14 +76,8 @@ impl PyHooks {
             checked(&current, &dims, &name).map_err(errors::value)?;
         }
         let array = current.cast::<PyArrayDyn<f32>>()?;
-        let values = array
-            .readonly()
-            .as_array()
-            .iter()
-            .copied()
-            .collect::<Vec<f32>>();
-        let tensor = Tensor::from_vec(values, dims, activation.device())
-            .map_err(|e| errors::runtime(e.into()))?;
+        let values = array.readonly().as_array().iter().copied().collect::<Vec<f32>>();
+        let tensor = Tensor::from_vec(values, dims, activation.device()).map_err(|e| errors::runtime(e.into()))?;
         Ok(Some(tensor))
     }
 }
@@ -103,11 +87,7 @@ fn checked(value: &Bound<'_, PyAny>, dims: &[usize], name: &str) -> Result<()> {
     let Ok(array) = value.cast::<PyArrayDyn<f32>>() else {
         let kind = match value.getattr("dtype") {
             Ok(dtype) => format!("an array of {dtype}"),
-            Err(_) => value
-                .get_type()
-                .name()
-                .map(|n| n.to_string())
-                .unwrap_or_default(),
+            Err(_) => value.get_type().name().map(|n| n.to_string()).unwrap_or_default(),
         };
         bail!("the hook at {name} returned {kind}; return None or a float32 numpy array of shape {dims:?}");
     };

@@ -9,12 +9,7 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 /// One input: tokenized like `alens capture --prompt` (with the tokenizer's post-processor),
 /// a record rendered through the template first, token ids as given.
-fn one(
-    ckpt: &Checkpoint,
-    template: &AlignerTemplate,
-    item: &Bound<'_, PyAny>,
-    index: usize,
-) -> Result<Vec<u32>> {
+fn one(ckpt: &Checkpoint, template: &AlignerTemplate, item: &Bound<'_, PyAny>, index: usize) -> Result<Vec<u32>> {
     if let Ok(text) = item.cast::<PyString>() {
         return ckpt.tokenizer()?.encode(&text.to_string());
     }
@@ -32,28 +27,22 @@ fn one(
                 .map_err(|_| anyhow!("input {}: {name:?} must be a string", index + 1))
         };
         let (question, answer) = (field("question")?, field("answer")?);
-        return ckpt
-            .tokenizer()?
-            .encode(&template.render(&question, &answer));
+        return ckpt.tokenizer()?.encode(&template.render(&question, &answer));
     }
     let ids: Vec<i64> = item.extract().map_err(|_| {
-        anyhow!("input {} is a {}: give a string, an Aligner record {{\"question\", \"answer\"}} or a list of token ids",
-                index + 1, item.get_type().name().map(|n| n.to_string()).unwrap_or_default())
+        anyhow!(
+            "input {} is a {}: give a string, an Aligner record {{\"question\", \"answer\"}} or a list of token ids",
+            index + 1,
+            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        )
     })?;
     ids.into_iter()
-        .map(|id| {
-            u32::try_from(id)
-                .map_err(|_| anyhow!("token id {id} in input {} is not a valid id", index + 1))
-        })
+        .map(|id| u32::try_from(id).map_err(|_| anyhow!("token id {id} in input {} is not a valid id", index + 1)))
         .collect()
 }
 
 /// The token sequences of `inputs`. A single string, record or flat id list is a batch of one.
-pub fn sequences(
-    ckpt: &Checkpoint,
-    template: &AlignerTemplate,
-    inputs: &Bound<'_, PyAny>,
-) -> PyResult<Vec<Vec<u32>>> {
+pub fn sequences(ckpt: &Checkpoint, template: &AlignerTemplate, inputs: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<u32>>> {
     let parse = || -> Result<Vec<Vec<u32>>> {
         if inputs.cast::<PyString>().is_ok() || inputs.cast::<PyDict>().is_ok() {
             return Ok(vec![one(ckpt, template, inputs, 0)?]);

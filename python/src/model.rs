@@ -51,14 +51,8 @@ type CacheRun<'py> = (
     Bound<'py, PyAny>,
 );
 
-fn array<'py, const N: usize>(
-    py: Python<'py>,
-    data: Vec<f32>,
-    shape: [usize; N],
-) -> PyResult<Bound<'py, PyAny>> {
-    Ok(PyArray1::from_vec(py, data)
-        .reshape(shape.to_vec())?
-        .into_any())
+fn array<'py, const N: usize>(py: Python<'py>, data: Vec<f32>, shape: [usize; N]) -> PyResult<Bound<'py, PyAny>> {
+    Ok(PyArray1::from_vec(py, data).reshape(shape.to_vec())?.into_any())
 }
 
 /// The generation settings `alens generate` builds from its flags.
@@ -154,11 +148,7 @@ impl Model {
             candle_core::DType::F16 => "float16",
             _ => "float32",
         };
-        let value = self
-            .ckpt
-            .config
-            .to_hf_json(dtype)
-            .map_err(errors::runtime)?;
+        let value = self.ckpt.config.to_hf_json(dtype).map_err(errors::runtime)?;
         Ok(value.to_string())
     }
 
@@ -200,11 +190,7 @@ impl Model {
     }
 
     fn to_str_tokens(&self, ids: Vec<u32>) -> PyResult<Vec<String>> {
-        Ok(self
-            .ckpt
-            .tokenizer()
-            .map_err(errors::value)?
-            .token_strings(&ids))
+        Ok(self.ckpt.tokenizer().map_err(errors::value)?.token_strings(&ids))
     }
 
     fn aligner_prompt(&self, question: &str, answer: &str) -> String {
@@ -237,11 +223,7 @@ impl Model {
             return Err(errors::value(anyhow!("batch_size must be at least 1")));
         }
         let n = ckpt.config.num_hidden_layers;
-        let mode = if all {
-            PositionMode::All
-        } else {
-            PositionMode::Last
-        };
+        let mode = if all { PositionMode::All } else { PositionMode::Last };
         let points = match &names {
             None => HookPoint::all(n),
             Some(list) if list.is_empty() => Vec::new(),
@@ -255,57 +237,44 @@ impl Model {
         let width = seqs.iter().map(Vec::len).max().unwrap_or(0);
         let rows = if all { b * width } else { b };
         let mut kept: Vec<Vec<f32>> = points.iter().map(|_| vec![0.0; rows * d]).collect();
-        let mut unembedded: Vec<f32> = if logits {
-            vec![0.0; rows * vocab]
-        } else {
-            Vec::new()
-        };
+        let mut unembedded: Vec<f32> = if logits { vec![0.0; rows * vocab] } else { Vec::new() };
         let mut pending = None;
         let result = py.detach(|| {
             guarded("run_with_cache panicked", || {
-                probe::batched::run_batched(
-                    ckpt,
-                    &seqs,
-                    &points,
-                    batch_size,
-                    "run_with_cache",
-                    |batch| {
+                probe::batched::run_batched(ckpt, &seqs, &points, batch_size, "run_with_cache", |batch| {
+                    for (row, &i) in batch.sequences.iter().enumerate() {
+                        let first = if all { i * width } else { i };
+                        for (k, &point) in points.iter().enumerate() {
+                            let act = if all {
+                                batch.rows(point, row)?
+                            } else {
+                                batch.last(point, row)?
+                            };
+                            let values: Vec<f32> = act.flatten_all()?.to_vec1()?;
+                            kept[k][first * d..first * d + values.len()].copy_from_slice(&values);
+                        }
+                    }
+                    if logits {
+                        // As `alens capture --points logits`: unembed only what is kept.
+                        let normed = if all {
+                            batch.normed.clone()
+                        } else {
+                            batch.last_normed()?
+                        };
+                        let out = ckpt.model.logits(&normed)?;
                         for (row, &i) in batch.sequences.iter().enumerate() {
                             let first = if all { i * width } else { i };
-                            for (k, &point) in points.iter().enumerate() {
-                                let act = if all {
-                                    batch.rows(point, row)?
-                                } else {
-                                    batch.last(point, row)?
-                                };
-                                let values: Vec<f32> = act.flatten_all()?.to_vec1()?;
-                                kept[k][first * d..first * d + values.len()]
-                                    .copy_from_slice(&values);
-                            }
-                        }
-                        if logits {
-                            // As `alens capture --points logits`: unembed only what is kept.
-                            let normed = if all {
-                                batch.normed.clone()
+                            let rows = if all {
+                                out.get(row)?.narrow(0, 0, batch.len(row))?
                             } else {
-                                batch.last_normed()?
+                                out.get(row)?
                             };
-                            let out = ckpt.model.logits(&normed)?;
-                            for (row, &i) in batch.sequences.iter().enumerate() {
-                                let first = if all { i * width } else { i };
-                                let rows = if all {
-                                    out.get(row)?.narrow(0, 0, batch.len(row))?
-                                } else {
-                                    out.get(row)?
-                                };
-                                let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
-                                unembedded[first * vocab..first * vocab + values.len()]
-                                    .copy_from_slice(&values);
-                            }
+                            let values: Vec<f32> = rows.flatten_all()?.to_vec1()?;
+                            unembedded[first * vocab..first * vocab + values.len()].copy_from_slice(&values);
                         }
-                        interrupted(&mut pending)
-                    },
-                )
+                    }
+                    interrupted(&mut pending)
+                })
             })
         });
         finish(result, pending)?;
@@ -359,11 +328,7 @@ impl Model {
                 if !logits {
                     return Ok(Vec::new());
                 }
-                Ok(ckpt
-                    .model
-                    .logits(&normed)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?)
+                Ok(ckpt.model.logits(&normed)?.flatten_all()?.to_vec1::<f32>()?)
             })
         });
         let pending = hooks.error.take();
@@ -448,9 +413,7 @@ impl Model {
             return Err(errors::value(anyhow!("batch_size must be at least 1")));
         }
         let steering = match &alphas {
-            Some(list) if list.is_empty() => {
-                return Err(errors::value(anyhow!("alphas needs at least one value")))
-            }
+            Some(list) if list.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
             // Unsteered, or alpha 0 with no vectors named: the plain forward (bit-identical).
             None => None,
             Some(list) if vectors.is_none() && list.iter().all(|&a| a == 0.0) => None,
@@ -472,10 +435,7 @@ impl Model {
         let result = py.detach(|| {
             guarded("generation panicked", || {
                 let tokenizer = ckpt.tokenizer()?;
-                let pair_refs: Vec<(&str, &str)> = pairs
-                    .iter()
-                    .map(|(q, a)| (q.as_str(), a.as_str()))
-                    .collect();
+                let pair_refs: Vec<(&str, &str)> = pairs.iter().map(|(q, a)| (q.as_str(), a.as_str())).collect();
                 let mut per_alpha = Vec::new();
                 for &alpha in &alphas {
                     let outputs = match &steering {
@@ -507,9 +467,7 @@ impl Model {
                     let corrections: Vec<Correction> = outputs
                         .into_iter()
                         .zip(&pairs)
-                        .map(|(out, (_, answer))| {
-                            Correction::new(tokenizer, answer, out, alpha, &ckpt.name())
-                        })
+                        .map(|(out, (_, answer))| Correction::new(tokenizer, answer, out, alpha, &ckpt.name()))
                         .collect::<Result<_>>()?;
                     per_alpha.push(corrections);
                 }

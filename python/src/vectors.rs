@@ -33,19 +33,14 @@ impl ControlVectors {
     /// Reads `.safetensors` (+ its `.json` sidecar) or a llama.cpp/repeng `.gguf`.
     #[staticmethod]
     fn load(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py
-            .detach(|| Vectors::load_unchecked(&path))
-            .map_err(errors::runtime)?;
+        let inner = py.detach(|| Vectors::load_unchecked(&path)).map_err(errors::runtime)?;
         if inner.vectors.is_empty() {
             return Err(errors::value(anyhow!(
                 "{} holds no layers.{{i}} (or direction.{{k}}) vectors",
                 path.display()
             )));
         }
-        Ok(Self {
-            inner,
-            source: path,
-        })
+        Ok(Self { inner, source: path })
     }
 
     /// Writes `.safetensors` and its sidecar, atomically, as `alens lat` does.
@@ -56,8 +51,7 @@ impl ControlVectors {
         } else {
             errors::Kind::Value
         };
-        py.detach(|| self.inner.save(&path))
-            .map_err(|e| errors::to_py(e, kind))
+        py.detach(|| self.inner.save(&path)).map_err(|e| errors::to_py(e, kind))
     }
 
     /// The layers that have a vector, ascending.
@@ -80,10 +74,7 @@ impl ControlVectors {
     fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         match &self.inner.metadata {
             None => Ok(py.None().into_bound(py)),
-            Some(meta) => json_value(
-                py,
-                &serde_json::to_value(meta).map_err(|e| errors::runtime(e.into()))?,
-            ),
+            Some(meta) => json_value(py, &serde_json::to_value(meta).map_err(|e| errors::runtime(e.into()))?),
         }
     }
 
@@ -130,8 +121,7 @@ impl ControlVectors {
 
 /// A serde value as the Python object `json.loads` makes of it.
 pub fn json_value<'py>(py: Python<'py>, value: &serde_json::Value) -> PyResult<Bound<'py, PyAny>> {
-    py.import("json")?
-        .call_method1("loads", (value.to_string(),))
+    py.import("json")?.call_method1("loads", (value.to_string(),))
 }
 
 /// `(question, answer)` of each record (dicts with those keys).
@@ -151,11 +141,7 @@ pub fn stimulus_records(records: &Bound<'_, PyAny>) -> PyResult<Vec<StimulusReco
     } else {
         records
             .try_iter()
-            .map_err(|_| {
-                errors::value(anyhow!(
-                    "records must be a list of dicts with question and answer"
-                ))
-            })?
+            .map_err(|_| errors::value(anyhow!("records must be a list of dicts with question and answer")))?
             .collect::<PyResult<_>>()?
     };
     if items.is_empty() {
@@ -173,8 +159,7 @@ pub fn stimulus_records(records: &Bound<'_, PyAny>) -> PyResult<Vec<StimulusReco
                 )));
             }
             let text: String = dumps.call1((item,))?.extract()?;
-            serde_json::from_str::<StimulusRecord>(&text)
-                .map_err(|e| errors::value(anyhow!("record {}: {e}", i + 1)))
+            serde_json::from_str::<StimulusRecord>(&text).map_err(|e| errors::value(anyhow!("record {}: {e}", i + 1)))
         })
         .collect()
 }
@@ -196,17 +181,14 @@ pub fn default_vectors(model: &Model) -> PyResult<Option<ControlVectors>> {
 
 /// `vectors` as given (a ControlVectors, a path) or the model's shipped ones, checked against
 /// the model.
-pub fn resolve_vectors(
-    model: &Model,
-    vectors: Option<&Bound<'_, PyAny>>,
-) -> PyResult<ControlVectors> {
+pub fn resolve_vectors(model: &Model, vectors: Option<&Bound<'_, PyAny>>) -> PyResult<ControlVectors> {
     let cv = match vectors {
         Some(v) => match v.cast::<ControlVectors>() {
             Ok(cv) => cv.get().clone(),
             Err(_) => {
-                let path: PathBuf = v.extract().map_err(|_| {
-                    errors::value(anyhow!("vectors must be an alens.ControlVectors or a path"))
-                })?;
+                let path: PathBuf = v
+                    .extract()
+                    .map_err(|_| errors::value(anyhow!("vectors must be an alens.ControlVectors or a path")))?;
                 ControlVectors::load(v.py(), path)?
             }
         },
@@ -276,9 +258,7 @@ pub fn steering(
     };
     let positions = match steer_positions {
         Some(p) => parse_positions(p)?,
-        None => meta
-            .and_then(|m| m.steer_positions)
-            .unwrap_or(SteerPositions::All),
+        None => meta.and_then(|m| m.steer_positions).unwrap_or(SteerPositions::All),
     };
     Steering::new(cv.inner, layers, parse_site(site)?, positions, mode).map_err(errors::value)
 }
@@ -298,10 +278,7 @@ fn parse_read_position(p: &str) -> PyResult<ReadPosition> {
 }
 
 fn serialized<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
-    json_value(
-        py,
-        &serde_json::to_value(value).map_err(|e| errors::runtime(e.into()))?,
-    )
+    json_value(py, &serde_json::to_value(value).map_err(|e| errors::runtime(e.into()))?)
 }
 
 /// LAT as `alens lat`: pairs from the records, activations read at `position`, one reading
@@ -323,11 +300,8 @@ pub fn lat(
     let records = stimulus_records(pairs)?;
     let (method, position) = (parse_method(method)?, parse_read_position(position)?);
     let ckpt = &*model.ckpt;
-    let keep = parse_layers(
-        layers.as_deref().unwrap_or("all"),
-        ckpt.config.num_hidden_layers,
-    )
-    .map_err(errors::value)?;
+    let keep =
+        parse_layers(layers.as_deref().unwrap_or("all"), ckpt.config.num_hidden_layers).map_err(errors::value)?;
     if !(0.0..1.0).contains(&test_fraction) {
         return Err(errors::value(anyhow!(
             "test_fraction must be in [0, 1), got {test_fraction}"
@@ -343,9 +317,7 @@ pub fn lat(
             guarded("lat panicked", || {
                 let activations = read_activations(ckpt, template, &records, position, batch_size)?;
                 let result = fit(&activations, &contrast, method, test_fraction, seed)?;
-                Ok(Vectors::from_lat(
-                    ckpt, &result, position, seed, &keep, None,
-                ))
+                Ok(Vectors::from_lat(ckpt, &result, position, seed, &keep, None))
             })
         })
         .map_err(errors::runtime)?;
@@ -378,9 +350,7 @@ pub fn sweep<'py>(
     let records = stimulus_records(records)?;
     let steering = steering(model, vectors, layers, site, steer_positions, steer_mode)?;
     let alphas = match alphas {
-        Some(a) if a.is_empty() => {
-            return Err(errors::value(anyhow!("alphas needs at least one value")))
-        }
+        Some(a) if a.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
         Some(a) => a,
         // As `alens sweep` without --alphas: the vector file's grid, else the mode's.
         None => match steering.vectors.metadata.as_ref() {

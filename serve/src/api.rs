@@ -48,7 +48,11 @@ impl ApiError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         // One line, whatever the source said.
         let message = message.into().lines().map(str::trim).collect::<Vec<_>>().join(" ");
-        Self { status, message, retry_after: None }
+        Self {
+            status,
+            message,
+            retry_after: None,
+        }
     }
 }
 
@@ -56,7 +60,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, axum::Json(json!({"error": self.message}))).into_response();
         if let Some(seconds) = self.retry_after {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -68,12 +74,21 @@ type ApiResult<T> = Result<T, ApiError>;
 /// wrong shape (serde's message names the field: missing, unknown or of the wrong type).
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
-        let hint = non_json_number(body).map(|(field, word)| format!(" (field `{field}`: {word} is not a JSON number)")).unwrap_or_default();
-        ApiError::new(StatusCode::BAD_REQUEST, format!("the body is not valid JSON: {e}{hint}"))
+        let hint = non_json_number(body)
+            .map(|(field, word)| format!(" (field `{field}`: {word} is not a JSON number)"))
+            .unwrap_or_default();
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("the body is not valid JSON: {e}{hint}"),
+        )
     })?;
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
-        let message = if path == "." { e.inner().to_string() } else { format!("{path}: {}", e.inner()) };
+        let message = if path == "." {
+            e.inner().to_string()
+        } else {
+            format!("{path}: {}", e.inner())
+        };
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, message)
     })
 }
@@ -82,7 +97,10 @@ fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
 fn non_json_number(body: &[u8]) -> Option<(String, &'static str)> {
     let text = std::str::from_utf8(body).ok()?;
     for word in ["NaN", "-Infinity", "Infinity"] {
-        if let Some(at) = text.find(&format!(":{word}")).or_else(|| text.find(&format!(": {word}"))) {
+        if let Some(at) = text
+            .find(&format!(":{word}"))
+            .or_else(|| text.find(&format!(": {word}")))
+        {
             let before = text[..at].trim_end().strip_suffix('"')?;
             let start = before.rfind('"')? + 1;
             return Some((before[start..].to_string(), word));
@@ -112,7 +130,9 @@ pub fn router(state: Arc<AppState>, body_limit: usize) -> Router {
         .route("/v1/correct", post(correct))
         .route("/v1/chat/completions", post(chat))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route; see GET / and /v1/models") })
-        .method_not_allowed_fallback(|| async { ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route")
+        })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
@@ -129,17 +149,24 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    axum::Json(json!({"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "alens"}]}))
+    axum::Json(
+        json!({"object": "list", "data": [{"id": state.model_name, "object": "model", "created": 0, "owned_by": "alens"}]}),
+    )
 }
 
 /// What the knob page needs: the alpha range, the default grid, the model.
 async fn config(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     let (lo, hi) = state.alpha_range.unwrap_or((0.0, 0.0));
-    axum::Json(json!({"model": state.model_name, "alpha_min": lo, "alpha_max": hi, "alphas": state.alpha_grid, "max_new_tokens": state.max_new_tokens}))
+    axum::Json(
+        json!({"model": state.model_name, "alpha_min": lo, "alpha_max": hi, "alphas": state.alpha_grid, "max_new_tokens": state.max_new_tokens}),
+    )
 }
 
 /// Counts a request in flight while it lives, so shutdown can wait for it.
@@ -161,25 +188,44 @@ impl AppState {
                 StatusCode::UNPROCESSABLE_ENTITY,
                 format!("{field} must be within the vector file's range [{lo}, {hi}], got {alpha}"),
             )),
-            None if alpha != 0.0 => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{field} must be 0: this server has no steering vectors"))),
+            None if alpha != 0.0 => Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("{field} must be 0: this server has no steering vectors"),
+            )),
             _ => Ok(()),
         }
     }
 
     /// Validates, queues and waits for one correction.
-    async fn run(self: &Arc<Self>, question: &str, answer: &str, alpha: f64, max_new_tokens: Option<usize>, fields: [&str; 2]) -> ApiResult<Correction> {
+    async fn run(
+        self: &Arc<Self>,
+        question: &str,
+        answer: &str,
+        alpha: f64,
+        max_new_tokens: Option<usize>,
+        fields: [&str; 2],
+    ) -> ApiResult<Correction> {
         if self.shutting_down.load(Ordering::SeqCst) {
-            return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down: not taking new requests"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting down: not taking new requests",
+            ));
         }
         self.check_alpha(fields[0], alpha)?;
         let max_new_tokens = max_new_tokens.unwrap_or(self.max_new_tokens);
         if max_new_tokens == 0 || max_new_tokens > self.max_new_tokens {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
-                format!("{} must be between 1 and {} (the server's --max-new-tokens), got {max_new_tokens}", fields[1], self.max_new_tokens),
+                format!(
+                    "{} must be between 1 and {} (the server's --max-new-tokens), got {max_new_tokens}",
+                    fields[1], self.max_new_tokens
+                ),
             ));
         }
-        let tokenizer = self.ckpt.tokenizer().map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
+        let tokenizer = self
+            .ckpt
+            .tokenizer()
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, format!("{e:#}")))?;
         let prompt = tokenizer
             .encode(&self.template.render(question, answer))
             .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, format!("could not tokenize the prompt: {e:#}")))?;
@@ -187,11 +233,20 @@ impl AppState {
         if prompt.len() > context {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
-                format!("the prompt has {} tokens, more than the model's context of {context}", prompt.len()),
+                format!(
+                    "the prompt has {} tokens, more than the model's context of {context}",
+                    prompt.len()
+                ),
             ));
         }
         let (reply, answered) = oneshot::channel();
-        let job = Job { prompt, answer: answer.to_string(), alpha, max_new_tokens, reply };
+        let job = Job {
+            prompt,
+            answer: answer.to_string(),
+            alpha,
+            max_new_tokens,
+            reply,
+        };
         self.in_flight.fetch_add(1, Ordering::SeqCst);
         let _guard = InFlight(self.clone());
         match self.queue.try_send(job) {
@@ -201,19 +256,26 @@ impl AppState {
                 e.retry_after = Some(1);
                 return Err(e);
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model has stopped")),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model has stopped"))
+            }
         }
         match answered.await {
             Ok(Ok(correction)) => Ok(correction),
             Ok(Err(message)) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, message)),
-            Err(_) => Err(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the model thread dropped this request")),
+            Err(_) => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the model thread dropped this request",
+            )),
         }
     }
 }
 
 /// Times and counts a finished response.
 fn counted(state: &AppState, route: &str, started: Instant, response: Response) -> Response {
-    state.metrics.request(route, response.status().as_u16(), started.elapsed().as_secs_f64());
+    state
+        .metrics
+        .request(route, response.status().as_u16(), started.elapsed().as_secs_f64());
     response
 }
 
@@ -234,7 +296,15 @@ async fn correct(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRe
     let started = Instant::now();
     let result = async {
         let req: CorrectRequest = parse(&body_of(body)?)?;
-        state.run(&req.question, &req.answer, req.alpha, req.max_new_tokens, ["alpha", "max_new_tokens"]).await
+        state
+            .run(
+                &req.question,
+                &req.answer,
+                req.alpha,
+                req.max_new_tokens,
+                ["alpha", "max_new_tokens"],
+            )
+            .await
     }
     .await;
     let response = match result {
@@ -277,8 +347,15 @@ struct ChatRequest {
 fn text_of(content: &serde_json::Value, field: &str) -> ApiResult<String> {
     match content {
         serde_json::Value::String(s) => Ok(s.clone()),
-        serde_json::Value::Array(parts) => Ok(parts.iter().filter_map(|p| p.get("text").and_then(|t| t.as_str())).collect::<Vec<_>>().join("")),
-        _ => Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, format!("{field} must be a string or a list of text parts"))),
+        serde_json::Value::Array(parts) => Ok(parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(|t| t.as_str()))
+            .collect::<Vec<_>>()
+            .join("")),
+        _ => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("{field} must be a string or a list of text parts"),
+        )),
     }
 }
 
@@ -298,28 +375,60 @@ async fn chat(State(state): State<Arc<AppState>>, body: Result<Bytes, BytesRejec
         let req: ChatRequest = parse(&body_of(body)?)?;
         if let Some(model) = &req.model {
             if !model.is_empty() && *model != state.model_name {
-                return Err(ApiError::new(StatusCode::NOT_FOUND, format!("model: this server serves {}, not {model}", state.model_name)));
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    format!("model: this server serves {}, not {model}", state.model_name),
+                ));
             }
         }
         let Some(a) = req.messages.iter().rposition(|m| m.role == "assistant") else {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "messages: needs an assistant message (the answer to correct)"));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "messages: needs an assistant message (the answer to correct)",
+            ));
         };
         let Some(u) = req.messages[..a].iter().rposition(|m| m.role == "user") else {
-            return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "messages: needs a user message (the question) before the assistant's"));
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "messages: needs a user message (the question) before the assistant's",
+            ));
         };
         let answer = text_of(&req.messages[a].content, &format!("messages[{a}].content"))?;
         let question = text_of(&req.messages[u].content, &format!("messages[{u}].content"))?;
-        let c = state.run(&question, &answer, req.steering.alpha, req.max_tokens, ["steering.alpha", "max_tokens"]).await?;
-        let prompt_tokens = state.ckpt.tokenizer().and_then(|t| t.encode(&state.template.render(&question, &answer))).map(|p| p.len()).unwrap_or(0);
+        let c = state
+            .run(
+                &question,
+                &answer,
+                req.steering.alpha,
+                req.max_tokens,
+                ["steering.alpha", "max_tokens"],
+            )
+            .await?;
+        let prompt_tokens = state
+            .ckpt
+            .tokenizer()
+            .and_then(|t| t.encode(&state.template.render(&question, &answer)))
+            .map(|p| p.len())
+            .unwrap_or(0);
         Ok((req.stream, c, prompt_tokens))
     }
     .await;
     let response = match result {
         Err(e) => e.into_response(),
         Ok((stream, c, prompt_tokens)) => {
-            let usage = Usage { prompt_tokens, completion_tokens: c.token_ids.len(), total_tokens: prompt_tokens + c.token_ids.len() };
-            let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-            let id = format!("chatcmpl-{:x}{:04x}", now.as_nanos(), NEXT_ID.fetch_add(1, Ordering::Relaxed) & 0xffff);
+            let usage = Usage {
+                prompt_tokens,
+                completion_tokens: c.token_ids.len(),
+                total_tokens: prompt_tokens + c.token_ids.len(),
+            };
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            let id = format!(
+                "chatcmpl-{:x}{:04x}",
+                now.as_nanos(),
+                NEXT_ID.fetch_add(1, Ordering::Relaxed) & 0xffff
+            );
             let created = now.as_secs();
             if stream {
                 sse(&id, created, &c, &usage)
@@ -347,11 +456,22 @@ fn sse(id: &str, created: u64, c: &Correction, usage: &Usage) -> Response {
     };
     let mut last = chunk(json!({}), Some(&c.finish_reason));
     last["usage"] = serde_json::to_value(usage).unwrap_or_default();
-    let events = [chunk(json!({"role": "assistant", "content": ""}), None), chunk(json!({"content": c.output}), None), last];
+    let events = [
+        chunk(json!({"role": "assistant", "content": ""}), None),
+        chunk(json!({"content": c.output}), None),
+        last,
+    ];
     let mut body = String::new();
     for event in events {
         body.push_str(&format!("data: {event}\n\n"));
     }
     body.push_str("data: [DONE]\n\n");
-    ([(header::CONTENT_TYPE, "text/event-stream"), (header::CACHE_CONTROL, "no-cache")], body).into_response()
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
 }

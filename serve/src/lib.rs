@@ -48,7 +48,13 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_batch: 32, max_queue: 256, max_new_tokens: 128, body_limit: 64 * 1024, drain_deadline: Duration::from_secs(30) }
+        Self {
+            max_batch: 32,
+            max_queue: 256,
+            max_new_tokens: 128,
+            body_limit: 64 * 1024,
+            drain_deadline: Duration::from_secs(30),
+        }
     }
 }
 
@@ -73,7 +79,12 @@ pub struct Drained {
 
 /// Serves on `listener` until `shutdown` resolves; then refuses new requests with 503, waits
 /// for those in flight (up to `limits.drain_deadline`) and returns.
-pub async fn run(listener: tokio::net::TcpListener, served: Served, limits: Limits, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<Drained> {
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    served: Served,
+    limits: Limits,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Drained> {
     if limits.max_batch == 0 || limits.max_queue == 0 || limits.max_new_tokens == 0 {
         anyhow::bail!("max batch, max queue and max new tokens must each be at least 1");
     }
@@ -101,7 +112,11 @@ pub async fn run(listener: tokio::net::TcpListener, served: Served, limits: Limi
         queue,
         metrics,
         alpha_range,
-        alpha_grid: if served.steering.is_some() { served.alphas } else { vec![0.0] },
+        alpha_grid: if served.steering.is_some() {
+            served.alphas
+        } else {
+            vec![0.0]
+        },
         max_new_tokens: limits.max_new_tokens,
         shutting_down: AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),

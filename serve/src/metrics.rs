@@ -18,7 +18,12 @@ struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Self {
-        Self { bounds, counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+        Self {
+            bounds,
+            counts: vec![0; bounds.len()],
+            sum: 0.0,
+            count: 0,
+        }
     }
 
     fn observe(&mut self, value: f64) {
@@ -36,7 +41,11 @@ impl Histogram {
         for (bound, count) in self.bounds.iter().zip(&self.counts) {
             let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {count}");
         }
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}", self.count, self.sum, self.count);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {}\n{name}_count {}",
+            self.count, self.sum, self.count
+        );
     }
 }
 
@@ -111,7 +120,11 @@ impl Metrics {
         );
         lock(&self.batches).render("alens_batch_size", "Rows per model batch.", &mut out);
         lock(&self.batch_seconds).render("alens_batch_seconds", "Wall time per model batch.", &mut out);
-        lock(&self.latency).render("alens_request_seconds", "Request latency, from arrival to response.", &mut out);
+        lock(&self.latency).render(
+            "alens_request_seconds",
+            "Request latency, from arrival to response.",
+            &mut out,
+        );
         out
     }
 }

@@ -66,7 +66,10 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     let sequences: Vec<Vec<u32>> = if let Some(ids) = &args.token_ids {
         vec![ids.clone()]
     } else if let Some(prompt) = &args.prompt {
-        vec![ckpt.tokenizer().context("--prompt needs a tokenizer; use --token-ids")?.encode(prompt)?]
+        vec![ckpt
+            .tokenizer()
+            .context("--prompt needs a tokenizer; use --token-ids")?
+            .encode(prompt)?]
     } else if let Some(path) = &args.data {
         let tokenizer = ckpt.tokenizer().context("--data needs a tokenizer; use --token-ids")?;
         read_jsonl(path)?
@@ -77,11 +80,19 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     } else {
         bail!("give one input: --prompt TEXT, --token-ids 1,2,3 or --data FILE.jsonl");
     };
-    let request = CaptureRequest::parse(&args.points, &args.layers, ckpt.config.num_hidden_layers, args.positions)?;
+    let request = CaptureRequest::parse(
+        &args.points,
+        &args.layers,
+        ckpt.config.num_hidden_layers,
+        args.positions,
+    )?;
     let mut metadata = BTreeMap::new();
     metadata.insert("model".to_string(), ckpt.path.display().to_string());
     metadata.insert("positions".to_string(), args.positions.name().to_string());
-    metadata.insert("provenance".to_string(), serde_json::to_string(&crate::outputs::provenance(&ckpt, None)?)?);
+    metadata.insert(
+        "provenance".to_string(),
+        serde_json::to_string(&crate::outputs::provenance(&ckpt, None)?)?,
+    );
     if args.data.is_some() {
         metadata.insert("template".to_string(), template.as_str().to_string());
     }
@@ -93,13 +104,27 @@ pub fn run(args: CaptureArgs) -> Result<()> {
         // The run is what the output will hold: the sequences, what is kept, and the metadata.
         let settings = serde_json::json!({"sequences": &sequences, "request": format!("{request:?}"), "batch_size": args.batch_size, "metadata": &metadata});
         let fingerprint = crate::outputs::run_fingerprint(settings, &ckpt)?;
-        Some(probe::journal::Journal::<usize>::open(&probe::journal::Journal::<usize>::path_for(&args.out), &fingerprint, args.resume)?)
+        Some(probe::journal::Journal::<usize>::open(
+            &probe::journal::Journal::<usize>::path_for(&args.out),
+            &fingerprint,
+            args.resume,
+        )?)
     } else {
         None
     };
     let staging = probe::capture::Resumable::staging_for(&args.out);
-    let resume = journal.as_mut().map(|journal| probe::capture::Resumable { staging, journal });
-    let summary = capture_to_file(&ckpt, &sequences, &request, &args.out, args.batch_size, metadata, resume)?;
+    let resume = journal
+        .as_mut()
+        .map(|journal| probe::capture::Resumable { staging, journal });
+    let summary = capture_to_file(
+        &ckpt,
+        &sequences,
+        &request,
+        &args.out,
+        args.batch_size,
+        metadata,
+        resume,
+    )?;
     println!(
         "wrote {} tensors for {} sequences ({} tokens) to {} in {:.2}s ({:.0} tokens/s)",
         summary.tensors.len(),

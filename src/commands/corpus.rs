@@ -69,12 +69,18 @@ pub fn run(args: CorpusArgs) -> Result<()> {
             if let Some(per_kind) = args.per_kind {
                 pairs = by_kind(pairs, per_kind);
             }
-            let counts = BadAnswer::ALL.map(|k| format!("{} {}", k.name(), pairs.iter().filter(|p| p.bad == k).count()));
+            let counts =
+                BadAnswer::ALL.map(|k| format!("{} {}", k.name(), pairs.iter().filter(|p| p.bad == k).count()));
             (pair_records(pairs), format!(", pairs by kind: {}", counts.join(", ")))
         }
         None => (generate(args.seed, args.n, args.split, args.style), String::new()),
     };
     probe::stimuli::write_jsonl(&args.out, &records)?;
-    println!("wrote {} records ({:.0}% copy cases{kinds}) to {}", records.len(), 100.0 * copy_share(&records), args.out.display());
+    println!(
+        "wrote {} records ({:.0}% copy cases{kinds}) to {}",
+        records.len(),
+        100.0 * copy_share(&records),
+        args.out.display()
+    );
     Ok(())
 }

@@ -45,15 +45,34 @@ struct Examples {
 
 // The mini-aligner reads lowercase; its clearest correction is an evasive answer (a wrong
 // fact, `snow is green.`, reads only a little above its copy).
-const MINI_EXAMPLES: Examples = Examples { copy: ("what colour is snow?", "snow is white."), correct: ("what colour is snow?", "i do not know.") };
-const ENGLISH_EXAMPLES: Examples = Examples { copy: ("What colour is snow?", "Snow is white."), correct: ("What colour is snow?", "Snow is green.") };
+const MINI_EXAMPLES: Examples = Examples {
+    copy: ("what colour is snow?", "snow is white."),
+    correct: ("what colour is snow?", "i do not know."),
+};
+const ENGLISH_EXAMPLES: Examples = Examples {
+    copy: ("What colour is snow?", "Snow is white."),
+    correct: ("What colour is snow?", "Snow is green."),
+};
 
 /// The `alens lat` flags that reproduce the settings of `model`'s shipped vectors.
 fn lat_settings(model: &Path) -> Result<Vec<String>> {
-    let args = crate::model_arg::ModelArgs { model: Some(model.to_path_buf()), adapter: None, template: None, keep_quantized: false, bf16_compute: Default::default() };
+    let args = crate::model_arg::ModelArgs {
+        model: Some(model.to_path_buf()),
+        adapter: None,
+        template: None,
+        keep_quantized: false,
+        bf16_compute: Default::default(),
+    };
     let sidecar = args.shipped_beside("copy-correct.json", "notebooks-data/mini-aligner/copy-correct.json");
     let meta: VectorMetadata = read_typed(&sidecar)?;
-    let mut flags = vec!["--method".to_string(), meta.method.clone(), "--position".into(), meta.position.clone(), "--seed".into(), meta.seed.to_string()];
+    let mut flags = vec![
+        "--method".to_string(),
+        meta.method.clone(),
+        "--position".into(),
+        meta.position.clone(),
+        "--seed".into(),
+        meta.seed.to_string(),
+    ];
     let mut push = |flag: &str, value: String| flags.extend([flag.to_string(), value]);
     if let Some(mode) = meta.steer_mode {
         push("--steer-mode", mode.name().into());
@@ -62,50 +81,126 @@ fn lat_settings(model: &Path) -> Result<Vec<String>> {
         push("--steer-positions", positions.name().into());
     }
     if !meta.alphas.is_empty() {
-        push("--alphas", meta.alphas.iter().map(f64::to_string).collect::<Vec<_>>().join(","));
+        push(
+            "--alphas",
+            meta.alphas.iter().map(f64::to_string).collect::<Vec<_>>().join(","),
+        );
     }
     if meta.steer_layers_chosen {
-        push("--steer-layers", meta.default_layers.iter().map(usize::to_string).collect::<Vec<_>>().join(","));
+        push(
+            "--steer-layers",
+            meta.default_layers
+                .iter()
+                .map(usize::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     Ok(flags)
 }
 
 /// Every file the demo writes into its directory.
 const REPORT_FILES: [&str; 16] = [
-    "vectors.safetensors", "vectors.json", "lat-accuracy.png", "scan-correct.png", "scan-correct.csv", "scan-correct.npy",
-    "scan-copy.png", "scan-copy.csv", "scan-copy.npy", "heatmap.png", "heatmap.csv", "heatmap.npy", "sweep.json", "sweep.csv",
-    "sweep.png", "index.html",
+    "vectors.safetensors",
+    "vectors.json",
+    "lat-accuracy.png",
+    "scan-correct.png",
+    "scan-correct.csv",
+    "scan-correct.npy",
+    "scan-copy.png",
+    "scan-copy.csv",
+    "scan-copy.npy",
+    "heatmap.png",
+    "heatmap.csv",
+    "heatmap.npy",
+    "sweep.json",
+    "sweep.csv",
+    "sweep.png",
+    "index.html",
 ];
 
 pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result<()> {
     let out = &args.out;
     crate::outputs::check_dir(out, &[], &REPORT_FILES)?;
     let model = args.model.display().to_string();
-    let examples = if model == crate::model_arg::MINI_ALIGNER_NAME || args.model.ends_with("mini-aligner") { MINI_EXAMPLES } else { ENGLISH_EXAMPLES };
+    let examples = if model == crate::model_arg::MINI_ALIGNER_NAME || args.model.ends_with("mini-aligner") {
+        MINI_EXAMPLES
+    } else {
+        ENGLISH_EXAMPLES
+    };
     let lat_flags = lat_settings(&crate::model_arg::resolve(&args.model)?)?;
     std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
     let p = |name: &str| out.join(name).display().to_string();
     let stage = |n: usize, what: &str| eprintln!("[{n}/6] {what}");
     let call = |argv: &[&str]| -> Result<()> {
-        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).chain(["--model".to_string(), model.clone()]).collect();
+        let argv: Vec<String> = argv
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["--model".to_string(), model.clone()])
+            .collect();
         dispatch(&argv)
     };
 
     stage(1, "LAT: reading vectors per layer");
     let (vectors, lat_plot) = (p("vectors.safetensors"), p("lat-accuracy.png"));
-    let lat: Vec<&str> = ["lat", "--out", &vectors, "--plot", &lat_plot].into_iter().chain(lat_flags.iter().map(String::as_str)).collect();
+    let lat: Vec<&str> = ["lat", "--out", &vectors, "--plot", &lat_plot]
+        .into_iter()
+        .chain(lat_flags.iter().map(String::as_str))
+        .collect();
     call(&lat)?;
-    stage(2, "LAT scans of the first generated tokens: a corrected and a copied case");
+    stage(
+        2,
+        "LAT scans of the first generated tokens: a corrected and a copied case",
+    );
     for (name, (q, a)) in [("scan-correct", examples.correct), ("scan-copy", examples.copy)] {
-        call(&["scan", "--vectors", &p("vectors.safetensors"), "--question", q, "--answer", a, "--generated", "20",
-               "--out", &p(&format!("{name}.png")), "--csv", &p(&format!("{name}.csv")), "--npy", &p(&format!("{name}.npy"))])?;
+        call(&[
+            "scan",
+            "--vectors",
+            &p("vectors.safetensors"),
+            "--question",
+            q,
+            "--answer",
+            a,
+            "--generated",
+            "20",
+            "--out",
+            &p(&format!("{name}.png")),
+            "--csv",
+            &p(&format!("{name}.csv")),
+            "--npy",
+            &p(&format!("{name}.npy")),
+        ])?;
     }
     stage(3, "layer-wise correction heatmap");
-    call(&["heatmap", "--vectors", &p("vectors.safetensors"), "--out", &p("heatmap.png"), "--csv", &p("heatmap.csv"), "--npy", &p("heatmap.npy")])?;
+    call(&[
+        "heatmap",
+        "--vectors",
+        &p("vectors.safetensors"),
+        "--out",
+        &p("heatmap.png"),
+        "--csv",
+        &p("heatmap.csv"),
+        "--npy",
+        &p("heatmap.npy"),
+    ])?;
     stage(4, "steering sweep, beside a random direction of the same size");
     let limit = args.sweep_records.to_string();
-    let mut sweep: Vec<String> = ["sweep", "--vectors", &vectors, "--limit", &limit, "--random-control", "--json", &p("sweep.json"),
-                                   "--csv", &p("sweep.csv"), "--out", &p("sweep.png")].map(String::from).to_vec();
+    let mut sweep: Vec<String> = [
+        "sweep",
+        "--vectors",
+        &vectors,
+        "--limit",
+        &limit,
+        "--random-control",
+        "--json",
+        &p("sweep.json"),
+        "--csv",
+        &p("sweep.csv"),
+        "--out",
+        &p("sweep.png"),
+    ]
+    .map(String::from)
+    .to_vec();
     if let Some(alphas) = &args.alphas {
         sweep.extend(["--alphas".to_string(), alphas.clone()]);
     }
@@ -113,9 +208,23 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
     stage(5, "example generations along the knob");
     let swept: SweepResult = read_typed(&out.join("sweep.json"))?;
     // Five of the sweep's alphas: both ends, the middle, the quarters.
-    let picks: Vec<String> = [0, 1, 2, 3, 4].iter().map(|q| swept.alphas[q * (swept.alphas.len() - 1) / 4].to_string()).collect();
+    let picks: Vec<String> = [0, 1, 2, 3, 4]
+        .iter()
+        .map(|q| swept.alphas[q * (swept.alphas.len() - 1) / 4].to_string())
+        .collect();
     for (q, a) in [examples.correct, examples.copy] {
-        call(&["generate", "--vectors", &p("vectors.safetensors"), "--question", q, "--answer", a, "--alphas", &picks.join(","), "--json"])?;
+        call(&[
+            "generate",
+            "--vectors",
+            &p("vectors.safetensors"),
+            "--question",
+            q,
+            "--answer",
+            a,
+            "--alphas",
+            &picks.join(","),
+            "--json",
+        ])?;
     }
     stage(6, "report page");
     let index = write_report(out, &examples)?;
@@ -137,7 +246,13 @@ fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
     let examples: String = sweep
         .examples
         .iter()
-        .map(|e| format!("<tr><td>{}</td><td>{}</td></tr>", e["alpha"], html(e["output"].as_str().unwrap_or(""))))
+        .map(|e| {
+            format!(
+                "<tr><td>{}</td><td>{}</td></tr>",
+                e["alpha"],
+                html(e["output"].as_str().unwrap_or(""))
+            )
+        })
         .collect();
     let figures = [
         ("lat-accuracy.png", "LAT: held-out copy/correct pair accuracy per layer",
@@ -159,7 +274,12 @@ fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
     ];
     let mut body = String::new();
     for (file, title, caption) in &figures {
-        body.push_str(&format!("<figure><h2>{}</h2><img src=\"{file}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n", html(title), html(title), html(caption)));
+        body.push_str(&format!(
+            "<figure><h2>{}</h2><img src=\"{file}\" alt=\"{}\"><figcaption>{}</figcaption></figure>\n",
+            html(title),
+            html(title),
+            html(caption)
+        ));
     }
     let page = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>aligner-lens report</title>\
@@ -179,5 +299,8 @@ fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
 }
 
 fn html(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
 }

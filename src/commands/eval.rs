@@ -53,18 +53,42 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let provenance = crate::outputs::provenance(&ckpt, None)?;
     let settings = serde_json::json!({"command": "eval", "data": crate::outputs::file_hash(&data)?, "model": provenance.model.content_hash,
                                       "template": template.as_str(), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size});
-    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.outputs.as_ref()], settings, &ckpt, args.resume)?;
-    let report = evaluate(&ckpt, &template, &records, args.max_new_tokens, args.batch_size, journal.as_mut())?;
-    println!("{:<12} {:>5} {:>11} {:>14} {:>10}", "category", "n", "copy exact", "correct exact", "magnitude");
+    let mut journal = crate::outputs::journal(
+        &[args.json.as_ref(), args.outputs.as_ref()],
+        settings,
+        &ckpt,
+        args.resume,
+    )?;
+    let report = evaluate(
+        &ckpt,
+        &template,
+        &records,
+        args.max_new_tokens,
+        args.batch_size,
+        journal.as_mut(),
+    )?;
+    println!(
+        "{:<12} {:>5} {:>11} {:>14} {:>10}",
+        "category", "n", "copy exact", "correct exact", "magnitude"
+    );
     let row = |name: &str, s: &steer::eval::EvalScores| {
-        println!("{name:<12} {:>5} {:>10.1}% {:>13.1}% {:>10.3}", s.n, 100.0 * s.copy_exact, 100.0 * s.correct_exact, s.mean_correction_magnitude)
+        println!(
+            "{name:<12} {:>5} {:>10.1}% {:>13.1}% {:>10.3}",
+            s.n,
+            100.0 * s.copy_exact,
+            100.0 * s.correct_exact,
+            s.mean_correction_magnitude
+        )
     };
     for (name, scores) in &report.per_category {
         row(name, scores);
     }
     row("all", &report.overall);
     if let Some(path) = &args.json {
-        let report = steer::eval::EvalReport { provenance: Some(provenance.clone()), ..report.clone() };
+        let report = steer::eval::EvalReport {
+            provenance: Some(provenance.clone()),
+            ..report.clone()
+        };
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.outputs {

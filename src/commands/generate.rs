@@ -59,7 +59,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let sampling = if args.temperature > 0.0 {
-        Sampling::TopP { temperature: args.temperature, top_p: args.top_p, seed: args.seed }
+        Sampling::TopP {
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+        }
     } else {
         Sampling::Greedy
     };
@@ -74,7 +78,10 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let model_name = ckpt.name();
     let correction = |out, alpha| Correction::new(&tokenizer, &args.answer, out, alpha, &model_name);
     let Some(alphas) = alphas else {
-        let out = correction(run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?, 0.0)?;
+        let out = correction(
+            run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?,
+            0.0,
+        )?;
         println!("{}", out.output);
         if args.json {
             println!("{}", serde_json::to_string(&out)?);

@@ -43,7 +43,10 @@ pub struct HeatmapArgs {
 }
 
 pub fn run(args: HeatmapArgs) -> Result<()> {
-    let vectors_path = args.vectors.clone().unwrap_or_else(|| crate::steering_args::default_vectors(&args.model));
+    let vectors_path = args
+        .vectors
+        .clone()
+        .unwrap_or_else(|| crate::steering_args::default_vectors(&args.model));
     let mut inputs = args.model.input_paths();
     inputs.extend(crate::outputs::vector_inputs(&vectors_path));
     inputs.extend(args.data.clone());
@@ -53,10 +56,25 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
     let (_, vectors) = load_vectors(&vectors_path, &ckpt)?;
     let data = args.data.clone().unwrap_or_else(|| args.model.default_stimuli());
     let records = read_jsonl(&data)?;
-    let activity = correction_activity(&ckpt, &template, &records, &vectors.scan_directions(), args.tokens, args.batch_size)
-        .with_context(|| format!("correction activity over {}", data.display()))?;
+    let activity = correction_activity(
+        &ckpt,
+        &template,
+        &records,
+        &vectors.scan_directions(),
+        args.tokens,
+        args.batch_size,
+    )
+    .with_context(|| format!("correction activity over {}", data.display()))?;
     let tokens = args.tokens;
-    let row_labels: Vec<String> = (0..tokens).map(|k| if k + 1 == tokens { "last".into() } else { format!("t-{}", tokens - 1 - k) }).collect();
+    let row_labels: Vec<String> = (0..tokens)
+        .map(|k| {
+            if k + 1 == tokens {
+                "last".into()
+            } else {
+                format!("t-{}", tokens - 1 - k)
+            }
+        })
+        .collect();
     let col_labels: Vec<String> = activity.layers.iter().map(|l| l.to_string()).collect();
     let panel = |title: String, values: &Vec<Vec<f64>>| Panel {
         title,
@@ -70,7 +88,10 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
         &args.out,
         &format!("Correction activity by layer: {}", ckpt.name()),
         &[
-            panel(format!("(a) correct cases (n={})", activity.n_correct), &activity.correct),
+            panel(
+                format!("(a) correct cases (n={})", activity.n_correct),
+                &activity.correct,
+            ),
             panel(format!("(b) copy cases (n={})", activity.n_copy), &activity.copy),
         ],
         "mean LAT score",
@@ -85,17 +106,31 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
         csv.write_record(&header)?;
         for (name, means) in [("correct", &activity.correct), ("copy", &activity.copy)] {
             for (label, row) in row_labels.iter().zip(means) {
-                let cells = [name.to_string(), label.clone()].into_iter().chain(row.iter().map(|v| format!("{v:.6}")));
+                let cells = [name.to_string(), label.clone()]
+                    .into_iter()
+                    .chain(row.iter().map(|v| format!("{v:.6}")));
                 csv.write_record(cells)?;
             }
         }
         probe::io::write_atomic(path, &csv.into_inner()?)?;
     }
     if let Some(npy) = &args.npy {
-        let flat: Vec<f32> = activity.correct.iter().chain(&activity.copy).flatten().map(|&v| v as f32).collect();
+        let flat: Vec<f32> = activity
+            .correct
+            .iter()
+            .chain(&activity.copy)
+            .flatten()
+            .map(|&v| v as f32)
+            .collect();
         probe::io::write_npy_f32(npy, &[2, tokens, activity.layers.len()], &flat)?;
     }
-    let last_row = |means: &Vec<Vec<f64>>| means[tokens - 1].iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" ");
+    let last_row = |means: &Vec<Vec<f64>>| {
+        means[tokens - 1]
+            .iter()
+            .map(|v| format!("{v:+.2}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
     println!("mean LAT score at the last prompt token, per layer:");
     println!("  correct: {}", last_row(&activity.correct));
     println!("  copy:    {}", last_row(&activity.copy));

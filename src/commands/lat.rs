@@ -76,9 +76,16 @@ pub fn run(args: LatArgs) -> Result<()> {
     let mut inputs = args.model.input_paths();
     inputs.push(data.clone());
     let sidecar = steer::vectors::sidecar_path(&args.out);
-    crate::outputs::check_with_figures(&[Some(&args.out), Some(&sidecar), args.gguf.as_ref()], &[args.plot.as_ref()], &inputs)?;
+    crate::outputs::check_with_figures(
+        &[Some(&args.out), Some(&sidecar), args.gguf.as_ref()],
+        &[args.plot.as_ref()],
+        &inputs,
+    )?;
     if sidecar.exists() && !steer::vectors::is_sidecar(&sidecar) {
-        anyhow::bail!("refusing to overwrite {}: the vectors' sidecar would go there, and it is not one alens wrote", sidecar.display());
+        anyhow::bail!(
+            "refusing to overwrite {}: the vectors' sidecar would go there, and it is not one alens wrote",
+            sidecar.display()
+        );
     }
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
@@ -88,15 +95,38 @@ pub fn run(args: LatArgs) -> Result<()> {
     let activations = read_activations(&ckpt, &template, &records, args.position, args.batch_size)?;
     let result = fit(&activations, &pairs, args.method, args.test_fraction, args.seed)?;
 
-    let accuracy_label = if result.accuracy_is_training { "train acc" } else { "held-out acc" };
-    println!("{} pairs ({} fit, {} held out), method {}, position {}", pairs.len(), result.train_pairs, result.test_pairs,
-             args.method.name(), args.position.name());
-    println!("{:>5} {:>13} {:>19} {:>10}", "layer", accuracy_label, "explained variance", "scale");
+    let accuracy_label = if result.accuracy_is_training {
+        "train acc"
+    } else {
+        "held-out acc"
+    };
+    println!(
+        "{} pairs ({} fit, {} held out), method {}, position {}",
+        pairs.len(),
+        result.train_pairs,
+        result.test_pairs,
+        args.method.name(),
+        args.position.name()
+    );
+    println!(
+        "{:>5} {:>13} {:>19} {:>10}",
+        "layer", accuracy_label, "explained variance", "scale"
+    );
     let kept: Vec<&probe::lat::ReadingVector> = result.vectors.iter().filter(|v| keep.contains(&v.layer)).collect();
     for v in &kept {
-        println!("{:>5} {:>12.1}% {:>19.3} {:>10.3}", v.layer, 100.0 * v.accuracy, v.explained_variance, v.scale);
+        println!(
+            "{:>5} {:>12.1}% {:>19.3} {:>10.3}",
+            v.layer,
+            100.0 * v.accuracy,
+            v.explained_variance,
+            v.scale
+        );
     }
-    let chosen_layers = args.steer_layers.as_deref().map(|spec| probe::capture::parse_layers(spec, ckpt.config.num_hidden_layers)).transpose()?;
+    let chosen_layers = args
+        .steer_layers
+        .as_deref()
+        .map(|spec| probe::capture::parse_layers(spec, ckpt.config.num_hidden_layers))
+        .transpose()?;
     if let Some(bad) = chosen_layers.iter().flatten().find(|l| !keep.contains(l)) {
         anyhow::bail!("--steer-layers names layer {bad}, which --layers does not save");
     }
@@ -115,11 +145,25 @@ pub fn run(args: LatArgs) -> Result<()> {
     if let Some(plot) = &args.plot {
         let xs: Vec<f64> = kept.iter().map(|v| v.layer as f64).collect();
         let series = [
-            viz::Series { name: accuracy_label.replace("acc", "pair accuracy"), ys: kept.iter().map(|v| v.accuracy).collect() },
-            viz::Series { name: "explained variance".into(), ys: kept.iter().map(|v| v.explained_variance).collect() },
+            viz::Series {
+                name: accuracy_label.replace("acc", "pair accuracy"),
+                ys: kept.iter().map(|v| v.accuracy).collect(),
+            },
+            viz::Series {
+                name: "explained variance".into(),
+                ys: kept.iter().map(|v| v.explained_variance).collect(),
+            },
         ];
         let title = format!("LAT copy-vs-correct ({}, {})", args.method.name(), args.position.name());
-        probe::io::record_written(&viz::line_chart(plot, &title, "layer", "share", &xs, &series, (0.0, 1.05))?);
+        probe::io::record_written(&viz::line_chart(
+            plot,
+            &title,
+            "layer",
+            "share",
+            &xs,
+            &series,
+            (0.0, 1.05),
+        )?);
         println!("wrote {}", plot.display());
     }
     if let Some(gguf) = &args.gguf {
@@ -127,9 +171,20 @@ pub fn run(args: LatArgs) -> Result<()> {
         // Read it back: the export is only done when it loads as what we wrote.
         let back = ControlVectors::load(gguf, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
         let expected = vectors.vectors.len() - skipped.len();
-        anyhow::ensure!(back.vectors.len() == expected, "GGUF read-back found {} vectors, wrote {expected}", back.vectors.len());
-        println!("wrote {} (llama.cpp control vector{})", gguf.display(),
-                 if skipped.is_empty() { String::new() } else { "; layer 0 has no llama.cpp slot and was left out".to_string() });
+        anyhow::ensure!(
+            back.vectors.len() == expected,
+            "GGUF read-back found {} vectors, wrote {expected}",
+            back.vectors.len()
+        );
+        println!(
+            "wrote {} (llama.cpp control vector{})",
+            gguf.display(),
+            if skipped.is_empty() {
+                String::new()
+            } else {
+                "; layer 0 has no llama.cpp slot and was left out".to_string()
+            }
+        );
     }
     Ok(())
 }

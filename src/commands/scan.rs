@@ -45,7 +45,10 @@ pub struct ScanArgs {
 }
 
 pub fn run(args: ScanArgs) -> Result<()> {
-    let vectors_path = args.vectors.clone().unwrap_or_else(|| crate::steering_args::default_vectors(&args.model));
+    let vectors_path = args
+        .vectors
+        .clone()
+        .unwrap_or_else(|| crate::steering_args::default_vectors(&args.model));
     let mut inputs = args.model.input_paths();
     inputs.extend(crate::outputs::vector_inputs(&vectors_path));
     crate::outputs::check_with_figures(&[args.csv.as_ref(), args.npy.as_ref()], &[Some(&args.out)], &inputs)?;
@@ -61,14 +64,25 @@ pub fn run(args: ScanArgs) -> Result<()> {
     let mut title = format!("Q: {} | A: {}", args.question, args.answer);
     if let Some(n) = args.generated {
         let config = steer::generate::GenerationConfig::greedy(n as usize, ckpt.eos_token_ids.clone());
-        let output = steer::generate::run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut probe::NoHooks)?;
+        let output = steer::generate::run_aligner(
+            &ckpt,
+            &template,
+            &args.question,
+            &args.answer,
+            &config,
+            &mut probe::NoHooks,
+        )?;
         println!("output: {}", output.text);
         title = format!("A: {} | output: {}", args.answer, output.text);
         first_row = ids.len() - 1;
         ids.extend(&output.ids);
     }
     let values = scan(&ckpt, &ids, &directions)?.values[first_row..].to_vec();
-    let tokens = tokenizer.token_strings(&ids[first_row..]).into_iter().map(|t| t.replace('\u{120}', "_")).collect::<Vec<_>>();
+    let tokens = tokenizer
+        .token_strings(&ids[first_row..])
+        .into_iter()
+        .map(|t| t.replace('\u{120}', "_"))
+        .collect::<Vec<_>>();
     let layers: Vec<usize> = directions.keys().copied().collect();
     let panel = Panel {
         title,
@@ -79,8 +93,16 @@ pub fn run(args: ScanArgs) -> Result<()> {
         y_label: "token".into(),
     };
     let model_name = ckpt.name();
-    let vec_name = vectors_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    probe::io::record_written(&viz::heatmaps(&args.out, &format!("LAT scan: {model_name}, {vec_name}"), &[panel], "(projection - midpoint) / std")?);
+    let vec_name = vectors_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    probe::io::record_written(&viz::heatmaps(
+        &args.out,
+        &format!("LAT scan: {model_name}, {vec_name}"),
+        &[panel],
+        "(projection - midpoint) / std",
+    )?);
     if let Some(path) = &args.csv {
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record(std::iter::once("token".to_string()).chain(layers.iter().map(|l| format!("layer_{l}"))))?;
@@ -93,8 +115,18 @@ pub fn run(args: ScanArgs) -> Result<()> {
         let flat: Vec<f32> = values.iter().flatten().map(|&v| v as f32).collect();
         probe::io::write_npy_f32(npy, &[values.len(), layers.len()], &flat)?;
     }
-    let last = values.get(if args.generated.is_some() { 0 } else { values.len().saturating_sub(1) }).cloned().unwrap_or_default();
-    println!("last prompt token, per layer: {}", last.iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" "));
+    let last = values
+        .get(if args.generated.is_some() {
+            0
+        } else {
+            values.len().saturating_sub(1)
+        })
+        .cloned()
+        .unwrap_or_default();
+    println!(
+        "last prompt token, per layer: {}",
+        last.iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" ")
+    );
     println!("wrote {}", args.out.display());
     Ok(())
 }

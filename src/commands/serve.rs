@@ -61,8 +61,17 @@ pub fn run(args: ServeArgs) -> Result<()> {
         }
         Err(err) => return Err(err),
     };
-    let alphas = steering.as_ref().map(SteeringArgs::default_alphas).unwrap_or_else(|| vec![0.0]);
-    let served = serve::Served { model_name: ckpt.name(), ckpt, template, steering, alphas };
+    let alphas = steering
+        .as_ref()
+        .map(SteeringArgs::default_alphas)
+        .unwrap_or_else(|| vec![0.0]);
+    let served = serve::Served {
+        model_name: ckpt.name(),
+        ckpt,
+        template,
+        steering,
+        alphas,
+    };
     let limits = serve::Limits {
         max_batch: args.max_batch,
         max_queue: args.max_queue,
@@ -71,7 +80,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         drain_deadline: Duration::from_secs(args.drain_seconds as u64),
     };
     // Two threads take the HTTP side; the model has its own thread and candle's pool.
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let drained = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
             .await
@@ -82,7 +94,10 @@ pub fn run(args: ServeArgs) -> Result<()> {
         serve::run(listener, served, limits, shutdown_signal()).await
     })?;
     if drained.abandoned > 0 {
-        eprintln!("alens serve: stopped with {} request(s) unfinished at the drain deadline", drained.abandoned);
+        eprintln!(
+            "alens serve: stopped with {} request(s) unfinished at the drain deadline",
+            drained.abandoned
+        );
     } else {
         eprintln!("alens serve: stopped");
     }

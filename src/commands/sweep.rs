@@ -85,22 +85,54 @@ pub fn run(args: SweepArgs) -> Result<()> {
         "model": provenance.model.content_hash, "template": template.as_str(), "vectors": crate::outputs::file_hash(&vectors_path)?,
         "layers": steering.layers, "site": format!("{:?}", steering.site), "mode": steering.mode.name(), "positions": steering.positions.name(),
         "alphas": options.alphas, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "random_control": args.random_control});
-    let mut journal = crate::outputs::journal(&[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()], settings, &ckpt, args.resume)?;
-    let report = SweepReport::new(sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?, Some(provenance));
+    let mut journal = crate::outputs::journal(
+        &[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()],
+        settings,
+        &ckpt,
+        args.resume,
+    )?;
+    let report = SweepReport::new(
+        sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?,
+        Some(provenance),
+    );
     let result = &report.result;
-    println!("steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases", steering.layers, steering.mode.name(),
-             steering.positions, steering.mode.unit(), result.copy_cases.n, result.correct_cases.n);
-    println!("{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}", "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen");
+    println!(
+        "steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases",
+        steering.layers,
+        steering.mode.name(),
+        steering.positions,
+        steering.mode.unit(),
+        result.copy_cases.n,
+        result.correct_cases.n
+    );
+    println!(
+        "{:>7} | {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9}",
+        "alpha", "copy:mag", "copied", "exact", "degen", "corr:mag", "copied", "exact", "degen"
+    );
     for (k, a) in result.alphas.iter().enumerate() {
         let (c, r) = (&result.copy_cases, &result.correct_cases);
-        println!("{a:>7.2} | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}% | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}%",
-                 c.correction_magnitude[k], 100.0 * c.copy_rate[k], 100.0 * c.exact_correction_rate[k], 100.0 * c.degenerate_rate[k],
-                 r.correction_magnitude[k], 100.0 * r.copy_rate[k], 100.0 * r.exact_correction_rate[k], 100.0 * r.degenerate_rate[k]);
+        println!(
+            "{a:>7.2} | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}% | {:>9.3} {:>8.1}% {:>8.1}% {:>8.1}%",
+            c.correction_magnitude[k],
+            100.0 * c.copy_rate[k],
+            100.0 * c.exact_correction_rate[k],
+            100.0 * c.degenerate_rate[k],
+            r.correction_magnitude[k],
+            100.0 * r.copy_rate[k],
+            100.0 * r.exact_correction_rate[k],
+            100.0 * r.degenerate_rate[k]
+        );
     }
     if let Some(control) = &result.random_control {
-        println!("random control (seed {}): correction magnitude, copy cases | correct cases", control.seed);
+        println!(
+            "random control (seed {}): correction magnitude, copy cases | correct cases",
+            control.seed
+        );
         for (k, a) in result.alphas.iter().enumerate() {
-            println!("{a:>7.2} | {:>9.3} | {:>9.3}", control.copy_cases.correction_magnitude[k], control.correct_cases.correction_magnitude[k]);
+            println!(
+                "{a:>7.2} | {:>9.3} | {:>9.3}",
+                control.copy_cases.correction_magnitude[k], control.correct_cases.correction_magnitude[k]
+            );
         }
     }
     if let Some(checks) = &report.checks {
@@ -110,7 +142,10 @@ pub fn run(args: SweepArgs) -> Result<()> {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.out {
-        let series = |name: &str, ys: &Vec<f64>| viz::Series { name: name.into(), ys: ys.clone() };
+        let series = |name: &str, ys: &Vec<f64>| viz::Series {
+            name: name.into(),
+            ys: ys.clone(),
+        };
         let (c, r) = (&result.copy_cases, &result.correct_cases);
         let curves = [
             series("correct cases: correction magnitude", &r.correction_magnitude),
@@ -118,16 +153,47 @@ pub fn run(args: SweepArgs) -> Result<()> {
             series("correct cases: copy rate", &r.copy_rate),
             series("correct cases: exact correction", &r.exact_correction_rate),
             series("copy cases: copy rate", &c.copy_rate),
-            series("all cases: degenerate", &c.degenerate_rate.iter().zip(&r.degenerate_rate)
-                .map(|(a, b)| (a * c.n as f64 + b * r.n as f64) / (c.n + r.n).max(1) as f64).collect()),
+            series(
+                "all cases: degenerate",
+                &c.degenerate_rate
+                    .iter()
+                    .zip(&r.degenerate_rate)
+                    .map(|(a, b)| (a * c.n as f64 + b * r.n as f64) / (c.n + r.n).max(1) as f64)
+                    .collect(),
+            ),
         ];
-        let controls: Vec<viz::Series> = result.random_control.iter().flat_map(|k| [
-            series("random control, correct cases: magnitude", &k.correct_cases.correction_magnitude),
-            series("random control, copy cases: magnitude", &k.copy_cases.correction_magnitude),
-        ]).collect();
+        let controls: Vec<viz::Series> = result
+            .random_control
+            .iter()
+            .flat_map(|k| {
+                [
+                    series(
+                        "random control, correct cases: magnitude",
+                        &k.correct_cases.correction_magnitude,
+                    ),
+                    series(
+                        "random control, copy cases: magnitude",
+                        &k.copy_cases.correction_magnitude,
+                    ),
+                ]
+            })
+            .collect();
         let curves: Vec<viz::Series> = curves.into_iter().chain(controls).collect();
-        let title = format!("Steering sweep: {} at {} positions, layers {}", steering.mode.name(), steering.positions.name(), layer_ranges(&steering.layers));
-        probe::io::record_written(&viz::line_chart(path, &title, "alpha", "rate / magnitude", &result.alphas, &curves, (0.0, 1.05))?);
+        let title = format!(
+            "Steering sweep: {} at {} positions, layers {}",
+            steering.mode.name(),
+            steering.positions.name(),
+            layer_ranges(&steering.layers)
+        );
+        probe::io::record_written(&viz::line_chart(
+            path,
+            &title,
+            "alpha",
+            "rate / magnitude",
+            &result.alphas,
+            &curves,
+            (0.0, 1.05),
+        )?);
     }
     if let Some(path) = &args.csv {
         probe::io::write_atomic(path, result.to_csv().as_bytes())?;
@@ -147,7 +213,11 @@ fn layer_ranges(layers: &[usize]) -> String {
         while k + 1 < layers.len() && layers[k + 1] == layers[k] + 1 {
             k += 1;
         }
-        parts.push(if k > start { format!("{}-{}", layers[start], layers[k]) } else { layers[start].to_string() });
+        parts.push(if k > start {
+            format!("{}-{}", layers[start], layers[k])
+        } else {
+            layers[start].to_string()
+        });
         k += 1;
     }
     parts.join(", ")

@@ -73,13 +73,23 @@ pub fn run(args: TrainMiniArgs) -> Result<()> {
         bar.set_message(format!("loss {s:.4}"));
         // The bar draws only on a terminal; a run logged to a file still reports every 5%.
         if !log_to_terminal && (step + 1) % (opts.steps / 20).max(1) == 0 {
-            eprintln!("train: step {}/{} loss {s:.4} ({:.0}s)", step + 1, opts.steps, started.elapsed().as_secs_f64());
+            eprintln!(
+                "train: step {}/{} loss {s:.4} ({:.0}s)",
+                step + 1,
+                opts.steps,
+                started.elapsed().as_secs_f64()
+            );
         }
     })?;
     bar.finish_and_clear();
     println!(
         "trained {} parameters for {} steps in {:.0}s: loss {:.4} -> {:.4}, validation loss {:.4}; wrote {}",
-        report.parameters, report.steps, report.seconds, report.first_loss, report.final_loss, report.validation_loss,
+        report.parameters,
+        report.steps,
+        report.seconds,
+        report.first_loss,
+        report.final_loss,
+        report.validation_loss,
         args.out.display()
     );
     Ok(())

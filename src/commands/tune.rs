@@ -39,7 +39,11 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 32.0)]
     lora_alpha: f64,
     /// Projections to adapt.
-    #[arg(long, value_delimiter = ',', default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"
+    )]
     targets: Vec<String>,
     /// Bounds: 1 to 10,000,000.
     #[arg(long, value_parser = crate::bounds::count::<1, 10_000_000>, default_value_t = 400)]
@@ -90,7 +94,10 @@ pub struct TuneArgs {
 
 pub fn run(args: TuneArgs) -> Result<()> {
     let base = model_arg::resolve(&args.base)?;
-    let inputs: Vec<PathBuf> = [base.clone(), args.data.clone()].into_iter().chain(args.init_adapter.clone()).collect();
+    let inputs: Vec<PathBuf> = [base.clone(), args.data.clone()]
+        .into_iter()
+        .chain(args.init_adapter.clone())
+        .collect();
     let files: Vec<&str> = tune::lora::FILES.into_iter().chain(["training.json"]).collect();
     crate::outputs::check_dir(&args.out, &inputs, &files)?;
     let mut ckpt = probe::Checkpoint::load(&base)?;
@@ -114,7 +121,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
         fused: args.fused,
     };
     // A known name is recorded as such, so the adapter finds its base on any machine.
-    let base_name = if args.base.exists() { base.display().to_string() } else { args.base.display().to_string() };
+    let base_name = if args.base.exists() {
+        base.display().to_string()
+    } else {
+        args.base.display().to_string()
+    };
     let bar = probe::progress::bar(args.steps as u64, "tune");
     bar.set_style(
         indicatif::ProgressStyle::with_template("{prefix:>10} [{bar:30}] {pos}/{len} eta {eta} {msg}")
@@ -124,20 +135,34 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let mut tokens_seen = 0usize;
     let logging = !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let report = tune(&mut ckpt, &template, &records, &opts, &base_name, &args.out, args.checkpoint_every, args.resume, &mut |step, loss, tokens| {
-        tokens_seen += tokens;
-        let rate = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
-        bar.set_position(step as u64 + 1);
-        bar.set_message(format!("loss {loss:.4}  {rate:.0} tok/s"));
-        if logging && (step + 1) % (args.steps / 20).max(1) == 0 {
-            eprintln!("step {}/{}: loss {loss:.4}, {rate:.0} tok/s", step + 1, args.steps);
-        }
-        Ok(())
-    })
+    let report = tune(
+        &mut ckpt,
+        &template,
+        &records,
+        &opts,
+        &base_name,
+        &args.out,
+        args.checkpoint_every,
+        args.resume,
+        &mut |step, loss, tokens| {
+            tokens_seen += tokens;
+            let rate = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(step as u64 + 1);
+            bar.set_message(format!("loss {loss:.4}  {rate:.0} tok/s"));
+            if logging && (step + 1) % (args.steps / 20).max(1) == 0 {
+                eprintln!("step {}/{}: loss {loss:.4}, {rate:.0} tok/s", step + 1, args.steps);
+            }
+            Ok(())
+        },
+    )
     .with_context(|| {
         // Only a checkpoint can be resumed from; point at it only when there is one.
         if args.out.join("trainer_state.json").exists() {
-            format!("tuning {} (rerun with --resume to continue from the last checkpoint in {})", base.display(), args.out.display())
+            format!(
+                "tuning {} (rerun with --resume to continue from the last checkpoint in {})",
+                base.display(),
+                args.out.display()
+            )
         } else {
             format!("tuning {}", base.display())
         }
@@ -146,10 +171,18 @@ pub fn run(args: TuneArgs) -> Result<()> {
     if args.f16 {
         tune::lora::convert_adapter(&args.out, candle_core::DType::F16)?;
     }
-    probe::io::write_atomic(&args.out.join("training.json"), &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report, "provenance": provenance}))?)?;
+    probe::io::write_atomic(
+        &args.out.join("training.json"),
+        &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report, "provenance": provenance}))?,
+    )?;
     println!(
         "{} steps, loss {:.4} -> {:.4}, {} trainable parameters, {:.0} tok/s over {:.0} s; adapter in {}",
-        report.steps, report.first_loss, report.final_loss, report.trainable_parameters, report.tokens_per_second, report.seconds,
+        report.steps,
+        report.first_loss,
+        report.final_loss,
+        report.trainable_parameters,
+        report.tokens_per_second,
+        report.seconds,
         args.out.display()
     );
     Ok(())

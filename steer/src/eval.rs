@@ -53,7 +53,11 @@ impl EvalScores {
             copy_exact: copy.exact_rate,
             correct_exact: correct.exact_rate,
             mean_correction_magnitude: if n == 0 { 0.0 } else { magnitude / n as f64 },
-            degenerate_rate: if n == 0 { 0.0 } else { (t.copy_cases.degenerate + t.correct_cases.degenerate) as f64 / n as f64 },
+            degenerate_rate: if n == 0 {
+                0.0
+            } else {
+                (t.copy_cases.degenerate + t.correct_cases.degenerate) as f64 / n as f64
+            },
         }
     }
 }
@@ -72,12 +76,27 @@ pub fn evaluate(
     let references: Vec<&str> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| r.correction.as_deref().with_context(|| format!("record {} has no correction to evaluate against", i + 1)))
+        .map(|(i, r)| {
+            r.correction
+                .as_deref()
+                .with_context(|| format!("record {} has no correction to evaluate against", i + 1))
+        })
         .collect::<Result<_>>()?;
-    let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.question.as_str(), r.answer.as_str()))
+        .collect();
     let progress = probe::progress::bar(records.len() as u64, "eval");
-    let outputs = run_aligner_many(ckpt, template, &pairs, &config, batch_size, &mut NoHooks, &mut |n| progress.inc(n as u64),
-                                   journal.map(|j| (j, "eval".to_string())))?;
+    let outputs = run_aligner_many(
+        ckpt,
+        template,
+        &pairs,
+        &config,
+        batch_size,
+        &mut NoHooks,
+        &mut |n| progress.inc(n as u64),
+        journal.map(|j| (j, "eval".to_string())),
+    )?;
     progress.finish_and_clear();
 
     let mut overall = ClassTally::default();
@@ -97,7 +116,10 @@ pub fn evaluate(
     }
     Ok(EvalReport {
         overall: EvalScores::from_tally(&overall),
-        per_category: per_category.iter().map(|(k, t)| (k.clone(), EvalScores::from_tally(t))).collect(),
+        per_category: per_category
+            .iter()
+            .map(|(k, t)| (k.clone(), EvalScores::from_tally(t)))
+            .collect(),
         misses,
         provenance: None,
         outputs: scored,

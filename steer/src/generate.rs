@@ -1,11 +1,11 @@
 //! KV-cached generation through the hooked model: greedy, or temperature / top-p sampling
 //! with a seed. Hooks (a steering vector, a capture) apply at every step.
 
+use crate::journal::Journaled;
+pub use crate::output::AlignerOutput;
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, D};
 use probe::hooks::Hooks;
-use crate::journal::Journaled;
-pub use crate::output::AlignerOutput;
 use probe::{AlignerTemplate, Checkpoint, KvCache, Model, Positions};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -14,7 +14,11 @@ use rand::{Rng, SeedableRng};
 pub enum Sampling {
     Greedy,
     /// Temperature then nucleus (top-p) sampling, reproducible under `seed`.
-    TopP { temperature: f64, top_p: f64, seed: u64 },
+    TopP {
+        temperature: f64,
+        top_p: f64,
+        seed: u64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -28,19 +32,19 @@ pub struct GenerationConfig {
 
 impl GenerationConfig {
     pub fn greedy(max_new_tokens: usize, eos_token_ids: Vec<u32>) -> Self {
-        Self { max_new_tokens, eos_token_ids, ignore_eos: false, sampling: Sampling::Greedy }
+        Self {
+            max_new_tokens,
+            eos_token_ids,
+            ignore_eos: false,
+            sampling: Sampling::Greedy,
+        }
     }
 }
 
 /// Generates up to `max_new_tokens` after `prompt`, returning only the new ids (without a
 /// final EOS). The prompt is fed once (prefill), then one token per step from the cache.
 /// One prompt is a batch of one: no padding, so nothing is masked.
-pub fn generate(
-    model: &Model,
-    prompt: &[u32],
-    config: &GenerationConfig,
-    hooks: &mut dyn Hooks,
-) -> Result<Vec<u32>> {
+pub fn generate(model: &Model, prompt: &[u32], config: &GenerationConfig, hooks: &mut dyn Hooks) -> Result<Vec<u32>> {
     let mut rows = generate_batch(model, &[prompt.to_vec()], config, hooks)?;
     Ok(rows.pop().unwrap_or_default())
 }
@@ -63,7 +67,10 @@ pub fn generate_batch(
             bail!("prompt {} is empty: cannot generate from it", row + 1);
         }
         if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            bail!("prompt {} has token id {bad}, outside the vocabulary (size {vocab})", row + 1);
+            bail!(
+                "prompt {} has token id {bad}, outside the vocabulary (size {vocab})",
+                row + 1
+            );
         }
     }
     let batch = prompts.len();
@@ -97,7 +104,10 @@ pub fn generate_batch(
     let new_column = Tensor::ones((batch, 1), candle_core::DType::F32, device)?;
     for step in 0..config.max_new_tokens {
         let seq = input.dim(1)?;
-        let step_inputs = Positions { positions: step_positions, key_mask: padded.then(|| mask.clone()) };
+        let step_inputs = Positions {
+            positions: step_positions,
+            key_mask: padded.then(|| mask.clone()),
+        };
         let normed = model.forward(&input, &step_inputs, Some(&mut cache), hooks)?;
         let logits = model.logits(&normed.narrow(1, seq - 1, 1)?)?.squeeze(1)?;
         if !logits.sum_all()?.to_scalar::<f32>()?.is_finite() {
@@ -107,7 +117,9 @@ pub fn generate_batch(
         for row in 0..batch {
             let row_logits = logits.get(row)?;
             let next = match (config.sampling, rng.as_mut()) {
-                (Sampling::TopP { temperature, top_p, .. }, Some(rng)) => sample_top_p(&row_logits, temperature, top_p, rng)?,
+                (Sampling::TopP { temperature, top_p, .. }, Some(rng)) => {
+                    sample_top_p(&row_logits, temperature, top_p, rng)?
+                }
                 _ => row_logits.argmax(D::Minus1)?.to_scalar::<u32>()?,
             };
             if !done[row] {
@@ -191,13 +203,20 @@ pub fn run_aligner_many(
     for (k, chunk) in pairs.chunks(batch_size).enumerate() {
         if let Some(done) = journal.as_ref().and_then(|(j, run)| j.get(run, k)) {
             if done.len() != chunk.len() {
-                bail!("the journal's batch {k} has {} outputs, the data {}: it is from another run", done.len(), chunk.len());
+                bail!(
+                    "the journal's batch {k} has {} outputs, the data {}: it is from another run",
+                    done.len(),
+                    chunk.len()
+                );
             }
             outputs.extend(done.iter().cloned());
             on_batch(chunk.len());
             continue;
         }
-        let prompts: Vec<Vec<u32>> = chunk.iter().map(|(q, a)| tokenizer.encode(&template.render(q, a))).collect::<Result<_>>()?;
+        let prompts: Vec<Vec<u32>> = chunk
+            .iter()
+            .map(|(q, a)| tokenizer.encode(&template.render(q, a)))
+            .collect::<Result<_>>()?;
         probe::batched::check_sequences(ckpt, &prompts)?;
         let first = outputs.len();
         for ids in generate_batch(&ckpt.model, &prompts, config, hooks)? {
@@ -220,13 +239,26 @@ pub fn run_aligner(
     config: &GenerationConfig,
     hooks: &mut dyn Hooks,
 ) -> Result<AlignerOutput> {
-    let mut outputs = run_aligner_many(ckpt, template, &[(question, answer)], config, 1, hooks, &mut |_| {}, None)?;
+    let mut outputs = run_aligner_many(
+        ckpt,
+        template,
+        &[(question, answer)],
+        config,
+        1,
+        hooks,
+        &mut |_| {},
+        None,
+    )?;
     outputs.pop().context("no output")
 }
 
 /// The Aligner's output from generated ids: decoded and trimmed; it stopped (at EOS) when it
 /// used fewer than `max_new_tokens`.
-pub fn aligner_output(tokenizer: &probe::model::AlignerTokenizer, ids: Vec<u32>, max_new_tokens: usize) -> Result<AlignerOutput> {
+pub fn aligner_output(
+    tokenizer: &probe::model::AlignerTokenizer,
+    ids: Vec<u32>,
+    max_new_tokens: usize,
+) -> Result<AlignerOutput> {
     let text = tokenizer.decode(&ids)?.trim().to_string();
     let stopped = ids.len() < max_new_tokens;
     Ok(AlignerOutput { text, ids, stopped })
@@ -249,7 +281,13 @@ pub struct Correction {
 }
 
 impl Correction {
-    pub fn new(tokenizer: &probe::model::AlignerTokenizer, answer: &str, out: AlignerOutput, alpha: f64, model: &str) -> Result<Self> {
+    pub fn new(
+        tokenizer: &probe::model::AlignerTokenizer,
+        answer: &str,
+        out: AlignerOutput,
+        alpha: f64,
+        model: &str,
+    ) -> Result<Self> {
         Ok(Self {
             copied: out.text == answer.trim(),
             correction_magnitude: crate::magnitude::text_correction_magnitude(tokenizer, answer, &out.text)?,

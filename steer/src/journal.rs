@@ -29,7 +29,11 @@ impl Journal {
     /// See [`probe::journal::Journal::open`].
     pub fn open(path: &Path, fingerprint: &str, resume: bool) -> Result<Self> {
         let inner = probe::journal::Journal::<Entry>::open(path, fingerprint, resume)?;
-        let done = inner.entries().iter().map(|e| ((e.run.clone(), e.batch), e.outputs.clone())).collect();
+        let done = inner
+            .entries()
+            .iter()
+            .map(|e| ((e.run.clone(), e.batch), e.outputs.clone()))
+            .collect();
         Ok(Self { inner, done })
     }
 
@@ -39,7 +43,11 @@ impl Journal {
 
     /// Records a finished batch durably before the run goes on.
     pub fn put(&mut self, run: &str, batch: usize, outputs: &[AlignerOutput]) -> Result<()> {
-        self.inner.put(&Entry { run: run.into(), batch, outputs: outputs.to_vec() })
+        self.inner.put(&Entry {
+            run: run.into(),
+            batch,
+            outputs: outputs.to_vec(),
+        })
     }
 
     /// The run is complete and its outputs written: the journal goes.

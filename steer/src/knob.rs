@@ -23,7 +23,11 @@ impl SweepReport {
     /// `result` with its checks computed.
     pub fn new(result: SweepResult, provenance: Option<Provenance>) -> Self {
         let checks = KnobChecks::of(&result);
-        Self { result, checks, provenance }
+        Self {
+            result,
+            checks,
+            provenance,
+        }
     }
 }
 
@@ -47,7 +51,11 @@ pub struct KnobChecks {
 
 fn overall(copy: &SweepCurve, correct: &SweepCurve, values: impl Fn(&SweepCurve) -> &Vec<f64>) -> Vec<f64> {
     let n = (copy.n + correct.n).max(1) as f64;
-    values(copy).iter().zip(values(correct)).map(|(a, b)| (a * copy.n as f64 + b * correct.n as f64) / n).collect()
+    values(copy)
+        .iter()
+        .zip(values(correct))
+        .map(|(a, b)| (a * copy.n as f64 + b * correct.n as f64) / n)
+        .collect()
 }
 
 fn range(v: &[f64]) -> f64 {
@@ -64,8 +72,15 @@ impl KnobChecks {
         let magnitude_by_index = overall(copy, correct, |c| &c.correction_magnitude);
         let magnitude: Vec<f64> = order.iter().map(|&k| magnitude_by_index[k]).collect();
         let degenerate = overall(copy, correct, |c| &c.degenerate_rate);
-        let unsteered = sweep.alphas.iter().position(|&a| a == 0.0).map(|k| magnitude_by_index[k]);
-        let random_range = sweep.random_control.as_ref().map(|r| range(&overall(&r.copy_cases, &r.correct_cases, |c| &c.correction_magnitude)));
+        let unsteered = sweep
+            .alphas
+            .iter()
+            .position(|&a| a == 0.0)
+            .map(|k| magnitude_by_index[k]);
+        let random_range = sweep
+            .random_control
+            .as_ref()
+            .map(|r| range(&overall(&r.copy_cases, &r.correct_cases, |c| &c.correction_magnitude)));
         Some(Self {
             non_decreasing: magnitude.windows(2).all(|w| w[1] >= w[0] - 0.01),
             lowest_over_unsteered: unsteered.filter(|u| *u > 0.0).map(|u| magnitude_by_index[lowest] / u),
@@ -109,7 +124,8 @@ mod tests {
             "correct_cases": curve(correct_magnitude, [0.0, 0.6, 0.1]),
         });
         if let Some(m) = control {
-            json["random_control"] = serde_json::json!({"seed": 0, "copy_cases": curve(m, [1.0; 3]), "correct_cases": curve(m, [0.0; 3])});
+            json["random_control"] =
+                serde_json::json!({"seed": 0, "copy_cases": curve(m, [1.0; 3]), "correct_cases": curve(m, [0.0; 3])});
         }
         serde_json::from_value(json).unwrap()
     }

@@ -7,7 +7,10 @@ use probe::model::AlignerTokenizer;
 /// Comparing the generated ids with the answer's ids directly would count a spurious edit: the
 /// answer after `ASSISTANT:` starts with a space-prefixed token that the bare answer lacks.
 pub fn text_correction_magnitude(tokenizer: &AlignerTokenizer, answer: &str, output: &str) -> Result<f64> {
-    Ok(correction_magnitude(&tokenizer.encode_plain(answer.trim())?, &tokenizer.encode_plain(output.trim())?))
+    Ok(correction_magnitude(
+        &tokenizer.encode_plain(answer.trim())?,
+        &tokenizer.encode_plain(output.trim())?,
+    ))
 }
 
 /// Normalised token edit distance: Levenshtein distance between the upstream answer's tokens

@@ -1,8 +1,8 @@
 //! How an Aligner output compares with its record, and the one tally every report counts
 //! with (eval per category, sweep per alpha and class).
 
-use crate::output::AlignerOutput;
 use crate::magnitude::text_correction_magnitude;
+use crate::output::AlignerOutput;
 use anyhow::Result;
 use probe::model::AlignerTokenizer;
 use probe::stimuli::StimulusRecord;
@@ -48,7 +48,8 @@ pub fn is_degenerate(output: &AlignerOutput) -> bool {
         return true;
     }
     (2..=4).any(|n| {
-        ids.windows(3 * n).any(|w| w[..n] == w[n..2 * n] && w[n..2 * n] == w[2 * n..])
+        ids.windows(3 * n)
+            .any(|w| w[..n] == w[n..2 * n] && w[n..2 * n] == w[2 * n..])
     })
 }
 
@@ -85,7 +86,11 @@ impl Tally {
             copy_rate: self.rate(self.copied),
             exact_rate: self.rate(self.exact),
             degenerate_rate: self.rate(self.degenerate),
-            mean_correction_magnitude: if self.n == 0 { 0.0 } else { self.magnitude_sum / self.n as f64 },
+            mean_correction_magnitude: if self.n == 0 {
+                0.0
+            } else {
+                self.magnitude_sum / self.n as f64
+            },
         }
     }
 }
@@ -122,15 +127,26 @@ mod tests {
     use super::*;
 
     fn out(ids: &[u32], stopped: bool) -> AlignerOutput {
-        AlignerOutput { text: "x".into(), ids: ids.to_vec(), stopped }
+        AlignerOutput {
+            text: "x".into(),
+            ids: ids.to_vec(),
+            stopped,
+        }
     }
 
     #[test]
     fn degenerate_outputs() {
         assert!(!is_degenerate(&out(&[1, 2, 3, 1, 2, 4], true)));
         assert!(is_degenerate(&out(&[5, 5, 5, 5], true)), "one token four times");
-        assert!(is_degenerate(&out(&[9, 1, 2, 1, 2, 1, 2], true)), "a bigram three times");
+        assert!(
+            is_degenerate(&out(&[9, 1, 2, 1, 2, 1, 2], true)),
+            "a bigram three times"
+        );
         assert!(is_degenerate(&out(&[1, 2, 3], false)), "no EOS within the budget");
-        assert!(is_degenerate(&AlignerOutput { text: String::new(), ids: vec![], stopped: true }));
+        assert!(is_degenerate(&AlignerOutput {
+            text: String::new(),
+            ids: vec![],
+            stopped: true
+        }));
     }
 }

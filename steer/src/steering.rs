@@ -36,7 +36,13 @@ pub struct Steering {
 
 impl Steering {
     /// Checks that `vectors` has every layer asked for, and the class means `project` needs.
-    pub fn new(vectors: ControlVectors, layers: Vec<usize>, site: Site, positions: SteerPositions, mode: SteerMode) -> Result<Self> {
+    pub fn new(
+        vectors: ControlVectors,
+        layers: Vec<usize>,
+        site: Site,
+        positions: SteerPositions,
+        mode: SteerMode,
+    ) -> Result<Self> {
         if let Some(missing) = layers.iter().find(|l| !vectors.vectors.contains_key(l)) {
             let have: Vec<usize> = vectors.vectors.keys().copied().collect();
             bail!("the vector file has no vector for layer {missing} (it has {have:?})");
@@ -46,7 +52,14 @@ impl Steering {
                 vectors.class_means(layer)?;
             }
         }
-        Ok(Self { vectors, layers, site, positions, mode, displace_along: None })
+        Ok(Self {
+            vectors,
+            layers,
+            site,
+            positions,
+            mode,
+            displace_along: None,
+        })
     }
 
     /// The control: at every steered layer a random direction (seeded). In add mode it
@@ -68,8 +81,20 @@ impl Steering {
             random.insert(layer, draw.iter().map(|x| (x * norm / draw_norm) as f32).collect());
         }
         match self.mode {
-            SteerMode::Add => Steering::new(ControlVectors { vectors: random, metadata: None }, self.layers.clone(), self.site, self.positions, self.mode),
-            SteerMode::Project => Ok(Self { displace_along: Some(random), ..self.clone() }),
+            SteerMode::Add => Steering::new(
+                ControlVectors {
+                    vectors: random,
+                    metadata: None,
+                },
+                self.layers.clone(),
+                self.site,
+                self.positions,
+                self.mode,
+            ),
+            SteerMode::Project => Ok(Self {
+                displace_along: Some(random),
+                ..self.clone()
+            }),
         }
     }
 
@@ -162,14 +187,22 @@ impl ProjectionShift {
     /// The displacement of projection `p`.
     pub fn displacement(&self, p: f64) -> f64 {
         let toward = self.share * (self.target - p);
-        let toward = if self.toward_correct { toward.max(0.0) } else { toward.min(0.0) };
+        let toward = if self.toward_correct {
+            toward.max(0.0)
+        } else {
+            toward.min(0.0)
+        };
         toward + self.beyond
     }
 
     /// The same, on a tensor of projections.
     fn displacement_of(&self, p: &Tensor) -> Result<Tensor> {
         let toward = p.affine(-self.share, self.share * self.target)?;
-        let toward = if self.toward_correct { toward.maximum(0.0)? } else { toward.minimum(0.0)? };
+        let toward = if self.toward_correct {
+            toward.maximum(0.0)?
+        } else {
+            toward.minimum(0.0)?
+        };
         Ok((toward + self.beyond)?)
     }
 }
@@ -218,7 +251,14 @@ impl SteeringHook {
                 Some(random) => Tensor::new(random.as_slice(), device)?,
                 None => direction.clone(),
             };
-            self.projections.insert(layer, Projection { direction, displace_along, shift });
+            self.projections.insert(
+                layer,
+                Projection {
+                    direction,
+                    displace_along,
+                    shift,
+                },
+            );
         }
         Ok(())
     }
@@ -256,7 +296,9 @@ impl SteeringHook {
                     .collect::<Result<Vec<_>>>()?;
                 return Ok(Some(Tensor::cat(&rows, 0)?));
             }
-            let Some(p) = self.projections.get(&layer) else { return Ok(None) };
+            let Some(p) = self.projections.get(&layer) else {
+                return Ok(None);
+            };
             Ok(Some(project(p, h)?))
         };
         if self.positions != SteerPositions::Decision {
@@ -350,7 +392,10 @@ pub fn check_alpha(alpha: f64) -> Result<()> {
 /// Checks steering layers against the model depth with one clear message.
 pub fn check_layers(layers: &[usize], num_layers: usize) -> Result<()> {
     if let Some(&bad) = layers.iter().find(|&&l| l >= num_layers) {
-        bail!("layer {bad} is out of range: the model has {num_layers} layers (0-{})", num_layers - 1);
+        bail!(
+            "layer {bad} is out of range: the model has {num_layers} layers (0-{})",
+            num_layers - 1
+        );
     }
     Ok(())
 }
@@ -370,14 +415,21 @@ mod tests {
         for p in [0.0, 1.0, 2.0, 3.0] {
             assert_eq!(moved(0.0, p), p, "alpha 0 leaves the state");
             assert!((moved(1.0, p) - 3.0).abs() < 1e-12, "alpha 1: the correct-class mean");
-            assert!((moved(2.0, p) - 5.0).abs() < 1e-12, "each unit beyond 1 is one class gap");
+            assert!(
+                (moved(2.0, p) - 5.0).abs() < 1e-12,
+                "each unit beyond 1 is one class gap"
+            );
             assert!((moved(0.5, p) - (p + 3.0) / 2.0).abs() < 1e-12, "halfway");
         }
         for p in [1.0, 2.0, 3.0, 7.5] {
             assert!((moved(-1.0, p) - 1.0).abs() < 1e-12, "alpha -1: the copy-class mean");
             assert!((moved(-1.5, p) - 0.0).abs() < 1e-12);
         }
-        assert_eq!(moved(-1.0, -4.0), -4.0, "a state past the copy mean is not pulled back toward correct");
+        assert_eq!(
+            moved(-1.0, -4.0),
+            -4.0,
+            "a state past the copy mean is not pulled back toward correct"
+        );
         assert_eq!(moved(1.0, 9.0), 9.0, "nor one past the correct mean toward copy");
         // Monotone in alpha for any starting point.
         let grid: Vec<f64> = (-30..=30).map(|k| k as f64 / 10.0).collect();
@@ -387,20 +439,36 @@ mod tests {
     }
 
     fn project_steering(positions: SteerPositions) -> Steering {
-        let reading = LayerReading { layer: 0, copy_mean: Some(1.0), correct_mean: Some(3.0), ..Default::default() };
-        let meta = VectorMetadata { readings: vec![reading], ..Default::default() };
-        let vectors = ControlVectors { vectors: BTreeMap::from([(0, vec![0.0, 2.0])]), metadata: Some(meta) };
+        let reading = LayerReading {
+            layer: 0,
+            copy_mean: Some(1.0),
+            correct_mean: Some(3.0),
+            ..Default::default()
+        };
+        let meta = VectorMetadata {
+            readings: vec![reading],
+            ..Default::default()
+        };
+        let vectors = ControlVectors {
+            vectors: BTreeMap::from([(0, vec![0.0, 2.0])]),
+            metadata: Some(meta),
+        };
         Steering::new(vectors, vec![0], Site::ResidPost, positions, SteerMode::Project).unwrap()
     }
 
     fn steered(hook: &mut SteeringHook, cached_len: usize, h: &[f32]) -> Vec<f32> {
         let t = Tensor::from_slice(h, (1, h.len() / 2, 2), &Device::Cpu).unwrap();
         hook.begin_forward(cached_len);
-        let point = HookPoint::Block { layer: 0, site: Site::ResidPost };
+        let point = HookPoint::Block {
+            layer: 0,
+            site: Site::ResidPost,
+        };
         if !hook.wants(point) {
             return h.to_vec();
         }
-        hook.on(point, &t).unwrap().map_or(h.to_vec(), |o| o.flatten_all().unwrap().to_vec1().unwrap())
+        hook.on(point, &t)
+            .unwrap()
+            .map_or(h.to_vec(), |o| o.flatten_all().unwrap().to_vec1().unwrap())
     }
 
     #[test]
@@ -408,9 +476,18 @@ mod tests {
         let mut all = project_steering(SteerPositions::All).at(1.0, &Device::Cpu).unwrap();
         // The unit direction is (0, 1): the second coordinate goes to 3, the first stays.
         assert_eq!(steered(&mut all, 0, &[5.0, -2.0, 7.0, 0.5]), vec![5.0, 3.0, 7.0, 3.0]);
-        let mut decision = project_steering(SteerPositions::Decision).at(-1.0, &Device::Cpu).unwrap();
-        assert_eq!(steered(&mut decision, 0, &[5.0, -2.0, 7.0, 2.5]), vec![5.0, -2.0, 7.0, 1.0]);
-        assert_eq!(steered(&mut decision, 2, &[7.0, 0.5]), vec![7.0, 0.5], "decoding steps are not steered");
+        let mut decision = project_steering(SteerPositions::Decision)
+            .at(-1.0, &Device::Cpu)
+            .unwrap();
+        assert_eq!(
+            steered(&mut decision, 0, &[5.0, -2.0, 7.0, 2.5]),
+            vec![5.0, -2.0, 7.0, 1.0]
+        );
+        assert_eq!(
+            steered(&mut decision, 2, &[7.0, 0.5]),
+            vec![7.0, 0.5],
+            "decoding steps are not steered"
+        );
     }
 
     #[test]
@@ -419,24 +496,43 @@ mod tests {
         let mut control = real.random_like(3).unwrap().at(1.0, &Device::Cpu).unwrap();
         let out = steered(&mut control, 0, &[5.0, -2.0]);
         let moved = ((out[0] - 5.0).powi(2) + (out[1] + 2.0).powi(2)).sqrt();
-        assert!((moved - 5.0).abs() < 1e-5, "the real push is 5 (from -2 to 3); the control moved {moved}");
+        assert!(
+            (moved - 5.0).abs() < 1e-5,
+            "the real push is 5 (from -2 to 3); the control moved {moved}"
+        );
     }
 
     /// Row r of a per-row hook steers as `at(alphas[r])` does a batch of one, bit for bit.
     #[test]
     fn at_rows_steers_each_row_as_alone() {
         let alphas = [-1.5, 0.0, 0.25, 2.0];
-        let h: Vec<f32> = (0..alphas.len() * 3 * 2).map(|i| (i as f32 * 0.37).sin() * 4.0).collect();
-        let point = HookPoint::Block { layer: 0, site: Site::ResidPost };
+        let h: Vec<f32> = (0..alphas.len() * 3 * 2)
+            .map(|i| (i as f32 * 0.37).sin() * 4.0)
+            .collect();
+        let point = HookPoint::Block {
+            layer: 0,
+            site: Site::ResidPost,
+        };
         let add = {
-            let vectors = ControlVectors { vectors: BTreeMap::from([(0, vec![0.3, -1.7])]), metadata: None };
+            let vectors = ControlVectors {
+                vectors: BTreeMap::from([(0, vec![0.3, -1.7])]),
+                metadata: None,
+            };
             Steering::new(vectors, vec![0], Site::ResidPost, SteerPositions::All, SteerMode::Add).unwrap()
         };
-        for steering in [add, project_steering(SteerPositions::All), project_steering(SteerPositions::Decision)] {
+        for steering in [
+            add,
+            project_steering(SteerPositions::All),
+            project_steering(SteerPositions::Decision),
+        ] {
             let batch = Tensor::from_slice(h.as_slice(), (alphas.len(), 3, 2), &Device::Cpu).unwrap();
             let mut rows = steering.at_rows(&alphas, &Device::Cpu).unwrap();
             rows.begin_forward(0);
-            let together = if rows.wants(point) { rows.on(point, &batch).unwrap().unwrap() } else { batch.clone() };
+            let together = if rows.wants(point) {
+                rows.on(point, &batch).unwrap().unwrap()
+            } else {
+                batch.clone()
+            };
             for (r, &alpha) in alphas.iter().enumerate() {
                 let mut alone = steering.at(alpha, &Device::Cpu).unwrap();
                 let row = &h[r * 6..(r + 1) * 6];
@@ -453,8 +549,18 @@ mod tests {
 
     #[test]
     fn project_needs_class_means() {
-        let vectors = ControlVectors { vectors: BTreeMap::from([(0, vec![0.0, 2.0])]), metadata: None };
-        let err = Steering::new(vectors, vec![0], Site::ResidPost, SteerPositions::All, SteerMode::Project).unwrap_err();
+        let vectors = ControlVectors {
+            vectors: BTreeMap::from([(0, vec![0.0, 2.0])]),
+            metadata: None,
+        };
+        let err = Steering::new(
+            vectors,
+            vec![0],
+            Site::ResidPost,
+            SteerPositions::All,
+            SteerMode::Project,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("class means"), "{err}");
     }
 }

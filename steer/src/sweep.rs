@@ -88,7 +88,10 @@ pub const MAX_ALPHAS: usize = 1000;
 /// Parses `-8:8:2` (start:stop:step, inclusive) or a list `-4,0,4`.
 pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
     let parse = |s: &str| -> Result<f64> {
-        let v: f64 = s.trim().parse().map_err(|_| anyhow::anyhow!("bad alpha {s:?} in {spec:?}"))?;
+        let v: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad alpha {s:?} in {spec:?}"))?;
         crate::steering::check_alpha(v)?;
         Ok(v)
     };
@@ -110,7 +113,10 @@ pub fn parse_alphas(spec: &str) -> Result<Vec<f64>> {
         let values: Vec<&str> = spec.split(',').collect();
         if values.len() > MAX_ALPHAS {
             let head: String = spec.chars().take(24).collect();
-            bail!("alpha list {head}... gives {} values; at most {MAX_ALPHAS}", values.len());
+            bail!(
+                "alpha list {head}... gives {} values; at most {MAX_ALPHAS}",
+                values.len()
+            );
         }
         values.into_iter().map(parse).collect::<Result<Vec<_>>>()?
     };
@@ -133,10 +139,30 @@ pub fn sweep(
     if let Some(i) = records.iter().position(|r| r.is_copy().is_none()) {
         bail!("record {} has no correction", i + 1);
     }
-    let mut result = sweep_one(ckpt, template, records, steering, options, "sweep", journal.as_deref_mut())?;
+    let mut result = sweep_one(
+        ckpt,
+        template,
+        records,
+        steering,
+        options,
+        "sweep",
+        journal.as_deref_mut(),
+    )?;
     if let Some(seed) = options.random_control {
-        let control = sweep_one(ckpt, template, records, &steering.random_like(seed)?, options, "control", journal)?;
-        result.random_control = Some(RandomControl { seed, copy_cases: control.copy_cases, correct_cases: control.correct_cases });
+        let control = sweep_one(
+            ckpt,
+            template,
+            records,
+            &steering.random_like(seed)?,
+            options,
+            "control",
+            journal,
+        )?;
+        result.random_control = Some(RandomControl {
+            seed,
+            copy_cases: control.copy_cases,
+            correct_cases: control.correct_cases,
+        });
     }
     Ok(result)
 }
@@ -154,21 +180,33 @@ fn sweep_one(
     let mut copy_cases = SweepCurve::default();
     let mut correct_cases = SweepCurve::default();
     let mut examples = Vec::new();
-    let pairs: Vec<(&str, &str)> = records.iter().map(|r| (r.question.as_str(), r.answer.as_str())).collect();
+    let pairs: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.question.as_str(), r.answer.as_str()))
+        .collect();
     let progress = probe::progress::bar((options.alphas.len() * records.len()) as u64, label);
     for &alpha in &options.alphas {
         let mut hook = steering.at(alpha, ckpt.model.device())?;
         let run = journal.as_deref_mut().map(|j| (j, format!("{label} alpha={alpha}")));
-        let outputs = run_aligner_many(ckpt, template, &pairs, &options.generation, options.batch_size, &mut hook, &mut |n| {
-            progress.inc(n as u64)
-        }, run)?;
+        let outputs = run_aligner_many(
+            ckpt,
+            template,
+            &pairs,
+            &options.generation,
+            options.batch_size,
+            &mut hook,
+            &mut |n| progress.inc(n as u64),
+            run,
+        )?;
         let mut tally = ClassTally::default();
         let mut example = None;
         for (record, output) in records.iter().zip(&outputs) {
             let outcome = Outcome::of(tokenizer, record, output)?;
             tally.add(&outcome);
             if !outcome.copy_case && example.is_none() {
-                example = Some(serde_json::json!({"alpha": alpha, "question": record.question, "answer": record.answer, "output": output.text}));
+                example = Some(
+                    serde_json::json!({"alpha": alpha, "question": record.question, "answer": record.answer, "output": output.text}),
+                );
             }
         }
         copy_cases.push(&tally.copy_cases);
@@ -194,7 +232,12 @@ impl SweepResult {
     pub fn to_csv(&self) -> String {
         let mut out = String::from("alpha");
         for class in ["copy_cases", "correct_cases"] {
-            for column in ["correction_magnitude", "copy_rate", "exact_correction_rate", "degenerate_rate"] {
+            for column in [
+                "correction_magnitude",
+                "copy_rate",
+                "exact_correction_rate",
+                "degenerate_rate",
+            ] {
                 out.push_str(&format!(",{class}_{column}"));
             }
         }
@@ -202,7 +245,12 @@ impl SweepResult {
         for (k, a) in self.alphas.iter().enumerate() {
             out.push_str(&a.to_string());
             for c in [&self.copy_cases, &self.correct_cases] {
-                for column in [&c.correction_magnitude, &c.copy_rate, &c.exact_correction_rate, &c.degenerate_rate] {
+                for column in [
+                    &c.correction_magnitude,
+                    &c.copy_rate,
+                    &c.exact_correction_rate,
+                    &c.degenerate_rate,
+                ] {
                     out.push_str(&format!(",{}", column[k]));
                 }
             }

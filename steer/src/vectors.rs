@@ -10,10 +10,10 @@
 //! `tensors[0]` empty). So our `layers.{k}` is exported as `direction.{k}` unchanged, and a
 //! vector at layer 0 cannot be exported.
 
+use crate::mode::{SteerMode, SteerPositions};
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::{gguf_file, GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
-use crate::mode::{SteerMode, SteerPositions};
 use probe::lat::ScanDirection;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -237,7 +237,11 @@ impl ControlVectors {
         let kept: Vec<&probe::lat::ReadingVector> = result.vectors.iter().filter(|v| keep.contains(&v.layer)).collect();
         let default_layers = match default_layers {
             Some(layers) => layers,
-            None => result.default_layers().into_iter().filter(|l| keep.contains(l)).collect(),
+            None => result
+                .default_layers()
+                .into_iter()
+                .filter(|l| keep.contains(l))
+                .collect(),
         };
         let metadata = VectorMetadata {
             model: ckpt.path.display().to_string(),
@@ -257,7 +261,11 @@ impl ControlVectors {
             method: result.method.name().into(),
             position: position.name().into(),
             seed,
-            default_layers: if default_layers.is_empty() { kept.iter().map(|v| v.layer).collect() } else { default_layers },
+            default_layers: if default_layers.is_empty() {
+                kept.iter().map(|v| v.layer).collect()
+            } else {
+                default_layers
+            },
             sign: SIGN_CONVENTION.into(),
             accuracy_is_training: result.accuracy_is_training,
             train_pairs: result.train_pairs,
@@ -267,9 +275,15 @@ impl ControlVectors {
             alphas: Vec::new(),
             steer_layers_chosen: false,
             provenance: None,
-            alpha_unit: [SteerMode::Add, SteerMode::Project].iter().map(|m| (m.name().to_string(), m.unit().to_string())).collect(),
+            alpha_unit: [SteerMode::Add, SteerMode::Project]
+                .iter()
+                .map(|m| (m.name().to_string(), m.unit().to_string()))
+                .collect(),
         };
-        Self { vectors: kept.iter().map(|v| (v.layer, v.control_vector())).collect(), metadata: Some(metadata) }
+        Self {
+            vectors: kept.iter().map(|v| (v.layer, v.control_vector())).collect(),
+            metadata: Some(metadata),
+        }
     }
 
     /// Per layer: the vector, and the (midpoint, scale) a scan centres and divides by. Files
@@ -284,7 +298,14 @@ impl ControlVectors {
                     Some((reading.midpoint?, reading.scale?))
                 });
                 let (midpoint, scale) = from_meta.unwrap_or((0.0, norm));
-                (layer, ScanDirection { direction: v.clone(), midpoint, scale })
+                (
+                    layer,
+                    ScanDirection {
+                        direction: v.clone(),
+                        midpoint,
+                        scale,
+                    },
+                )
             })
             .collect()
     }
@@ -318,11 +339,22 @@ impl ControlVectors {
         let tensors: Vec<(String, Vec<u8>, usize)> = self
             .vectors
             .iter()
-            .map(|(l, v)| (format!("layers.{l}"), v.iter().flat_map(|x| x.to_le_bytes()).collect(), v.len()))
+            .map(|(l, v)| {
+                (
+                    format!("layers.{l}"),
+                    v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    v.len(),
+                )
+            })
             .collect();
         let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
             .iter()
-            .map(|(name, bytes, n)| Ok((name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![*n], bytes)?)))
+            .map(|(name, bytes, n)| {
+                Ok((
+                    name.clone(),
+                    safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![*n], bytes)?,
+                ))
+            })
             .collect::<Result<_>>()?;
         let bytes = safetensors::serialize(views, None)?;
         probe::io::write_atomic(path, &bytes)?;
@@ -359,9 +391,20 @@ impl ControlVectors {
                 continue;
             };
             if view.dtype() != safetensors::Dtype::F32 || view.shape().len() != 1 {
-                bail!("{}: tensor {name} must be a 1-D f32 vector, found {:?} {:?}", path.display(), view.dtype(), view.shape());
+                bail!(
+                    "{}: tensor {name} must be a 1-D f32 vector, found {:?} {:?}",
+                    path.display(),
+                    view.dtype(),
+                    view.shape()
+                );
             }
-            vectors.insert(layer, view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect());
+            vectors.insert(
+                layer,
+                view.data()
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect(),
+            );
         }
         let sidecar = sidecar_path(path);
         let metadata = if sidecar.exists() {
@@ -381,36 +424,71 @@ impl ControlVectors {
         }
         for (&layer, v) in &self.vectors {
             if layer >= num_layers {
-                bail!("{}: vector for layer {layer}, but the model has {num_layers} layers", path.display());
+                bail!(
+                    "{}: vector for layer {layer}, but the model has {num_layers} layers",
+                    path.display()
+                );
             }
             if v.len() != d_model {
-                bail!("{}: vector for layer {layer} has width {}, the model's d_model is {d_model}", path.display(), v.len());
+                bail!(
+                    "{}: vector for layer {layer} has width {}, the model's d_model is {d_model}",
+                    path.display(),
+                    v.len()
+                );
             }
             if v.iter().any(|x| !x.is_finite()) {
-                bail!("{}: vector for layer {layer} contains NaN or infinite values", path.display());
+                bail!(
+                    "{}: vector for layer {layer} contains NaN or infinite values",
+                    path.display()
+                );
             }
         }
         if let Some(meta) = &self.metadata {
             if meta.d_model != 0 && meta.d_model != d_model {
-                bail!("{}: sidecar says d_model {}, the model's is {d_model}", path.display(), meta.d_model);
+                bail!(
+                    "{}: sidecar says d_model {}, the model's is {d_model}",
+                    path.display(),
+                    meta.d_model
+                );
             }
-            if let Some(missing) = meta.readings.iter().map(|r| r.layer).find(|l| !self.vectors.contains_key(l)) {
-                bail!("{}: sidecar lists layer {missing} but the file has no layers.{missing}", path.display());
+            if let Some(missing) = meta
+                .readings
+                .iter()
+                .map(|r| r.layer)
+                .find(|l| !self.vectors.contains_key(l))
+            {
+                bail!(
+                    "{}: sidecar lists layer {missing} but the file has no layers.{missing}",
+                    path.display()
+                );
             }
             // Projections of f32 activations: anything outside f32's range is corrupt.
             let in_range = |x: &f64| x.is_finite() && x.abs() <= f32::MAX as f64;
-            let fields: [(&str, ReadingField); 4] =
-                [("scale", |r| r.scale), ("midpoint", |r| r.midpoint), ("copy_mean", |r| r.copy_mean), ("correct_mean", |r| r.correct_mean)];
+            let fields: [(&str, ReadingField); 4] = [
+                ("scale", |r| r.scale),
+                ("midpoint", |r| r.midpoint),
+                ("copy_mean", |r| r.copy_mean),
+                ("correct_mean", |r| r.correct_mean),
+            ];
             for (name, field) in fields {
                 if let Some(bad) = meta.readings.iter().filter_map(field).find(|x| !in_range(x)) {
-                    bail!("{}: sidecar {name} holds {bad:e}, not a finite number within f32 range", sidecar_path(path).display());
+                    bail!(
+                        "{}: sidecar {name} holds {bad:e}, not a finite number within f32 range",
+                        sidecar_path(path).display()
+                    );
                 }
             }
             if let Some(bad) = meta.alphas.iter().find(|x| !in_range(x)) {
-                bail!("{}: sidecar alphas holds {bad:e}, not a finite number within f32 range", sidecar_path(path).display());
+                bail!(
+                    "{}: sidecar alphas holds {bad:e}, not a finite number within f32 range",
+                    sidecar_path(path).display()
+                );
             }
             if let Some(bad) = meta.readings.iter().filter_map(|r| r.scale).find(|s| *s <= 0.0) {
-                bail!("{}: sidecar scale holds {bad}; a projection spread must be positive", sidecar_path(path).display());
+                bail!(
+                    "{}: sidecar scale holds {bad}; a projection spread must be positive",
+                    sidecar_path(path).display()
+                );
             }
         }
         Ok(())
@@ -446,16 +524,22 @@ impl ControlVectors {
 
     fn load_gguf(path: &Path) -> Result<Self> {
         let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
-        let content = gguf_file::Content::read(&mut file).with_context(|| format!("{} is not a GGUF file", path.display()))?;
+        let content =
+            gguf_file::Content::read(&mut file).with_context(|| format!("{} is not a GGUF file", path.display()))?;
         let mut vectors = BTreeMap::new();
         for name in content.tensor_infos.keys() {
             let Some(layer) = name.strip_prefix("direction.").and_then(|l| l.parse::<usize>().ok()) else {
                 continue;
             };
-            let t = content.tensor(&mut file, name, &Device::Cpu)?.dequantize(&Device::Cpu)?;
+            let t = content
+                .tensor(&mut file, name, &Device::Cpu)?
+                .dequantize(&Device::Cpu)?;
             vectors.insert(layer, t.flatten_all()?.to_vec1::<f32>()?);
         }
-        Ok(Self { vectors, metadata: None })
+        Ok(Self {
+            vectors,
+            metadata: None,
+        })
     }
 }
 
@@ -469,14 +553,21 @@ mod sidecar_tests {
     #[test]
     fn shipped_sidecars_round_trip() {
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        let keys = |text: &str| -> Vec<String> { text.lines().filter(|l| l.starts_with("  \"")).map(|l| l.split(':').next().unwrap_or("").to_string()).collect() };
+        let keys = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("  \""))
+                .map(|l| l.split(':').next().unwrap_or("").to_string())
+                .collect()
+        };
         fn close(a: &serde_json::Value, b: &serde_json::Value) -> bool {
             match (a, b) {
                 (serde_json::Value::Number(x), serde_json::Value::Number(y)) => {
                     let (x, y) = (x.as_f64().unwrap(), y.as_f64().unwrap());
                     (x - y).abs() <= 1e-14 * x.abs().max(y.abs()).max(1.0)
                 }
-                (serde_json::Value::Array(x), serde_json::Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b)),
+                (serde_json::Value::Array(x), serde_json::Value::Array(y)) => {
+                    x.len() == y.len() && x.iter().zip(y).all(|(a, b)| close(a, b))
+                }
                 (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
                     x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| close(v, w)))
                 }
@@ -490,10 +581,16 @@ mod sidecar_tests {
         ] {
             let text = std::fs::read_to_string(repo.join(file)).unwrap();
             let meta: VectorMetadata = serde_json::from_str(&text).unwrap();
-            assert!(!meta.readings.is_empty() && meta.readings.iter().all(|r| r.accuracy.is_some() && r.scale.is_some()), "{file}");
+            assert!(
+                !meta.readings.is_empty() && meta.readings.iter().all(|r| r.accuracy.is_some() && r.scale.is_some()),
+                "{file}"
+            );
             let written = serde_json::to_string_pretty(&meta).unwrap();
             assert_eq!(keys(&written), keys(&text), "{file}: keys or their order differ");
-            let (a, b): (serde_json::Value, serde_json::Value) = (serde_json::from_str(&written).unwrap(), serde_json::from_str(&text).unwrap());
+            let (a, b): (serde_json::Value, serde_json::Value) = (
+                serde_json::from_str(&written).unwrap(),
+                serde_json::from_str(&text).unwrap(),
+            );
             assert!(close(&a, &b), "{file}: values differ");
         }
     }

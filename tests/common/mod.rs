@@ -26,7 +26,11 @@ pub fn alens(args: &[&str]) -> Output {
 /// Runs alens and asserts success, returning stdout.
 pub fn alens_ok(args: &[&str]) -> String {
     let out = alens(args);
-    assert!(out.status.success(), "alens {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "alens {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -34,9 +38,16 @@ pub fn alens_ok(args: &[&str]) -> String {
 pub fn alens_err(args: &[&str]) -> String {
     let out = alens(args);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "alens {args:?} should fail cleanly: {stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "alens {args:?} should fail cleanly: {stderr}"
+    );
     assert!(!stderr.contains("panicked"), "panic: {stderr}");
-    assert!(stderr.trim().starts_with("error:") && stderr.trim().lines().count() == 1, "not one clear line: {stderr}");
+    assert!(
+        stderr.trim().starts_with("error:") && stderr.trim().lines().count() == 1,
+        "not one clear line: {stderr}"
+    );
     stderr
 }
 
@@ -48,7 +59,11 @@ pub fn read_f32(path: &Path) -> HashMap<String, (Vec<usize>, Vec<f32>)> {
         .into_iter()
         .filter(|(_, v)| v.dtype() == safetensors::Dtype::F32)
         .map(|(name, v)| {
-            let values = v.data().chunks(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let values = v
+                .data()
+                .chunks(4)
+                .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                .collect();
             (name, (v.shape().to_vec(), values))
         })
         .collect()

@@ -31,7 +31,11 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).expect("the URL line");
-        let url = line.trim().strip_prefix("alens serve: listening on ").unwrap_or_else(|| panic!("unexpected first line {line:?}")).to_string();
+        let url = line
+            .trim()
+            .strip_prefix("alens serve: listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_string();
         assert!(url.starts_with("http://127.0.0.1:"), "{url}");
         Server { child, url }
     }
@@ -42,7 +46,10 @@ impl Server {
 
     /// Sends SIGTERM (or another signal) to the server.
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill").args([&format!("-{name}"), &self.pid().to_string()]).status().expect("kill runs");
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("kill runs");
         assert!(status.success());
     }
 
@@ -65,13 +72,20 @@ impl Server {
     }
 
     pub fn post_raw(&self, path: &str, body: &str, content_type: &str) -> (u16, String) {
-        let mut resp = agent().post(&format!("{}{path}", self.url)).header("content-type", content_type).send(body).expect("request sent");
+        let mut resp = agent()
+            .post(&format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .send(body)
+            .expect("request sent");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().expect("body read"))
     }
 
     pub fn get(&self, path: &str) -> (u16, String) {
-        let mut resp = agent().get(&format!("{}{path}", self.url)).call().expect("request sent");
+        let mut resp = agent()
+            .get(&format!("{}{path}", self.url))
+            .call()
+            .expect("request sent");
         let status = resp.status().as_u16();
         (status, resp.body_mut().read_to_string().expect("body read"))
     }
@@ -92,7 +106,11 @@ impl Drop for Server {
 
 /// An HTTP client that returns 4xx/5xx responses instead of failing on them.
 pub fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder().http_status_as_error(false).timeout_global(Some(Duration::from_secs(120))).build().into()
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(120)))
+        .build()
+        .into()
 }
 
 /// The first `n` records of the shipped test corpus, as (question, answer).
@@ -102,7 +120,10 @@ pub fn records(n: usize) -> Vec<(String, String)> {
         .take(n)
         .map(|l| {
             let v: Value = serde_json::from_str(l).unwrap();
-            (v["question"].as_str().unwrap().to_string(), v["answer"].as_str().unwrap().to_string())
+            (
+                v["question"].as_str().unwrap().to_string(),
+                v["answer"].as_str().unwrap().to_string(),
+            )
         })
         .collect()
 }
@@ -110,7 +131,17 @@ pub fn records(n: usize) -> Vec<(String, String)> {
 /// `alens generate --json` for one record and alpha: its last line, parsed.
 pub fn generate_json(question: &str, answer: &str, alpha: f64) -> Value {
     let out = Command::new(env!("CARGO_BIN_EXE_alens"))
-        .args(["generate", "--model", "mini-aligner", "--json", "--question", question, "--answer", answer, &format!("--alpha={alpha}")])
+        .args([
+            "generate",
+            "--model",
+            "mini-aligner",
+            "--json",
+            "--question",
+            question,
+            "--answer",
+            answer,
+            &format!("--alpha={alpha}"),
+        ])
         .current_dir(repo())
         .output()
         .expect("alens generate runs");

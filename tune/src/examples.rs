@@ -64,7 +64,9 @@ pub fn batch_loss(model: &Model, batch: &[&Example], pad: u32, device: &Device) 
     let positions = Positions::contiguous(batch.len(), width, 0, device)?;
     let normed = model.forward(&input, &positions, None, &mut NoHooks)?;
     let d = normed.dim(2)?;
-    let picked = normed.reshape((batch.len() * width, d))?.index_select(&Tensor::new(rows, device)?, 0)?;
+    let picked = normed
+        .reshape((batch.len() * width, d))?
+        .index_select(&Tensor::new(rows, device)?, 0)?;
     let logits = model.logits(&picked)?;
     if model.autograd() == Autograd::Fused {
         return Ok(kernels::fused::cross_entropy(&logits, &targets)?);

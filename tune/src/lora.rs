@@ -27,7 +27,15 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// Projections a target list may name (peft's `target_modules`).
-pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+pub const TARGETS: [&str; 7] = [
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+];
 const STATE_FILE: &str = "trainer_state.json";
 const MOMENTS_FILE: &str = "trainer_moments.safetensors";
 /// Every file a run writes into its output directory.
@@ -88,16 +96,28 @@ impl LoraOptions {
         if self.steps == 0 || self.batch_size == 0 {
             bail!("steps and batch size must be positive");
         }
-        for (name, x) in [("alpha", self.alpha), ("learning rate", self.learning_rate), ("copy weight", self.copy_weight), ("max gradient norm", self.max_grad_norm)] {
+        for (name, x) in [
+            ("alpha", self.alpha),
+            ("learning rate", self.learning_rate),
+            ("copy weight", self.copy_weight),
+            ("max gradient norm", self.max_grad_norm),
+        ] {
             if !(x.is_finite() && x > 0.0) {
                 bail!("the {name} must be a positive number, got {x}");
             }
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            bail!("the weight decay must be a non-negative number, got {}", self.weight_decay);
+            bail!(
+                "the weight decay must be a non-negative number, got {}",
+                self.weight_decay
+            );
         }
         if self.identity_steps >= self.steps {
-            bail!("identity warm-up steps ({}) must be fewer than all steps ({})", self.identity_steps, self.steps);
+            bail!(
+                "identity warm-up steps ({}) must be fewer than all steps ({})",
+                self.identity_steps,
+                self.steps
+            );
         }
         if let Some(bad) = self.targets.iter().find(|t| !TARGETS.contains(&t.as_str())) {
             bail!("unknown LoRA target {bad:?} (known: {})", TARGETS.join(", "));
@@ -133,10 +153,16 @@ pub fn attach(ckpt: &mut Checkpoint, opts: &LoraOptions) -> Result<Vec<LoraParam
         let (out_dim, in_dim) = linear.dims();
         // peft: A ~ kaiming_uniform(a = sqrt(5)), i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.
         let bound = 1.0 / (in_dim as f64).sqrt();
-        let a_values: Vec<f32> = (0..opts.rank * in_dim).map(|_| rng.gen_range(-bound..bound) as f32).collect();
+        let a_values: Vec<f32> = (0..opts.rank * in_dim)
+            .map(|_| rng.gen_range(-bound..bound) as f32)
+            .collect();
         let a = Var::from_tensor(&Tensor::from_vec(a_values, (opts.rank, in_dim), &device)?)?;
         let b = Var::zeros((out_dim, opts.rank), DType::F32, &device)?;
-        linear.set_lora(Some(LoraDelta { a: a.as_tensor().clone(), b: b.as_tensor().clone(), scale: opts.scale() }));
+        linear.set_lora(Some(LoraDelta {
+            a: a.as_tensor().clone(),
+            b: b.as_tensor().clone(),
+            scale: opts.scale(),
+        }));
         params.push(LoraParam { module, a, b });
     }
     Ok(params)
@@ -163,8 +189,14 @@ pub fn save_peft(dir: &Path, params: &[LoraParam], opts: &LoraOptions, base: &st
     probe::io::write_atomic(&dir.join(CONFIG_FILE), &serde_json::to_vec_pretty(&config)?)?;
     let mut tensors = HashMap::new();
     for p in params {
-        tensors.insert(format!("base_model.model.{}.lora_A.weight", p.module), p.a.as_tensor().clone());
-        tensors.insert(format!("base_model.model.{}.lora_B.weight", p.module), p.b.as_tensor().clone());
+        tensors.insert(
+            format!("base_model.model.{}.lora_A.weight", p.module),
+            p.a.as_tensor().clone(),
+        );
+        tensors.insert(
+            format!("base_model.model.{}.lora_B.weight", p.module),
+            p.b.as_tensor().clone(),
+        );
     }
     save_tensors(&dir.join(WEIGHTS_FILE), &tensors)
 }
@@ -183,7 +215,8 @@ pub fn convert_adapter(dir: &Path, dtype: candle_core::DType) -> Result<()> {
 
 fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     let out = probe::io::AtomicFile::create(path)?;
-    candle_core::safetensors::save(tensors, out.temp_path()).with_context(|| format!("failed to write {}", path.display()))?;
+    candle_core::safetensors::save(tensors, out.temp_path())
+        .with_context(|| format!("failed to write {}", path.display()))?;
     out.commit()
 }
 
@@ -239,16 +272,33 @@ pub fn tune(
         bail!("no training records");
     }
     let tokenizer = ckpt.tokenizer()?;
-    let eos = *ckpt.eos_token_ids.first().context("the model has no end-of-sequence token to learn to stop at")?;
+    let eos = *ckpt
+        .eos_token_ids
+        .first()
+        .context("the model has no end-of-sequence token to learn to stop at")?;
     let pad = ckpt.config.pad_token_id.unwrap_or(eos);
     let corrections = encode_examples(tokenizer, template, records, eos, correction_of)?;
     // The warm-up's examples are only tokenized when there is a warm-up.
-    let identity = if opts.identity_steps > 0 { encode_examples(tokenizer, template, records, eos, answer_of)? } else { Vec::new() };
-    if let Some(e) = corrections.iter().chain(&identity).find(|e| e.ids.len() > ckpt.config.max_position_embeddings) {
-        bail!("a training example has {} tokens, more than the model's context", e.ids.len());
+    let identity = if opts.identity_steps > 0 {
+        encode_examples(tokenizer, template, records, eos, answer_of)?
+    } else {
+        Vec::new()
+    };
+    if let Some(e) = corrections
+        .iter()
+        .chain(&identity)
+        .find(|e| e.ids.len() > ckpt.config.max_position_embeddings)
+    {
+        bail!(
+            "a training example has {} tokens, more than the model's context",
+            e.ids.len()
+        );
     }
     let copy_case: Vec<bool> = records.iter().map(|r| r.is_copy() == Some(true)).collect();
-    let weights: Vec<f64> = copy_case.iter().map(|&c| if c { opts.copy_weight } else { 1.0 }).collect();
+    let weights: Vec<f64> = copy_case
+        .iter()
+        .map(|&c| if c { opts.copy_weight } else { 1.0 })
+        .collect();
 
     let params = attach(ckpt, opts)?;
     if let Some(dir) = &opts.init_adapter {
@@ -258,7 +308,13 @@ pub fn tune(
     let trainable = vars.iter().map(|v| v.elem_count()).sum();
     let mut optimizer = AdamW::new(
         vars.clone(),
-        AdamWParams { lr: opts.learning_rate, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: opts.weight_decay },
+        AdamWParams {
+            lr: opts.learning_rate,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: opts.weight_decay,
+        },
     )?;
     let mut state = TrainerState {
         options: opts.clone(),
@@ -273,14 +329,24 @@ pub fn tune(
     if resume {
         state = restore(out, &params, &mut optimizer, &state)?;
     }
-    ckpt.model.set_autograd(if opts.fused { Autograd::Fused } else { Autograd::Composed });
+    ckpt.model.set_autograd(if opts.fused {
+        Autograd::Fused
+    } else {
+        Autograd::Composed
+    });
     let device = ckpt.model.device().clone();
     let started = std::time::Instant::now();
     let seconds_before = state.seconds;
     for step in state.step..opts.steps {
-        let pool = if step < opts.identity_steps { &identity } else { &corrections };
+        let pool = if step < opts.identity_steps {
+            &identity
+        } else {
+            &corrections
+        };
         let mut rng = StdRng::seed_from_u64(opts.seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let batch: Vec<&Example> = (0..opts.batch_size).map(|_| &pool[weighted_index(&weights, &mut rng)]).collect();
+        let batch: Vec<&Example> = (0..opts.batch_size)
+            .map(|_| &pool[weighted_index(&weights, &mut rng)])
+            .collect();
         let tokens: usize = batch.iter().map(|e| e.ids.len()).sum();
         let loss = batch_loss(&ckpt.model, &batch, pad, &device)?;
         let lr = phase_lr(opts, step);
@@ -319,7 +385,12 @@ fn phase_lr(opts: &LoraOptions, step: usize) -> f64 {
     if step < opts.identity_steps {
         warmup_cosine(opts.learning_rate, opts.warmup_steps, opts.identity_steps, step)
     } else {
-        warmup_cosine(opts.learning_rate, opts.warmup_steps, opts.steps - opts.identity_steps, step - opts.identity_steps)
+        warmup_cosine(
+            opts.learning_rate,
+            opts.warmup_steps,
+            opts.steps - opts.identity_steps,
+            step - opts.identity_steps,
+        )
     }
 }
 
@@ -343,28 +414,47 @@ fn save_checkpoint(out: &Path, params: &[LoraParam], optimizer: &AdamW, state: &
 
 fn restore(out: &Path, params: &[LoraParam], optimizer: &mut AdamW, fresh: &TrainerState) -> Result<TrainerState> {
     let path = out.join(STATE_FILE);
-    let text = std::fs::read_to_string(&path).with_context(|| format!("nothing to resume: failed to read {}", path.display()))?;
-    let state: TrainerState = serde_json::from_str(&text).with_context(|| format!("invalid trainer state {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("nothing to resume: failed to read {}", path.display()))?;
+    let state: TrainerState =
+        serde_json::from_str(&text).with_context(|| format!("invalid trainer state {}", path.display()))?;
     if state.options != fresh.options || state.data_records != fresh.data_records || state.base != fresh.base {
-        bail!("{} was written by a run with other options, data or base; resume only the same run", path.display());
+        bail!(
+            "{} was written by a run with other options, data or base; resume only the same run",
+            path.display()
+        );
     }
     if !state.data_hash.is_empty() && state.data_hash != fresh.data_hash {
-        bail!("{} was written by a run on other training records (as many, another content); resume only the same run", path.display());
+        bail!(
+            "{} was written by a run on other training records (as many, another content); resume only the same run",
+            path.display()
+        );
     }
     load_factors(&out.join(WEIGHTS_FILE), params)?;
-    optimizer.restore(&candle_core::safetensors::load(out.join(MOMENTS_FILE), &Device::Cpu)?, state.step)?;
+    optimizer.restore(
+        &candle_core::safetensors::load(out.join(MOMENTS_FILE), &Device::Cpu)?,
+        state.step,
+    )?;
     Ok(state)
 }
 
 /// Sets `params` from a PEFT adapter file (any float dtype; trained in f32).
 fn load_factors(path: &Path, params: &[LoraParam]) -> Result<()> {
-    let weights = candle_core::safetensors::load(path, &Device::Cpu).with_context(|| format!("failed to read {}", path.display()))?;
+    let weights = candle_core::safetensors::load(path, &Device::Cpu)
+        .with_context(|| format!("failed to read {}", path.display()))?;
     for p in params {
         for (suffix, var) in [("lora_A", &p.a), ("lora_B", &p.b)] {
             let key = format!("base_model.model.{}.{suffix}.weight", p.module);
-            let t = weights.get(&key).with_context(|| format!("{} has no {key}", path.display()))?;
+            let t = weights
+                .get(&key)
+                .with_context(|| format!("{} has no {key}", path.display()))?;
             if t.dims() != var.dims() {
-                bail!("{}: {key} is {:?}, this run's factor is {:?} (another rank?)", path.display(), t.dims(), var.dims());
+                bail!(
+                    "{}: {key} is {:?}, this run's factor is {:?} (another rank?)",
+                    path.display(),
+                    t.dims(),
+                    var.dims()
+                );
             }
             var.set(&t.to_dtype(DType::F32)?)?;
         }

@@ -51,9 +51,15 @@ impl AdamW {
     pub fn restore(&mut self, state: &HashMap<String, Tensor>, steps: usize) -> Result<()> {
         for (i, (m, v, p)) in self.vars.iter().enumerate() {
             for (name, slot) in [(format!("m.{i}"), m), (format!("v.{i}"), v)] {
-                let Some(t) = state.get(&name) else { bail!("the optimizer state has no {name}") };
+                let Some(t) = state.get(&name) else {
+                    bail!("the optimizer state has no {name}")
+                };
                 if t.dims() != p.dims() {
-                    bail!("optimizer state {name} has shape {:?}, the parameter {:?}", t.dims(), p.dims());
+                    bail!(
+                        "optimizer state {name} has shape {:?}, the parameter {:?}",
+                        t.dims(),
+                        p.dims()
+                    );
                 }
                 slot.set(t)?;
             }
@@ -80,7 +86,13 @@ impl candle_nn::Optimizer for AdamW {
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
         self.step += 1;
-        let AdamWParams { lr, beta1, beta2, eps, weight_decay } = self.params;
+        let AdamWParams {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.params;
         let lr_lambda = lr * weight_decay;
         let scale_m = 1f64 / (1f64 - beta1.powi(self.step as i32));
         let scale_v = 1f64 / (1f64 - beta2.powi(self.step as i32));

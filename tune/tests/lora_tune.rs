@@ -19,8 +19,17 @@ fn records() -> Vec<StimulusRecord> {
         .map(|i| {
             let question = format!("w{} w{}", 4 + i, 20 + i);
             let answer = format!("w{} w{}", 30 + i % 5, 40 + i % 7);
-            let correction = if i % 3 == 0 { answer.clone() } else { format!("w{} w{} w{}", 50 + i % 4, 10 + i, 55) };
-            StimulusRecord { question, answer, correction: Some(correction), category: None }
+            let correction = if i % 3 == 0 {
+                answer.clone()
+            } else {
+                format!("w{} w{} w{}", 50 + i % 4, 10 + i, 55)
+            };
+            StimulusRecord {
+                question,
+                answer,
+                correction: Some(correction),
+                category: None,
+            }
         })
         .collect()
 }
@@ -30,7 +39,16 @@ fn template() -> AlignerTemplate {
 }
 
 fn options() -> LoraOptions {
-    LoraOptions { rank: 4, alpha: 8.0, steps: 24, batch_size: 4, learning_rate: 1e-2, warmup_steps: 2, seed: 5, ..Default::default() }
+    LoraOptions {
+        rank: 4,
+        alpha: 8.0,
+        steps: 24,
+        batch_size: 4,
+        learning_rate: 1e-2,
+        warmup_steps: 2,
+        seed: 5,
+        ..Default::default()
+    }
 }
 
 fn run(out: &Path, resume: bool, stop_after: Option<usize>) -> anyhow::Result<TuneReport> {
@@ -38,22 +56,47 @@ fn run(out: &Path, resume: bool, stop_after: Option<usize>) -> anyhow::Result<Tu
 }
 
 /// As [`run`] with `opts`, pushing each step's loss to `losses`.
-fn run_with(opts: &LoraOptions, out: &Path, resume: bool, stop_after: Option<usize>, losses: &mut Vec<f64>) -> anyhow::Result<TuneReport> {
+fn run_with(
+    opts: &LoraOptions,
+    out: &Path,
+    resume: bool,
+    stop_after: Option<usize>,
+    losses: &mut Vec<f64>,
+) -> anyhow::Result<TuneReport> {
     let mut ckpt = Checkpoint::load(&base()).unwrap();
-    tune(&mut ckpt, &template(), &records(), opts, "../llama_gqa", out, 5, resume, &mut |step, loss, _| {
-        losses.push(loss);
-        if Some(step) == stop_after {
-            anyhow::bail!("stopped at step {step}");
-        }
-        Ok(())
-    })
+    tune(
+        &mut ckpt,
+        &template(),
+        &records(),
+        opts,
+        "../llama_gqa",
+        out,
+        5,
+        resume,
+        &mut |step, loss, _| {
+            losses.push(loss);
+            if Some(step) == stop_after {
+                anyhow::bail!("stopped at step {step}");
+            }
+            Ok(())
+        },
+    )
 }
 
 fn logits(ckpt: &Checkpoint) -> Vec<f32> {
-    let ids = Tensor::new(&[1u32, 5, 9, 2, 17, 33], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let ids = Tensor::new(&[1u32, 5, 9, 2, 17, 33], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let positions = Positions::contiguous(1, 6, 0, &Device::Cpu).unwrap();
     let normed = ckpt.model.forward(&ids, &positions, None, &mut NoHooks).unwrap();
-    ckpt.model.logits(&normed).unwrap().flatten_all().unwrap().to_vec1().unwrap()
+    ckpt.model
+        .logits(&normed)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 #[test]
@@ -61,7 +104,18 @@ fn loss_falls_and_the_saved_adapter_is_the_trained_model() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("adapter");
     let mut trained = Checkpoint::load(&base()).unwrap();
-    let report = tune(&mut trained, &template(), &records(), &options(), "../llama_gqa", &out, 0, false, &mut |_, _, _| Ok(())).unwrap();
+    let report = tune(
+        &mut trained,
+        &template(),
+        &records(),
+        &options(),
+        "../llama_gqa",
+        &out,
+        0,
+        false,
+        &mut |_, _, _| Ok(()),
+    )
+    .unwrap();
     assert!(report.final_loss < 0.5 * report.first_loss, "{report:?}");
     // Per layer, r * (in + out) for q, o [32 x 32]; k, v [16 x 32]; gate, up [48 x 32]; down [32 x 48].
     let per_layer = 4 * ((32 + 32) * 2 + (32 + 16) * 2 + (32 + 48) * 3);
@@ -73,7 +127,10 @@ fn loss_falls_and_the_saved_adapter_is_the_trained_model() {
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(worst < 1e-4, "merged adapter differs from the trained model by {worst}");
     let plain = logits(&Checkpoint::load(&base()).unwrap());
-    assert!(a.iter().zip(&plain).any(|(x, y)| (x - y).abs() > 1e-2), "training changed nothing");
+    assert!(
+        a.iter().zip(&plain).any(|(x, y)| (x - y).abs() > 1e-2),
+        "training changed nothing"
+    );
 }
 
 #[test]
@@ -98,24 +155,52 @@ fn a_stopped_run_resumes_to_the_same_adapter() {
 #[test]
 fn fused_training_follows_the_composed_graph_and_resumes_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
-    let fused = LoraOptions { fused: true, ..options() };
+    let fused = LoraOptions {
+        fused: true,
+        ..options()
+    };
     let (mut composed_losses, mut fused_losses) = (Vec::new(), Vec::new());
-    run_with(&options(), &dir.path().join("composed"), false, None, &mut composed_losses).unwrap();
+    run_with(
+        &options(),
+        &dir.path().join("composed"),
+        false,
+        None,
+        &mut composed_losses,
+    )
+    .unwrap();
     run_with(&fused, &dir.path().join("fused"), false, None, &mut fused_losses).unwrap();
-    assert!((composed_losses[0] - fused_losses[0]).abs() < 1e-5, "{composed_losses:?} vs {fused_losses:?}");
+    assert!(
+        (composed_losses[0] - fused_losses[0]).abs() < 1e-5,
+        "{composed_losses:?} vs {fused_losses:?}"
+    );
     for (step, (c, f)) in composed_losses.iter().zip(&fused_losses).enumerate() {
-        assert!((c - f).abs() < 1e-2 * c.max(0.1), "step {step}: composed {c}, fused {f}");
+        assert!(
+            (c - f).abs() < 1e-2 * c.max(0.1),
+            "step {step}: composed {c}, fused {f}"
+        );
     }
-    let load = |dir: &Path| Checkpoint::load_with_adapter(&base(), Some(LoraAdapter::load(dir).unwrap()), &Device::Cpu).unwrap();
-    let (a, b) = (logits(&load(&dir.path().join("composed"))), logits(&load(&dir.path().join("fused"))));
+    let load = |dir: &Path| {
+        Checkpoint::load_with_adapter(&base(), Some(LoraAdapter::load(dir).unwrap()), &Device::Cpu).unwrap()
+    };
+    let (a, b) = (
+        logits(&load(&dir.path().join("composed"))),
+        logits(&load(&dir.path().join("fused"))),
+    );
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-    assert!(worst < 1e-2, "fused and composed adapters differ by {worst} in the logits");
+    assert!(
+        worst < 1e-2,
+        "fused and composed adapters differ by {worst} in the logits"
+    );
 
     let parts = dir.path().join("fused-parts");
     assert!(run_with(&fused, &parts, false, Some(12), &mut Vec::new()).is_err());
     run_with(&fused, &parts, true, None, &mut Vec::new()).unwrap();
     let read = |d: &Path| std::fs::read(d.join("adapter_model.safetensors")).unwrap();
-    assert_eq!(read(&dir.path().join("fused")), read(&parts), "a fused run must resume bit for bit");
+    assert_eq!(
+        read(&dir.path().join("fused")),
+        read(&parts),
+        "a fused run must resume bit for bit"
+    );
 }
 
 /// A second phase starts from the first phase's factors: with a vanishing learning rate it
@@ -127,16 +212,48 @@ fn a_second_phase_starts_from_the_given_adapter() {
     let (first, second) = (dir.path().join("first"), dir.path().join("second"));
     run(&first, false, None).unwrap();
     tune::lora::convert_adapter(&first, candle_core::DType::F16).unwrap();
-    let opts = LoraOptions { steps: 1, learning_rate: 1e-30, init_adapter: Some(first.clone()), ..options() };
+    let opts = LoraOptions {
+        steps: 1,
+        learning_rate: 1e-30,
+        init_adapter: Some(first.clone()),
+        ..options()
+    };
     let mut ckpt = Checkpoint::load(&base()).unwrap();
-    tune(&mut ckpt, &template(), &records(), &opts, "../llama_gqa", &second, 0, false, &mut |_, _, _| Ok(())).unwrap();
-    let load = |dir: &Path| Checkpoint::load_with_adapter(&base(), Some(LoraAdapter::load(dir).unwrap()), &Device::Cpu).unwrap();
+    tune(
+        &mut ckpt,
+        &template(),
+        &records(),
+        &opts,
+        "../llama_gqa",
+        &second,
+        0,
+        false,
+        &mut |_, _, _| Ok(()),
+    )
+    .unwrap();
+    let load = |dir: &Path| {
+        Checkpoint::load_with_adapter(&base(), Some(LoraAdapter::load(dir).unwrap()), &Device::Cpu).unwrap()
+    };
     let (a, b) = (logits(&load(&first)), logits(&load(&second)));
     let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
     assert!(worst < 1e-5, "the second phase did not start from the first: {worst}");
 
-    let other_rank = LoraOptions { rank: 2, alpha: 4.0, ..opts };
+    let other_rank = LoraOptions {
+        rank: 2,
+        alpha: 4.0,
+        ..opts
+    };
     let mut ckpt = Checkpoint::load(&base()).unwrap();
-    let err = tune(&mut ckpt, &template(), &records(), &other_rank, "../llama_gqa", &dir.path().join("third"), 0, false, &mut |_, _, _| Ok(()));
+    let err = tune(
+        &mut ckpt,
+        &template(),
+        &records(),
+        &other_rank,
+        "../llama_gqa",
+        &dir.path().join("third"),
+        0,
+        false,
+        &mut |_, _, _| Ok(()),
+    );
     assert!(err.unwrap_err().to_string().contains("another rank"));
 }

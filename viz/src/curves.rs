@@ -29,19 +29,48 @@ const PALETTE: [RGBColor; 8] = [
 ];
 
 /// Draws `series` against `xs`, y from `y_range`, with a legend.
-pub fn line_chart(out: &Path, title: &str, x_label: &str, y_label: &str, xs: &[f64], series: &[Series], y_range: (f64, f64)) -> Result<PathBuf> {
+pub fn line_chart(
+    out: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    xs: &[f64],
+    series: &[Series],
+    y_range: (f64, f64),
+) -> Result<PathBuf> {
     if xs.is_empty() || series.is_empty() {
         bail!("chart {title:?} has nothing to draw");
     }
     if let Some(s) = series.iter().find(|s| s.ys.len() != xs.len()) {
-        bail!("series {:?} has {} points for {} x values", s.name, s.ys.len(), xs.len());
+        bail!(
+            "series {:?} has {} points for {} x values",
+            s.name,
+            s.ys.len(),
+            xs.len()
+        );
     }
     ensure_registered();
     let tmp = temp_beside(out);
     let size = (760, 460);
     match format_of(out)? {
-        Format::Png => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), title, x_label, y_label, xs, series, y_range)?,
-        Format::Svg => draw(SVGBackend::new(&tmp, size).into_drawing_area(), title, x_label, y_label, xs, series, y_range)?,
+        Format::Png => draw(
+            BitMapBackend::new(&tmp, size).into_drawing_area(),
+            title,
+            x_label,
+            y_label,
+            xs,
+            series,
+            y_range,
+        )?,
+        Format::Svg => draw(
+            SVGBackend::new(&tmp, size).into_drawing_area(),
+            title,
+            x_label,
+            y_label,
+            xs,
+            series,
+            y_range,
+        )?,
     }
     commit(&tmp, out)?;
     Ok(out.to_path_buf())
@@ -60,7 +89,9 @@ where
     DB::ErrorType: 'static,
 {
     root.fill(&WHITE).map_err(err)?;
-    let (x_lo, x_hi) = xs.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+    let (x_lo, x_hi) = xs
+        .iter()
+        .fold((f64::MAX, f64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
     let pad = ((x_hi - x_lo) * 0.03).max(0.5);
     let mut chart = ChartBuilder::on(&root)
         .caption(title, (FAMILY, 18))
@@ -79,13 +110,20 @@ where
         .map_err(err)?;
     for (i, s) in series.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
-        let points: Vec<(f64, f64)> = xs.iter().copied().zip(s.ys.iter().copied()).filter(|(_, y)| y.is_finite()).collect();
+        let points: Vec<(f64, f64)> = xs
+            .iter()
+            .copied()
+            .zip(s.ys.iter().copied())
+            .filter(|(_, y)| y.is_finite())
+            .collect();
         chart
             .draw_series(LineSeries::new(points.clone(), colour.stroke_width(2)))
             .map_err(err)?
             .label(&s.name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
-        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled()))).map_err(err)?;
+        chart
+            .draw_series(points.into_iter().map(|p| Circle::new(p, 3, colour.filled())))
+            .map_err(err)?;
     }
     chart
         .configure_series_labels()
@@ -101,10 +139,19 @@ where
 
 /// The plot corner with the fewest data points under where the legend would sit, so the
 /// legend hides no point (it covers about a third of the width and a fifth of the height).
-fn emptiest_corner(xs: &[f64], series: &[Series], (x_lo, x_hi): (f64, f64), (y_lo, y_hi): (f64, f64)) -> SeriesLabelPosition {
+fn emptiest_corner(
+    xs: &[f64],
+    series: &[Series],
+    (x_lo, x_hi): (f64, f64),
+    (y_lo, y_hi): (f64, f64),
+) -> SeriesLabelPosition {
     let points: Vec<(f64, f64)> = series
         .iter()
-        .flat_map(|s| xs.iter().zip(&s.ys).map(|(&x, &y)| ((x - x_lo) / (x_hi - x_lo), (y - y_lo) / (y_hi - y_lo))))
+        .flat_map(|s| {
+            xs.iter()
+                .zip(&s.ys)
+                .map(|(&x, &y)| ((x - x_lo) / (x_hi - x_lo), (y - y_lo) / (y_hi - y_lo)))
+        })
         .collect();
     let covered = |left: bool, top: bool| {
         points

@@ -6,9 +6,9 @@ use crate::colour::diverging;
 use crate::font::{ensure_registered, FAMILY};
 use crate::{commit, format_of, temp_beside, Format};
 use anyhow::{bail, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use std::path::{Path, PathBuf};
 
 /// One heatmap: `values[row][col]`, rows drawn top to bottom.
@@ -58,14 +58,32 @@ pub fn heatmaps(out: &Path, title: &str, panels: &[Panel], colour_label: &str) -
     let height = (170 + 18 * rows.max(8)) as u32;
     let tmp = temp_beside(out);
     match format_of(out)? {
-        Format::Png => draw(BitMapBackend::new(&tmp, (width, height)).into_drawing_area(), title, panels, limit, colour_label)?,
-        Format::Svg => draw(SVGBackend::new(&tmp, (width, height)).into_drawing_area(), title, panels, limit, colour_label)?,
+        Format::Png => draw(
+            BitMapBackend::new(&tmp, (width, height)).into_drawing_area(),
+            title,
+            panels,
+            limit,
+            colour_label,
+        )?,
+        Format::Svg => draw(
+            SVGBackend::new(&tmp, (width, height)).into_drawing_area(),
+            title,
+            panels,
+            limit,
+            colour_label,
+        )?,
     }
     commit(&tmp, out)?;
     Ok(out.to_path_buf())
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, title: &str, panels: &[Panel], limit: f64, colour_label: &str) -> Result<()>
+fn draw<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    title: &str,
+    panels: &[Panel],
+    limit: f64,
+    colour_label: &str,
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -73,7 +91,10 @@ where
     let root = root.titled(title, (FAMILY, 20)).map_err(err)?;
     let (w, _) = root.dim_in_pixel();
     let (plots, bar) = root.split_horizontally(w - 90);
-    let widths: Vec<u32> = panels.iter().map(|p| 80 + 22 * p.values[0].len().max(8) as u32).collect();
+    let widths: Vec<u32> = panels
+        .iter()
+        .map(|p| 80 + 22 * p.values[0].len().max(8) as u32)
+        .collect();
     let total: u32 = widths.iter().sum();
     let mut rest = plots;
     for (i, panel) in panels.iter().enumerate() {
@@ -96,7 +117,15 @@ where
     DB::ErrorType: 'static,
 {
     let (rows, cols) = (panel.values.len(), panel.values[0].len());
-    let label_width = panel.row_labels.iter().map(|l| l.chars().count()).max().unwrap_or(1).min(24) as u32 * 7 + 30;
+    let label_width = panel
+        .row_labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(1)
+        .min(24) as u32
+        * 7
+        + 30;
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FAMILY, 16))
         .margin(8)
@@ -117,7 +146,11 @@ where
         .x_label_formatter(&|x| col_labels.get(*x as usize).cloned().unwrap_or_default())
         .y_label_formatter(&|y| {
             // Row 0 at the top.
-            let label = rows.checked_sub(*y as usize + 1).and_then(|i| row_labels.get(i)).cloned().unwrap_or_default();
+            let label = rows
+                .checked_sub(*y as usize + 1)
+                .and_then(|i| row_labels.get(i))
+                .cloned()
+                .unwrap_or_default();
             label.chars().take(24).collect()
         })
         .draw()
@@ -126,7 +159,10 @@ where
         .draw_series(panel.values.iter().enumerate().flat_map(|(r, row)| {
             row.iter().enumerate().map(move |(c, &v)| {
                 let y = rows - 1 - r;
-                Rectangle::new([(c as f64, y as f64), ((c + 1) as f64, (y + 1) as f64)], diverging(v, limit).filled())
+                Rectangle::new(
+                    [(c as f64, y as f64), ((c + 1) as f64, (y + 1) as f64)],
+                    diverging(v, limit).filled(),
+                )
             })
         }))
         .map_err(err)?;

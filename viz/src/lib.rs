@@ -43,7 +43,10 @@ pub(crate) fn temp_beside(dest: &Path) -> PathBuf {
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         let _ = std::fs::create_dir_all(dir);
     }
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dest.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
 }
 

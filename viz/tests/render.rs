@@ -12,7 +12,9 @@ fn non_white_share(path: &Path) -> f64 {
 fn panel(title: &str, rows: usize, cols: usize, sign: f64) -> Panel {
     Panel {
         title: title.into(),
-        values: (0..rows).map(|r| (0..cols).map(|c| sign * (r as f64 - c as f64)).collect()).collect(),
+        values: (0..rows)
+            .map(|r| (0..cols).map(|c| sign * (r as f64 - c as f64)).collect())
+            .collect(),
         row_labels: (0..rows).map(|r| format!("tok{r}")).collect(),
         col_labels: (0..cols).map(|c| c.to_string()).collect(),
         x_label: "layer".into(),
@@ -26,11 +28,22 @@ fn heatmaps_render_png_and_svg() {
     let png = dir.path().join("scan.png");
     heatmaps(&png, "LAT scan", &[panel("scan", 12, 6, 1.0)], "projection").unwrap();
     let img = image::open(&png).unwrap();
-    assert!(img.width() > 300 && img.height() > 300, "{}x{}", img.width(), img.height());
+    assert!(
+        img.width() > 300 && img.height() > 300,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
     assert!(non_white_share(&png) > 0.2, "blank image");
 
     let pair = dir.path().join("pair.png");
-    heatmaps(&pair, "correction vs copy", &[panel("(a) correct", 6, 6, 1.0), panel("(b) copy", 6, 6, -1.0)], "score").unwrap();
+    heatmaps(
+        &pair,
+        "correction vs copy",
+        &[panel("(a) correct", 6, 6, 1.0), panel("(b) copy", 6, 6, -1.0)],
+        "score",
+    )
+    .unwrap();
     assert!(image::open(&pair).unwrap().width() > img.width());
 
     let svg = dir.path().join("scan.svg");
@@ -41,10 +54,17 @@ fn heatmaps_render_png_and_svg() {
     let single = dir.path().join("single.svg");
     heatmaps(&single, "one cell", &[panel("cell", 1, 1, 1.0)], "projection").unwrap();
     let text = std::fs::read_to_string(&single).unwrap();
-    assert!(text.contains("tok0") && text.contains("\n0\n"), "labels of a 1x1 heatmap");
+    assert!(
+        text.contains("tok0") && text.contains("\n0\n"),
+        "labels of a 1x1 heatmap"
+    );
     assert!(!text.contains("width=\"0\" height=\"0\""), "the cell is drawn");
     assert!(heatmaps(&dir.path().join("x.txt"), "t", &[panel("p", 2, 2, 1.0)], "v").is_err());
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 4, "no temp files left behind");
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        4,
+        "no temp files left behind"
+    );
 }
 
 #[test]
@@ -53,13 +73,22 @@ fn curves_render() {
     let png = dir.path().join("sweep.png");
     let xs: Vec<f64> = (-4..=4).map(f64::from).collect();
     let series = vec![
-        Series { name: "copy cases".into(), ys: xs.iter().map(|x| (x + 4.0) / 8.0).collect() },
-        Series { name: "correct cases".into(), ys: xs.iter().map(|x| 0.5 + x / 10.0).collect() },
+        Series {
+            name: "copy cases".into(),
+            ys: xs.iter().map(|x| (x + 4.0) / 8.0).collect(),
+        },
+        Series {
+            name: "correct cases".into(),
+            ys: xs.iter().map(|x| 0.5 + x / 10.0).collect(),
+        },
     ];
     line_chart(&png, "sweep", "alpha", "correction magnitude", &xs, &series, (0.0, 1.0)).unwrap();
     let img = image::open(&png).unwrap();
     assert_eq!((img.width(), img.height()), (760, 460));
     assert!(non_white_share(&png) > 0.02);
-    let bad = vec![Series { name: "short".into(), ys: vec![1.0] }];
+    let bad = vec![Series {
+        name: "short".into(),
+        ys: vec![1.0],
+    }];
     assert!(line_chart(&png, "t", "x", "y", &xs, &bad, (0.0, 1.0)).is_err());
 }

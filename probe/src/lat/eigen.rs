@@ -8,8 +8,8 @@
 //! one in tens of steps when it stands out, and runs on (up to `min(n, d)` steps) when it
 //! does not, so the answer is the same component either way.
 
-use kernels::lat::{axpy, dot, gram_product};
 use anyhow::{bail, Result};
+use kernels::lat::{axpy, dot, gram_product};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -129,7 +129,10 @@ fn top_tridiagonal_pair(alphas: &[f64], betas: &[f64]) -> Result<(f64, Vec<f64>)
         bail!("PCA failed: the pair differences hold non-finite values");
     }
     for _sweep in 0..100 {
-        let off: f64 = (0..k).flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * k + j].powi(2)).sum();
+        let off: f64 = (0..k)
+            .flat_map(|i| (0..k).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * k + j].powi(2))
+            .sum();
         if off <= 1e-30 * total {
             break;
         }
@@ -163,7 +166,9 @@ fn top_tridiagonal_pair(alphas: &[f64], betas: &[f64]) -> Result<(f64, Vec<f64>)
             }
         }
     }
-    let top = (0..k).max_by(|&i, &j| a[i * k + i].total_cmp(&a[j * k + j])).expect("at least one step");
+    let top = (0..k)
+        .max_by(|&i, &j| a[i * k + i].total_cmp(&a[j * k + j]))
+        .expect("at least one step");
     Ok((a[top * k + top], (0..k).map(|i| vectors[i * k + top]).collect()))
 }
 
@@ -219,7 +224,9 @@ mod tests {
             let along = strength * normal(&mut rng);
             rows.extend(truth.iter().map(|t| (along * t + normal(&mut rng)) as f32));
         }
-        let mean: Vec<f64> = (0..d).map(|j| rows.iter().skip(j).step_by(d).map(|&v| f64::from(v)).sum::<f64>() / n as f64).collect();
+        let mean: Vec<f64> = (0..d)
+            .map(|j| rows.iter().skip(j).step_by(d).map(|&v| f64::from(v)).sum::<f64>() / n as f64)
+            .collect();
         (rows, mean)
     }
 
@@ -227,10 +234,23 @@ mod tests {
     fn lanczos_finds_the_top_component_of_the_centred_scatter() {
         for (n, d, strength) in [(60, 24, 1.0), (20, 40, 0.6), (200, 8, 0.3)] {
             let (rows, mean) = planted(n, d, strength, n as u64);
-            let (v, theta) = top_eigenvector(&Scatter { rows: &rows, d, mean: &mean }, &[], 1).unwrap();
+            let (v, theta) = top_eigenvector(
+                &Scatter {
+                    rows: &rows,
+                    d,
+                    mean: &mean,
+                },
+                &[],
+                1,
+            )
+            .unwrap();
             let (lambda, reference) = dense_top(&rows, d, &mean);
             assert!((theta - lambda).abs() <= 1e-9 * lambda, "{n}x{d}: {theta} vs {lambda}");
-            assert!(dot(&v, &reference).abs() >= 1.0 - 1e-9, "{n}x{d}: |cos| {}", dot(&v, &reference).abs());
+            assert!(
+                dot(&v, &reference).abs() >= 1.0 - 1e-9,
+                "{n}x{d}: |cos| {}",
+                dot(&v, &reference).abs()
+            );
         }
     }
 
@@ -255,6 +275,15 @@ mod tests {
     fn non_finite_rows_are_an_error() {
         let rows = vec![1.0, f32::NAN, 0.5, 2.0, 1.0, 0.0];
         let mean = vec![0.0; 2];
-        assert!(top_eigenvector(&Scatter { rows: &rows, d: 2, mean: &mean }, &[], 0).is_err());
+        assert!(top_eigenvector(
+            &Scatter {
+                rows: &rows,
+                d: 2,
+                mean: &mean
+            },
+            &[],
+            0
+        )
+        .is_err());
     }
 }

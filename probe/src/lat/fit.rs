@@ -53,12 +53,20 @@ impl LatResult {
         let (lo, hi) = (n / 3, (2 * n).div_ceil(3).max(n / 3 + 1));
         let middle: Vec<&ReadingVector> = self.vectors[lo..hi.min(n)].iter().collect();
         let best = middle.iter().map(|v| v.accuracy).fold(0.0, f64::max);
-        middle.iter().filter(|v| v.accuracy >= best - 0.02).map(|v| v.layer).collect()
+        middle
+            .iter()
+            .filter(|v| v.accuracy >= best - 0.02)
+            .map(|v| v.layer)
+            .collect()
     }
 }
 
 /// Splits pairs into train and test deterministically under `seed`.
-pub fn split_pairs(pairs: &[ContrastPair], test_fraction: f64, seed: u64) -> Result<(Vec<ContrastPair>, Vec<ContrastPair>)> {
+pub fn split_pairs(
+    pairs: &[ContrastPair],
+    test_fraction: f64,
+    seed: u64,
+) -> Result<(Vec<ContrastPair>, Vec<ContrastPair>)> {
     if !(0.0..1.0).contains(&test_fraction) {
         bail!("the held-out fraction must be in [0, 1), got {test_fraction}");
     }
@@ -66,7 +74,10 @@ pub fn split_pairs(pairs: &[ContrastPair], test_fraction: f64, seed: u64) -> Res
     shuffled.shuffle(&mut StdRng::seed_from_u64(seed));
     let n_test = (pairs.len() as f64 * test_fraction).round() as usize;
     if n_test > 0 && pairs.len() - n_test < 2 {
-        bail!("{} pairs are too few to hold {n_test} out: need at least 2 for fitting", pairs.len());
+        bail!(
+            "{} pairs are too few to hold {n_test} out: need at least 2 for fitting",
+            pairs.len()
+        );
     }
     let test = shuffled.split_off(pairs.len() - n_test);
     Ok((shuffled, test))
@@ -91,7 +102,13 @@ pub fn fit(
         fit_layer(layer, &activations[layer], &train, evaluate_on, method, seed)
     });
     let vectors = fitted.into_iter().collect::<Result<Vec<_>>>()?;
-    Ok(LatResult { vectors, method, train_pairs: train.len(), test_pairs: test.len(), accuracy_is_training: test.is_empty() })
+    Ok(LatResult {
+        vectors,
+        method,
+        train_pairs: train.len(),
+        test_pairs: test.len(),
+        accuracy_is_training: test.is_empty(),
+    })
 }
 
 fn fit_layer(
@@ -124,14 +141,21 @@ fn fit_layer(
     };
     // Projections with the direction as found; the sign (positive projection = correct,
     // judged on the training pairs) is applied afterwards, which negates each one exactly.
-    let mut projections: Vec<f64> = train.iter().flat_map(|p| [p.copy, p.correct]).map(|i| dot_widened(row(i), &direction)).collect();
+    let mut projections: Vec<f64> = train
+        .iter()
+        .flat_map(|p| [p.copy, p.correct])
+        .map(|i| dot_widened(row(i), &direction))
+        .collect();
     let gaps = projections.chunks_exact(2).map(|pair| pair[1] - pair[0]);
     let sign = if gaps.clone().sum::<f64>() < 0.0 { -1.0 } else { 1.0 };
     // Share of the recentred rows' squared norm along the direction: each row is
     // s_k (correct - copy) - centre, and the sum of squared norms of rows centred on their
     // mean is the sum of their squared norms less n |centre|^2.
     let centre_along = dot(&centre, &direction);
-    let along: f64 = gaps.zip(0..).map(|(gap, k)| (flips.as_ref().map_or(1.0, |f| f[k]) * gap - centre_along).powi(2)).sum();
+    let along: f64 = gaps
+        .zip(0..)
+        .map(|(gap, k)| (flips.as_ref().map_or(1.0, |f| f[k]) * gap - centre_along).powi(2))
+        .sum();
     let total = sums.squares - n * dot(&centre, &centre);
     projections.iter_mut().for_each(|p| *p *= sign);
     let mean = projections.iter().sum::<f64>() / projections.len() as f64;
@@ -140,7 +164,10 @@ fn fit_layer(
     let hits = if std::ptr::eq(evaluate_on, train) {
         projections.chunks_exact(2).filter(|pair| pair[1] > pair[0]).count()
     } else {
-        evaluate_on.iter().filter(|p| sign * dot_widened(row(p.correct), &direction) > sign * dot_widened(row(p.copy), &direction)).count()
+        evaluate_on
+            .iter()
+            .filter(|p| sign * dot_widened(row(p.correct), &direction) > sign * dot_widened(row(p.copy), &direction))
+            .count()
     };
     Ok(ReadingVector {
         layer,
@@ -198,7 +225,10 @@ impl PairSums {
             axpy(1.0, &out, &mut sums.difference);
             if let (Some(flips), Some(flipped)) = (flips, sums.flipped_difference.as_mut()) {
                 axpy(flips[k], &out, flipped);
-                sums.differences[k * d..(k + 1) * d].iter_mut().zip(&out).for_each(|(s, &v)| *s = v as f32);
+                sums.differences[k * d..(k + 1) * d]
+                    .iter_mut()
+                    .zip(&out)
+                    .for_each(|(s, &v)| *s = v as f32);
             }
         }
         sums
@@ -220,15 +250,19 @@ fn first_component(sums: &PairSums, centre: &[f64], guess: &[f64], seed: u64) ->
              difference in every pair); the mean-diff method reads them"
         );
     }
-    let scatter = super::eigen::Scatter { rows: &sums.differences, d: centre.len(), mean: centre };
+    let scatter = super::eigen::Scatter {
+        rows: &sums.differences,
+        d: centre.len(),
+        mean: centre,
+    };
     Ok(super::eigen::top_eigenvector(&scatter, guess, seed)?.0)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stimuli::StimulusRecord;
     use crate::lat::build_pairs;
+    use crate::stimuli::StimulusRecord;
     use ndarray::Array1;
 
     /// Activations with a planted copy/correct direction plus noise: records 2k (copy) and
@@ -246,9 +280,15 @@ mod tests {
             let shift = 3.0 + normal().abs();
             let noise = Array1::from_iter((0..d).map(|_| 0.3 * normal()));
             acts.row_mut(2 * k).assign(&base.mapv(|v| v as f32));
-            acts.row_mut(2 * k + 1).assign(&(&base + &(&truth * shift) + noise).mapv(|v| v as f32));
+            acts.row_mut(2 * k + 1)
+                .assign(&(&base + &(&truth * shift) + noise).mapv(|v| v as f32));
         }
-        let pairs = (0..pairs).map(|k| ContrastPair { copy: 2 * k, correct: 2 * k + 1 }).collect();
+        let pairs = (0..pairs)
+            .map(|k| ContrastPair {
+                copy: 2 * k,
+                correct: 2 * k + 1,
+            })
+            .collect();
         (acts, pairs, truth)
     }
 
@@ -275,7 +315,12 @@ mod tests {
     #[test]
     fn pca_on_differences_that_do_not_vary_is_an_error_not_a_panic() {
         let acts = Array2::<f32>::zeros((8, 4));
-        let pairs: Vec<ContrastPair> = (0..4).map(|k| ContrastPair { copy: 2 * k, correct: 2 * k + 1 }).collect();
+        let pairs: Vec<ContrastPair> = (0..4)
+            .map(|k| ContrastPair {
+                copy: 2 * k,
+                correct: 2 * k + 1,
+            })
+            .collect();
         let err = fit(&[acts], &pairs, LatMethod::Pca, 0.0, 0).unwrap_err();
         assert!(err.to_string().contains("mean-diff"), "{err}");
     }
@@ -294,7 +339,9 @@ mod tests {
             let diffs = Array2::from_shape_fn((train.len(), d), |(k, j)| {
                 flips[k] * (f64::from(acts[[train[k].correct, j]]) - f64::from(acts[[train[k].copy, j]]))
             });
-            let pca = linfa_reduction::Pca::params(1).fit(&linfa::DatasetBase::from(diffs)).unwrap();
+            let pca = linfa_reduction::Pca::params(1)
+                .fit(&linfa::DatasetBase::from(diffs))
+                .unwrap();
             let theirs = Array1::from(unit(pca.components().row(0).to_vec()));
             // Equal to f32 rounding (the sign of a component is arbitrary).
             let theirs = if theirs.dot(&ours) < 0.0 { -theirs } else { theirs };
@@ -309,7 +356,12 @@ mod tests {
     }
 
     fn rec(q: &str, a: &str, c: &str) -> StimulusRecord {
-        StimulusRecord { question: q.into(), answer: a.into(), correction: Some(c.into()), category: None }
+        StimulusRecord {
+            question: q.into(),
+            answer: a.into(),
+            correction: Some(c.into()),
+            category: None,
+        }
     }
 
     #[test]
@@ -318,7 +370,10 @@ mod tests {
         let only_copy = [rec("q", "a", "a"), rec("r", "b", "b")];
         assert!(build_pairs(&only_copy).unwrap_err().to_string().contains("only copy"));
         let unpaired = [rec("q", "a", "a"), rec("r", "b", "c")];
-        assert!(build_pairs(&unpaired).unwrap_err().to_string().contains("no copy/correct pairs"));
+        assert!(build_pairs(&unpaired)
+            .unwrap_err()
+            .to_string()
+            .contains("no copy/correct pairs"));
         let ok = [rec("q", "a", "a"), rec("q", "x", "a"), rec("r", "y", "b")];
         assert_eq!(build_pairs(&ok).unwrap(), vec![ContrastPair { copy: 0, correct: 1 }]);
     }

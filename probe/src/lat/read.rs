@@ -37,7 +37,10 @@ pub fn read_activations(
                 let before = template.render(&r.question, "\u{0}");
                 let head = before.split('\u{0}').next().unwrap_or("");
                 let start = tokenizer.encode(head.trim_end())?.len().min(last);
-                let end = tokenizer.encode(&format!("{head}{}", r.answer))?.len().clamp(start + 1, ids.len());
+                let end = tokenizer
+                    .encode(&format!("{head}{}", r.answer))?
+                    .len()
+                    .clamp(start + 1, ids.len());
                 (start, end)
             }
         });

@@ -37,7 +37,10 @@ pub fn scan_many(
     batch_size: usize,
 ) -> Result<Vec<LatScan>> {
     if let Some(bad) = directions.keys().find(|&&l| l >= ckpt.config.num_hidden_layers) {
-        bail!("layer {bad} is not in the model ({} layers)", ckpt.config.num_hidden_layers);
+        bail!(
+            "layer {bad} is not in the model ({} layers)",
+            ckpt.config.num_hidden_layers
+        );
     }
     if directions.is_empty() {
         bail!("no reading directions to scan with");
@@ -47,7 +50,13 @@ pub fn scan_many(
     let units = directions
         .values()
         .map(|d| {
-            let norm = d.direction.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt().max(1e-12);
+            let norm = d
+                .direction
+                .iter()
+                .map(|v| (*v as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+                .max(1e-12);
             Ok(Tensor::new(d.direction.as_slice(), device)?.affine(1.0 / norm, 0.0)?)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -57,12 +66,25 @@ pub fn scan_many(
         for (row, &i) in batch.sequences.iter().enumerate() {
             let mut columns = Vec::with_capacity(points.len());
             for ((point, unit), d) in points.iter().zip(&units).zip(directions.values()) {
-                let proj: Vec<f32> = batch.rows(*point, row)?.matmul(&unit.unsqueeze(1)?)?.flatten_all()?.to_vec1()?;
+                let proj: Vec<f32> = batch
+                    .rows(*point, row)?
+                    .matmul(&unit.unsqueeze(1)?)?
+                    .flatten_all()?
+                    .to_vec1()?;
                 let scale = if d.scale > 0.0 { d.scale } else { 1.0 };
-                columns.push(proj.into_iter().map(|p| (p as f64 - d.midpoint) / scale).collect::<Vec<_>>());
+                columns.push(
+                    proj.into_iter()
+                        .map(|p| (p as f64 - d.midpoint) / scale)
+                        .collect::<Vec<_>>(),
+                );
             }
-            let values = (0..batch.len(row)).map(|t| columns.iter().map(|c| c[t]).collect()).collect();
-            scans[i] = Some(LatScan { layers: directions.keys().copied().collect(), values });
+            let values = (0..batch.len(row))
+                .map(|t| columns.iter().map(|c| c[t]).collect())
+                .collect();
+            scans[i] = Some(LatScan {
+                layers: directions.keys().copied().collect(),
+                values,
+            });
         }
         Ok(())
     })?;
@@ -108,11 +130,16 @@ pub fn correction_activity(
     let mut classes = Vec::with_capacity(records.len());
     let mut sequences = Vec::with_capacity(records.len());
     for (i, r) in records.iter().enumerate() {
-        let Some(is_copy) = r.is_copy() else { bail!("record {} has no correction", i + 1) };
+        let Some(is_copy) = r.is_copy() else {
+            bail!("record {} has no correction", i + 1)
+        };
         classes.push(is_copy);
         sequences.push(tokenizer.encode(&template.render(&r.question, &r.answer))?);
     }
-    let (n_copy, n_correct) = (classes.iter().filter(|&&c| c).count(), classes.iter().filter(|&&c| !c).count());
+    let (n_copy, n_correct) = (
+        classes.iter().filter(|&&c| c).count(),
+        classes.iter().filter(|&&c| !c).count(),
+    );
     if n_copy == 0 || n_correct == 0 {
         bail!("the data needs both correct cases and copy cases (has {n_correct} and {n_copy})");
     }
@@ -130,7 +157,16 @@ pub fn correction_activity(
         }
     }
     let mean = |class: usize, n: usize| -> Vec<Vec<f64>> {
-        sums[class].iter().map(|row| row.iter().map(|v| v / n as f64).collect()).collect()
+        sums[class]
+            .iter()
+            .map(|row| row.iter().map(|v| v / n as f64).collect())
+            .collect()
     };
-    Ok(CorrectionActivity { layers, correct: mean(0, n_correct), copy: mean(1, n_copy), n_correct, n_copy })
+    Ok(CorrectionActivity {
+        layers,
+        correct: mean(0, n_correct),
+        copy: mean(1, n_copy),
+        n_correct,
+        n_copy,
+    })
 }

@@ -61,20 +61,31 @@ pub fn is_adapter_dir(dir: &Path) -> bool {
 impl LoraAdapter {
     pub fn load(dir: &Path) -> Result<Self> {
         let config_path = dir.join(CONFIG_FILE);
-        let text = std::fs::read_to_string(&config_path).with_context(|| format!("failed to read {}", config_path.display()))?;
+        let text = std::fs::read_to_string(&config_path)
+            .with_context(|| format!("failed to read {}", config_path.display()))?;
         let config: AdapterConfig =
             serde_json::from_str(&text).with_context(|| format!("invalid adapter config {}", config_path.display()))?;
         if config.peft_type != "LORA" {
-            bail!("{}: peft_type {:?} is not supported (only LORA)", config_path.display(), config.peft_type);
+            bail!(
+                "{}: peft_type {:?} is not supported (only LORA)",
+                config_path.display(),
+                config.peft_type
+            );
         }
         if config.r == 0 || !config.lora_alpha.is_finite() {
             bail!("{}: r must be positive and lora_alpha finite", config_path.display());
         }
         if config.use_dora || config.fan_in_fan_out || config.lora_bias {
-            bail!("{}: DoRA, fan_in_fan_out and lora_bias adapters are not supported", config_path.display());
+            bail!(
+                "{}: DoRA, fan_in_fan_out and lora_bias adapters are not supported",
+                config_path.display()
+            );
         }
         if !config.rank_pattern.is_empty() || !config.alpha_pattern.is_empty() {
-            bail!("{}: per-module rank_pattern/alpha_pattern are not supported", config_path.display());
+            bail!(
+                "{}: per-module rank_pattern/alpha_pattern are not supported",
+                config_path.display()
+            );
         }
         let weights = dir.join(WEIGHTS_FILE);
         if !weights.is_file() {
@@ -82,10 +93,13 @@ impl LoraAdapter {
         }
         // SAFETY: the map is read-only and dropped before this function returns; a file changed
         // under a running process is outside what alens can defend against, as for any mmap.
-        let st = unsafe { MmapedSafetensors::new(&weights) }.with_context(|| format!("failed to read {}", weights.display()))?;
+        let st = unsafe { MmapedSafetensors::new(&weights) }
+            .with_context(|| format!("failed to read {}", weights.display()))?;
         let mut factors = HashMap::new();
         for (key, _) in st.tensors() {
-            let Some(module) = key.strip_suffix(".lora_A.weight") else { continue };
+            let Some(module) = key.strip_suffix(".lora_A.weight") else {
+                continue;
+            };
             let b_key = format!("{module}.lora_B.weight");
             let a = st.load(&key, &Device::Cpu)?.to_dtype(DType::F32)?;
             let b = st
@@ -94,7 +108,11 @@ impl LoraAdapter {
                 .to_dtype(DType::F32)?;
             let (ra, rb) = (a.dims2()?.0, b.dims2()?.1);
             if ra != config.r || rb != config.r {
-                bail!("{}: {module} has rank {ra}/{rb}, the config says r = {}", weights.display(), config.r);
+                bail!(
+                    "{}: {module} has rank {ra}/{rb}, the config says r = {}",
+                    weights.display(),
+                    config.r
+                );
             }
             let base = module.strip_prefix(PEFT_PREFIX).unwrap_or(module);
             factors.insert(format!("{base}.weight"), (a, b));
@@ -102,7 +120,11 @@ impl LoraAdapter {
         if factors.is_empty() {
             bail!("{}: no lora_A/lora_B tensors", weights.display());
         }
-        Ok(Self { dir: dir.to_path_buf(), config, factors })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            config,
+            factors,
+        })
     }
 
     /// `lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA.
@@ -122,14 +144,25 @@ impl LoraAdapter {
             .base_model_name_or_path
             .as_deref()
             .filter(|b| !b.is_empty())
-            .with_context(|| format!("{}: no base_model_name_or_path, so the base model must be given", self.dir.display()))?;
+            .with_context(|| {
+                format!(
+                    "{}: no base_model_name_or_path, so the base model must be given",
+                    self.dir.display()
+                )
+            })?;
         let path = Path::new(base);
-        Ok(if path.is_relative() && self.dir.join(path).exists() { self.dir.join(path) } else { path.to_path_buf() })
+        Ok(if path.is_relative() && self.dir.join(path).exists() {
+            self.dir.join(path)
+        } else {
+            path.to_path_buf()
+        })
     }
 
     /// `weight + scale * B @ A`, in the weight's dtype.
     pub fn merged(&self, name: &str, weight: &Tensor) -> Result<Option<Tensor>> {
-        let Some((a, b)) = self.factors.get(name) else { return Ok(None) };
+        let Some((a, b)) = self.factors.get(name) else {
+            return Ok(None);
+        };
         let delta = (b.matmul(a)? * self.scale())?;
         if delta.dims() != weight.dims() {
             bail!(
@@ -149,7 +182,11 @@ impl LoraAdapter {
         let names: Vec<String> = self.factors.keys().filter(|n| apart(n)).cloned().collect();
         let mut deltas: Vec<(String, LoraDelta)> = names
             .into_iter()
-            .filter_map(|name| self.factors.remove(&name).map(|(a, b)| (name, LoraDelta { a, b, scale })))
+            .filter_map(|name| {
+                self.factors
+                    .remove(&name)
+                    .map(|(a, b)| (name, LoraDelta { a, b, scale }))
+            })
             .collect();
         deltas.sort_by(|x, y| x.0.cmp(&y.0));
         let rest = if self.factors.is_empty() { None } else { Some(self) };
@@ -159,7 +196,10 @@ impl LoraAdapter {
     /// Checks every adapted weight exists in the base, so a mismatched pair fails at load.
     pub fn check_targets(&self, has: impl Fn(&str) -> bool) -> Result<()> {
         if let Some(missing) = self.factors.keys().find(|n| !has(n)) {
-            bail!("{}: adapts {missing}, which the base model does not have (wrong base model?)", self.dir.display());
+            bail!(
+                "{}: adapts {missing}, which the base model does not have (wrong base model?)",
+                self.dir.display()
+            );
         }
         Ok(())
     }

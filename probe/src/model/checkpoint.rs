@@ -6,7 +6,6 @@
 //! [`Model`]. Every failure is one line naming the file and, for weights, the key.
 
 use super::adapter::{LoraAdapter, Merged};
-use kernels::bf16::Bf16Compute;
 use super::config::{expected_tensors, token_ids, ModelConfig};
 use super::gguf::{self, GgufFile};
 use super::gguf_tokenizer;
@@ -17,6 +16,7 @@ use candle_core::safetensors::MmapedSafetensors;
 use candle_core::{DType, Device};
 use candle_nn::var_builder::SimpleBackend;
 use candle_nn::VarBuilder;
+use kernels::bf16::Bf16Compute;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
@@ -81,10 +81,16 @@ impl Checkpoint {
         let adapter_dir = adapter.as_ref().map(|a| a.dir.clone());
         let gguf = is_gguf(path);
         if options.keep_quantized && !gguf {
-            bail!("{} is not a GGUF file: only GGUF models hold quantized matrices to keep", path.display());
+            bail!(
+                "{} is not a GGUF file: only GGUF models hold quantized matrices to keep",
+                path.display()
+            );
         }
-        let mut ckpt =
-            if gguf { Self::load_gguf(path, adapter, options, device)? } else { Self::load_dir(path, adapter, device)? };
+        let mut ckpt = if gguf {
+            Self::load_gguf(path, adapter, options, device)?
+        } else {
+            Self::load_dir(path, adapter, device)?
+        };
         ckpt.adapter = adapter_dir;
         ckpt.model.set_bf16_compute(options.bf16_compute);
         Ok(ckpt)
@@ -106,8 +112,8 @@ impl Checkpoint {
             .with_context(|| format!("failed to read safetensors in {}", dir.display()))?;
         let weight_dtype = weights.check(&st, &config)?;
         let vb = VarBuilder::from_backend(weight_source(st, adapter)?, weight_dtype, device.clone());
-        let model = Model::load(vb, &config)
-            .with_context(|| format!("failed to load weights from {}", dir.display()))?;
+        let model =
+            Model::load(vb, &config).with_context(|| format!("failed to load weights from {}", dir.display()))?;
 
         let tokenizer_path = dir.join("tokenizer.json");
         let tokenizer = if tokenizer_path.exists() {
@@ -162,7 +168,10 @@ impl Checkpoint {
     /// The tokenizer, or an error saying the checkpoint has none.
     pub fn tokenizer(&self) -> Result<&AlignerTokenizer> {
         self.tokenizer.as_ref().with_context(|| {
-            format!("{} has no tokenizer: only token ids can be fed to it", self.path.display())
+            format!(
+                "{} has no tokenizer: only token ids can be fed to it",
+                self.path.display()
+            )
         })
     }
 
@@ -171,7 +180,9 @@ impl Checkpoint {
     /// the user named), else the checkpoint's.
     pub fn name(&self) -> String {
         let path = self.adapter.as_ref().unwrap_or(&self.path);
-        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -218,7 +229,8 @@ impl WeightFiles {
             struct Index {
                 weight_map: BTreeMap<String, String>,
             }
-            let text = std::fs::read_to_string(&index).with_context(|| format!("failed to read {}", index.display()))?;
+            let text =
+                std::fs::read_to_string(&index).with_context(|| format!("failed to read {}", index.display()))?;
             let parsed: Index =
                 serde_json::from_str(&text).with_context(|| format!("invalid shard index {}", index.display()))?;
             let mut names: Vec<&String> = parsed.weight_map.values().collect();
@@ -226,12 +238,24 @@ impl WeightFiles {
             names.dedup();
             let files: Vec<PathBuf> = names.iter().map(|n| dir.join(n)).collect();
             if let Some(missing) = files.iter().find(|f| !f.exists()) {
-                bail!("{} lists shard {} which does not exist", index.display(), missing.display());
+                bail!(
+                    "{} lists shard {} which does not exist",
+                    index.display(),
+                    missing.display()
+                );
             }
             let routing = parsed.weight_map.into_iter().collect();
-            Ok(Self { files, routing, dir: dir.to_path_buf() })
+            Ok(Self {
+                files,
+                routing,
+                dir: dir.to_path_buf(),
+            })
         } else if single.exists() {
-            Ok(Self { files: vec![single], routing: HashMap::new(), dir: dir.to_path_buf() })
+            Ok(Self {
+                files: vec![single],
+                routing: HashMap::new(),
+                dir: dir.to_path_buf(),
+            })
         } else {
             bail!(
                 "no weights in {}: expected model.safetensors or model.safetensors.index.json",
@@ -252,24 +276,36 @@ impl WeightFiles {
     /// checkpoint fails with the file and key named rather than deep inside the model. Returns
     /// the dtype the weight matrices are stored in.
     fn check(&self, st: &MmapedSafetensors, cfg: &ModelConfig) -> Result<DType> {
-        let present: HashMap<String, Vec<usize>> =
-            st.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect();
+        let present: HashMap<String, Vec<usize>> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect();
         for (name, shape) in expected_tensors(cfg) {
             match present.get(&name) {
                 None => bail!("{} has no tensor {name}", self.file_of(&name)),
                 Some(found) if *found != shape => {
-                    bail!("{}: tensor {name} has shape {found:?}, config.json implies {shape:?}", self.file_of(&name))
+                    bail!(
+                        "{}: tensor {name} has shape {found:?}, config.json implies {shape:?}",
+                        self.file_of(&name)
+                    )
                 }
                 _ => {}
             }
         }
         let name = "model.embed_tokens.weight";
-        let dtype = st.get(name).with_context(|| format!("{} has no tensor {name}", self.file_of(name)))?.dtype();
+        let dtype = st
+            .get(name)
+            .with_context(|| format!("{} has no tensor {name}", self.file_of(name)))?
+            .dtype();
         match dtype {
             safetensors::Dtype::F32 => Ok(DType::F32),
             safetensors::Dtype::F16 => Ok(DType::F16),
             safetensors::Dtype::BF16 => Ok(DType::BF16),
-            other => bail!("{}: weights stored as {other:?}; supported: F32, F16, BF16", self.file_of(name)),
+            other => bail!(
+                "{}: weights stored as {other:?}; supported: F32, F16, BF16",
+                self.file_of(name)
+            ),
         }
     }
 }

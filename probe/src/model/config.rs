@@ -24,7 +24,9 @@ pub enum Architecture {
 pub enum RopeScaling {
     None,
     /// Positions divided by `factor` (position interpolation).
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.1's frequency-dependent scaling.
     Llama3 {
         factor: f64,
@@ -114,9 +116,7 @@ fn default_max_pos() -> usize {
 pub(crate) fn token_ids(value: &Option<serde_json::Value>) -> Vec<u32> {
     match value {
         Some(serde_json::Value::Number(n)) => n.as_u64().map(|v| vec![v as u32]).unwrap_or_default(),
-        Some(serde_json::Value::Array(items)) => {
-            items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect()
-        }
+        Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_u64()).map(|v| v as u32).collect(),
         _ => Vec::new(),
     }
 }
@@ -124,8 +124,7 @@ pub(crate) fn token_ids(value: &Option<serde_json::Value>) -> Vec<u32> {
 impl ModelConfig {
     /// Reads and resolves `config.json`; every error names the file.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("failed to read {}", path.display()))?;
+        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
         Self::from_json(&text).with_context(|| format!("invalid model config {}", path.display()))
     }
 
@@ -135,9 +134,7 @@ impl ModelConfig {
             Some("llama") => Architecture::Llama,
             Some("mistral") => Architecture::Mistral,
             Some("qwen2") => Architecture::Qwen2,
-            Some(other) => bail!(
-                "unsupported model_type {other:?}: aligner-lens covers llama, mistral and qwen2"
-            ),
+            Some(other) => bail!("unsupported model_type {other:?}: aligner-lens covers llama, mistral and qwen2"),
             None => bail!("missing model_type"),
         };
         if let Some(act) = raw.hidden_act.as_deref() {
@@ -241,14 +238,19 @@ impl ModelConfig {
         let rope_scaling = match &self.rope_scaling {
             RopeScaling::None => serde_json::Value::Null,
             RopeScaling::Linear { factor } => json!({"rope_type": "linear", "factor": factor}),
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings } => json!({
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings,
+            } => json!({
                 "rope_type": "llama3", "factor": factor, "low_freq_factor": low_freq_factor,
                 "high_freq_factor": high_freq_factor,
                 "original_max_position_embeddings": original_max_position_embeddings,
             }),
-            RopeScaling::Factors(_) => bail!(
-                "per-frequency rope factors (a GGUF's rope_freqs.weight) have no config.json form"
-            ),
+            RopeScaling::Factors(_) => {
+                bail!("per-frequency rope factors (a GGUF's rope_freqs.weight) have no config.json form")
+            }
         };
         let mut cfg = json!({
             "architectures": [class],
@@ -404,13 +406,17 @@ mod tests {
     #[test]
     fn absurd_sizes_and_bad_floats_are_refused() {
         for (key, value) in [("num_hidden_layers", "1000000000"), ("vocab_size", "1000000000000")] {
-            let json = format!(r#"{{"model_type": "llama", {BASE}, "{key}": {value}}}"#).replace(&format!(r#""{key}": 2,"#), "").replace(&format!(r#""{key}": 10,"#), "");
+            let json = format!(r#"{{"model_type": "llama", {BASE}, "{key}": {value}}}"#)
+                .replace(&format!(r#""{key}": 2,"#), "")
+                .replace(&format!(r#""{key}": 10,"#), "");
             let err = ModelConfig::from_json(&json).unwrap_err();
             assert!(err.to_string().contains(key), "{err}");
         }
-        let err = ModelConfig::from_json(&format!(r#"{{"model_type": "llama", {BASE}, "rope_theta": -1.0}}"#)).unwrap_err();
+        let err =
+            ModelConfig::from_json(&format!(r#"{{"model_type": "llama", {BASE}, "rope_theta": -1.0}}"#)).unwrap_err();
         assert!(err.to_string().contains("rope_theta"), "{err}");
-        let err = ModelConfig::from_json(&format!(r#"{{"model_type": "llama", {BASE}, "rms_norm_eps": -1e-6}}"#)).unwrap_err();
+        let err = ModelConfig::from_json(&format!(r#"{{"model_type": "llama", {BASE}, "rms_norm_eps": -1e-6}}"#))
+            .unwrap_err();
         assert!(err.to_string().contains("rms_norm_eps"), "{err}");
     }
 

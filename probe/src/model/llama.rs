@@ -73,7 +73,10 @@ impl KvCache {
     pub fn with_capacity(num_layers: usize, positions: usize) -> Self {
         let mut layers = Vec::with_capacity(num_layers);
         layers.resize_with(num_layers, || None);
-        Self { layers, capacity: positions }
+        Self {
+            layers,
+            capacity: positions,
+        }
     }
 
     /// A deep copy. The buffers are written in place, so a shallow `Clone` would see the
@@ -84,11 +87,20 @@ impl KvCache {
             .iter()
             .map(|l| {
                 l.as_ref()
-                    .map(|l| Ok(LayerKv { keys: l.keys.copy()?, values: l.values.copy()?, len: l.len }))
+                    .map(|l| {
+                        Ok(LayerKv {
+                            keys: l.keys.copy()?,
+                            values: l.values.copy()?,
+                            len: l.len,
+                        })
+                    })
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self { layers, capacity: self.capacity })
+        Ok(Self {
+            layers,
+            capacity: self.capacity,
+        })
     }
 
     /// Number of cached positions.
@@ -128,11 +140,16 @@ impl LayerKv {
             };
             *slot = Some(grown);
         }
-        let Some(layer) = slot.as_mut() else { anyhow::bail!("KV cache slot missing after allocation") };
+        let Some(layer) = slot.as_mut() else {
+            anyhow::bail!("KV cache slot missing after allocation")
+        };
         layer.keys.slice_set(&keys.contiguous()?, 2, len)?;
         layer.values.slice_set(&values.contiguous()?, 2, len)?;
         layer.len = len + s;
-        Ok((layer.keys.narrow(2, 0, layer.len)?, layer.values.narrow(2, 0, layer.len)?))
+        Ok((
+            layer.keys.narrow(2, 0, layer.len)?,
+            layer.values.narrow(2, 0, layer.len)?,
+        ))
     }
 }
 
@@ -154,7 +171,10 @@ impl Positions {
     pub fn contiguous(batch: usize, seq: usize, offset: usize, device: &Device) -> Result<Self> {
         let row: Vec<u32> = (offset as u32..(offset + seq) as u32).collect();
         let positions = Tensor::new(row, device)?.unsqueeze(0)?.repeat((batch, 1))?;
-        Ok(Self { positions, key_mask: None })
+        Ok(Self {
+            positions,
+            key_mask: None,
+        })
     }
 }
 
@@ -304,7 +324,10 @@ impl Model {
         let embed_tokens = m.pp("embed_tokens").get_with_hints(
             (cfg.vocab_size, cfg.hidden_size),
             "weight",
-            Init::Randn { mean: 0.0, stdev: super::linear::INIT_STD },
+            Init::Randn {
+                mean: 0.0,
+                stdev: super::linear::INIT_STD,
+            },
         )?;
         let blocks = (0..cfg.num_hidden_layers)
             .map(|i| {
@@ -379,8 +402,11 @@ impl Model {
         if deltas.is_empty() {
             return Ok(());
         }
-        let mut by_name: std::collections::HashMap<String, &mut Linear> =
-            self.adaptable_mut().into_iter().map(|(name, l)| (format!("{name}.weight"), l)).collect();
+        let mut by_name: std::collections::HashMap<String, &mut Linear> = self
+            .adaptable_mut()
+            .into_iter()
+            .map(|(name, l)| (format!("{name}.weight"), l))
+            .collect();
         for (name, delta) in deltas {
             let Some(linear) = by_name.get_mut(&name) else {
                 anyhow::bail!("the adapter changes {name}, which cannot hold an unmerged delta");
@@ -434,7 +460,9 @@ impl Model {
         let past = cache.as_ref().map_or(0, |c| c.len());
         hooks.begin_forward(past);
         let embedded = self.embed_tokens.index_select(&ids.flatten_all()?, 0)?;
-        let mut x = embedded.to_dtype(COMPUTE_DTYPE)?.reshape((b, s, self.cfg.hidden_size))?;
+        let mut x = embedded
+            .to_dtype(COMPUTE_DTYPE)?
+            .reshape((b, s, self.cfg.hidden_size))?;
         x = run_hook(hooks, HookPoint::Embed, x)?;
 
         let cos_sin = self.rope.cos_sin(&positions.positions)?;
@@ -444,10 +472,15 @@ impl Model {
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPre), x)?;
             let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.capacity));
             let normed = block.input_layernorm.forward(&x, self.autograd)?;
-            let attn = block.self_attn.forward(&normed, &cos_sin, mask.as_ref(), slot, self.autograd)?;
+            let attn = block
+                .self_attn
+                .forward(&normed, &cos_sin, mask.as_ref(), slot, self.autograd)?;
             let attn = run_hook(hooks, HookPoint::block(i, Site::AttnOut), attn)?;
             x = run_hook(hooks, HookPoint::block(i, Site::ResidMid), (x + attn)?)?;
-            let mlp = block.mlp.forward(&block.post_attention_layernorm.forward(&x, self.autograd)?, self.autograd)?;
+            let mlp = block.mlp.forward(
+                &block.post_attention_layernorm.forward(&x, self.autograd)?,
+                self.autograd,
+            )?;
             let mlp = run_hook(hooks, HookPoint::block(i, Site::MlpOut), mlp)?;
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPost), (x + mlp)?)?;
         }
@@ -529,7 +562,13 @@ mod tests {
         for (i, &id) in ids.iter().enumerate() {
             let input = Tensor::new(&[[id]], &Device::Cpu).unwrap();
             let positions = Positions::contiguous(1, 1, start + i, &Device::Cpu).unwrap();
-            last = model.forward(&input, &positions, Some(cache), &mut NoHooks).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+            last = model
+                .forward(&input, &positions, Some(cache), &mut NoHooks)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
         }
         last
     }
@@ -539,7 +578,12 @@ mod tests {
         let model = tiny_model();
         let ids: Vec<u32> = (0..13).map(|i| (i * 7 % 40) as u32).collect();
         let full = model
-            .forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(), &Positions::contiguous(1, 13, 0, &Device::Cpu).unwrap(), None, &mut NoHooks)
+            .forward(
+                &Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap(),
+                &Positions::contiguous(1, 13, 0, &Device::Cpu).unwrap(),
+                None,
+                &mut NoHooks,
+            )
             .unwrap();
         let full_last: Vec<f32> = full.narrow(1, 12, 1).unwrap().flatten_all().unwrap().to_vec1().unwrap();
         // Capacity 1 grows four times (1 -> 2 -> 4 -> 8 -> 16); capacity 13 never does.
@@ -547,7 +591,11 @@ mod tests {
             let mut cache = KvCache::with_capacity(2, capacity);
             let last = decode(&model, &mut cache, &ids, 0);
             assert_eq!(cache.len(), 13);
-            let worst = last.iter().zip(&full_last).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            let worst = last
+                .iter()
+                .zip(&full_last)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
             assert!(worst < 1e-5, "capacity {capacity}: {worst}");
         }
     }

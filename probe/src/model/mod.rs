@@ -15,9 +15,9 @@ pub mod template;
 pub mod tokenizer;
 
 pub use checkpoint::{Checkpoint, LoadOptions};
+pub use config::{Architecture, ModelConfig, RopeScaling};
 /// How f32 activations meet bf16 weights: part of [`LoadOptions`].
 pub use kernels::bf16::Bf16Compute;
-pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use linear::Autograd;
 pub use llama::{KvCache, Model, Positions, COMPUTE_DTYPE};
 pub use template::AlignerTemplate;

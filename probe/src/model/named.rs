@@ -24,9 +24,7 @@ pub fn shipped(relative: &str) -> PathBuf {
     if local.exists() {
         return local;
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(relative)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(relative)
 }
 
 /// A model argument to a path: an existing path as is, `mini-aligner` / `aligner-135m` to the
@@ -68,12 +66,7 @@ pub type FetchBase<'a> = Option<&'a dyn Fn(&'static KnownModel) -> Result<PathBu
 
 /// Loads the model at `model` (after [`resolve`]) with `adapter` merged. An adapter directory
 /// given as the model brings its own base (`base_model_name_or_path`).
-pub fn load(
-    model: &Path,
-    adapter: Option<&Path>,
-    options: LoadOptions,
-    fetch_base: FetchBase,
-) -> Result<Checkpoint> {
+pub fn load(model: &Path, adapter: Option<&Path>, options: LoadOptions, fetch_base: FetchBase) -> Result<Checkpoint> {
     let path = resolve(model)?;
     let (base, adapter) = match (is_adapter_dir(&path), adapter) {
         (true, Some(_)) => bail!(
@@ -95,9 +88,7 @@ pub fn load(
 fn resolve_base(base: &Path, fetch_base: FetchBase) -> Result<PathBuf> {
     let name = base.to_string_lossy();
     match (known::known(&name), fetch_base) {
-        (Some(model), Some(fetch)) if !base.exists() && known::cached(model).is_none() => {
-            fetch(model)
-        }
+        (Some(model), Some(fetch)) if !base.exists() && known::cached(model).is_none() => fetch(model),
         _ => resolve(base),
     }
 }

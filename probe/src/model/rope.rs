@@ -16,9 +16,14 @@ impl Rope {
         let base: Vec<f64> = (0..dim / 2)
             .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / dim as f64))
             .collect();
-        let scaled: Vec<f32> =
-            base.iter().enumerate().map(|(i, &f)| scale_frequency(i, f, &cfg.rope_scaling) as f32).collect();
-        Ok(Self { inv_freq: Tensor::new(scaled, device)? })
+        let scaled: Vec<f32> = base
+            .iter()
+            .enumerate()
+            .map(|(i, &f)| scale_frequency(i, f, &cfg.rope_scaling) as f32)
+            .collect();
+        Ok(Self {
+            inv_freq: Tensor::new(scaled, device)?,
+        })
     }
 
     /// `(cos, sin)` of shape `[batch, 1, seq, head_dim]` for integer positions `[batch, seq]`.
@@ -49,7 +54,12 @@ fn scale_frequency(index: usize, freq: f64, scaling: &RopeScaling) -> f64 {
         RopeScaling::Linear { factor } => freq / factor,
         // Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, and the band
         // between is interpolated smoothly (transformers' `_compute_llama3_parameters`).
-        RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: old } => {
+        RopeScaling::Llama3 {
+            factor,
+            low_freq_factor,
+            high_freq_factor,
+            original_max_position_embeddings: old,
+        } => {
             let low_freq_wavelen = old / low_freq_factor;
             let high_freq_wavelen = old / high_freq_factor;
             let wavelen = 2.0 * std::f64::consts::PI / freq;

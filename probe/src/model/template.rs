@@ -15,7 +15,9 @@ pub struct AlignerTemplate {
 
 impl Default for AlignerTemplate {
     fn default() -> Self {
-        Self { text: DEFAULT_TEMPLATE.to_string() }
+        Self {
+            text: DEFAULT_TEMPLATE.to_string(),
+        }
     }
 }
 
@@ -75,6 +77,9 @@ mod tests {
     #[test]
     fn slots_fill_in_any_order_and_as_often_as_they_stand() {
         let t = AlignerTemplate::new("A: {answer} Q: {question} again {question} {x}").unwrap();
-        assert_eq!(t.render("q {answer}", "a {question}"), "A: a {question} Q: q {answer} again q {answer} {x}");
+        assert_eq!(
+            t.render("q {answer}", "a {question}"),
+            "A: a {question} Q: q {answer} again q {answer} {x}"
+        );
     }
 }

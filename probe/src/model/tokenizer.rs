@@ -36,12 +36,17 @@ impl AlignerTokenizer {
     }
 
     fn encode_with(&self, text: &str, special: bool) -> Result<Vec<u32>> {
-        let encoding = self.inner.encode(text, special).map_err(|e| anyhow!("tokenizing failed: {e}"))?;
+        let encoding = self
+            .inner
+            .encode(text, special)
+            .map_err(|e| anyhow!("tokenizing failed: {e}"))?;
         Ok(encoding.get_ids().to_vec())
     }
 
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
-        self.inner.decode(ids, true).map_err(|e| anyhow!("decoding failed: {e}"))
+        self.inner
+            .decode(ids, true)
+            .map_err(|e| anyhow!("decoding failed: {e}"))
     }
 
     /// One readable string per id, for axis labels.
