@@ -82,23 +82,6 @@ impl SteeringArgs {
     /// open comes from the vector file's sidecar.
     pub fn steering(&self, model: &model_arg::ModelArgs, ckpt: &Checkpoint) -> Result<Steering> {
         let (vectors, layers) = self.load(model, ckpt)?;
-        let meta = vectors.metadata.as_ref();
-        let mode = self
-            .steer_mode
-            .or(meta.and_then(|m| m.steer_mode))
-            .unwrap_or(SteerMode::Add);
-        let positions = self
-            .steer_positions
-            .or(meta.and_then(|m| m.steer_positions))
-            .unwrap_or(SteerPositions::All);
-        Steering::new(vectors, layers, self.site, positions, mode)
-    }
-
-    /// The sweep grid when `--alphas` is not given: the vector file's, else the mode's.
-    pub fn default_alphas(steering: &Steering) -> Vec<f64> {
-        match steering.vectors.metadata.as_ref() {
-            Some(m) if !m.alphas.is_empty() => m.alphas.clone(),
-            _ => steering.mode.default_alphas(),
-        }
+        Steering::with_sidecar_defaults(vectors, Some(layers), self.site, self.steer_positions, self.steer_mode)
     }
 }

@@ -9,6 +9,7 @@ mod errors;
 mod hooks;
 mod inputs;
 mod model;
+mod study;
 mod vectors;
 
 use pyo3::prelude::*;
@@ -24,9 +25,9 @@ fn _alens(m: &Bound<'_, PyModule>) -> PyResult<()> {
     probe::io::install_host(Box::new(ledger));
     m.add_class::<model::Model>()?;
     m.add_class::<vectors::ControlVectors>()?;
-    m.add_function(wrap_pyfunction!(vectors::lat, m)?)?;
-    m.add_function(wrap_pyfunction!(vectors::sweep, m)?)?;
-    m.add_function(wrap_pyfunction!(vectors::eval, m)?)?;
+    m.add_function(wrap_pyfunction!(study::lat, m)?)?;
+    m.add_function(wrap_pyfunction!(study::sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(study::eval, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

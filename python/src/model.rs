@@ -418,7 +418,7 @@ impl Model {
             None => None,
             Some(list) if vectors.is_none() && list.iter().all(|&a| a == 0.0) => None,
             Some(_) => Some(vectors::steering(
-                self,
+                &self.ckpt,
                 vectors,
                 layers,
                 site,
@@ -486,7 +486,7 @@ impl Model {
 
     /// The control vectors shipped beside this model (copy-correct.safetensors), if any.
     fn default_vectors(&self) -> PyResult<Option<ControlVectors>> {
-        vectors::default_vectors(self)
+        vectors::default_vectors(&self.ckpt)
     }
 }
 

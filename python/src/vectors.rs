@@ -1,19 +1,15 @@
 //! Control vectors, steering, LAT, sweeps and eval: `steer` and `probe::lat` as Python values.
 
-use crate::errors::{self, guarded};
-use crate::model::{finish, Model};
+use crate::errors;
 use anyhow::anyhow;
 use numpy::{PyArray1, PyArrayMethods};
-use probe::capture::parse_layers;
-use probe::lat::{build_pairs, fit, read_activations, LatMethod, ReadPosition};
+use probe::lat::{LatMethod, ReadPosition};
 use probe::stimuli::StimulusRecord;
-use probe::Site;
+use probe::{Checkpoint, Site};
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyList};
+use pyo3::types::PyDict;
 use std::path::PathBuf;
-use steer::knob::SweepReport;
 use steer::steering::{check_layers, SteerMode, SteerPositions, Steering};
-use steer::sweep::SweepOptions;
 use steer::vectors::ControlVectors as Vectors;
 
 /// The vector file a shipped model keeps beside its weights (or its adapter), and the
@@ -165,8 +161,7 @@ pub fn stimulus_records(records: &Bound<'_, PyAny>) -> PyResult<Vec<StimulusReco
 }
 
 /// The vectors shipped beside the model (its adapter's directory, then its own), else `None`.
-pub fn default_vectors(model: &Model) -> PyResult<Option<ControlVectors>> {
-    let ckpt = &model.ckpt;
+pub fn default_vectors(ckpt: &Checkpoint) -> PyResult<Option<ControlVectors>> {
     let beside = ckpt
         .adapter
         .iter()
@@ -181,7 +176,7 @@ pub fn default_vectors(model: &Model) -> PyResult<Option<ControlVectors>> {
 
 /// `vectors` as given (a ControlVectors, a path) or the model's shipped ones, checked against
 /// the model.
-pub fn resolve_vectors(model: &Model, vectors: Option<&Bound<'_, PyAny>>) -> PyResult<ControlVectors> {
+pub fn resolve_vectors(ckpt: &Checkpoint, vectors: Option<&Bound<'_, PyAny>>) -> PyResult<ControlVectors> {
     let cv = match vectors {
         Some(v) => match v.cast::<ControlVectors>() {
             Ok(cv) => cv.get().clone(),
@@ -192,14 +187,14 @@ pub fn resolve_vectors(model: &Model, vectors: Option<&Bound<'_, PyAny>>) -> PyR
                 ControlVectors::load(v.py(), path)?
             }
         },
-        None => default_vectors(model)?.ok_or_else(|| {
+        None => default_vectors(ckpt)?.ok_or_else(|| {
             errors::value(anyhow!(
                 "{} has no {MODEL_VECTORS} beside it: pass vectors= (e.g. from alens.lat)",
-                model.ckpt.path.display()
+                ckpt.path.display()
             ))
         })?,
     };
-    let cfg = &model.ckpt.config;
+    let cfg = &ckpt.config;
     cv.inner
         .validate(&cv.source, cfg.hidden_size, cfg.num_hidden_layers)
         .map_err(errors::value)?;
@@ -240,176 +235,36 @@ fn parse_mode(m: &str) -> PyResult<SteerMode> {
 /// The steering `alens generate`/`sweep` build from their flags: what is not given comes from
 /// the vector file's sidecar (layers, mode, positions), else add at every position.
 pub fn steering(
-    model: &Model,
+    ckpt: &Checkpoint,
     vectors: Option<&Bound<'_, PyAny>>,
     layers: Option<Vec<usize>>,
     site: &str,
     steer_positions: Option<&str>,
     steer_mode: Option<&str>,
 ) -> PyResult<Steering> {
-    let cv = resolve_vectors(model, vectors)?;
-    let n = model.ckpt.config.num_hidden_layers;
-    let layers = layers.unwrap_or_else(|| cv.inner.default_layers());
-    check_layers(&layers, n).map_err(errors::value)?;
-    let meta = cv.inner.metadata.as_ref();
-    let mode = match steer_mode {
-        Some(m) => parse_mode(m)?,
-        None => meta.and_then(|m| m.steer_mode).unwrap_or(SteerMode::Add),
-    };
-    let positions = match steer_positions {
-        Some(p) => parse_positions(p)?,
-        None => meta.and_then(|m| m.steer_positions).unwrap_or(SteerPositions::All),
-    };
-    Steering::new(cv.inner, layers, parse_site(site)?, positions, mode).map_err(errors::value)
+    let cv = resolve_vectors(ckpt, vectors)?;
+    if let Some(layers) = &layers {
+        check_layers(layers, ckpt.config.num_hidden_layers).map_err(errors::value)?;
+    }
+    let positions = steer_positions.map(parse_positions).transpose()?;
+    let mode = steer_mode.map(parse_mode).transpose()?;
+    Steering::with_sidecar_defaults(cv.inner, layers, parse_site(site)?, positions, mode).map_err(errors::value)
 }
 
-fn parse_method(m: &str) -> PyResult<LatMethod> {
+pub fn parse_method(m: &str) -> PyResult<LatMethod> {
     [LatMethod::Pca, LatMethod::MeanDiff]
         .into_iter()
         .find(|x| x.name() == m)
         .ok_or_else(|| errors::value(anyhow!("method must be pca or mean-diff, got {m:?}")))
 }
 
-fn parse_read_position(p: &str) -> PyResult<ReadPosition> {
+pub fn parse_read_position(p: &str) -> PyResult<ReadPosition> {
     [ReadPosition::Last, ReadPosition::AnswerMean]
         .into_iter()
         .find(|x| x.name() == p)
         .ok_or_else(|| errors::value(anyhow!("position must be last or answer-mean, got {p:?}")))
 }
 
-fn serialized<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
+pub fn serialized<'py>(py: Python<'py>, value: &impl serde::Serialize) -> PyResult<Bound<'py, PyAny>> {
     json_value(py, &serde_json::to_value(value).map_err(|e| errors::runtime(e.into()))?)
-}
-
-/// LAT as `alens lat`: pairs from the records, activations read at `position`, one reading
-/// vector per layer fitted by `method`, the `layers` kept.
-#[pyfunction]
-#[pyo3(signature = (model, pairs, method="pca", layers=None, position="last", test_fraction=0.25, seed=0, batch_size=8))]
-#[allow(clippy::too_many_arguments)]
-pub fn lat(
-    py: Python<'_>,
-    model: &Model,
-    pairs: &Bound<'_, PyAny>,
-    method: &str,
-    layers: Option<String>,
-    position: &str,
-    test_fraction: f64,
-    seed: u64,
-    batch_size: usize,
-) -> PyResult<ControlVectors> {
-    let records = stimulus_records(pairs)?;
-    let (method, position) = (parse_method(method)?, parse_read_position(position)?);
-    let ckpt = &*model.ckpt;
-    let keep =
-        parse_layers(layers.as_deref().unwrap_or("all"), ckpt.config.num_hidden_layers).map_err(errors::value)?;
-    if !(0.0..1.0).contains(&test_fraction) {
-        return Err(errors::value(anyhow!(
-            "test_fraction must be in [0, 1), got {test_fraction}"
-        )));
-    }
-    if batch_size == 0 {
-        return Err(errors::value(anyhow!("batch_size must be at least 1")));
-    }
-    let contrast = build_pairs(&records).map_err(errors::value)?;
-    let template = &model.template;
-    let inner = py
-        .detach(|| {
-            guarded("lat panicked", || {
-                let activations = read_activations(ckpt, template, &records, position, batch_size)?;
-                let result = fit(&activations, &contrast, method, test_fraction, seed)?;
-                Ok(Vectors::from_lat(ckpt, &result, position, seed, &keep, None))
-            })
-        })
-        .map_err(errors::runtime)?;
-    Ok(ControlVectors {
-        inner,
-        source: PathBuf::from("<alens.lat>"),
-    })
-}
-
-/// The steering sweep as `alens sweep --json`.
-#[pyfunction]
-#[pyo3(signature = (model, records, vectors=None, alphas=None, random_control=true, layers=None, site="resid_post",
-                    steer_positions=None, steer_mode=None, random_seed=0, max_new_tokens=64, batch_size=32))]
-#[allow(clippy::too_many_arguments)]
-pub fn sweep<'py>(
-    py: Python<'py>,
-    model: &Model,
-    records: &Bound<'py, PyAny>,
-    vectors: Option<&Bound<'py, PyAny>>,
-    alphas: Option<Vec<f64>>,
-    random_control: bool,
-    layers: Option<Vec<usize>>,
-    site: &str,
-    steer_positions: Option<&str>,
-    steer_mode: Option<&str>,
-    random_seed: u64,
-    max_new_tokens: usize,
-    batch_size: usize,
-) -> PyResult<Bound<'py, PyAny>> {
-    let records = stimulus_records(records)?;
-    let steering = steering(model, vectors, layers, site, steer_positions, steer_mode)?;
-    let alphas = match alphas {
-        Some(a) if a.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
-        Some(a) => a,
-        // As `alens sweep` without --alphas: the vector file's grid, else the mode's.
-        None => match steering.vectors.metadata.as_ref() {
-            Some(m) if !m.alphas.is_empty() => m.alphas.clone(),
-            _ => steering.mode.default_alphas(),
-        },
-    };
-    for &alpha in &alphas {
-        steer::steering::check_alpha(alpha).map_err(errors::value)?;
-    }
-    if batch_size == 0 {
-        return Err(errors::value(anyhow!("batch_size must be at least 1")));
-    }
-    let ckpt = &*model.ckpt;
-    let generation = crate::model::generation(ckpt, max_new_tokens, false, 0.0, 0.9, 0)?;
-    let options = SweepOptions {
-        alphas,
-        generation,
-        batch_size,
-        random_control: random_control.then_some(random_seed),
-    };
-    let template = &model.template;
-    let report = py
-        .detach(|| {
-            guarded("sweep panicked", || {
-                Ok(SweepReport::new(
-                    steer::sweep::sweep(ckpt, template, &records, &steering, &options, None)?,
-                    None,
-                ))
-            })
-        })
-        .map_err(errors::runtime)?;
-    let _ = finish::<()>(Ok(()), None);
-    serialized(py, &report)
-}
-
-/// Scores on records with references, as `alens eval --json`.
-#[pyfunction]
-#[pyo3(signature = (model, records, max_new_tokens=64, batch_size=32))]
-pub fn eval<'py>(
-    py: Python<'py>,
-    model: &Model,
-    records: &Bound<'py, PyAny>,
-    max_new_tokens: usize,
-    batch_size: usize,
-) -> PyResult<Bound<'py, PyAny>> {
-    let records = stimulus_records(records)?;
-    crate::model::generation(&model.ckpt, max_new_tokens, false, 0.0, 0.9, 0)?;
-    if batch_size == 0 {
-        return Err(errors::value(anyhow!("batch_size must be at least 1")));
-    }
-    let (ckpt, template) = (&*model.ckpt, &model.template);
-    let report = py
-        .detach(|| {
-            guarded("eval panicked", || {
-                steer::eval::evaluate(ckpt, template, &records, max_new_tokens, batch_size, None)
-            })
-        })
-        .map_err(errors::runtime)?;
-    let _ = PyList::empty(py);
-    serialized(py, &report)
 }

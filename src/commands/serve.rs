@@ -63,7 +63,7 @@ pub fn run(args: ServeArgs) -> Result<()> {
     };
     let alphas = steering
         .as_ref()
-        .map(SteeringArgs::default_alphas)
+        .map(steer::steering::Steering::default_alphas)
         .unwrap_or_else(|| vec![0.0]);
     let served = serve::Served {
         model_name: ckpt.name(),

@@ -66,7 +66,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
     let steering = args.steering.steering(&args.model, &ckpt)?;
     let alphas = match &args.alphas {
         Some(spec) => parse_alphas(spec)?,
-        None => SteeringArgs::default_alphas(&steering),
+        None => steering.default_alphas(),
     };
     let data = args.data.clone().unwrap_or_else(|| args.model.default_test_records());
     let mut records = read_jsonl(&data)?;

@@ -62,6 +62,33 @@ impl Steering {
         })
     }
 
+    /// Steering with what the caller leaves open taken from the vector file's sidecar: the
+    /// layers (its `default_layers`), the mode and the positions (else add, at every position).
+    /// What `alens generate`, `alens sweep`, the server and the Python package all build.
+    pub fn with_sidecar_defaults(
+        vectors: ControlVectors,
+        layers: Option<Vec<usize>>,
+        site: Site,
+        positions: Option<SteerPositions>,
+        mode: Option<SteerMode>,
+    ) -> Result<Self> {
+        let meta = vectors.metadata.as_ref();
+        let mode = mode.or(meta.and_then(|m| m.steer_mode)).unwrap_or(SteerMode::Add);
+        let positions = positions
+            .or(meta.and_then(|m| m.steer_positions))
+            .unwrap_or(SteerPositions::All);
+        let layers = layers.unwrap_or_else(|| vectors.default_layers());
+        Self::new(vectors, layers, site, positions, mode)
+    }
+
+    /// The sweep grid when none is given: the vector file's, else the mode's.
+    pub fn default_alphas(&self) -> Vec<f64> {
+        match self.vectors.metadata.as_ref() {
+            Some(m) if !m.alphas.is_empty() => m.alphas.clone(),
+            _ => self.mode.default_alphas(),
+        }
+    }
+
     /// The control: at every steered layer a random direction (seeded). In add mode it
     /// replaces the vector with the same norm, so alpha means the same push; in project mode
     /// it receives the displacement the real direction computes.
