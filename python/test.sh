@@ -14,8 +14,7 @@ python="${PYTHON:-python3}"
 pip_quiet=(--quiet --disable-pip-version-check)
 
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-"$venv/bin/python" -m pip install "${pip_quiet[@]}" "pip==25.2"
-"$venv/bin/python" -m pip install "${pip_quiet[@]}" "maturin==1.9.6" "numpy==2.2.6" "pytest==8.4.2" "safetensors==0.6.2"
+"$venv/bin/python" -m pip install "${pip_quiet[@]}" -r "$root/python/requirements-test.txt"
 
 started=$(date +%s)
 "$venv/bin/python" -m pip install "${pip_quiet[@]}" --force-reinstall --no-deps "$root/python"
