@@ -8,7 +8,7 @@ use serve_support::Server;
 use std::time::Duration;
 
 fn drains_on(signal: &str) {
-    let server = std::sync::Arc::new(Server::start(&["--max-batch", "2", "--max-new-tokens", "128"]));
+    let server = std::sync::Arc::new(Server::start(&["--max-batch", "1", "--max-new-tokens", "128"]));
     let records = serve_support::records(12);
     let handles: Vec<_> = records
         .into_iter()
@@ -23,17 +23,25 @@ fn drains_on(signal: &str) {
             })
         })
         .collect();
-    // Wait until the model is busy and requests are queued behind it.
-    let until = std::time::Instant::now() + Duration::from_secs(30);
+    // Wait until every request has been accepted (in flight or already answered) and some
+    // are queued behind the model: a request that arrives after the signal gets 503.
+    let until = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (_, metrics) = server.get("/metrics");
-        if metrics
-            .lines()
-            .any(|l| l.starts_with("alens_queue_depth ") && !l.ends_with(" 0"))
-        {
+        let value = |prefix: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .map_or(0.0, |v| v.trim().parse().unwrap_or(0.0))
+        };
+        let answered = value("alens_requests_total{route=\"/v1/correct\",status=\"200\"} ");
+        if value("alens_requests_in_flight ") + answered >= 12.0 && value("alens_queue_depth ") > 0.0 {
             break;
         }
-        assert!(std::time::Instant::now() < until, "requests never queued");
+        assert!(
+            std::time::Instant::now() < until,
+            "requests never all queued: {metrics}"
+        );
         std::thread::sleep(Duration::from_millis(2));
     }
     server.signal(signal);

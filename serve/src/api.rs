@@ -149,10 +149,13 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
-    )
+    let in_flight = state.in_flight.load(Ordering::SeqCst);
+    let text = format!(
+        "{}# HELP alens_requests_in_flight Requests accepted and not yet answered.\n\
+         # TYPE alens_requests_in_flight gauge\nalens_requests_in_flight {in_flight}\n",
+        state.metrics.render()
+    );
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> impl IntoResponse {
@@ -474,4 +477,45 @@ fn sse(id: &str, created: u64, c: &Correction, usage: &Usage) -> Response {
         body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_nan_or_infinity_is_named_by_its_field() {
+        assert_eq!(
+            non_json_number(br#"{"question": "q", "alpha": NaN}"#),
+            Some(("alpha".to_string(), "NaN"))
+        );
+        assert_eq!(
+            non_json_number(br#"{"alpha":-Infinity}"#),
+            Some(("alpha".to_string(), "-Infinity"))
+        );
+        assert_eq!(non_json_number(br#"{"alpha": 1}"#), None);
+        let err = parse::<CorrectRequest>(br#"{"question": "q", "answer": "a", "alpha": Infinity}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert!(err.message.contains("field `alpha`"), "{}", err.message);
+    }
+
+    #[test]
+    fn shape_errors_name_the_field_path() {
+        let err = parse::<CorrectRequest>(br#"{"question": "q", "answer": "a", "alpha": "x"}"#)
+            .err()
+            .unwrap();
+        assert_eq!(err.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(err.message.starts_with("alpha: invalid type"), "{}", err.message);
+        let err = parse::<CorrectRequest>(br#"{"question": "q", "answer": "a", "extra": 1}"#)
+            .err()
+            .unwrap();
+        assert!(err.message.contains("unknown field `extra`"), "{}", err.message);
+    }
+
+    #[test]
+    fn errors_are_one_line() {
+        assert_eq!(ApiError::new(StatusCode::BAD_REQUEST, "a\n  b\nc").message, "a b c");
+    }
 }

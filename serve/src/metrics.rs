@@ -128,3 +128,33 @@ impl Metrics {
         out
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_has_every_series() {
+        let m = Metrics::default();
+        m.request("/v1/correct", 200, 0.03);
+        m.request("/v1/correct", 422, 0.001);
+        m.enqueued();
+        m.enqueued();
+        m.dequeued(1);
+        m.batch(3);
+        m.generated(17);
+        let text = m.render();
+        for line in [
+            "alens_requests_total{route=\"/v1/correct\",status=\"200\"} 1",
+            "alens_requests_total{route=\"/v1/correct\",status=\"422\"} 1",
+            "alens_queue_depth 1",
+            "alens_generated_tokens_total 17",
+            "alens_batch_size_bucket{le=\"2\"} 0",
+            "alens_batch_size_bucket{le=\"4\"} 1",
+            "alens_request_seconds_bucket{le=\"0.05\"} 2",
+            "alens_request_seconds_count 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing from:\n{text}");
+        }
+    }
+}
