@@ -9,7 +9,11 @@ use viz::Panel;
 
 /// Layer-wise correction activity over a data set, as in the Aligner paper's figure:
 /// (a) correct cases beside (b) copy cases, the mean LAT score of the last --tokens prompt
-/// tokens at every layer, on one shared colour scale. Numbers also go to --csv / --npy.
+/// tokens at every layer, and (c) their difference (a) - (b) on its own scale. Scores are
+/// (projection - midpoint) / the within-pair spread of the fitted pairs' projections at that
+/// layer; (a) and (b) share one colour scale clipped at +/- --clip, the decision row (the last
+/// prompt token, where the vectors were read) is outlined, and rows off the fitted
+/// distribution are starred. Numbers (unclipped) also go to --csv / --npy.
 ///
 /// Example:
 ///   alens heatmap --data notebooks-data/stimuli/copy-correct.jsonl --out heatmap.png --csv heatmap.csv
@@ -35,6 +39,10 @@ pub struct HeatmapArgs {
     /// Bounds: 1 to 4,096.
     #[arg(long, value_parser = crate::bounds::count::<1, 4_096>, default_value_t = 8)]
     batch_size: usize,
+    /// Colour limit of panels (a) and (b): scores beyond +/- this many spreads are drawn at
+    /// full colour (the numbers written stay unclipped).
+    #[arg(long, default_value_t = 3.0, value_parser = crate::commands::scan::parse_clip)]
+    clip: f64,
     #[arg(long)]
     csv: Option<PathBuf>,
     /// [2 (correct, copy), tokens, layers] .npy.
@@ -69,21 +77,50 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
     let row_labels: Vec<String> = (0..tokens)
         .map(|k| {
             if k + 1 == tokens {
-                "last".into()
+                "last (decision)".into()
             } else {
                 format!("t-{}", tokens - 1 - k)
             }
         })
         .collect();
     let col_labels: Vec<String> = activity.layers.iter().map(|l| l.to_string()).collect();
-    let panel = |title: String, values: &Vec<Vec<f64>>| Panel {
+    let difference: Vec<Vec<f64>> = activity
+        .correct
+        .iter()
+        .zip(&activity.copy)
+        .map(|(a, b)| a.iter().zip(b).map(|(a, b)| a - b).collect())
+        .collect();
+    let flagged: Vec<usize> = (0..tokens)
+        .filter(|&r| {
+            crate::commands::scan::off_distribution(&activity.correct[r], args.clip)
+                || crate::commands::scan::off_distribution(&activity.copy[r], args.clip)
+        })
+        .collect();
+    let panel = |title: String, values: &Vec<Vec<f64>>, scale: usize| Panel {
         title,
         values: values.clone(),
         row_labels: row_labels.clone(),
         col_labels: col_labels.clone(),
         x_label: "layer".into(),
         y_label: "prompt token (from the end)".into(),
+        scale,
+        marked_rows: vec![tokens - 1],
+        flagged_rows: flagged.clone(),
     };
+    // The difference's own scale reaches its largest magnitude over the rows on the fitted
+    // distribution, so a starred row cannot wash out where the classes part.
+    let difference_scale = viz::ColourScale::symmetric(
+        difference
+            .iter()
+            .enumerate()
+            .filter(|(r, _)| !flagged.contains(r))
+            .flat_map(|(_, row)| row),
+        "(a) - (b), same unit",
+    );
+    let scales = [
+        crate::commands::scan::clip_scale(vectors.scan_spread(), args.clip),
+        difference_scale,
+    ];
     let figure = viz::heatmaps(
         &args.out,
         &format!("Correction activity by layer: {}", ckpt.name()),
@@ -91,10 +128,13 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
             panel(
                 format!("(a) correct cases (n={})", activity.n_correct),
                 &activity.correct,
+                0,
             ),
-            panel(format!("(b) copy cases (n={})", activity.n_copy), &activity.copy),
+            panel(format!("(b) copy cases (n={})", activity.n_copy), &activity.copy, 0),
+            panel("(c) difference (a) - (b)".into(), &difference, 1),
         ],
-        "mean LAT score",
+        &scales,
+        &crate::commands::scan::figure_note(vectors.scan_spread(), args.clip, !flagged.is_empty()),
     )?;
     probe::io::record_written(&figure);
     if let Some(path) = &args.csv {

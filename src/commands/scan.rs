@@ -39,6 +39,10 @@ pub struct ScanArgs {
     /// Also write them as a [tokens, layers] .npy.
     #[arg(long)]
     npy: Option<PathBuf>,
+    /// Colour limit: scores beyond +/- this many spreads are drawn at full colour (the numbers
+    /// written stay unclipped).
+    #[arg(long, default_value_t = 3.0, value_parser = parse_clip)]
+    clip: f64,
     /// Generate up to N tokens (greedy) and scan those, after the last prompt token (1-4096).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=4096))]
     generated: Option<u16>,
@@ -84,13 +88,23 @@ pub fn run(args: ScanArgs) -> Result<()> {
         .map(|t| t.replace('\u{120}', "_"))
         .collect::<Vec<_>>();
     let layers: Vec<usize> = directions.keys().copied().collect();
+    // The decision row: the last prompt token, first with --generated, else last.
+    let decision = if args.generated.is_some() { 0 } else { values.len() - 1 };
+    let flagged: Vec<usize> = (0..values.len())
+        .filter(|&r| off_distribution(&values[r], args.clip))
+        .collect();
+    let mut row_labels = tokens.clone();
+    row_labels[decision] = format!("{} (decision)", row_labels[decision]);
     let panel = Panel {
         title,
         values: values.clone(),
-        row_labels: tokens.clone(),
+        row_labels,
         col_labels: layers.iter().map(|l| l.to_string()).collect(),
         x_label: "layer".into(),
         y_label: "token".into(),
+        scale: 0,
+        marked_rows: vec![decision],
+        flagged_rows: flagged.clone(),
     };
     let model_name = ckpt.name();
     let vec_name = vectors_path
@@ -101,7 +115,8 @@ pub fn run(args: ScanArgs) -> Result<()> {
         &args.out,
         &format!("LAT scan: {model_name}, {vec_name}"),
         &[panel],
-        "(projection - midpoint) / std",
+        &[clip_scale(vectors.scan_spread(), args.clip)],
+        &figure_note(vectors.scan_spread(), args.clip, !flagged.is_empty()),
     )?);
     if let Some(path) = &args.csv {
         let mut csv = csv::Writer::from_writer(Vec::new());
@@ -115,18 +130,51 @@ pub fn run(args: ScanArgs) -> Result<()> {
         let flat: Vec<f32> = values.iter().flatten().map(|&v| v as f32).collect();
         probe::io::write_npy_f32(npy, &[values.len(), layers.len()], &flat)?;
     }
-    let last = values
-        .get(if args.generated.is_some() {
-            0
-        } else {
-            values.len().saturating_sub(1)
-        })
-        .cloned()
-        .unwrap_or_default();
+    let last = values[decision].clone();
     println!(
         "last prompt token, per layer: {}",
         last.iter().map(|v| format!("{v:+.2}")).collect::<Vec<_>>().join(" ")
     );
     println!("wrote {}", args.out.display());
     Ok(())
+}
+
+/// `--clip`: a positive, finite colour limit.
+pub fn parse_clip(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("expected a positive number of spreads, got {text:?}")),
+    }
+}
+
+/// How far from the midpoint, in clips, a score marks its position as off the distribution
+/// the vectors were fitted on: ten times the colour limit (30 spreads at the default) is far
+/// beyond any fitted pair, as at early prompt tokens or attention-sink positions with massive
+/// activations at layers whose spread is small.
+const OFF_DISTRIBUTION_CLIPS: f64 = 10.0;
+
+/// Whether a row of scores is off the fitted distribution (see [`OFF_DISTRIBUTION_CLIPS`]).
+pub fn off_distribution(row: &[f64], clip: f64) -> bool {
+    row.iter().any(|v| v.abs() > OFF_DISTRIBUTION_CLIPS * clip)
+}
+
+/// The colour scale of scores: clipped at `clip`, its bar naming the unit and the clip.
+pub fn clip_scale(spread: steer::vectors::ScanSpread, clip: f64) -> viz::ColourScale {
+    viz::ColourScale::clip(clip, format!("score ({}), clipped at \u{b1}{clip}", spread.unit()))
+}
+
+/// The lines under a scan or heatmap: what the score is, what the outline and the stars mean.
+pub fn figure_note(spread: steer::vectors::ScanSpread, clip: f64, any_flagged: bool) -> String {
+    let mut note = format!(
+        "score = {} of the fitted pairs' projections at each layer\n\
+         outlined: the decision row (the last prompt token, where the vectors were read)",
+        spread.score_label()
+    );
+    if any_flagged {
+        note.push_str(&format!(
+            "\n* a position off the fitted distribution: beyond ±{} at some layer",
+            OFF_DISTRIBUTION_CLIPS * clip
+        ));
+    }
+    note
 }

@@ -36,6 +36,9 @@ pub struct LayerReading {
     /// steering.
     pub copy_mean: Option<f64>,
     pub correct_mean: Option<f64>,
+    /// The within-pair spread of the training projections (see
+    /// `probe::lat::ReadingVector::pair_spread`): what scans divide by.
+    pub pair_spread: Option<f64>,
 }
 
 /// The sidecar: where the vectors came from and how good they are, one [`LayerReading`] per
@@ -86,6 +89,57 @@ impl VectorMetadata {
     }
 }
 
+/// The per-layer spread a scan standardises by, best first: the within-pair spread LAT
+/// records; for older sidecars the pooled within-class spread, derived exactly from the
+/// projection std and the class means (balanced pairs: var = within + (gap / 2)^2); the
+/// projection std alone; the vector's norm for foreign files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ScanSpread {
+    WithinPair,
+    WithinClass,
+    ProjectionStd,
+    VectorNorm,
+}
+
+impl ScanSpread {
+    /// What the scores are, for a colour bar or a CSV header.
+    pub fn score_label(self) -> &'static str {
+        match self {
+            Self::WithinPair => "(projection - midpoint) / within-pair spread",
+            Self::WithinClass => "(projection - midpoint) / within-class std",
+            Self::ProjectionStd => "(projection - midpoint) / projection std",
+            Self::VectorNorm => "projection / vector norm",
+        }
+    }
+
+    /// The unit of the scores, short enough for a colour bar.
+    pub fn unit(self) -> &'static str {
+        match self {
+            Self::WithinPair => "within-pair spreads",
+            Self::WithinClass => "within-class stds",
+            Self::ProjectionStd => "projection stds",
+            Self::VectorNorm => "vector norms",
+        }
+    }
+}
+
+fn scan_spread(r: &LayerReading) -> (Option<f64>, ScanSpread) {
+    let positive = |v: Option<f64>| v.filter(|v| v.is_finite() && *v > 0.0);
+    if let Some(s) = positive(r.pair_spread) {
+        return (Some(s), ScanSpread::WithinPair);
+    }
+    if let (Some(std), Some(copy), Some(correct)) = (positive(r.scale), r.copy_mean, r.correct_mean) {
+        let within = std * std - ((correct - copy) / 2.0).powi(2);
+        if within > 0.0 {
+            return (Some(within.sqrt()), ScanSpread::WithinClass);
+        }
+    }
+    match positive(r.scale) {
+        Some(s) => (Some(s), ScanSpread::ProjectionStd),
+        None => (None, ScanSpread::VectorNorm),
+    }
+}
+
 /// One optional value of a reading.
 type ReadingField = fn(&LayerReading) -> Option<f64>;
 
@@ -110,6 +164,8 @@ struct SidecarFile {
     test_pairs: usize,
     copy_mean: Vec<f64>,
     correct_mean: Vec<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pair_spread: Vec<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     steer_mode: Option<SteerMode>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -137,6 +193,7 @@ impl From<SidecarFile> for VectorMetadata {
                 midpoint: at(&f.midpoint, k),
                 copy_mean: at(&f.copy_mean, k),
                 correct_mean: at(&f.correct_mean, k),
+                pair_spread: at(&f.pair_spread, k),
             })
             .collect();
         Self {
@@ -179,6 +236,7 @@ impl From<VectorMetadata> for SidecarFile {
             midpoint: column(|r| r.midpoint),
             copy_mean: column(|r| r.copy_mean),
             correct_mean: column(|r| r.correct_mean),
+            pair_spread: column(|r| r.pair_spread),
             model: m.model,
             d_model: m.d_model,
             method: m.method,
@@ -256,6 +314,7 @@ impl ControlVectors {
                     midpoint: Some(v.midpoint),
                     copy_mean: Some(v.copy_mean),
                     correct_mean: Some(v.correct_mean),
+                    pair_spread: Some(v.pair_spread),
                 })
                 .collect(),
             method: result.method.name().into(),
@@ -286,18 +345,21 @@ impl ControlVectors {
         }
     }
 
-    /// Per layer: the vector, and the (midpoint, scale) a scan centres and divides by. Files
-    /// without a sidecar scan raw projections (midpoint 0) divided by the vector's norm.
+    /// Per layer: the vector, and the (midpoint, spread) a scan centres and divides by (the
+    /// spread by [`ScanSpread`]'s order). Files without a sidecar scan raw projections
+    /// (midpoint 0) divided by the vector's norm.
     pub fn scan_directions(&self) -> BTreeMap<usize, ScanDirection> {
         self.vectors
             .iter()
             .map(|(&layer, v)| {
                 let norm = v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-                let from_meta = self.metadata.as_ref().and_then(|m| {
-                    let reading = m.reading(layer)?;
-                    Some((reading.midpoint?, reading.scale?))
-                });
-                let (midpoint, scale) = from_meta.unwrap_or((0.0, norm));
+                let reading = self.metadata.as_ref().and_then(|m| m.reading(layer));
+                let midpoint = reading.and_then(|r| r.midpoint);
+                let (spread, _) = reading.map_or((None, ScanSpread::VectorNorm), scan_spread);
+                let (midpoint, scale) = match (midpoint, spread) {
+                    (Some(m), Some(s)) => (m, s),
+                    _ => (0.0, norm),
+                };
                 (
                     layer,
                     ScanDirection {
@@ -308,6 +370,22 @@ impl ControlVectors {
                 )
             })
             .collect()
+    }
+
+    /// Which spread [`Self::scan_directions`] divides by (the weakest any layer falls back
+    /// to), for figure labels.
+    pub fn scan_spread(&self) -> ScanSpread {
+        self.vectors
+            .keys()
+            .map(|&layer| {
+                let reading = self.metadata.as_ref().and_then(|m| m.reading(layer));
+                match reading {
+                    Some(r) if r.midpoint.is_some() => scan_spread(r).1,
+                    _ => ScanSpread::VectorNorm,
+                }
+            })
+            .max()
+            .unwrap_or(ScanSpread::VectorNorm)
     }
 
     /// The (copy, correct) class means of the projections at `layer`, from the sidecar.
@@ -464,11 +542,12 @@ impl ControlVectors {
             }
             // Projections of f32 activations: anything outside f32's range is corrupt.
             let in_range = |x: &f64| x.is_finite() && x.abs() <= f32::MAX as f64;
-            let fields: [(&str, ReadingField); 4] = [
+            let fields: [(&str, ReadingField); 5] = [
                 ("scale", |r| r.scale),
                 ("midpoint", |r| r.midpoint),
                 ("copy_mean", |r| r.copy_mean),
                 ("correct_mean", |r| r.correct_mean),
+                ("pair_spread", |r| r.pair_spread),
             ];
             for (name, field) in fields {
                 if let Some(bad) = meta.readings.iter().filter_map(field).find(|x| !in_range(x)) {

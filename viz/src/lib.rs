@@ -12,8 +12,9 @@ mod curves;
 mod font;
 mod heatmap;
 
+pub use colour::{diverging, ColourScale};
 pub use curves::{line_chart, Series};
-pub use heatmap::{heatmaps, Panel};
+pub use heatmap::{footer, heatmaps, Panel};
 
 use anyhow::{bail, Result};
 use std::path::{Path, PathBuf};

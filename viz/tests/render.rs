@@ -1,7 +1,7 @@
 //! Every figure type renders, at the size asked for by its content, and is not blank.
 
 use std::path::Path;
-use viz::{heatmaps, line_chart, Panel, Series};
+use viz::{heatmaps, line_chart, ColourScale, Panel, Series};
 
 fn non_white_share(path: &Path) -> f64 {
     let img = image::open(path).unwrap().to_rgb8();
@@ -19,14 +19,19 @@ fn panel(title: &str, rows: usize, cols: usize, sign: f64) -> Panel {
         col_labels: (0..cols).map(|c| c.to_string()).collect(),
         x_label: "layer".into(),
         y_label: "token".into(),
+        ..Default::default()
     }
+}
+
+fn clip3() -> Vec<ColourScale> {
+    vec![ColourScale::clip(3.0, "score, clipped at 3")]
 }
 
 #[test]
 fn heatmaps_render_png_and_svg() {
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("scan.png");
-    heatmaps(&png, "LAT scan", &[panel("scan", 12, 6, 1.0)], "projection").unwrap();
+    heatmaps(&png, "LAT scan", &[panel("scan", 12, 6, 1.0)], &clip3(), "").unwrap();
     let img = image::open(&png).unwrap();
     assert!(
         img.width() > 300 && img.height() > 300,
@@ -41,25 +46,33 @@ fn heatmaps_render_png_and_svg() {
         &pair,
         "correction vs copy",
         &[panel("(a) correct", 6, 6, 1.0), panel("(b) copy", 6, 6, -1.0)],
-        "score",
+        &clip3(),
+        "a note",
     )
     .unwrap();
     assert!(image::open(&pair).unwrap().width() > img.width());
 
     let svg = dir.path().join("scan.svg");
-    heatmaps(&svg, "LAT scan", &[panel("scan", 4, 3, 1.0)], "projection").unwrap();
+    heatmaps(&svg, "LAT scan", &[panel("scan", 4, 3, 1.0)], &clip3(), "").unwrap();
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<svg") && text.contains("<rect") && text.contains("tok3"));
     // One token at one layer still draws its cell, labelled at the cell's centre.
     let single = dir.path().join("single.svg");
-    heatmaps(&single, "one cell", &[panel("cell", 1, 1, 1.0)], "projection").unwrap();
+    heatmaps(&single, "one cell", &[panel("cell", 1, 1, 1.0)], &clip3(), "").unwrap();
     let text = std::fs::read_to_string(&single).unwrap();
     assert!(
         text.contains("tok0") && text.contains("\n0\n"),
         "labels of a 1x1 heatmap"
     );
     assert!(!text.contains("width=\"0\" height=\"0\""), "the cell is drawn");
-    assert!(heatmaps(&dir.path().join("x.txt"), "t", &[panel("p", 2, 2, 1.0)], "v").is_err());
+    assert!(heatmaps(&dir.path().join("x.txt"), "t", &[panel("p", 2, 2, 1.0)], &clip3(), "").is_err());
+    // A panel naming a scale the figure lacks, or marking a row it lacks, is refused.
+    let mut bad = panel("p", 2, 2, 1.0);
+    bad.scale = 1;
+    assert!(heatmaps(&dir.path().join("bad.png"), "t", &[bad], &clip3(), "").is_err());
+    let mut bad = panel("p", 2, 2, 1.0);
+    bad.marked_rows = vec![2];
+    assert!(heatmaps(&dir.path().join("bad.png"), "t", &[bad], &clip3(), "").is_err());
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         4,
@@ -91,4 +104,38 @@ fn curves_render() {
         ys: vec![1.0],
     }];
     assert!(line_chart(&png, "t", "x", "y", &xs, &bad, (0.0, 1.0)).is_err());
+}
+
+/// The drawn colour follows the stated rule: saturation is value / clip, capped at full, and
+/// the colour is blue below 0, white at 0, red above; one cell far off the scale changes no
+/// other cell's colour (the old max-|value| scale let it wash the rest out).
+#[test]
+fn colour_scale_clips_and_counts() {
+    let scale = ColourScale::clip(3.0, "score");
+    assert_eq!(scale.saturation(1.5), 0.5);
+    assert_eq!(scale.saturation(-1.0), -1.0 / 3.0);
+    assert_eq!(scale.saturation(69.0), 1.0);
+    assert_eq!(scale.saturation(f64::NAN), 0.0);
+    let white = scale.colour(0.0);
+    assert_eq!((white.0, white.1, white.2), (255, 255, 255));
+    let red = scale.colour(3.0);
+    let blue = scale.colour(-3.0);
+    assert!(red.0 > red.2 && blue.2 > blue.0, "red above zero, blue below");
+    assert_eq!(scale.colour(3.0), scale.colour(300.0));
+    assert!((scale.clipped_share(&[0.0, 1.0, 4.0, -5.0]) - 0.5).abs() < 1e-12);
+
+    let mut p = panel("scan", 3, 2, 1.0);
+    p.values = vec![vec![69.0, 0.0], vec![1.0, -1.0], vec![0.5, 2.0]];
+    let drawn = p.drawn(&scale);
+    assert_eq!(
+        drawn[1],
+        vec![1.0 / 3.0, -1.0 / 3.0],
+        "the decision row keeps its colour"
+    );
+    let lines = viz::footer(&[p], &[scale], "note");
+    assert!(lines[0].starts_with("16.7% of 6 cells lie beyond \u{b1}3"), "{lines:?}");
+    assert_eq!(lines[1], "note");
+
+    let own = ColourScale::symmetric(&[-2.0, 1.0, f64::INFINITY], "difference");
+    assert_eq!((own.limit, own.clipped), (2.0, false));
 }

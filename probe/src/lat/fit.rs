@@ -26,6 +26,13 @@ pub struct ReadingVector {
     /// Mean training projection of the copy records, and of the correct records.
     pub copy_mean: f64,
     pub correct_mean: f64,
+    /// The within-pair spread of the training projections: each pair's two projections
+    /// centred on the pair's own mean (which takes out what the question adds to both) lie
+    /// at +/- half their difference, and this is the normal-consistent robust spread of
+    /// those, 1.4826 x the median absolute deviation of the differences / 2. Scans divide by
+    /// it, so a class mean sits about `gap / spread_of_differences` from the midpoint, which
+    /// is what the held-out pair accuracy measures (a few outlying pairs do not inflate it).
+    pub pair_spread: f64,
 }
 
 impl ReadingVector {
@@ -178,7 +185,24 @@ fn fit_layer(
         midpoint: mean,
         copy_mean: class_mean(0),
         correct_mean: class_mean(1),
+        pair_spread: pair_spread(&projections),
     })
+}
+
+/// [`ReadingVector::pair_spread`] of `(copy, correct)` projections laid out pair by pair.
+fn pair_spread(projections: &[f64]) -> f64 {
+    let median = |mut v: Vec<f64>| -> f64 {
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => v[n / 2],
+            _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    };
+    let diffs: Vec<f64> = projections.chunks_exact(2).map(|p| p[1] - p[0]).collect();
+    let centre = median(diffs.clone());
+    1.4826 * median(diffs.iter().map(|d| (d - centre).abs()).collect()) / 2.0
 }
 
 fn unit(mut v: Vec<f64>) -> Vec<f64> {

@@ -17,7 +17,8 @@ pub struct ScanDirection {
     pub direction: Vec<f32>,
     /// The class boundary on the unit direction (0 when unknown).
     pub midpoint: f64,
-    /// The projection spread (the direction's norm when unknown).
+    /// The spread the projection is divided by: the within-pair spread of the fitted pairs'
+    /// projections where the sidecar has it (the direction's norm when nothing is known).
     pub scale: f64,
 }
 
