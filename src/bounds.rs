@@ -36,6 +36,11 @@ pub fn share(text: &str) -> Result<f64, String> {
     }
 }
 
+/// A shard of a job array, `I/N` with 0 <= I < N (`--shard`).
+pub fn shard(text: &str) -> Result<probe::shard::ShardSpec, String> {
+    text.parse().map_err(|e: anyhow::Error| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

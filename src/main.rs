@@ -54,6 +54,7 @@ enum Command {
     ExportHf(commands::export_hf::ExportHfArgs),
     Tune(commands::tune::TuneArgs),
     Serve(commands::serve::ServeArgs),
+    Merge(commands::merge::MergeArgs),
 }
 
 fn main() -> ExitCode {
@@ -94,5 +95,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::ExportHf(args) => commands::export_hf::run(args),
         Command::Tune(args) => commands::tune::run(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Merge(args) => commands::merge::run(args),
     }
 }

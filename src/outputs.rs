@@ -114,3 +114,27 @@ pub fn file_hash(path: &Path) -> Result<String> {
 pub fn vector_inputs(path: &Path) -> [PathBuf; 2] {
     [path.to_path_buf(), steer::vectors::sidecar_path(path)]
 }
+
+/// What a shard's output records about itself (see `probe::shard`): its block of `total`
+/// records, the hashes of data and model, and `options`, everything else the result depends on.
+pub fn shard_info(
+    kind: &str,
+    spec: probe::shard::ShardSpec,
+    block: &std::ops::Range<usize>,
+    total: usize,
+    data: &Path,
+    provenance: &probe::provenance::Provenance,
+    options: serde_json::Value,
+) -> Result<probe::shard::ShardInfo> {
+    Ok(probe::shard::ShardInfo {
+        kind: kind.into(),
+        spec: spec.to_string(),
+        first: block.start,
+        records: block.len(),
+        total,
+        data_sha256: file_hash(data)?,
+        model: provenance.model.content_hash.clone(),
+        options,
+        alens_version: provenance.alens_version.clone(),
+    })
+}

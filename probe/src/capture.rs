@@ -10,6 +10,7 @@ use crate::hooks::{HookPoint, Site};
 use crate::io::{TensorFileWriter, TensorSpec};
 use crate::journal::Journal;
 use crate::model::Checkpoint;
+use crate::shard::ShardInfo;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use std::collections::BTreeMap;
@@ -165,7 +166,10 @@ pub fn capture_to_file(
 ) -> Result<CaptureSummary> {
     let started = std::time::Instant::now();
     let cfg = &ckpt.config;
-    check_sequences(ckpt, sequences)?;
+    // An empty capture is a shard with no records (more shards than records).
+    if !sequences.is_empty() {
+        check_sequences(ckpt, sequences)?;
+    }
     let all = request.positions == PositionMode::All;
     // First output row of each sequence.
     let mut first_row = Vec::with_capacity(sequences.len());
@@ -216,6 +220,15 @@ pub fn capture_to_file(
         writer.write_i64_rows("token_offsets", 0, &offsets)?;
     }
 
+    if sequences.is_empty() {
+        writer.finish()?;
+        return Ok(CaptureSummary {
+            sequences: 0,
+            tokens: 0,
+            tensors: tensor_names,
+            seconds: started.elapsed().as_secs_f64(),
+        });
+    }
     run_batched_skipping(
         ckpt,
         sequences,
@@ -241,7 +254,7 @@ pub fn capture_to_file(
                 } else {
                     batch.last_normed()?
                 };
-                let logits = ckpt.model.logits(&normed)?;
+                let logits = unembed(ckpt, &normed)?;
                 for (row, &i) in batch.sequences.iter().enumerate() {
                     let kept = if all {
                         logits.get(row)?.narrow(0, 0, batch.len(row))?
@@ -267,6 +280,19 @@ pub fn capture_to_file(
     })
 }
 
+/// The logits of `normed` `[rows, width, d]`. A product with a single row takes the
+/// matrix-vector kernel, which adds in another order than the matrix-matrix one: a row's logits
+/// would then depend on which batch it met, and a shard's capture would differ from the
+/// unsharded one in the last bits. So a lone row is unembedded beside a copy of itself.
+fn unembed(ckpt: &Checkpoint, normed: &Tensor) -> Result<Tensor> {
+    let (rows, width, _) = normed.dims3()?;
+    if rows * width != 1 {
+        return ckpt.model.logits(normed);
+    }
+    let pair = Tensor::cat(&[normed, normed], 0)?;
+    Ok(ckpt.model.logits(&pair)?.narrow(0, 0, 1)?)
+}
+
 /// Writes one sequence's rows of `name`, refusing NaN or infinity with the place named.
 fn write_finite(
     writer: &mut TensorFileWriter,
@@ -280,6 +306,219 @@ fn write_finite(
         bail!("non-finite activation at {name} for sequence {}", sequence + 1);
     }
     writer.write_f32_rows(name, first_row, &values)
+}
+
+/// The metadata key under which a shard's capture records its [`ShardInfo`].
+pub const SHARD_KEY: &str = "shard";
+
+/// One tensor of a safetensors file, as its header lists it.
+struct StoredTensor {
+    name: String,
+    dtype: String,
+    shape: Vec<usize>,
+    /// Byte range within the data section.
+    start: u64,
+    end: u64,
+}
+
+/// A safetensors file's header: its tensors, its metadata, and where its data starts.
+struct StoredHeader {
+    tensors: Vec<StoredTensor>,
+    metadata: BTreeMap<String, String>,
+    data_start: u64,
+}
+
+fn read_header(path: &Path) -> Result<StoredHeader> {
+    use std::io::Read;
+    let not_ours = || format!("{} is not a safetensors capture", path.display());
+    let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).with_context(not_ours)?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        bail!("{}", not_ours());
+    }
+    let mut header = vec![0u8; len as usize];
+    file.read_exact(&mut header).with_context(not_ours)?;
+    let header: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&header).with_context(not_ours)?;
+    let mut tensors = Vec::new();
+    let mut metadata = BTreeMap::new();
+    for (name, value) in header {
+        if name == "__metadata__" {
+            metadata = serde_json::from_value(value).with_context(not_ours)?;
+            continue;
+        }
+        #[derive(serde::Deserialize)]
+        struct Entry {
+            dtype: String,
+            shape: Vec<usize>,
+            data_offsets: [u64; 2],
+        }
+        let entry: Entry = serde_json::from_value(value).with_context(not_ours)?;
+        tensors.push(StoredTensor {
+            name,
+            dtype: entry.dtype,
+            shape: entry.shape,
+            start: entry.data_offsets[0],
+            end: entry.data_offsets[1],
+        });
+    }
+    Ok(StoredHeader {
+        tensors,
+        metadata,
+        data_start: 8 + len,
+    })
+}
+
+/// The [`ShardInfo`] a capture shard carries in its metadata.
+pub fn shard_info(path: &Path) -> Result<ShardInfo> {
+    let header = read_header(path)?;
+    let info = header
+        .metadata
+        .get(SHARD_KEY)
+        .with_context(|| format!("{} is not a shard output (it has no shard entry)", path.display()))?;
+    serde_json::from_str(info).with_context(|| format!("{}: unreadable shard entry", path.display()))
+}
+
+/// Joins the capture shards `shards` (any order) into `out`: every tensor's rows concatenated
+/// in record order, `token_offsets` rebuilt, the metadata of the unsharded run with the shard
+/// files listed in its provenance. Returns the number of records.
+pub fn merge_shards(shards: &[PathBuf], out: &Path) -> Result<usize> {
+    let mut set = Vec::new();
+    let mut headers = Vec::new();
+    for path in shards {
+        let header = read_header(path)?;
+        let info: ShardInfo = serde_json::from_str(
+            header
+                .metadata
+                .get(SHARD_KEY)
+                .with_context(|| format!("{} is not a shard output (it has no shard entry)", path.display()))?,
+        )
+        .with_context(|| format!("{}: unreadable shard entry", path.display()))?;
+        set.push((path.clone(), info));
+        headers.push((path.clone(), header));
+    }
+    let set = crate::shard::check_set(set)?;
+    let header_of = |path: &PathBuf| &headers.iter().find(|(p, _)| p == path).expect("checked").1;
+    let total = set[0].1.total;
+    // The writer lays tensors out in request order with token_offsets last; the shard with the
+    // most records has every tensor non-empty, so its offsets give that order.
+    let (largest, _) = set.iter().max_by_key(|(_, i)| i.records).expect("at least one shard");
+    let mut order: Vec<&StoredTensor> = header_of(largest)
+        .tensors
+        .iter()
+        .filter(|t| t.name != "token_offsets")
+        .collect();
+    order.sort_by_key(|t| t.start);
+    let all = header_of(largest).metadata.get("positions").map(String::as_str) == Some("all");
+    let mut specs = Vec::new();
+    for t in &order {
+        let rows: usize = set
+            .iter()
+            .map(|(p, _)| {
+                header_of(p)
+                    .tensors
+                    .iter()
+                    .find(|s| s.name == t.name && s.dtype == t.dtype && s.shape[1..] == t.shape[1..])
+                    .map(|s| s.shape[0])
+                    .with_context(|| format!("{} has no tensor {} like the other shards'", p.display(), t.name))
+            })
+            .sum::<Result<usize>>()?;
+        let mut shape = t.shape.clone();
+        shape[0] = rows;
+        specs.push(match t.dtype.as_str() {
+            "F32" => TensorSpec::f32(t.name.clone(), shape),
+            "I64" => TensorSpec::i64(t.name.clone(), shape),
+            other => bail!(
+                "{}: tensor {} has dtype {other}, not a capture's",
+                largest.display(),
+                t.name
+            ),
+        });
+    }
+    if all && total > 1 {
+        specs.push(TensorSpec::i64("token_offsets", vec![total + 1]));
+    }
+    let mut metadata = header_of(largest).metadata.clone();
+    metadata.remove(SHARD_KEY);
+    if let Some(text) = metadata.get_mut("provenance") {
+        let mut provenance: crate::provenance::Provenance = serde_json::from_str(text)?;
+        provenance.shards = crate::shard::shard_list(&set);
+        *text = serde_json::to_string(&provenance)?;
+    }
+    let mut writer = TensorFileWriter::create(out, specs.clone(), &metadata)?;
+    let mut first_rows = vec![0usize; specs.len()];
+    let mut offsets: Vec<i64> = vec![0];
+    for (path, info) in &set {
+        use std::io::{Read, Seek, SeekFrom};
+        let header = header_of(path);
+        let mut file = std::fs::File::open(path).with_context(|| format!("failed to open {}", path.display()))?;
+        for (k, spec) in specs.iter().enumerate() {
+            if spec.name == "token_offsets" {
+                continue;
+            }
+            let stored = header
+                .tensors
+                .iter()
+                .find(|t| t.name == spec.name)
+                .expect("checked above");
+            let mut bytes = vec![0u8; (stored.end - stored.start) as usize];
+            file.seek(SeekFrom::Start(header.data_start + stored.start))?;
+            file.read_exact(&mut bytes)
+                .with_context(|| format!("{} is cut short", path.display()))?;
+            if spec.dtype == crate::io::ElementType::F32 {
+                let values: Vec<f32> = bytes
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                writer.write_f32_rows(&spec.name, first_rows[k], &values)?;
+            } else {
+                let values: Vec<i64> = bytes
+                    .chunks_exact(8)
+                    .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                    .collect();
+                writer.write_i64_rows(&spec.name, first_rows[k], &values)?;
+            }
+            first_rows[k] += stored.shape[0];
+        }
+        // Each shard's sequence starts, shifted to the merged rows.
+        if all {
+            let base = *offsets.last().expect("starts with 0");
+            let local: Vec<i64> = match header.tensors.iter().find(|t| t.name == "token_offsets") {
+                Some(t) => {
+                    let mut bytes = vec![0u8; (t.end - t.start) as usize];
+                    file.seek(SeekFrom::Start(header.data_start + t.start))?;
+                    file.read_exact(&mut bytes)?;
+                    bytes
+                        .chunks_exact(8)
+                        .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+                        .collect()
+                }
+                None => {
+                    let rows = header
+                        .tensors
+                        .iter()
+                        .find(|t| t.name == "token_ids")
+                        .map_or(0, |t| t.shape[0]);
+                    if info.records == 0 {
+                        vec![0]
+                    } else {
+                        vec![0, rows as i64]
+                    }
+                }
+            };
+            offsets.extend(local.iter().skip(1).map(|o| base + o));
+        }
+    }
+    if all && total > 1 {
+        anyhow::ensure!(
+            offsets.len() == total + 1,
+            "the shards' token offsets do not add up to {total} records"
+        );
+        writer.write_i64_rows("token_offsets", 0, &offsets)?;
+    }
+    writer.finish()?;
+    Ok(total)
 }
 
 #[cfg(test)]

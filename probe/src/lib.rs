@@ -25,6 +25,7 @@ pub mod ledger;
 pub mod model;
 pub mod progress;
 pub mod provenance;
+pub mod shard;
 pub mod stimuli;
 
 pub use hooks::{Cache, HookPoint, Hooks, NoHooks, Site};

@@ -17,6 +17,9 @@ pub struct Provenance {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seed: Option<u64>,
     pub model: ModelIdentity,
+    /// A merged output's shards (`I/N FILE`, in shard order); empty for a run on one machine.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shards: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -85,6 +88,7 @@ impl Provenance {
             command_line,
             seed,
             model: ModelIdentity::of(ckpt)?,
+            shards: Vec::new(),
         })
     }
 }

@@ -55,6 +55,10 @@ pub struct CaptureArgs {
     /// Continue a capture that was killed, from OUT.partial and its journal.
     #[arg(long)]
     resume: bool,
+    /// Capture only shard I of N of the --data records (a contiguous block, in order); join
+    /// the shards with `alens merge`.
+    #[arg(long, value_name = "I/N", value_parser = crate::bounds::shard, allow_hyphen_values = true, requires = "data")]
+    shard: Option<probe::shard::ShardSpec>,
 }
 
 pub fn run(args: CaptureArgs) -> Result<()> {
@@ -63,6 +67,7 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     crate::outputs::check(&[Some(&args.out)], &inputs)?;
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
+    let mut block = None;
     let sequences: Vec<Vec<u32>> = if let Some(ids) = &args.token_ids {
         vec![ids.clone()]
     } else if let Some(prompt) = &args.prompt {
@@ -72,7 +77,10 @@ pub fn run(args: CaptureArgs) -> Result<()> {
             .encode(prompt)?]
     } else if let Some(path) = &args.data {
         let tokenizer = ckpt.tokenizer().context("--data needs a tokenizer; use --token-ids")?;
-        read_jsonl(path)?
+        let records = read_jsonl(path)?;
+        let range = args.shard.map_or(0..records.len(), |s| s.range(records.len()));
+        block = Some((range.clone(), records.len()));
+        records[range]
             .iter()
             .map(|r| tokenizer.encode(&template.render(&r.question, &r.answer)))
             .collect::<Result<_>>()
@@ -97,6 +105,17 @@ pub fn run(args: CaptureArgs) -> Result<()> {
         metadata.insert("template".to_string(), template.as_str().to_string());
     }
     let resumable = probe::io::TensorFormat::from_path(&args.out)? == probe::io::TensorFormat::Safetensors;
+    if let (Some(spec), Some((range, total)), Some(data)) = (args.shard, &block, &args.data) {
+        anyhow::ensure!(
+            resumable,
+            "--shard needs a .safetensors output (alens merge joins those)"
+        );
+        let options = serde_json::json!({"points": &args.points, "layers": &args.layers, "positions": args.positions.name(),
+                                         "batch_size": args.batch_size, "template": template.as_str()});
+        let provenance = crate::outputs::provenance(&ckpt, None)?;
+        let info = crate::outputs::shard_info("capture", spec, range, *total, data, &provenance, options)?;
+        metadata.insert(probe::capture::SHARD_KEY.to_string(), serde_json::to_string(&info)?);
+    }
     if args.resume && !resumable {
         bail!("--resume needs a .safetensors output (an .npz is assembled at the end)");
     }

@@ -40,6 +40,10 @@ pub struct EvalArgs {
     /// Continue an interrupted run from its journal.
     #[arg(long)]
     resume: bool,
+    /// Evaluate only shard I of N of the records (contiguous, in whole batches); --json then
+    /// journals every record's outcome, and `alens merge` joins the shards.
+    #[arg(long, value_name = "I/N", value_parser = crate::bounds::shard, allow_hyphen_values = true, requires = "json")]
+    shard: Option<probe::shard::ShardSpec>,
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
@@ -49,10 +53,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let ckpt = args.model.load()?;
     let template = args.model.template()?;
     let data = args.data.unwrap_or_else(|| args.model.default_test_records());
-    let records = read_jsonl(&data)?;
+    let mut records = read_jsonl(&data)?;
     let provenance = crate::outputs::provenance(&ckpt, None)?;
-    let settings = serde_json::json!({"command": "eval", "data": crate::outputs::file_hash(&data)?, "model": provenance.model.content_hash,
+    let options = serde_json::json!({"template": template.as_str(), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size});
+    let mut settings = serde_json::json!({"command": "eval", "data": crate::outputs::file_hash(&data)?, "model": provenance.model.content_hash,
                                       "template": template.as_str(), "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size});
+    let shard = match args.shard {
+        Some(spec) => {
+            let block = spec.batch_range(records.len(), args.batch_size);
+            let info = crate::outputs::shard_info("eval", spec, &block, records.len(), &data, &provenance, options)?;
+            records = records.drain(block).collect();
+            settings["shard"] = spec.to_string().into();
+            Some(info)
+        }
+        None => None,
+    };
     let mut journal = crate::outputs::journal(
         &[args.json.as_ref(), args.outputs.as_ref()],
         settings,
@@ -87,6 +102,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(path) = &args.json {
         let report = steer::eval::EvalReport {
             provenance: Some(provenance.clone()),
+            shard: shard.map(|shard| steer::eval::EvalShard {
+                shard,
+                outcomes: report.outcomes.clone(),
+            }),
             ..report.clone()
         };
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;

@@ -69,12 +69,23 @@ pub struct LatArgs {
     /// Record in the sidecar the default sweep grid (comma-separated, in the mode's unit).
     #[arg(long, value_delimiter = ',', allow_hyphen_values = true)]
     alphas: Option<Vec<f64>>,
+    /// Only read the activations of shard I of N of the records (a contiguous block, in
+    /// order) and write them to --out; `lat --from-shards` fits the vectors from the shards.
+    #[arg(long, value_name = "I/N", value_parser = crate::bounds::shard, allow_hyphen_values = true, conflicts_with_all = ["from_shards", "plot", "gguf"])]
+    shard: Option<probe::shard::ShardSpec>,
+    /// Fit from the activations the `lat --shard` runs read, instead of reading them.
+    #[arg(long, num_args = 1.., value_name = "SHARD")]
+    from_shards: Option<Vec<PathBuf>>,
 }
 
 pub fn run(args: LatArgs) -> Result<()> {
     let data = args.data.clone().unwrap_or_else(|| args.model.default_stimuli());
     let mut inputs = args.model.input_paths();
     inputs.push(data.clone());
+    inputs.extend(args.from_shards.iter().flatten().cloned());
+    if let Some(spec) = args.shard {
+        return read_shard(&args, spec, &data, &inputs);
+    }
     let sidecar = steer::vectors::sidecar_path(&args.out);
     crate::outputs::check_with_figures(
         &[Some(&args.out), Some(&sidecar), args.gguf.as_ref()],
@@ -92,7 +103,33 @@ pub fn run(args: LatArgs) -> Result<()> {
     let keep = probe::capture::parse_layers(&args.layers, ckpt.config.num_hidden_layers)?;
     let records = read_jsonl(&data)?;
     let pairs = build_pairs(&records)?;
-    let activations = read_activations(&ckpt, &template, &records, args.position, args.batch_size)?;
+    let (activations, shards) = match &args.from_shards {
+        Some(files) => {
+            let (layers, d) = (ckpt.config.num_hidden_layers, ckpt.config.hidden_size);
+            let (set, activations) = probe::lat::read_activation_shards(files, layers, d)?;
+            let info = &set[0].1;
+            let (path, model) = (
+                set[0].0.display(),
+                crate::outputs::provenance(&ckpt, None)?.model.content_hash,
+            );
+            anyhow::ensure!(
+                info.data_sha256 == crate::outputs::file_hash(&data)?,
+                "{path} was read from other data than {}",
+                data.display()
+            );
+            anyhow::ensure!(info.model == model, "{path} was read with another model");
+            anyhow::ensure!(
+                info.options["position"] == args.position.name(),
+                "{path} was read at another --position"
+            );
+            anyhow::ensure!(info.total == records.len(), "{path} holds another number of records");
+            (activations, probe::shard::shard_list(&set))
+        }
+        None => (
+            read_activations(&ckpt, &template, &records, args.position, args.batch_size)?,
+            Vec::new(),
+        ),
+    };
     let result = fit(&activations, &pairs, args.method, args.test_fraction, args.seed)?;
 
     let accuracy_label = if result.accuracy_is_training {
@@ -137,7 +174,9 @@ pub fn run(args: LatArgs) -> Result<()> {
         metadata.steer_positions = args.steer_positions;
         metadata.alphas = args.alphas.clone().unwrap_or_default();
         metadata.steer_layers_chosen = steer_layers_chosen;
-        metadata.provenance = Some(crate::outputs::provenance(&ckpt, Some(args.seed))?);
+        let mut provenance = crate::outputs::provenance(&ckpt, Some(args.seed))?;
+        provenance.shards = shards;
+        metadata.provenance = Some(provenance);
         println!("default steering layers: {:?}", metadata.default_layers);
     }
     vectors.save(&args.out)?;
@@ -186,5 +225,44 @@ pub fn run(args: LatArgs) -> Result<()> {
             }
         );
     }
+    Ok(())
+}
+
+/// `lat --shard`: reads the activations of the shard's block of records and writes them, with
+/// the shard's identity, to --out.
+fn read_shard(args: &LatArgs, spec: probe::shard::ShardSpec, data: &std::path::Path, inputs: &[PathBuf]) -> Result<()> {
+    crate::outputs::check(&[Some(&args.out)], inputs)?;
+    anyhow::ensure!(
+        probe::io::TensorFormat::from_path(&args.out)? == probe::io::TensorFormat::Safetensors,
+        "lat --shard writes activations: give a .safetensors --out"
+    );
+    let ckpt = args.model.load()?;
+    let template = args.model.template()?;
+    let records = read_jsonl(data)?;
+    // The whole set must make pairs, or the fit after the merge would fail.
+    build_pairs(&records)?;
+    let block = spec.range(records.len());
+    let d = ckpt.config.hidden_size;
+    let activations = read_activations(
+        &ckpt,
+        &template,
+        &records[block.clone()],
+        args.position,
+        args.batch_size,
+    )?;
+    let provenance = crate::outputs::provenance(&ckpt, None)?;
+    let options = serde_json::json!({"position": args.position.name(), "template": template.as_str()});
+    let info = crate::outputs::shard_info("lat", spec, &block, records.len(), data, &provenance, options)?;
+    let mut metadata = std::collections::BTreeMap::new();
+    metadata.insert(probe::capture::SHARD_KEY.to_string(), serde_json::to_string(&info)?);
+    metadata.insert("provenance".to_string(), serde_json::to_string(&provenance)?);
+    probe::lat::write_activation_shard(&args.out, &activations, d, block.len(), &metadata)?;
+    println!(
+        "wrote the activations of records {}..{} of {} (shard {spec}) to {}",
+        block.start,
+        block.end,
+        records.len(),
+        args.out.display()
+    );
     Ok(())
 }

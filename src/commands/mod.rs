@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod generate;
 pub mod heatmap;
 pub mod lat;
+pub mod merge;
 pub mod scan;
 pub mod serve;
 pub mod sweep;

@@ -54,6 +54,10 @@ pub struct SweepArgs {
     /// --json, --csv, --out): only the missing batches are generated, the result is the same.
     #[arg(long)]
     resume: bool,
+    /// Sweep only shard I of N of the records (contiguous, in whole batches); --json then
+    /// journals every record's outcome per alpha, and `alens merge` joins the shards.
+    #[arg(long, value_name = "I/N", value_parser = crate::bounds::shard, allow_hyphen_values = true, requires = "json")]
+    shard: Option<probe::shard::ShardSpec>,
 }
 
 pub fn run(args: SweepArgs) -> Result<()> {
@@ -81,20 +85,37 @@ pub fn run(args: SweepArgs) -> Result<()> {
     };
     let provenance = crate::outputs::provenance(&ckpt, args.random_control)?;
     let vectors_path = args.steering.vectors_path(&args.model);
-    let settings = serde_json::json!({"command": "sweep", "data": crate::outputs::file_hash(&data)?, "limit": args.limit,
+    let mut settings = serde_json::json!({"command": "sweep", "data": crate::outputs::file_hash(&data)?, "limit": args.limit,
         "model": provenance.model.content_hash, "template": template.as_str(), "vectors": crate::outputs::file_hash(&vectors_path)?,
         "layers": steering.layers, "site": format!("{:?}", steering.site), "mode": steering.mode.name(), "positions": steering.positions.name(),
         "alphas": options.alphas, "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "random_control": args.random_control});
+    let shard = match args.shard {
+        Some(spec) => {
+            let block = spec.batch_range(records.len(), args.batch_size);
+            let mut options = settings.clone();
+            for key in ["command", "data", "model"] {
+                options.as_object_mut().map(|o| o.remove(key));
+            }
+            let info = crate::outputs::shard_info("sweep", spec, &block, records.len(), &data, &provenance, options)?;
+            records = records.drain(block).collect();
+            settings["shard"] = spec.to_string().into();
+            Some(info)
+        }
+        None => None,
+    };
     let mut journal = crate::outputs::journal(
         &[args.json.as_ref(), args.csv.as_ref(), args.out.as_ref()],
         settings,
         &ckpt,
         args.resume,
     )?;
-    let report = SweepReport::new(
+    let mut report = SweepReport::new(
         sweep(&ckpt, &template, &records, &steering, &options, journal.as_mut())?,
         Some(provenance),
     );
+    if let Some(info) = shard {
+        report = report.as_shard(info);
+    }
     let result = &report.result;
     println!(
         "steering layers {:?} ({} at {:?} positions: {}); {} copy cases, {} correct cases",

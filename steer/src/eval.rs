@@ -5,10 +5,12 @@ use crate::generate::{run_aligner_many, GenerationConfig};
 use crate::outcome::{ClassTally, Outcome};
 use anyhow::{Context, Result};
 use probe::hooks::NoHooks;
+use probe::shard::ShardInfo;
 use probe::stimuli::StimulusRecord;
 use probe::{AlignerTemplate, Checkpoint};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 /// Exact-match rates (0..1) and mean correction magnitude over a set of records.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -39,7 +41,32 @@ pub struct EvalReport {
     /// `eval --outputs`, not in the JSON).
     #[serde(skip)]
     pub outputs: Vec<(String, bool)>,
+    /// Every record's outcome, in record order: journaled in a shard's output (see
+    /// [`EvalShard`]), where `alens merge` recomputes the scores from them.
+    #[serde(skip)]
+    pub outcomes: Vec<RecordOutcome>,
+    /// Set on a shard's output only.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<EvalShard>,
 }
+
+/// One record's outcome with what the scores group it by.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordOutcome {
+    pub category: String,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// What a shard's eval output adds: which shard it is, and every record's outcome.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EvalShard {
+    pub shard: ShardInfo,
+    pub outcomes: Vec<RecordOutcome>,
+}
+
+/// The most misses a report keeps.
+const MAX_MISSES: usize = 10;
 
 impl EvalScores {
     fn from_tally(t: &ClassTally) -> Self {
@@ -99,29 +126,96 @@ pub fn evaluate(
     )?;
     progress.finish_and_clear();
 
-    let mut overall = ClassTally::default();
-    let mut per_category: BTreeMap<String, ClassTally> = BTreeMap::new();
+    let mut outcomes = Vec::with_capacity(outputs.len());
     let mut misses = Vec::new();
     let mut scored = Vec::with_capacity(outputs.len());
     for ((record, reference), output) in records.iter().zip(references).zip(outputs) {
         let outcome = Outcome::of(tokenizer, record, &output)?;
-        overall.add(&outcome);
         let category = record.category.clone().unwrap_or_else(|| "uncategorised".into());
-        per_category.entry(category).or_default().add(&outcome);
-        if !outcome.exact && misses.len() < 10 {
+        outcomes.push(RecordOutcome { category, outcome });
+        if !outcome.exact && misses.len() < MAX_MISSES {
             misses.push(serde_json::json!({"question": record.question, "answer": record.answer,
                                            "expected": reference, "output": output.text}));
         }
         scored.push((output.text, outcome.exact));
     }
     Ok(EvalReport {
-        overall: EvalScores::from_tally(&overall),
-        per_category: per_category
-            .iter()
-            .map(|(k, t)| (k.clone(), EvalScores::from_tally(t)))
-            .collect(),
-        misses,
-        provenance: None,
         outputs: scored,
+        ..EvalReport::of_outcomes(outcomes, misses)
     })
+}
+
+impl EvalReport {
+    /// The scores of `outcomes`, tallied in record order (so a merge of shards adds the same
+    /// numbers in the same order as one run).
+    fn of_outcomes(outcomes: Vec<RecordOutcome>, misses: Vec<serde_json::Value>) -> Self {
+        let mut overall = ClassTally::default();
+        let mut per_category: BTreeMap<String, ClassTally> = BTreeMap::new();
+        for o in &outcomes {
+            overall.add(&o.outcome);
+            per_category.entry(o.category.clone()).or_default().add(&o.outcome);
+        }
+        EvalReport {
+            overall: EvalScores::from_tally(&overall),
+            per_category: per_category
+                .iter()
+                .map(|(k, t)| (k.clone(), EvalScores::from_tally(t)))
+                .collect(),
+            misses,
+            provenance: None,
+            outputs: Vec::new(),
+            outcomes,
+            shard: None,
+        }
+    }
+
+    /// Joins eval shard outputs (any order) into the report the unsharded run writes, with the
+    /// shards listed in its provenance. A shard's misses are its first ones, so the run's first
+    /// misses are among theirs.
+    pub fn merge_shards(shards: &[PathBuf]) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Stored {
+            misses: Vec<serde_json::Value>,
+            provenance: probe::provenance::Provenance,
+            outcomes: Vec<RecordOutcome>,
+        }
+        let mut set = Vec::new();
+        let mut stored = Vec::new();
+        for path in shards {
+            let (value, info) = probe::shard::read_json_shard(path)?;
+            anyhow::ensure!(
+                info.kind == "eval",
+                "{} is a {} shard, not an eval shard",
+                path.display(),
+                info.kind
+            );
+            let s: Stored = serde_json::from_value(value)
+                .with_context(|| format!("{} is not an eval shard output", path.display()))?;
+            anyhow::ensure!(
+                s.outcomes.len() == info.records,
+                "{} journals {} outcomes for {} records",
+                path.display(),
+                s.outcomes.len(),
+                info.records
+            );
+            set.push((path.clone(), info));
+            stored.push((path.clone(), s));
+        }
+        let set = probe::shard::check_set(set)?;
+        let mut outcomes = Vec::new();
+        let mut misses = Vec::new();
+        let mut provenance = None;
+        for (path, _) in &set {
+            let (_, s) = stored.iter_mut().find(|(p, _)| p == path).expect("checked");
+            outcomes.append(&mut s.outcomes);
+            misses.append(&mut s.misses);
+            provenance.get_or_insert_with(|| s.provenance.clone());
+        }
+        misses.truncate(MAX_MISSES);
+        let mut provenance = provenance.expect("at least one shard");
+        provenance.shards = probe::shard::shard_list(&set);
+        let mut report = Self::of_outcomes(outcomes, misses);
+        report.provenance = Some(provenance);
+        Ok(report)
+    }
 }

@@ -3,9 +3,13 @@
 //! model copy bad answers and the highest makes it edit good ones, the text stays sane, and a
 //! random direction pushed as hard does much less.
 
-use crate::sweep::{SweepCurve, SweepResult};
+use crate::outcome::Outcome;
+use crate::sweep::{RandomControl, SweepCurve, SweepResult};
+use anyhow::{Context, Result};
 use probe::provenance::Provenance;
+use probe::shard::ShardInfo;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// A sweep as `alens sweep --json` writes it: the curves, whether they make a knob, and where
 /// they come from (the command sets the last two).
@@ -17,6 +21,19 @@ pub struct SweepReport {
     pub checks: Option<KnobChecks>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
+    /// Set on a shard's output only.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<SweepShard>,
+}
+
+/// What a shard's sweep output adds: which shard it is, and every record's outcome per alpha
+/// (and per alpha of the random control), whence `alens merge` recomputes the curves.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SweepShard {
+    pub shard: ShardInfo,
+    pub outcomes: Vec<Vec<Outcome>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_outcomes: Option<Vec<Vec<Outcome>>>,
 }
 
 impl SweepReport {
@@ -27,7 +44,97 @@ impl SweepReport {
             result,
             checks,
             provenance,
+            shard: None,
         }
+    }
+
+    /// This report as shard `info`'s output: with every record's outcome journaled.
+    pub fn as_shard(mut self, info: ShardInfo) -> Self {
+        self.shard = Some(SweepShard {
+            shard: info,
+            outcomes: self.result.outcomes.clone(),
+            control_outcomes: self.result.random_control.as_ref().map(|c| c.outcomes.clone()),
+        });
+        self
+    }
+
+    /// Joins sweep shard outputs (any order) into the report the unsharded run writes, with
+    /// the shards listed in its provenance.
+    pub fn merge_shards(shards: &[PathBuf]) -> Result<Self> {
+        let mut set = Vec::new();
+        let mut stored = Vec::new();
+        for path in shards {
+            let (value, info) = probe::shard::read_json_shard(path)?;
+            anyhow::ensure!(
+                info.kind == "sweep",
+                "{} is a {} shard, not a sweep shard",
+                path.display(),
+                info.kind
+            );
+            let report: SweepReport = serde_json::from_value(value)
+                .with_context(|| format!("{} is not a sweep shard output", path.display()))?;
+            let shard = report.shard.as_ref().context("a shard entry")?;
+            let alphas = report.result.alphas.len();
+            let whole = |o: &Vec<Vec<Outcome>>| o.len() == alphas && o.iter().all(|a| a.len() == info.records);
+            anyhow::ensure!(
+                whole(&shard.outcomes) && shard.control_outcomes.as_ref().is_none_or(whole),
+                "{} does not journal one outcome per record and alpha",
+                path.display()
+            );
+            set.push((path.clone(), info));
+            stored.push((path.clone(), report));
+        }
+        let set = probe::shard::check_set(set)?;
+        let ordered: Vec<&SweepReport> = set
+            .iter()
+            .map(|(path, _)| &stored.iter().find(|(p, _)| p == path).expect("checked").1)
+            .collect();
+        let first = ordered[0];
+        let join = |pick: &dyn Fn(&SweepShard) -> Option<&Vec<Vec<Outcome>>>| -> Option<Vec<Vec<Outcome>>> {
+            let mut joined = vec![Vec::new(); first.result.alphas.len()];
+            for report in &ordered {
+                for (k, at_alpha) in pick(report.shard.as_ref()?)?.iter().enumerate() {
+                    joined[k].extend_from_slice(at_alpha);
+                }
+            }
+            Some(joined)
+        };
+        let outcomes = join(&|s| Some(&s.outcomes)).context("a shard without outcomes")?;
+        let (copy_cases, correct_cases) = crate::sweep::curves(&outcomes);
+        // Examples are each alpha's first correct case: the first shard that has any has all.
+        let examples = ordered
+            .iter()
+            .map(|r| &r.result.examples)
+            .find(|e| !e.is_empty())
+            .cloned()
+            .unwrap_or_default();
+        let random_control = match &first.result.random_control {
+            Some(control) => {
+                let outcomes =
+                    join(&|s| s.control_outcomes.as_ref()).context("a shard without the control's outcomes")?;
+                let (copy_cases, correct_cases) = crate::sweep::curves(&outcomes);
+                Some(RandomControl {
+                    seed: control.seed,
+                    copy_cases,
+                    correct_cases,
+                    outcomes,
+                })
+            }
+            None => None,
+        };
+        let result = SweepResult {
+            copy_cases,
+            correct_cases,
+            examples,
+            random_control,
+            outcomes,
+            ..first.result.clone()
+        };
+        let mut provenance = first.provenance.clone();
+        if let Some(p) = provenance.as_mut() {
+            p.shards = probe::shard::shard_list(&set);
+        }
+        Ok(Self::new(result, provenance))
     }
 }
 

@@ -6,10 +6,11 @@ use crate::output::AlignerOutput;
 use anyhow::Result;
 use probe::model::AlignerTokenizer;
 use probe::stimuli::StimulusRecord;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-/// One record's outcome.
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// One record's outcome. Serialised as a shard's journal entry, whence a merge recomputes
+/// every rate (the magnitude as its bits, so the merged means are exact).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Outcome {
     /// The record is a copy case (its correction is its answer).
     pub copy_case: bool,
@@ -18,6 +19,7 @@ pub struct Outcome {
     /// The output is the reference correction (for a copy case: the answer).
     pub exact: bool,
     /// Normalised token edit distance, answer -> output.
+    #[serde(with = "probe::shard::exact_f64")]
     pub magnitude: f64,
     /// Empty, looping, or never stopped (see [`is_degenerate`]).
     pub degenerate: bool,

@@ -53,6 +53,9 @@ pub struct RandomControl {
     pub seed: u64,
     pub copy_cases: SweepCurve,
     pub correct_cases: SweepCurve,
+    /// Every record's outcome per alpha (see [`SweepResult::outcomes`]).
+    #[serde(skip)]
+    pub outcomes: Vec<Vec<Outcome>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -72,6 +75,10 @@ pub struct SweepResult {
     pub examples: Vec<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub random_control: Option<RandomControl>,
+    /// Every record's outcome, per alpha then in record order: what the curves are tallied
+    /// from, journaled in a shard's output for `alens merge`.
+    #[serde(skip)]
+    pub outcomes: Vec<Vec<Outcome>>,
 }
 
 fn default_mode() -> SteerMode {
@@ -162,6 +169,7 @@ pub fn sweep(
             seed,
             copy_cases: control.copy_cases,
             correct_cases: control.correct_cases,
+            outcomes: control.outcomes,
         });
     }
     Ok(result)
@@ -177,8 +185,7 @@ fn sweep_one(
     mut journal: Option<&mut crate::journal::Journal>,
 ) -> Result<SweepResult> {
     let tokenizer = ckpt.tokenizer()?;
-    let mut copy_cases = SweepCurve::default();
-    let mut correct_cases = SweepCurve::default();
+    let mut outcomes = Vec::with_capacity(options.alphas.len());
     let mut examples = Vec::new();
     let pairs: Vec<(&str, &str)> = records
         .iter()
@@ -198,22 +205,22 @@ fn sweep_one(
             &mut |n| progress.inc(n as u64),
             run,
         )?;
-        let mut tally = ClassTally::default();
+        let mut at_alpha = Vec::with_capacity(records.len());
         let mut example = None;
         for (record, output) in records.iter().zip(&outputs) {
             let outcome = Outcome::of(tokenizer, record, output)?;
-            tally.add(&outcome);
+            at_alpha.push(outcome);
             if !outcome.copy_case && example.is_none() {
                 example = Some(
                     serde_json::json!({"alpha": alpha, "question": record.question, "answer": record.answer, "output": output.text}),
                 );
             }
         }
-        copy_cases.push(&tally.copy_cases);
-        correct_cases.push(&tally.correct_cases);
+        outcomes.push(at_alpha);
         examples.extend(example);
     }
     progress.finish_and_clear();
+    let (copy_cases, correct_cases) = curves(&outcomes);
     Ok(SweepResult {
         alphas: options.alphas.clone(),
         layers: steering.layers.clone(),
@@ -224,7 +231,24 @@ fn sweep_one(
         correct_cases,
         examples,
         random_control: None,
+        outcomes,
     })
+}
+
+/// The curves of per-alpha outcomes, tallied in record order (a merge of shards adds the same
+/// numbers in the same order as one run).
+pub fn curves(outcomes: &[Vec<Outcome>]) -> (SweepCurve, SweepCurve) {
+    let mut copy_cases = SweepCurve::default();
+    let mut correct_cases = SweepCurve::default();
+    for at_alpha in outcomes {
+        let mut tally = ClassTally::default();
+        for outcome in at_alpha {
+            tally.add(outcome);
+        }
+        copy_cases.push(&tally.copy_cases);
+        correct_cases.push(&tally.correct_cases);
+    }
+    (copy_cases, correct_cases)
 }
 
 impl SweepResult {

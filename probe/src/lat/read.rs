@@ -20,6 +20,10 @@ pub fn read_activations(
 ) -> Result<Vec<Array2<f32>>> {
     let tokenizer = ckpt.tokenizer()?;
     let (layers, d) = (ckpt.config.num_hidden_layers, ckpt.config.hidden_size);
+    if records.is_empty() {
+        // A shard with no records (more shards than records).
+        return Ok(vec![Array2::<f32>::zeros((0, d)); layers]);
+    }
     let mut sequences = Vec::with_capacity(records.len());
     let mut spans = Vec::with_capacity(records.len());
     for r in records {
@@ -62,4 +66,72 @@ pub fn read_activations(
         Ok(())
     })?;
     Ok(out)
+}
+
+/// The tensor of layer `layer` in a LAT reading shard.
+fn shard_tensor(layer: usize) -> String {
+    HookPoint::resid_post(layer).to_string()
+}
+
+/// Writes a LAT reading shard: each layer's `[records, d]` activations of the shard's block,
+/// with `metadata` (its [`crate::shard::ShardInfo`] under [`crate::capture::SHARD_KEY`]).
+pub fn write_activation_shard(
+    out: &std::path::Path,
+    activations: &[Array2<f32>],
+    d: usize,
+    records: usize,
+    metadata: &std::collections::BTreeMap<String, String>,
+) -> Result<()> {
+    let specs = (0..activations.len())
+        .map(|l| crate::io::TensorSpec::f32(shard_tensor(l), vec![records, d]))
+        .collect();
+    let mut writer = crate::io::TensorFileWriter::create(out, specs, metadata)?;
+    for (layer, a) in activations.iter().enumerate() {
+        let values: Vec<f32> = a.iter().copied().collect();
+        writer.write_f32_rows(&shard_tensor(layer), 0, &values)?;
+    }
+    writer.finish()
+}
+
+/// Reads LAT reading shards (any order) back into the activations of the whole record set,
+/// as [`read_activations`] gives them; refuses a set that is not one run's shards 0..N.
+pub fn read_activation_shards(
+    shards: &[std::path::PathBuf],
+    layers: usize,
+    d: usize,
+) -> Result<(crate::shard::ShardSet, Vec<Array2<f32>>)> {
+    use anyhow::Context;
+    let mut set = Vec::new();
+    for path in shards {
+        let info = crate::capture::shard_info(path)?;
+        if info.kind != "lat" {
+            bail!("{} is a {} shard, not a LAT reading shard", path.display(), info.kind);
+        }
+        set.push((path.clone(), info));
+    }
+    let set = crate::shard::check_set(set)?;
+    let total = set[0].1.total;
+    let mut out = vec![Array2::<f32>::zeros((total, d)); layers];
+    for (path, info) in &set {
+        let bytes = std::fs::read(path).with_context(|| format!("failed to read {}", path.display()))?;
+        let file = safetensors::SafeTensors::deserialize(&bytes)
+            .with_context(|| format!("{} is not a safetensors file", path.display()))?;
+        for (layer, array) in out.iter_mut().enumerate() {
+            let name = shard_tensor(layer);
+            let view = file
+                .tensor(&name)
+                .with_context(|| format!("{} has no {name}: not this model's LAT shard", path.display()))?;
+            if view.dtype() != safetensors::Dtype::F32 || view.shape() != [info.records, d] {
+                bail!("{}: {name} is not [{}, {d}] f32", path.display(), info.records);
+            }
+            for (k, row) in view.data().chunks_exact(4 * d).enumerate() {
+                let values: Vec<f32> = row
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect();
+                array.row_mut(info.first + k).assign(&Array1::from(values));
+            }
+        }
+    }
+    Ok((set, out))
 }
