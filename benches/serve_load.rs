@@ -110,6 +110,7 @@ fn main() {
         .map(str::to_string)
     else {
         let _ = child.kill();
+        let _ = child.wait();
         eprintln!("alens serve did not start for {model} (for aligner-135m: alens fetch smollm2-135m-instruct)");
         return;
     };

@@ -76,7 +76,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
     let alphas: Option<Vec<f64>> = args.alphas.clone().or(args.alpha.map(|a| vec![a]));
     let tokenizer = ckpt.tokenizer()?;
     let model_name = ckpt.name();
-    let correction = |out, alpha| Correction::new(&tokenizer, &args.answer, out, alpha, &model_name);
+    let correction = |out, alpha| Correction::new(tokenizer, &args.answer, out, alpha, &model_name);
     let Some(alphas) = alphas else {
         let out = correction(
             run_aligner(&ckpt, &template, &args.question, &args.answer, &config, &mut NoHooks)?,
