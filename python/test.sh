@@ -16,6 +16,11 @@ pip_quiet=(--quiet --disable-pip-version-check)
 [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
 "$venv/bin/python" -m pip install "${pip_quiet[@]}" -r "$root/python/requirements-test.txt"
 
+# The tests build the package with cargo's dev profile, which shares its compiled
+# dependencies with `cargo test` (a release build is a second cold build of candle); the
+# arithmetic is the same, so the package still equals the CLI bit for bit. `pip install
+# ./python` without this builds the release profile, what users get.
+export MATURIN_PEP517_ARGS="${MATURIN_PEP517_ARGS:---profile dev}"
 started=$(date +%s)
 "$venv/bin/python" -m pip install "${pip_quiet[@]}" --force-reinstall --no-deps "$root/python"
 echo "pip install ./python: $(( $(date +%s) - started ))s"
