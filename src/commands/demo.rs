@@ -259,12 +259,18 @@ fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
          format!("Accuracy by layer: [{}]. Explained variance: [{}]. Default steering layers: {:?}.",
                  fmt_list(&sidecar.per_layer(|r| r.accuracy)), fmt_list(&sidecar.per_layer(|r| r.explained_variance)), sidecar.default_layers)),
         ("scan-correct.png", "(a) LAT scan of the first generated tokens of a case that needs correcting",
-         format!("Q: {} A: {} (rows: the last prompt token, then the output's tokens; numbers: scan-correct.csv)", cases.correct.0, cases.correct.1)),
+         format!("Q: {} A: {} (rows: the last prompt token, outlined: the decision, then the output's tokens; score: (projection - midpoint) / \
+                  the within-pair spread of the fitted pairs' projections at each layer, colour clipped at \u{b1}3; numbers, unclipped: scan-correct.csv). \
+                  The decision row should read red.", cases.correct.0, cases.correct.1)),
         ("scan-copy.png", "(b) LAT scan of the first generated tokens of a case whose answer is already good",
-         format!("Q: {} A: {} (numbers: scan-copy.csv)", cases.copy.0, cases.copy.1)),
-        ("heatmap.png", "Layer-wise correction activity: (a) correct cases beside (b) copy cases",
-         "Mean LAT score of the last prompt tokens per layer, one colour scale (numbers: heatmap.csv).".to_string()),
-        ("sweep.png", "(c) Steering: correction magnitude, copy rate, exact-correction and degenerate rate against alpha, with a random control",
+         format!("Q: {} A: {} (same scale; numbers: scan-copy.csv). The decision row should read blue.", cases.copy.0, cases.copy.1)),
+        ("heatmap.png", "Layer-wise correction activity: (a) correct cases, (b) copy cases, (c) their difference",
+         "Mean LAT score of the last prompt tokens per layer: (projection - midpoint) / the within-pair spread of the fitted pairs' projections \
+          at that layer. (a) and (b) share one colour scale clipped at \u{b1}3 (the share of cells beyond it is printed under the figure); \
+          (c) = (a) - (b) on its own symmetric scale shows where the classes part. Outlined: the decision row (the last prompt token, where \
+          the vectors were read): red for correct cases, blue for copy cases. Starred rows lie far off the fitted distribution \
+          (numbers, unclipped: heatmap.csv).".to_string()),
+        ("sweep.png", "(c) Steering: correction magnitude (left, the random control pale and dashed) and copy, exact-correction and degenerate rates (right) against alpha",
          format!("{} steering at {:?} positions, layers {:?} ({}). alphas [{}]; correct cases' magnitude [{}]; copy cases' magnitude [{}]; \
                   random control's magnitude (correct cases) [{}].",
                  sweep.steer_mode.name(), sweep.steer_positions, sweep.layers, sweep.alpha_unit,

@@ -163,58 +163,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.out {
-        let series = |name: &str, ys: &Vec<f64>| viz::Series {
-            name: name.into(),
-            ys: ys.clone(),
-        };
-        let (c, r) = (&result.copy_cases, &result.correct_cases);
-        let curves = [
-            series("correct cases: correction magnitude", &r.correction_magnitude),
-            series("copy cases: correction magnitude", &c.correction_magnitude),
-            series("correct cases: copy rate", &r.copy_rate),
-            series("correct cases: exact correction", &r.exact_correction_rate),
-            series("copy cases: copy rate", &c.copy_rate),
-            series(
-                "all cases: degenerate",
-                &c.degenerate_rate
-                    .iter()
-                    .zip(&r.degenerate_rate)
-                    .map(|(a, b)| (a * c.n as f64 + b * r.n as f64) / (c.n + r.n).max(1) as f64)
-                    .collect(),
-            ),
-        ];
-        let controls: Vec<viz::Series> = result
-            .random_control
-            .iter()
-            .flat_map(|k| {
-                [
-                    series(
-                        "random control, correct cases: magnitude",
-                        &k.correct_cases.correction_magnitude,
-                    ),
-                    series(
-                        "random control, copy cases: magnitude",
-                        &k.copy_cases.correction_magnitude,
-                    ),
-                ]
-            })
-            .collect();
-        let curves: Vec<viz::Series> = curves.into_iter().chain(controls).collect();
-        let title = format!(
-            "Steering sweep: {} at {} positions, layers {}",
-            steering.mode.name(),
-            steering.positions.name(),
-            layer_ranges(&steering.layers)
-        );
-        probe::io::record_written(&viz::line_chart(
-            path,
-            &title,
-            "alpha",
-            "rate / magnitude",
-            &result.alphas,
-            &curves,
-            (0.0, 1.05),
-        )?);
+        probe::io::record_written(&draw_sweep(path, result)?);
     }
     if let Some(path) = &args.csv {
         probe::io::write_atomic(path, result.to_csv().as_bytes())?;
@@ -223,6 +172,86 @@ pub fn run(args: SweepArgs) -> Result<()> {
         journal.finish()?;
     }
     Ok(())
+}
+
+/// The sweep figure, in two panels like the Aligner paper's Fig. 4 (c): correction magnitude
+/// per class with the random control as a pale dashed line of the class's colour, and the
+/// rates (copy, exact correction, degenerate); legends under the plots, x over the grid.
+fn draw_sweep(path: &std::path::Path, result: &steer::sweep::SweepResult) -> Result<PathBuf> {
+    let (c, r) = (&result.copy_cases, &result.correct_cases);
+    let curve = |name: &str, ys: &Vec<f64>, colour: usize, control: bool| viz::Curve {
+        name: name.into(),
+        ys: ys.clone(),
+        colour,
+        control,
+    };
+    let (red, blue, orange, grey) = (0, 1, 3, 5);
+    let mut magnitude = vec![
+        curve("correct cases", &r.correction_magnitude, red, false),
+        curve("copy cases", &c.correction_magnitude, blue, false),
+    ];
+    if let Some(k) = &result.random_control {
+        magnitude.push(curve(
+            "correct cases, random direction",
+            &k.correct_cases.correction_magnitude,
+            red,
+            true,
+        ));
+        magnitude.push(curve(
+            "copy cases, random direction",
+            &k.copy_cases.correction_magnitude,
+            blue,
+            true,
+        ));
+    }
+    let degenerate: Vec<f64> = c
+        .degenerate_rate
+        .iter()
+        .zip(&r.degenerate_rate)
+        .map(|(a, b)| (a * c.n as f64 + b * r.n as f64) / (c.n + r.n).max(1) as f64)
+        .collect();
+    let rates = vec![
+        curve("correct cases: copy rate", &r.copy_rate, red, false),
+        curve(
+            "correct cases: exact correction",
+            &r.exact_correction_rate,
+            orange,
+            false,
+        ),
+        // A copy case's correction is its answer: its exact-correction rate is its copy rate.
+        curve("copy cases: copy rate (= exact correction)", &c.copy_rate, blue, false),
+        curve("all cases: degenerate output", &degenerate, grey, false),
+    ];
+    let title = format!(
+        "Steering sweep: {} at {} positions, layers {}",
+        result.steer_mode.name(),
+        result.steer_positions.name(),
+        layer_ranges(&result.layers)
+    );
+    let x_label = match result.steer_mode {
+        steer::mode::SteerMode::Project => "alpha (+1 / -1: to the correct / copy class mean)",
+        steer::mode::SteerMode::Add => "alpha (1 = one std of LAT's training projections)",
+    };
+    viz::curve_panels(
+        path,
+        &title,
+        x_label,
+        &result.alphas,
+        &[
+            viz::CurvePanel {
+                title: "correction magnitude".into(),
+                y_label: "token edit distance (0 = copied)".into(),
+                curves: magnitude,
+                y_range: (0.0, 1.05),
+            },
+            viz::CurvePanel {
+                title: "copy and exact-correction rates".into(),
+                y_label: "share of records".into(),
+                curves: rates,
+                y_range: (0.0, 1.05),
+            },
+        ],
+    )
 }
 
 /// `[0, 1, 2, 5]` as `0-2, 5`, for titles.
@@ -246,6 +275,17 @@ fn layer_ranges(layers: &[usize]) -> String {
 
 #[cfg(test)]
 mod tests {
+    /// Redraws the README's sweep figure from the sweep it shows (the card's 60-record run):
+    /// `cargo test -p alens --bin alens redraw_docs_sweep_figure -- --ignored`.
+    #[test]
+    #[ignore]
+    fn redraw_docs_sweep_figure() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let json = root.join("docs/aligner-135m-research/phase8-shipped-defaults-fresh60.json");
+        let result: steer::sweep::SweepResult = serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap();
+        super::draw_sweep(&root.join("docs/aligner-135m-sweep.png"), &result).unwrap();
+    }
+
     #[test]
     fn layer_ranges_are_compact() {
         assert_eq!(super::layer_ranges(&[0, 1, 2, 5, 7, 8]), "0-2, 5, 7-8");

@@ -104,6 +104,7 @@ pub fn heatmaps(out: &Path, title: &str, panels: &[Panel], scales: &[ColourScale
     let lines = footer(panels, scales, note);
     let rows = panels.iter().map(|p| p.values.len()).max().unwrap_or(1);
     let width = 140 + panels.iter().map(panel_width).sum::<u32>() + BAR_WIDTH * scales.len() as u32;
+    let width = width.max(680);
     let height = (170 + 18 * rows.max(14) + FOOTER_LINE * lines.len()) as u32;
     let tmp = temp_beside(out);
     match format_of(out)? {

@@ -13,7 +13,7 @@ mod font;
 mod heatmap;
 
 pub use colour::{diverging, ColourScale};
-pub use curves::{line_chart, Series};
+pub use curves::{curve_panels, line_chart, Curve, CurvePanel, Series};
 pub use heatmap::{footer, heatmaps, Panel};
 
 use anyhow::{bail, Result};
