@@ -70,6 +70,9 @@ pub struct VectorMetadata {
     /// What alpha = 1 means for each steering mode.
     pub alpha_unit: BTreeMap<String, String>,
     pub provenance: Option<probe::provenance::Provenance>,
+    /// sha256 of the vector file this sidecar was written with: the two are replaced by two
+    /// renames, and a reader refuses a pair that a crash between them left mismatched.
+    pub vectors_sha256: Option<String>,
 }
 
 impl VectorMetadata {
@@ -176,6 +179,8 @@ struct SidecarFile {
     alpha_unit: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     provenance: Option<probe::provenance::Provenance>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vectors_sha256: Option<String>,
 }
 
 impl From<SidecarFile> for VectorMetadata {
@@ -214,6 +219,7 @@ impl From<SidecarFile> for VectorMetadata {
             steer_layers_chosen: f.steer_layers_chosen,
             alpha_unit: f.alpha_unit,
             provenance: f.provenance,
+            vectors_sha256: f.vectors_sha256,
         }
     }
 }
@@ -253,6 +259,7 @@ impl From<VectorMetadata> for SidecarFile {
             steer_layers_chosen: m.steer_layers_chosen,
             alpha_unit: m.alpha_unit,
             provenance: m.provenance,
+            vectors_sha256: m.vectors_sha256,
         }
     }
 }
@@ -334,6 +341,7 @@ impl ControlVectors {
             alphas: Vec::new(),
             steer_layers_chosen: false,
             provenance: None,
+            vectors_sha256: None,
             alpha_unit: [SteerMode::Add, SteerMode::Project]
                 .iter()
                 .map(|m| (m.name().to_string(), m.unit().to_string()))
@@ -435,9 +443,21 @@ impl ControlVectors {
             })
             .collect::<Result<_>>()?;
         let bytes = safetensors::serialize(views, None)?;
+        // The sidecar names the vectors' bytes, so whichever of the two renames a crash
+        // interrupts, a reader finds the pair mismatched instead of mixing two runs.
+        let sidecar = match &self.metadata {
+            Some(meta) => {
+                let meta = VectorMetadata {
+                    vectors_sha256: Some(probe::provenance::sha256_hex(&bytes)),
+                    ..meta.clone()
+                };
+                Some(serde_json::to_vec_pretty(&meta)?)
+            }
+            None => None,
+        };
         probe::io::write_atomic(path, &bytes)?;
-        if let Some(meta) = &self.metadata {
-            probe::io::write_atomic(&sidecar_path(path), &serde_json::to_vec_pretty(meta)?)?;
+        if let Some(sidecar) = sidecar {
+            probe::io::write_atomic(&sidecar_path(path), &sidecar)?;
         }
         Ok(())
     }
@@ -485,12 +505,22 @@ impl ControlVectors {
             );
         }
         let sidecar = sidecar_path(path);
-        let metadata = if sidecar.exists() {
+        let metadata: Option<VectorMetadata> = if sidecar.exists() {
             let text = std::fs::read_to_string(&sidecar)?;
             Some(serde_json::from_str(&text).with_context(|| format!("invalid sidecar {}", sidecar.display()))?)
         } else {
             None
         };
+        if let Some(expected) = metadata.as_ref().and_then(|m| m.vectors_sha256.as_deref()) {
+            if probe::provenance::sha256_hex(&bytes) != expected {
+                bail!(
+                    "{} was written with other vectors than {} (an interrupted write, or one file replaced by hand); \
+                     rerun alens lat, or delete the sidecar to use the vectors without it",
+                    sidecar.display(),
+                    path.display()
+                );
+            }
+        }
         Ok(Self { vectors, metadata })
     }
 
@@ -675,6 +705,22 @@ mod sidecar_tests {
     }
 
     #[test]
+    fn vectors_and_a_sidecar_of_another_write_are_refused_as_a_pair() {
+        let dir = tempfile::tempdir().unwrap();
+        let reading = LayerReading { layer: 1, accuracy: Some(0.9), ..Default::default() };
+        let meta = VectorMetadata { readings: vec![reading], ..Default::default() };
+        let make = |x: f32| ControlVectors { vectors: BTreeMap::from([(1, vec![x; 4])]), metadata: Some(meta.clone()) };
+        let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
+        make(1.0).save(&a).unwrap();
+        make(2.0).save(&b).unwrap();
+        assert!(ControlVectors::load_unchecked(&a).is_ok());
+        // A crash between the two renames of a rerun: new vectors beside the old sidecar.
+        std::fs::copy(&b, &a).unwrap();
+        let err = ControlVectors::load_unchecked(&a).unwrap_err().to_string();
+        assert!(err.contains("written with other vectors"), "{err}");
+    }
+
+    #[test]
     fn a_foreign_sidecar_without_some_arrays_keeps_them_absent() {
         let meta: VectorMetadata = serde_json::from_str(r#"{"layers": [3, 5], "accuracy": [0.9, 0.8]}"#).unwrap();
         assert_eq!(meta.reading(5).unwrap().accuracy, Some(0.8));
@@ -682,5 +728,32 @@ mod sidecar_tests {
         let back: serde_json::Value = serde_json::to_value(&meta).unwrap();
         assert_eq!(back["scale"], serde_json::json!([]));
         assert_eq!(back["layers"], serde_json::json!([3, 5]));
+    }
+
+    /// Scans divide by the within-pair spread where LAT recorded it; an older sidecar falls
+    /// back to the within-class std its scale and class means imply (var = within + gap^2/4).
+    #[test]
+    fn scans_divide_by_the_best_spread_the_sidecar_holds() {
+        let reading = LayerReading {
+            layer: 0,
+            scale: Some(5.0),
+            midpoint: Some(1.0),
+            copy_mean: Some(-2.0),
+            correct_mean: Some(4.0),
+            pair_spread: Some(0.5),
+            ..Default::default()
+        };
+        assert_eq!(scan_spread(&reading), (Some(0.5), ScanSpread::WithinPair));
+        let older = LayerReading {
+            pair_spread: None,
+            ..reading
+        };
+        assert_eq!(scan_spread(&older), (Some(4.0), ScanSpread::WithinClass));
+        let means_only = LayerReading {
+            copy_mean: None,
+            ..older
+        };
+        assert_eq!(scan_spread(&means_only), (Some(5.0), ScanSpread::ProjectionStd));
+        assert_eq!(scan_spread(&LayerReading::default()).1, ScanSpread::VectorNorm);
     }
 }
