@@ -285,6 +285,16 @@ fn first_component(sums: &PairSums, centre: &[f64], guess: &[f64], seed: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The within-pair spread ignores what a pair's question adds to both members, and a
+    /// few outlying pairs: it is the robust spread of the differences, halved.
+    #[test]
+    fn pair_spread_is_the_robust_spread_of_the_differences() {
+        // Differences 1, 2, 3, 4, 100 at wildly different pair levels: median 3, absolute
+        // deviations 2, 1, 0, 1, 97 with median 1.
+        let projections = [0.0, 1.0, 50.0, 52.0, -9.0, -6.0, 7.0, 11.0, 3.0, 103.0];
+        assert!((pair_spread(&projections) - 1.4826 / 2.0).abs() < 1e-12);
+    }
     use crate::lat::build_pairs;
     use crate::stimuli::StimulusRecord;
     use ndarray::Array1;
