@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 
-/// The shard counts tested: one, two, three, and more shards than the 5 records.
+/// The shard counts tested: one, two, three, and more shards than the 5 eval and sweep records.
 const COUNTS: [usize; 4] = [1, 2, 3, 7];
 
 fn first_lines(from: &str, n: usize, to: &Path) {
@@ -110,7 +110,8 @@ fn assert_same_safetensors(whole: &Path, merged: &Path, shards: usize) {
 fn capture_shards_merge_to_the_single_run() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data.jsonl");
-    first_lines("notebooks-data/corpus/test.jsonl", 5, &data);
+    // 12 records in batches of 2: shards are whole windows of 4 batches, so 2 hold records.
+    first_lines("notebooks-data/corpus/test.jsonl", 12, &data);
     for positions in ["all", "last"] {
         let sub = dir.path().join(positions);
         std::fs::create_dir(&sub).unwrap();
@@ -179,10 +180,21 @@ fn lat_reading_shards_fit_the_single_run_vectors() {
     let data = dir.path().join("stimuli.jsonl");
     first_lines("notebooks-data/stimuli/copy-correct.jsonl", 16, &data);
     let data = s(&data);
-    let args = ["lat", "--data", &data, "--seed", "0", "--batch-size", "3"];
+    let args = ["lat", "--data", &data, "--seed", "0", "--batch-size", "2"];
     let fit = |shards: &[String], out: &Path| {
         let out = s(out);
-        let mut run = vec!["lat", "--data", &data, "--seed", "0", "--out", &out, "--from-shards"];
+        let mut run = vec![
+            "lat",
+            "--data",
+            &data,
+            "--seed",
+            "0",
+            "--batch-size",
+            "2",
+            "--out",
+            &out,
+            "--from-shards",
+        ];
         run.extend(shards.iter().map(String::as_str));
         alens_ok(&run);
     };

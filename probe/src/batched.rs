@@ -46,6 +46,10 @@ impl Batch<'_> {
     }
 }
 
+/// How many batches' worth of sequences are sorted by length together (see
+/// [`run_batched_skipping`]); a shard of a capture or of LAT's reading is whole windows.
+pub const SORT_WINDOW: usize = 4;
+
 /// Checks token sequences against the model before anything is allocated for them: none empty,
 /// every id in the vocabulary, none longer than the model's context.
 pub fn check_sequences(ckpt: &Checkpoint, sequences: &[Vec<u32>]) -> Result<()> {
@@ -103,8 +107,14 @@ pub fn run_batched_skipping(
         bail!("batch size must be at least 1");
     }
     check_sequences(ckpt, sequences)?;
+    // Longest first within each window of SORT_WINDOW batches, not over the whole set: a
+    // row's activations depend in their last bits on the width its batch is padded to, so a
+    // shard (whole windows, see `ShardSpec::batch_range`) meets the very batches of the
+    // unsharded run.
     let mut order: Vec<usize> = (0..sequences.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
+    for window in order.chunks_mut(batch_size.saturating_mul(SORT_WINDOW)) {
+        window.sort_by_key(|&i| std::cmp::Reverse(sequences[i].len()));
+    }
     let pad = ckpt.config.pad_token_id.unwrap_or(0);
     let device = ckpt.model.device();
     let progress = crate::progress::bar(sequences.len() as u64, label);

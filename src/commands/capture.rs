@@ -78,7 +78,10 @@ pub fn run(args: CaptureArgs) -> Result<()> {
     } else if let Some(path) = &args.data {
         let tokenizer = ckpt.tokenizer().context("--data needs a tokenizer; use --token-ids")?;
         let records = read_jsonl(path)?;
-        let range = args.shard.map_or(0..records.len(), |s| s.range(records.len()));
+        let window = args.batch_size * probe::batched::SORT_WINDOW;
+        let range = args
+            .shard
+            .map_or(0..records.len(), |s| s.batch_range(records.len(), window));
         block = Some((range.clone(), records.len()));
         records[range]
             .iter()

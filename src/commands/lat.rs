@@ -123,6 +123,10 @@ pub fn run(args: LatArgs) -> Result<()> {
                 "{path} was read at another --position"
             );
             anyhow::ensure!(info.total == records.len(), "{path} holds another number of records");
+            anyhow::ensure!(
+                info.options["batch_size"] == args.batch_size,
+                "{path} was read with another --batch-size"
+            );
             (activations, probe::shard::shard_list(&set))
         }
         None => (
@@ -241,7 +245,7 @@ fn read_shard(args: &LatArgs, spec: probe::shard::ShardSpec, data: &std::path::P
     let records = read_jsonl(data)?;
     // The whole set must make pairs, or the fit after the merge would fail.
     build_pairs(&records)?;
-    let block = spec.range(records.len());
+    let block = spec.batch_range(records.len(), args.batch_size * probe::batched::SORT_WINDOW);
     let d = ckpt.config.hidden_size;
     let activations = read_activations(
         &ckpt,
@@ -251,7 +255,7 @@ fn read_shard(args: &LatArgs, spec: probe::shard::ShardSpec, data: &std::path::P
         args.batch_size,
     )?;
     let provenance = crate::outputs::provenance(&ckpt, None)?;
-    let options = serde_json::json!({"position": args.position.name(), "template": template.as_str()});
+    let options = serde_json::json!({"position": args.position.name(), "template": template.as_str(), "batch_size": args.batch_size});
     let info = crate::outputs::shard_info("lat", spec, &block, records.len(), data, &provenance, options)?;
     let mut metadata = std::collections::BTreeMap::new();
     metadata.insert(probe::capture::SHARD_KEY.to_string(), serde_json::to_string(&info)?);
