@@ -51,15 +51,32 @@ pub fn keep_freed_memory() -> bool {
     true
 }
 
-/// Sets `RAYON_NUM_THREADS` to candle's own default when it is unset. candle reads the
-/// thread count at every matmul, and without the variable that means parsing `/proc/cpuinfo`
-/// each time (measurable in a training run's profile). The same count, so the same results.
-/// It writes the environment, so no other thread may exist yet.
+/// Sets `RAYON_NUM_THREADS` when it is unset: candle reads the thread count at every matmul,
+/// and without the variable that means parsing `/proc/cpuinfo` each time (measurable in a
+/// training run's profile). The count is what this process may use, not what the node has:
+/// candle's default, capped by the CPUs the affinity mask and cgroup quota leave it (as
+/// `nproc` sees them) and by a Slurm task's `SLURM_CPUS_PER_TASK`, so a task given K CPUs of a
+/// big shared node runs K threads. It writes the environment, so no other thread may exist yet.
 pub fn fix_thread_count() {
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
-        let threads = candle_core::utils::get_num_threads();
+        let available = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
+        let threads = thread_count(
+            candle_core::utils::get_num_threads(),
+            available,
+            std::env::var("SLURM_CPUS_PER_TASK").ok().as_deref(),
+        );
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
+}
+
+/// The smallest of candle's default, the CPUs available, and a valid `SLURM_CPUS_PER_TASK`;
+/// at least 1.
+fn thread_count(default: usize, available: usize, slurm_cpus_per_task: Option<&str>) -> usize {
+    let slurm = slurm_cpus_per_task
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(usize::MAX);
+    default.min(available).min(slurm).max(1)
 }
 
 /// Panics keep the default report, except inside `probe::guard::without_panics`, where a
@@ -97,5 +114,17 @@ mod tests {
     #[test]
     fn glibc_takes_the_settings() {
         assert!(super::keep_freed_memory());
+    }
+
+    #[test]
+    fn threads_follow_the_cpus_given() {
+        use super::thread_count;
+        assert_eq!(thread_count(64, 64, None), 64);
+        assert_eq!(thread_count(64, 8, None), 8, "an affinity mask or cgroup quota of 8");
+        assert_eq!(thread_count(64, 64, Some("4")), 4, "--cpus-per-task=4");
+        assert_eq!(thread_count(64, 2, Some("4")), 2);
+        assert_eq!(thread_count(64, 64, Some("zero")), 64);
+        assert_eq!(thread_count(64, 64, Some("0")), 64);
+        assert_eq!(thread_count(0, 0, None), 1);
     }
 }
