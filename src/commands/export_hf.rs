@@ -27,13 +27,6 @@ pub struct ExportHfArgs {
 pub fn run(args: ExportHfArgs) -> Result<()> {
     let source = model_arg::resolve(&args.model)?;
     crate::outputs::check_dir(&args.out, std::slice::from_ref(&source), &[])?;
-    // The export is built beside and moved in whole: into a new directory, or an empty one.
-    if std::fs::read_dir(&args.out).is_ok_and(|mut entries| entries.next().is_some()) {
-        anyhow::bail!(
-            "refusing to export into {}: it is not empty (export-hf writes a whole new directory)",
-            args.out.display()
-        );
-    }
     let exported = probe::model::export::export_hf(&source, &args.out)?;
     println!(
         "wrote {} tensors ({:?}) to {}",
