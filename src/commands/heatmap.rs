@@ -77,7 +77,7 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
     let row_labels: Vec<String> = (0..tokens)
         .map(|k| {
             if k + 1 == tokens {
-                "last (decision)".into()
+                "last".into()
             } else {
                 format!("t-{}", tokens - 1 - k)
             }
@@ -99,7 +99,17 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
     let panel = |title: String, values: &Vec<Vec<f64>>, scale: usize| Panel {
         title,
         values: values.clone(),
-        row_labels: row_labels.clone(),
+        // The figure names the decision row; the CSV keeps the plain label readers key on.
+        row_labels: row_labels
+            .iter()
+            .map(|l| {
+                if l == "last" {
+                    "last (decision)".to_string()
+                } else {
+                    l.clone()
+                }
+            })
+            .collect(),
         col_labels: col_labels.clone(),
         x_label: "layer".into(),
         y_label: "prompt token (from the end)".into(),
