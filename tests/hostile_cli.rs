@@ -365,7 +365,19 @@ fn nonsense_configs_lists_templates_and_pairs_are_refused() {
         );
     }
     let many = vec!["0.5"; 1001].join(",");
-    refused(&sb, &case(&["generate", "--model", &model, "--question", "q", "--answer", "a", &format!("--alphas={many}")]));
+    refused(
+        &sb,
+        &case(&[
+            "generate",
+            "--model",
+            &model,
+            "--question",
+            "q",
+            "--answer",
+            "a",
+            &format!("--alphas={many}"),
+        ]),
+    );
     refused(
         &sb,
         &case(&[

@@ -89,7 +89,11 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         return Ok(());
     };
     if alphas.len() > steer::sweep::MAX_ALPHAS {
-        bail!("--alphas gives {} values; at most {}", alphas.len(), steer::sweep::MAX_ALPHAS);
+        bail!(
+            "--alphas gives {} values; at most {}",
+            alphas.len(),
+            steer::sweep::MAX_ALPHAS
+        );
     }
     if alphas.is_empty() {
         bail!("--alphas needs at least one value");

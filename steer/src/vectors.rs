@@ -707,9 +707,19 @@ mod sidecar_tests {
     #[test]
     fn vectors_and_a_sidecar_of_another_write_are_refused_as_a_pair() {
         let dir = tempfile::tempdir().unwrap();
-        let reading = LayerReading { layer: 1, accuracy: Some(0.9), ..Default::default() };
-        let meta = VectorMetadata { readings: vec![reading], ..Default::default() };
-        let make = |x: f32| ControlVectors { vectors: BTreeMap::from([(1, vec![x; 4])]), metadata: Some(meta.clone()) };
+        let reading = LayerReading {
+            layer: 1,
+            accuracy: Some(0.9),
+            ..Default::default()
+        };
+        let meta = VectorMetadata {
+            readings: vec![reading],
+            ..Default::default()
+        };
+        let make = |x: f32| ControlVectors {
+            vectors: BTreeMap::from([(1, vec![x; 4])]),
+            metadata: Some(meta.clone()),
+        };
         let (a, b) = (dir.path().join("a.safetensors"), dir.path().join("b.safetensors"));
         make(1.0).save(&a).unwrap();
         make(2.0).save(&b).unwrap();
