@@ -61,89 +61,204 @@ pub fn generate_batch(
     config: &GenerationConfig,
     hooks: &mut dyn Hooks,
 ) -> Result<Vec<Vec<u32>>> {
-    let vocab = model.config().vocab_size;
-    for (row, prompt) in prompts.iter().enumerate() {
-        if prompt.is_empty() {
-            bail!("prompt {} is empty: cannot generate from it", row + 1);
-        }
-        if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
-            bail!(
-                "prompt {} has token id {bad}, outside the vocabulary (size {vocab})",
-                row + 1
-            );
-        }
-    }
-    let batch = prompts.len();
-    if batch == 0 {
+    if prompts.is_empty() {
         return Ok(Vec::new());
     }
-    let device = model.device();
-    let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
-    let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
-    let mut ids = Vec::with_capacity(batch * width);
-    let mut positions = Vec::with_capacity(batch * width);
-    let mut key_mask: Vec<f32> = Vec::with_capacity(batch * width);
-    for (prompt, &pad) in prompts.iter().zip(&pads) {
-        ids.extend(std::iter::repeat_n(0u32, pad).chain(prompt.iter().copied()));
-        positions.extend(std::iter::repeat_n(0u32, pad).chain(0..prompt.len() as u32));
-        key_mask.extend(std::iter::repeat_n(0f32, pad).chain(std::iter::repeat_n(1f32, prompt.len())));
+    let batch = PromptBatch::left_padded(model, prompts)?;
+    if config.max_new_tokens == 0 {
+        return Ok(vec![Vec::new(); prompts.len()]);
     }
-    let mut cache = KvCache::with_capacity(model.num_layers(), width + config.max_new_tokens);
-    let mut rng = match config.sampling {
-        Sampling::TopP { seed, .. } => Some(StdRng::seed_from_u64(seed)),
-        Sampling::Greedy => None,
-    };
-    let mut generated = vec![Vec::new(); batch];
-    let mut done = vec![false; batch];
-    let mut input = Tensor::from_vec(ids, (batch, width), device)?;
-    let mut step_positions = Tensor::from_vec(positions, (batch, width), device)?;
-    // The padding mask lives on the device and grows by a column of ones per step; with no
-    // padding there is none, and decoding builds no mask at all.
-    let padded = pads.iter().any(|&p| p > 0);
-    let mut mask = Tensor::from_vec(key_mask, (batch, width), device)?;
-    let new_column = Tensor::ones((batch, 1), candle_core::DType::F32, device)?;
-    for step in 0..config.max_new_tokens {
-        let seq = input.dim(1)?;
-        let step_inputs = Positions {
-            positions: step_positions,
-            key_mask: padded.then(|| mask.clone()),
-        };
-        let normed = model.forward(&input, &step_inputs, Some(&mut cache), hooks)?;
-        let logits = model.logits(&normed.narrow(1, seq - 1, 1)?)?.squeeze(1)?;
-        if !logits.sum_all()?.to_scalar::<f32>()?.is_finite() {
-            bail!("the model produced non-finite logits at generation step {} (a steering vector or alpha too large, or broken weights)", step + 1);
+    let mut cache = batch.cache_for(model, config.max_new_tokens);
+    Ok(batch.decode(model, &mut cache, 0, config, hooks)?.generated)
+}
+
+/// Prompts left-padded to one width, as [`generate_batch`] feeds them: column `c` of row `r`
+/// is a real token from `pad(r)` on, and every row's last prompt token is the last column.
+/// Split out so a caller can run a shared prefix of the columns once and decode many variants
+/// from copies of its KV cache (activation patching does).
+pub struct PromptBatch {
+    rows: usize,
+    width: usize,
+    pads: Vec<usize>,
+    lens: Vec<usize>,
+    ids: Tensor,
+    positions: Tensor,
+    key_mask: Tensor,
+}
+
+/// What [`PromptBatch::decode`] returns.
+pub struct Decoded {
+    /// Each row's new ids, without a final EOS.
+    pub generated: Vec<Vec<u32>>,
+    /// The logits of the first generated token, `[rows, vocab]` (f32).
+    pub first_logits: Tensor,
+}
+
+impl PromptBatch {
+    pub fn left_padded(model: &Model, prompts: &[Vec<u32>]) -> Result<Self> {
+        let vocab = model.config().vocab_size;
+        if prompts.is_empty() {
+            bail!("no prompts to run");
         }
-        let mut next_ids = Vec::with_capacity(batch);
-        for row in 0..batch {
-            let row_logits = logits.get(row)?;
-            let next = match (config.sampling, rng.as_mut()) {
-                (Sampling::TopP { temperature, top_p, .. }, Some(rng)) => {
-                    sample_top_p(&row_logits, temperature, top_p, rng)?
-                }
-                _ => row_logits.argmax(D::Minus1)?.to_scalar::<u32>()?,
-            };
-            if !done[row] {
-                if !config.ignore_eos && config.eos_token_ids.contains(&next) {
-                    done[row] = true;
-                } else {
-                    generated[row].push(next);
-                }
+        for (row, prompt) in prompts.iter().enumerate() {
+            if prompt.is_empty() {
+                bail!("prompt {} is empty: cannot generate from it", row + 1);
             }
-            next_ids.push(next);
+            if let Some(&bad) = prompt.iter().find(|&&t| t as usize >= vocab) {
+                bail!(
+                    "prompt {} has token id {bad}, outside the vocabulary (size {vocab})",
+                    row + 1
+                );
+            }
         }
-        if done.iter().all(|&d| d) {
-            break;
+        let rows = prompts.len();
+        let device = model.device();
+        let width = prompts.iter().map(Vec::len).max().unwrap_or(0);
+        let pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+        let mut ids = Vec::with_capacity(rows * width);
+        let mut positions = Vec::with_capacity(rows * width);
+        let mut key_mask: Vec<f32> = Vec::with_capacity(rows * width);
+        for (prompt, &pad) in prompts.iter().zip(&pads) {
+            ids.extend(std::iter::repeat_n(0u32, pad).chain(prompt.iter().copied()));
+            positions.extend(std::iter::repeat_n(0u32, pad).chain(0..prompt.len() as u32));
+            key_mask.extend(std::iter::repeat_n(0f32, pad).chain(std::iter::repeat_n(1f32, prompt.len())));
         }
-        // Every row takes its token, finished or not: a finished row's output is already
-        // fixed, and keeping the batch rectangular is cheaper than shrinking the cache.
-        if padded {
-            mask = Tensor::cat(&[&mask, &new_column], 1)?;
-        }
-        let next_positions: Vec<u32> = prompts.iter().map(|p| (p.len() + step) as u32).collect();
-        input = Tensor::from_vec(next_ids, (batch, 1), device)?;
-        step_positions = Tensor::from_vec(next_positions, (batch, 1), device)?;
+        Ok(Self {
+            rows,
+            width,
+            lens: prompts.iter().map(Vec::len).collect(),
+            pads,
+            ids: Tensor::from_vec(ids, (rows, width), device)?,
+            positions: Tensor::from_vec(positions, (rows, width), device)?,
+            key_mask: Tensor::from_vec(key_mask, (rows, width), device)?,
+        })
     }
-    Ok(generated)
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    /// The padded width: the longest prompt's length.
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    /// The first column of row `row` that holds a real token.
+    pub fn pad(&self, row: usize) -> usize {
+        self.pads[row]
+    }
+
+    /// Row `row`'s prompt length.
+    pub fn len(&self, row: usize) -> usize {
+        self.lens[row]
+    }
+
+    fn padded(&self) -> bool {
+        self.pads.iter().any(|&p| p > 0)
+    }
+
+    /// A KV cache with room for the prompts and `max_new_tokens`.
+    pub fn cache_for(&self, model: &Model, max_new_tokens: usize) -> KvCache {
+        KvCache::with_capacity(model.num_layers(), self.width + max_new_tokens)
+    }
+
+    /// Runs columns `0..upto` into `cache` (which must be empty) with `hooks`: a prefix that
+    /// several [`PromptBatch::decode`] calls can share through copies of the cache.
+    pub fn prefill(&self, model: &Model, cache: &mut KvCache, upto: usize, hooks: &mut dyn Hooks) -> Result<()> {
+        if upto == 0 {
+            return Ok(());
+        }
+        if !cache.is_empty() || upto >= self.width {
+            bail!("a prefix is columns 0..{upto} of {} into an empty cache", self.width);
+        }
+        let step = Positions {
+            positions: self.positions.narrow(1, 0, upto)?,
+            key_mask: self.padded().then(|| self.key_mask.narrow(1, 0, upto)).transpose()?,
+        };
+        model.forward(&self.ids.narrow(1, 0, upto)?, &step, Some(cache), hooks)?;
+        Ok(())
+    }
+
+    /// Feeds columns `from..` (the ones before are in `cache`, see [`PromptBatch::prefill`]),
+    /// then decodes one token per step until every row has hit EOS or `max_new_tokens`.
+    pub fn decode(
+        &self,
+        model: &Model,
+        cache: &mut KvCache,
+        from: usize,
+        config: &GenerationConfig,
+        hooks: &mut dyn Hooks,
+    ) -> Result<Decoded> {
+        if cache.len() != from || from >= self.width {
+            bail!(
+                "decoding from column {from} of {} needs exactly the columns before it in the cache (it has {})",
+                self.width,
+                cache.len()
+            );
+        }
+        let (batch, device) = (self.rows, model.device());
+        let mut rng = match config.sampling {
+            Sampling::TopP { seed, .. } => Some(StdRng::seed_from_u64(seed)),
+            Sampling::Greedy => None,
+        };
+        let mut generated = vec![Vec::new(); batch];
+        let mut first_logits = None;
+        let mut done = vec![false; batch];
+        let mut input = self.ids.narrow(1, from, self.width - from)?;
+        let mut step_positions = self.positions.narrow(1, from, self.width - from)?;
+        // The padding mask lives on the device and grows by a column of ones per step; with no
+        // padding there is none, and decoding builds no mask at all.
+        let padded = self.padded();
+        let mut mask = self.key_mask.clone();
+        let new_column = Tensor::ones((batch, 1), candle_core::DType::F32, device)?;
+        for step in 0..config.max_new_tokens {
+            let seq = input.dim(1)?;
+            let step_inputs = Positions {
+                positions: step_positions,
+                key_mask: padded.then(|| mask.clone()),
+            };
+            let normed = model.forward(&input, &step_inputs, Some(cache), hooks)?;
+            let logits = model.logits(&normed.narrow(1, seq - 1, 1)?)?.squeeze(1)?;
+            if !logits.sum_all()?.to_scalar::<f32>()?.is_finite() {
+                bail!("the model produced non-finite logits at generation step {} (a steering vector or alpha too large, or broken weights)", step + 1);
+            }
+            let mut next_ids = Vec::with_capacity(batch);
+            for row in 0..batch {
+                let row_logits = logits.get(row)?;
+                let next = match (config.sampling, rng.as_mut()) {
+                    (Sampling::TopP { temperature, top_p, .. }, Some(rng)) => {
+                        sample_top_p(&row_logits, temperature, top_p, rng)?
+                    }
+                    _ => row_logits.argmax(D::Minus1)?.to_scalar::<u32>()?,
+                };
+                if !done[row] {
+                    if !config.ignore_eos && config.eos_token_ids.contains(&next) {
+                        done[row] = true;
+                    } else {
+                        generated[row].push(next);
+                    }
+                }
+                next_ids.push(next);
+            }
+            first_logits.get_or_insert(logits);
+            if done.iter().all(|&d| d) {
+                break;
+            }
+            // Every row takes its token, finished or not: a finished row's output is already
+            // fixed, and keeping the batch rectangular is cheaper than shrinking the cache.
+            if padded {
+                mask = Tensor::cat(&[&mask, &new_column], 1)?;
+            }
+            let next_positions: Vec<u32> = self.lens.iter().map(|&len| (len + step) as u32).collect();
+            input = Tensor::from_vec(next_ids, (batch, 1), device)?;
+            step_positions = Tensor::from_vec(next_positions, (batch, 1), device)?;
+        }
+        let first_logits = first_logits.context("decoding needs at least one new token")?;
+        Ok(Decoded {
+            generated,
+            first_logits: first_logits.to_dtype(candle_core::DType::F32)?,
+        })
+    }
 }
 
 fn sample_top_p(logits: &Tensor, temperature: f64, top_p: f64, rng: &mut StdRng) -> Result<u32> {

@@ -17,6 +17,7 @@ pub mod magnitude;
 pub mod mode;
 pub mod outcome;
 pub mod output;
+pub mod patching;
 pub mod steering;
 pub mod sweep;
 pub mod vectors;

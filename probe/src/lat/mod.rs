@@ -15,7 +15,7 @@ mod scan;
 
 pub use fit::{fit, split_pairs, LatResult, ReadingVector};
 pub use pairs::{build_pairs, ContrastPair};
-pub use read::{read_activation_shards, read_activations, write_activation_shard};
+pub use read::{answer_span, read_activation_shards, read_activations, write_activation_shard};
 pub use scan::{correction_activity, scan, scan_many, CorrectionActivity, LatScan, ScanDirection, MAX_HEATMAP_TOKENS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use super::ReadPosition;
 use crate::batched::run_batched;
 use crate::hooks::HookPoint;
-use crate::model::{AlignerTemplate, Checkpoint};
+use crate::model::{AlignerTemplate, AlignerTokenizer, Checkpoint};
 use crate::stimuli::StimulusRecord;
 use anyhow::{bail, Result};
 use ndarray::{Array1, Array2};
@@ -34,19 +34,7 @@ pub fn read_activations(
         let last = ids.len() - 1;
         spans.push(match position {
             ReadPosition::Last => (last, ids.len()),
-            ReadPosition::AnswerMean => {
-                // The answer spans from the end of the prompt text before it to the end of the
-                // text through it; token boundaries may merge one token at either edge, and an
-                // empty answer leaves one token (the boundary) to stand for it.
-                let before = template.render(&r.question, "\u{0}");
-                let head = before.split('\u{0}').next().unwrap_or("");
-                let start = tokenizer.encode(head.trim_end())?.len().min(last);
-                let end = tokenizer
-                    .encode(&format!("{head}{}", r.answer))?
-                    .len()
-                    .clamp(start + 1, ids.len());
-                (start, end)
-            }
+            ReadPosition::AnswerMean => answer_span(tokenizer, template, &r.question, &r.answer, ids.len())?,
         });
         sequences.push(ids);
     }
@@ -66,6 +54,30 @@ pub fn read_activations(
         Ok(())
     })?;
     Ok(out)
+}
+
+/// The tokens `start..end` of an Aligner prompt of `prompt_len` tokens that hold the upstream
+/// `answer`. The answer spans from the end of the prompt text before it to the end of the text
+/// through it; token boundaries may merge one token at either edge, and an empty answer leaves
+/// one token (the boundary) to stand for it.
+pub fn answer_span(
+    tokenizer: &AlignerTokenizer,
+    template: &AlignerTemplate,
+    question: &str,
+    answer: &str,
+    prompt_len: usize,
+) -> Result<(usize, usize)> {
+    if prompt_len == 0 {
+        bail!("the prompt for question {question:?} has no tokens");
+    }
+    let before = template.render(question, "\u{0}");
+    let head = before.split('\u{0}').next().unwrap_or("");
+    let start = tokenizer.encode(head.trim_end())?.len().min(prompt_len - 1);
+    let end = tokenizer
+        .encode(&format!("{head}{answer}"))?
+        .len()
+        .clamp(start + 1, prompt_len);
+    Ok((start, end))
 }
 
 /// The tensor of layer `layer` in a LAT reading shard.

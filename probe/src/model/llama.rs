@@ -103,6 +103,15 @@ impl KvCache {
         })
     }
 
+    /// Forgets every position from `len` on and keeps the buffers. Later writes go after the
+    /// kept positions and never touch them, so a cache rewound to a shared prefix decodes again
+    /// exactly as a fresh copy of that prefix would, without copying it.
+    pub fn truncate(&mut self, len: usize) {
+        for layer in self.layers.iter_mut().flatten() {
+            layer.len = layer.len.min(len);
+        }
+    }
+
     /// Number of cached positions.
     pub fn len(&self) -> usize {
         match self.layers.first() {
