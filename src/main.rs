@@ -55,6 +55,7 @@ enum Command {
     Tune(commands::tune::TuneArgs),
     Serve(commands::serve::ServeArgs),
     Merge(commands::merge::MergeArgs),
+    Patch(commands::patch::PatchArgs),
 }
 
 fn main() -> ExitCode {
@@ -62,7 +63,9 @@ fn main() -> ExitCode {
     // `serve` drains its requests on SIGINT/SIGTERM itself; every other command exits at
     // once, removing its temporaries.
     process::set_up(!matches!(cli.command, Command::Serve(_)));
-    match dispatch(cli) {
+    let result = dispatch(cli);
+    process::wait_if_interrupted();
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line, with the context chain, never a backtrace.
@@ -96,5 +99,6 @@ fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Tune(args) => commands::tune::run(args),
         Command::Serve(args) => commands::serve::run(args),
         Command::Merge(args) => commands::merge::run(args),
+        Command::Patch(args) => commands::patch::run(args),
     }
 }

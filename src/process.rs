@@ -26,10 +26,53 @@ pub fn set_up(exit_on_signal: bool) {
     }
     // Ctrl-C or SIGTERM mid-write: no temporary file or half-built directory stays behind.
     let _ = ctrlc::set_handler(move || {
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+        // An output halfway into place is let finish first; no commit starts after this.
+        let (_commits, finished) = probe::io::commit_lock_after_any();
+        // The command's thread runs on meanwhile: what it creates in the moment after the
+        // first pass (a figure's temporary in a staging directory) goes in the second.
         outputs.remove_temporaries();
-        eprintln!("error: interrupted; temporary files removed, outputs left as they were");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        outputs.remove_temporaries();
+        if finished {
+            eprintln!(
+                "error: interrupted as an output was moved into place (that output is whole); temporary files removed"
+            );
+            std::process::exit(130);
+        }
+        let note = INTERRUPT_NOTE
+            .lock()
+            .map(|note| {
+                if note.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {note}")
+                }
+            })
+            .unwrap_or_default();
+        eprintln!("error: interrupted; temporary files removed, outputs left as they were{note}");
         std::process::exit(130);
     });
+}
+
+static INTERRUPT_NOTE: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Called as the command ends: while a signal is being handled, the handler ends the process
+/// (removing the temporaries, with its own line), not the command's error from files it
+/// found removed.
+pub fn wait_if_interrupted() {
+    while INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        std::thread::park();
+    }
+}
+
+/// What the line printed on Ctrl-C or SIGTERM adds from now on (empty: nothing): what the
+/// interruption leaves on purpose, such as a checkpoint to resume from.
+pub fn on_interrupt_say(note: &str) {
+    if let Ok(mut held) = INTERRUPT_NOTE.lock() {
+        *held = note.to_string();
+    }
 }
 
 /// glibc's allocator hands big freed blocks back to the kernel (munmap, heap trimming), so

@@ -26,6 +26,27 @@ pub trait OutputHost: Send + Sync {
 
 static HOST: std::sync::OnceLock<Box<dyn OutputHost>> = std::sync::OnceLock::new();
 
+mod staged;
+pub use staged::StagedDir;
+
+/// Held while an output moves into place. A signal handler takes it before it removes the
+/// temporaries, so an interruption lands before a commit or after it, never halfway through
+/// (a temporary already untracked but not yet renamed, a directory half moved in).
+pub fn commit_lock() -> std::sync::MutexGuard<'static, ()> {
+    COMMITTING.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// [`commit_lock`], and whether a commit was under way (so the output it moved is whole).
+pub fn commit_lock_after_any() -> (std::sync::MutexGuard<'static, ()>, bool) {
+    match COMMITTING.try_lock() {
+        Ok(guard) => (guard, false),
+        Err(std::sync::TryLockError::Poisoned(e)) => (e.into_inner(), false),
+        Err(std::sync::TryLockError::WouldBlock) => (commit_lock(), true),
+    }
+}
+
+static COMMITTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Installs the host's [`OutputHost`]; false when one was installed already.
 pub fn install_host(host: Box<dyn OutputHost>) -> bool {
     HOST.set(host).is_ok()
@@ -190,10 +211,12 @@ impl AtomicFile {
 
     pub fn commit(mut self) -> Result<()> {
         let temp = self.temp.take().expect("commit once");
+        if let Err(e) = temp.as_file().sync_all() {
+            untrack_temporary(temp.path());
+            return Err(e).with_context(|| format!("failed to flush {}", temp.path().display()));
+        }
+        let _commits = commit_lock();
         untrack_temporary(temp.path());
-        temp.as_file()
-            .sync_all()
-            .with_context(|| format!("failed to flush {}", temp.path().display()))?;
         // What stands at the destination now must be what stood there when the work began
         // (and what the command's checks accepted): nothing, and then the rename must not
         // clobber what appears meanwhile, or the same file. Otherwise the result is kept

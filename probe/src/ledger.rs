@@ -38,11 +38,16 @@ impl ProcessOutputs {
     pub fn remove_temporaries(&self) {
         if let Ok(paths) = self.in_flight.lock() {
             for path in paths.iter() {
-                let _ = if path.is_dir() {
-                    std::fs::remove_dir_all(path)
+                if path.is_dir() {
+                    // Another thread may add a file while the directory is emptied.
+                    for _ in 0..3 {
+                        if std::fs::remove_dir_all(path).is_ok() || !path.exists() {
+                            break;
+                        }
+                    }
                 } else {
-                    std::fs::remove_file(path)
-                };
+                    let _ = std::fs::remove_file(path);
+                }
             }
         }
     }
@@ -82,6 +87,15 @@ impl OutputHost for ProcessOutputs {
     /// Best effort: without a writable ledger the file is still written; it just cannot be
     /// replaced by a later run without deleting it first.
     fn written(&self, path: &Path) {
+        // A file written inside a staging directory is logged once it is moved into place,
+        // under the name it will keep.
+        let staged = self
+            .in_flight
+            .lock()
+            .is_ok_and(|paths| paths.iter().any(|t| path != t && path.starts_with(t)));
+        if staged {
+            return;
+        }
         let Some(entry) = Self::entry(path) else { return };
         if let Some(dir) = self.ledger.parent() {
             let _ = std::fs::create_dir_all(dir);

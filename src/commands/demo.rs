@@ -129,7 +129,10 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
         ENGLISH_EXAMPLES
     };
     let lat_flags = lat_settings(&crate::model_arg::resolve(&args.model)?)?;
-    std::fs::create_dir_all(out).with_context(|| format!("failed to create {}", out.display()))?;
+    // Every stage writes into a staging directory beside DIR, moved in once the page is
+    // written: an error or Ctrl-C leaves DIR as it was, never a half-built report.
+    let staged = probe::io::StagedDir::create(out)?;
+    let out = staged.path();
     let p = |name: &str| out.join(name).display().to_string();
     let stage = |n: usize, what: &str| eprintln!("[{n}/6] {what}");
     let call = |argv: &[&str]| -> Result<()> {
@@ -228,7 +231,11 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
     }
     stage(6, "report page");
     let index = write_report(out, &examples)?;
-    println!("report: {}", index.display());
+    staged.commit()?;
+    println!(
+        "report: {}",
+        args.out.join(index.file_name().unwrap_or_default()).display()
+    );
     Ok(())
 }
 

@@ -66,7 +66,10 @@ pub fn run(args: TrainMiniArgs) -> Result<()> {
     let mut smoothed = None::<f64>;
     let log_to_terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let started = std::time::Instant::now();
-    let report = train(&opts, &args.out, &mut |step, loss| {
+    // Built beside --out and moved in at the end: an error or Ctrl-C leaves no half-written
+    // checkpoint where a loadable one is expected.
+    let staged = probe::io::StagedDir::create(&args.out)?;
+    let report = train(&opts, staged.path(), &mut |step, loss| {
         let s = smoothed.map_or(loss, |m| 0.95 * m + 0.05 * loss);
         smoothed = Some(s);
         bar.set_position(step as u64 + 1);
@@ -81,6 +84,7 @@ pub fn run(args: TrainMiniArgs) -> Result<()> {
             );
         }
     })?;
+    staged.commit()?;
     bar.finish_and_clear();
     println!(
         "trained {} parameters for {} steps in {:.0}s: loss {:.4} -> {:.4}, validation loss {:.4}; wrote {}",

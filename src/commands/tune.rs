@@ -1,6 +1,7 @@
 use crate::model_arg;
 use anyhow::{Context, Result};
 use clap::Args;
+use probe::io::StagedDir;
 use probe::stimuli::read_jsonl;
 use std::path::PathBuf;
 use tune::lora::{tune, LoraOptions};
@@ -100,6 +101,19 @@ pub fn run(args: TuneArgs) -> Result<()> {
         .collect();
     let files: Vec<&str> = tune::lora::FILES.into_iter().chain(["training.json"]).collect();
     crate::outputs::check_dir(&args.out, &inputs, &files)?;
+    // Checkpoints and the finished adapter are built in OUT.partial and moved into OUT at the
+    // end: an interrupted run leaves OUT as it was, and its last checkpoint for --resume.
+    let partial = StagedDir::partial_path(&args.out);
+    crate::outputs::check_dir(&partial, &inputs, &[])?;
+    // A finished run continued with --resume (to convert it with --f16) starts from its own
+    // last checkpoint, which stays in OUT.
+    let finished = args.resume && !partial.exists() && args.out.join(tune::lora::STATE_FILE).is_file();
+    anyhow::ensure!(
+        !args.resume || finished || partial.exists(),
+        "nothing to resume: there is no interrupted run in {} and no finished one in {}",
+        partial.display(),
+        args.out.display()
+    );
     let mut ckpt = probe::Checkpoint::load(&base)?;
     let provenance = crate::outputs::provenance(&ckpt, Some(args.seed))?;
     let template = model_arg::template(&args.template)?;
@@ -132,6 +146,22 @@ pub fn run(args: TuneArgs) -> Result<()> {
             .expect("static template is valid")
             .progress_chars("=> "),
     );
+    let mut staged = StagedDir::resumable(&args.out, args.resume && !finished)?;
+    let staging = staged.path().to_path_buf();
+    if finished {
+        for name in tune::lora::FILES {
+            let from = args.out.join(name);
+            std::fs::copy(&from, staging.join(name)).with_context(|| format!("failed to read {}", from.display()))?;
+        }
+    }
+    let resume_note = format!(
+        "the last checkpoint is in {}: rerun with --resume to continue",
+        staging.display()
+    );
+    let mut held = args.resume && !finished;
+    if held {
+        crate::process::on_interrupt_say(&resume_note);
+    }
     let started = std::time::Instant::now();
     let mut tokens_seen = 0usize;
     let logging = !std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -141,10 +171,16 @@ pub fn run(args: TuneArgs) -> Result<()> {
         &records,
         &opts,
         &base_name,
-        &args.out,
+        &staging,
         args.checkpoint_every,
         args.resume,
         &mut |step, loss, tokens| {
+            // Once a checkpoint is in, an interruption or error leaves it for --resume.
+            if !held && staging.join(tune::lora::STATE_FILE).is_file() {
+                staged.hold();
+                crate::process::on_interrupt_say(&resume_note);
+                held = true;
+            }
             tokens_seen += tokens;
             let rate = tokens_seen as f64 / started.elapsed().as_secs_f64().max(1e-9);
             bar.set_position(step as u64 + 1);
@@ -157,11 +193,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
     )
     .with_context(|| {
         // Only a checkpoint can be resumed from; point at it only when there is one.
-        if args.out.join("trainer_state.json").exists() {
+        if held {
             format!(
                 "tuning {} (rerun with --resume to continue from the last checkpoint in {})",
                 base.display(),
-                args.out.display()
+                staging.display()
             )
         } else {
             format!("tuning {}", base.display())
@@ -169,12 +205,14 @@ pub fn run(args: TuneArgs) -> Result<()> {
     })?;
     bar.finish_and_clear();
     if args.f16 {
-        tune::lora::convert_adapter(&args.out, candle_core::DType::F16)?;
+        tune::lora::convert_adapter(&staging, candle_core::DType::F16)?;
     }
     probe::io::write_atomic(
-        &args.out.join("training.json"),
+        &staging.join("training.json"),
         &serde_json::to_vec_pretty(&serde_json::json!({"options": opts, "report": report, "provenance": provenance}))?,
     )?;
+    staged.commit()?;
+    crate::process::on_interrupt_say("");
     println!(
         "{} steps, loss {:.4} -> {:.4}, {} trainable parameters, {:.0} tok/s over {:.0} s; adapter in {}",
         report.steps,

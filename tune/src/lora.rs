@@ -36,7 +36,7 @@ pub const TARGETS: [&str; 7] = [
     "up_proj",
     "down_proj",
 ];
-const STATE_FILE: &str = "trainer_state.json";
+pub const STATE_FILE: &str = "trainer_state.json";
 const MOMENTS_FILE: &str = "trainer_moments.safetensors";
 /// Every file a run writes into its output directory.
 pub const FILES: [&str; 4] = [CONFIG_FILE, WEIGHTS_FILE, STATE_FILE, MOMENTS_FILE];

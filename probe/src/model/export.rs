@@ -33,7 +33,7 @@ struct Parts {
 
 /// Writes the model at `source` (GGUF file or HF directory) as an HF directory `out`, which
 /// must not exist yet (or be empty). The directory appears whole or not at all: it is built
-/// under a temporary name beside `out` and renamed into place.
+/// in a staging directory beside `out` ([`crate::io::StagedDir`]) and moved into place.
 pub fn export_hf(source: &Path, out: &Path) -> Result<Exported> {
     if out.exists() && std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(true) {
         bail!(
@@ -46,17 +46,8 @@ pub fn export_hf(source: &Path, out: &Path) -> Result<Exported> {
     } else {
         from_hf_dir(source)?
     };
-    let parent = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent).with_context(|| format!("failed to create {}", parent.display()))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".export-hf-")
-        .tempdir_in(&parent)
-        .with_context(|| format!("failed to create a staging directory in {}", parent.display()))?;
+    let staging = crate::io::StagedDir::create(out)?;
     let dir = staging.path();
-    crate::io::track_temporary(dir);
 
     let dtype_name = match parts.dtype {
         DType::F32 => "float32",
@@ -91,32 +82,12 @@ pub fn export_hf(source: &Path, out: &Path) -> Result<Exported> {
         }
         write_json(&dir.join("tokenizer_config.json"), &tok_cfg)?;
     }
-    if out.exists() {
-        std::fs::remove_dir(out).with_context(|| format!("failed to replace the empty directory {}", out.display()))?;
-    }
-    make_readable(dir)?;
-    crate::io::untrack_temporary(dir);
-    let staged = staging.keep();
-    std::fs::rename(&staged, out).with_context(|| format!("failed to move the export into {}", out.display()))?;
+    staging.commit()?;
     Ok(Exported {
         dir: out.to_path_buf(),
         tensors: parts.tensors.len(),
         dtype: parts.dtype,
     })
-}
-
-/// A staging directory is private (0700) and so are some files written into it; the export
-/// gets the permissions a normal directory would have.
-fn make_readable(dir: &Path) -> Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
-        for entry in std::fs::read_dir(dir)? {
-            std::fs::set_permissions(entry?.path(), std::fs::Permissions::from_mode(0o644))?;
-        }
-    }
-    Ok(())
 }
 
 fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
