@@ -68,8 +68,19 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            // One line, with the context chain, never a backtrace.
-            eprintln!("error: {err:#}");
+            // One line, with the context chain, never a backtrace: a control character (a
+            // newline in a path the user gave) is shown escaped, so it cannot break the line.
+            let line: String = format!("{err:#}")
+                .chars()
+                .map(|c| {
+                    if c.is_control() {
+                        c.escape_debug().to_string()
+                    } else {
+                        c.to_string()
+                    }
+                })
+                .collect();
+            eprintln!("error: {line}");
             ExitCode::FAILURE
         }
     }

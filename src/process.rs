@@ -16,6 +16,7 @@ pub fn set_up(exit_on_signal: bool) {
     // them, and bf16 checkpoints then run on the AVX512-BF16 kernels.
     let _ = kernels::bf16::request_amx();
     quiet_guarded_panics();
+    write_past_file_size_limit_fails();
     let outputs: &'static ProcessOutputs = Box::leak(Box::new(ProcessOutputs::new(
         probe::home::cache_dir().join("written.tsv"),
         |line| eprintln!("warning: {line}"),
@@ -72,6 +73,17 @@ pub fn wait_if_interrupted() {
 pub fn on_interrupt_say(note: &str) {
     if let Ok(mut held) = INTERRUPT_NOTE.lock() {
         *held = note.to_string();
+    }
+}
+
+/// A write past the file-size limit (`ulimit -f`) raises SIGXFSZ, whose default ends the
+/// process on the spot, leaving its temporary and saying nothing. Ignored, the write fails
+/// with EFBIG instead: one error line, and the temporary goes with its guard.
+fn write_past_file_size_limit_fails() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -155,6 +155,17 @@ pub fn open_derived(path: &Path, existing: bool) -> Result<File> {
 
 impl AtomicFile {
     pub fn create(dest: &Path) -> Result<Self> {
+        Self::create_with_suffix(dest, ".tmp".into())
+    }
+
+    /// As [`AtomicFile::create`], with a temporary whose name ends in `dest`'s extension, for a
+    /// writer that picks its format by the name (plotters' PNG and SVG backends).
+    pub fn create_keeping_extension(dest: &Path) -> Result<Self> {
+        let extension = dest.extension().map(|e| e.to_string_lossy().into_owned());
+        Self::create_with_suffix(dest, extension.map_or(".tmp".into(), |e| format!(".tmp.{e}")))
+    }
+
+    fn create_with_suffix(dest: &Path, suffix: String) -> Result<Self> {
         let dir = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -167,7 +178,7 @@ impl AtomicFile {
             .with_context(|| format!("not a file path: {}", dest.display()))?;
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
-            .suffix(".tmp")
+            .suffix(&suffix)
             .tempfile_in(&dir)
             .with_context(|| format!("failed to create a temporary file in {}", dir.display()))?;
         track_temporary(temp.path());
@@ -290,6 +301,16 @@ impl Drop for AtomicFile {
             untrack_temporary(temp.path());
         }
     }
+}
+
+/// Writes `dest` atomically through `write`, a writer that takes a path (a figure drawn by
+/// viz: plotters picks the format by the extension, which the temporary keeps) and returns
+/// what it returns.
+pub fn write_through<T>(dest: &Path, write: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+    let out = AtomicFile::create_keeping_extension(dest)?;
+    let value = write(out.temp_path())?;
+    out.commit()?;
+    Ok(value)
 }
 
 /// Writes `bytes` to `dest` atomically.

@@ -55,6 +55,15 @@ impl<E: Serialize + DeserializeOwned> Journal<E> {
             return Ok(journal);
         };
         if !resume && !meta.file_type().is_symlink() {
+            // A live run holds its journal locked: it is not an interrupted one.
+            let live = std::fs::File::open(path)
+                .is_ok_and(|f| matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock)));
+            if live {
+                bail!(
+                    "another alens run is writing {}; wait for it or choose another output",
+                    path.display()
+                );
+            }
             bail!(
                 "{} holds an interrupted run: rerun with --resume to continue it, or delete it",
                 path.display()

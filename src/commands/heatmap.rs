@@ -131,22 +131,23 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
         crate::commands::scan::clip_scale(vectors.scan_spread(), args.clip),
         difference_scale,
     ];
-    let figure = viz::heatmaps(
-        &args.out,
-        &format!("Correction activity by layer: {}", ckpt.name()),
-        &[
-            panel(
-                format!("(a) correct cases (n={})", activity.n_correct),
-                &activity.correct,
-                0,
-            ),
-            panel(format!("(b) copy cases (n={})", activity.n_copy), &activity.copy, 0),
-            panel("(c) difference (a) - (b)".into(), &difference, 1),
-        ],
-        &scales,
-        &crate::commands::scan::figure_note(vectors.scan_spread(), args.clip, !flagged.is_empty()),
-    )?;
-    probe::io::record_written(&figure);
+    probe::io::write_through(&args.out, |figure| {
+        viz::heatmaps(
+            figure,
+            &format!("Correction activity by layer: {}", ckpt.name()),
+            &[
+                panel(
+                    format!("(a) correct cases (n={})", activity.n_correct),
+                    &activity.correct,
+                    0,
+                ),
+                panel(format!("(b) copy cases (n={})", activity.n_copy), &activity.copy, 0),
+                panel("(c) difference (a) - (b)".into(), &difference, 1),
+            ],
+            &scales,
+            &crate::commands::scan::figure_note(vectors.scan_spread(), args.clip, !flagged.is_empty()),
+        )
+    })?;
     if let Some(path) = &args.csv {
         let mut csv = csv::Writer::from_writer(Vec::new());
         let header: Vec<String> = ["class".to_string(), "token".to_string()]

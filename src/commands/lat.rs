@@ -198,15 +198,9 @@ pub fn run(args: LatArgs) -> Result<()> {
             },
         ];
         let title = format!("LAT copy-vs-correct ({}, {})", args.method.name(), args.position.name());
-        probe::io::record_written(&viz::line_chart(
-            plot,
-            &title,
-            "layer",
-            "share",
-            &xs,
-            &series,
-            (0.0, 1.05),
-        )?);
+        probe::io::write_through(plot, |figure| {
+            viz::line_chart(figure, &title, "layer", "share", &xs, &series, (0.0, 1.05))
+        })?;
         println!("wrote {}", plot.display());
     }
     if let Some(gguf) = &args.gguf {

@@ -111,13 +111,15 @@ pub fn run(args: ScanArgs) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    probe::io::record_written(&viz::heatmaps(
-        &args.out,
-        &format!("LAT scan: {model_name}, {vec_name}"),
-        &[panel],
-        &[clip_scale(vectors.scan_spread(), args.clip)],
-        &figure_note(vectors.scan_spread(), args.clip, !flagged.is_empty()),
-    )?);
+    probe::io::write_through(&args.out, |figure| {
+        viz::heatmaps(
+            figure,
+            &format!("LAT scan: {model_name}, {vec_name}"),
+            &[panel],
+            &[clip_scale(vectors.scan_spread(), args.clip)],
+            &figure_note(vectors.scan_spread(), args.clip, !flagged.is_empty()),
+        )
+    })?;
     if let Some(path) = &args.csv {
         let mut csv = csv::Writer::from_writer(Vec::new());
         csv.write_record(std::iter::once("token".to_string()).chain(layers.iter().map(|l| format!("layer_{l}"))))?;

@@ -163,7 +163,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.out {
-        probe::io::record_written(&draw_sweep(path, result)?);
+        probe::io::write_through(path, |figure| draw_sweep(figure, result))?;
     }
     if let Some(path) = &args.csv {
         probe::io::write_atomic(path, result.to_csv().as_bytes())?;

@@ -3,7 +3,7 @@
 
 use crate::font::{ensure_registered, FAMILY};
 use crate::heatmap::err;
-use crate::{commit, format_of, temp_beside, Format};
+use crate::{drawing_path, format_of, Format};
 use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -50,11 +50,11 @@ pub fn line_chart(
         );
     }
     ensure_registered();
-    let tmp = temp_beside(out);
+    let target = drawing_path(out)?;
     let size = (760, 460);
     match format_of(out)? {
         Format::Png => draw(
-            BitMapBackend::new(&tmp, size).into_drawing_area(),
+            BitMapBackend::new(target, size).into_drawing_area(),
             title,
             x_label,
             y_label,
@@ -63,7 +63,7 @@ pub fn line_chart(
             y_range,
         )?,
         Format::Svg => draw(
-            SVGBackend::new(&tmp, size).into_drawing_area(),
+            SVGBackend::new(target, size).into_drawing_area(),
             title,
             x_label,
             y_label,
@@ -72,7 +72,6 @@ pub fn line_chart(
             y_range,
         )?,
     }
-    commit(&tmp, out)?;
     Ok(out.to_path_buf())
 }
 
@@ -204,12 +203,12 @@ pub fn curve_panels(out: &Path, title: &str, x_label: &str, xs: &[f64], panels: 
         }
     }
     ensure_registered();
-    let tmp = temp_beside(out);
+    let target = drawing_path(out)?;
     let legend_rows = panels.iter().map(|p| p.curves.len()).max().unwrap_or(0);
     let size = (560 * panels.len() as u32, 440 + LEGEND_ROW * legend_rows as u32);
     match format_of(out)? {
         Format::Png => draw_panels(
-            BitMapBackend::new(&tmp, size).into_drawing_area(),
+            BitMapBackend::new(target, size).into_drawing_area(),
             title,
             x_label,
             xs,
@@ -217,7 +216,7 @@ pub fn curve_panels(out: &Path, title: &str, x_label: &str, xs: &[f64], panels: 
             legend_rows,
         )?,
         Format::Svg => draw_panels(
-            SVGBackend::new(&tmp, size).into_drawing_area(),
+            SVGBackend::new(target, size).into_drawing_area(),
             title,
             x_label,
             xs,
@@ -225,7 +224,6 @@ pub fn curve_panels(out: &Path, title: &str, x_label: &str, xs: &[f64], panels: 
             legend_rows,
         )?,
     }
-    commit(&tmp, out)?;
     Ok(out.to_path_buf())
 }
 

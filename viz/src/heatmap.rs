@@ -5,7 +5,7 @@
 
 use crate::colour::ColourScale;
 use crate::font::{ensure_registered, FAMILY};
-use crate::{commit, format_of, temp_beside, Format};
+use crate::{drawing_path, format_of, Format};
 use anyhow::{bail, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
@@ -106,24 +106,23 @@ pub fn heatmaps(out: &Path, title: &str, panels: &[Panel], scales: &[ColourScale
     let width = 140 + panels.iter().map(panel_width).sum::<u32>() + BAR_WIDTH * scales.len() as u32;
     let width = width.max(680);
     let height = (170 + 18 * rows.max(14) + FOOTER_LINE * lines.len()) as u32;
-    let tmp = temp_beside(out);
+    let target = drawing_path(out)?;
     match format_of(out)? {
         Format::Png => draw(
-            BitMapBackend::new(&tmp, (width, height)).into_drawing_area(),
+            BitMapBackend::new(target, (width, height)).into_drawing_area(),
             title,
             panels,
             scales,
             &lines,
         )?,
         Format::Svg => draw(
-            SVGBackend::new(&tmp, (width, height)).into_drawing_area(),
+            SVGBackend::new(target, (width, height)).into_drawing_area(),
             title,
             panels,
             scales,
             &lines,
         )?,
     }
-    commit(&tmp, out)?;
     Ok(out.to_path_buf())
 }
 

@@ -17,7 +17,7 @@ pub use curves::{curve_panels, line_chart, Curve, CurvePanel, Series};
 pub use heatmap::{footer, heatmaps, Panel};
 
 use anyhow::{bail, Result};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Format {
@@ -38,23 +38,13 @@ pub(crate) fn format_of(path: &Path) -> Result<Format> {
     }
 }
 
-/// A temp path beside `dest` with the same extension (plotters picks the encoder by it).
-/// The destination folder is created first, so plotters can write the temp file into it.
-pub(crate) fn temp_beside(dest: &Path) -> PathBuf {
+/// Makes `dest`'s folder so plotters can write `dest` (it picks the encoder by its extension).
+/// viz writes where it is told: making the write atomic (a temporary renamed into place,
+/// removed on error or Ctrl-C, never over a file that appeared meanwhile) is the caller's
+/// part, as for every other output alens writes; the CLI draws into `probe::io`'s temporary.
+pub(crate) fn drawing_path(dest: &Path) -> Result<&Path> {
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        let _ = std::fs::create_dir_all(dir);
+        std::fs::create_dir_all(dir).map_err(|e| anyhow::anyhow!("failed to create {}: {e}", dir.display()))?;
     }
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    dest.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
-}
-
-pub(crate) fn commit(tmp: &Path, dest: &Path) -> Result<()> {
-    if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::rename(tmp, dest).map_err(|e| anyhow::anyhow!("failed to write {}: {e}", dest.display()))?;
-    Ok(())
+    Ok(dest)
 }
