@@ -117,12 +117,16 @@ impl ModelArgs {
     /// A file a shipped model keeps in its directory (its stimuli, test records, vectors):
     /// `name` beside the adapter or the model, else the mini-aligner's file at `fallback`.
     pub fn shipped_beside(&self, name: &str, fallback: &str) -> PathBuf {
+        self.beside(name).unwrap_or_else(|| shipped(fallback))
+    }
+
+    /// `name` beside the adapter or the model, if it is there.
+    pub fn beside(&self, name: &str) -> Option<PathBuf> {
         self.input_paths()
             .into_iter()
             .rev()
             .map(|p| p.join(name))
             .find(|p| p.is_file())
-            .unwrap_or_else(|| shipped(fallback))
     }
 
     /// The default LAT stimuli for this model.

@@ -44,16 +44,38 @@ pub fn journal(
     ckpt: &probe::Checkpoint,
     resume: bool,
 ) -> Result<Option<steer::journal::Journal>> {
+    journal_key(outputs, settings, ckpt, resume)?
+        .map(|(path, fingerprint)| steer::journal::Journal::open(&path, &fingerprint, resume))
+        .transpose()
+}
+
+/// [`journal`] for a command whose finished units are entries of its own kind.
+pub fn journal_of<E: serde::Serialize + serde::de::DeserializeOwned>(
+    outputs: &[Option<&PathBuf>],
+    settings: serde_json::Value,
+    ckpt: &probe::Checkpoint,
+    resume: bool,
+) -> Result<Option<probe::journal::Journal<E>>> {
+    journal_key(outputs, settings, ckpt, resume)?
+        .map(|(path, fingerprint)| probe::journal::Journal::open(&path, &fingerprint, resume))
+        .transpose()
+}
+
+/// Where the journal goes and the fingerprint that keys it.
+fn journal_key(
+    outputs: &[Option<&PathBuf>],
+    settings: serde_json::Value,
+    ckpt: &probe::Checkpoint,
+    resume: bool,
+) -> Result<Option<(PathBuf, String)>> {
     let Some(first) = outputs.iter().flatten().next() else {
         anyhow::ensure!(!resume, "--resume continues a run that writes an output file: give one");
         return Ok(None);
     };
-    let fingerprint = run_fingerprint(settings, ckpt)?;
-    Ok(Some(steer::journal::Journal::open(
-        &steer::journal::Journal::path_for(first),
-        &fingerprint,
-        resume,
-    )?))
+    Ok(Some((
+        steer::journal::Journal::path_for(first),
+        run_fingerprint(settings, ckpt)?,
+    )))
 }
 
 /// What a journal is keyed by: `settings` and the sha256 of every weight file, so a resumed run

@@ -8,6 +8,7 @@ pub mod generate;
 pub mod heatmap;
 pub mod lat;
 pub mod merge;
+pub mod patch;
 pub mod scan;
 pub mod serve;
 pub mod sweep;

@@ -20,7 +20,8 @@ use crate::generate::{GenerationConfig, PromptBatch};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 use probe::hooks::{Cache, HookPoint, Hooks, NoHooks, Site};
-use probe::Model;
+use probe::stimuli::StimulusRecord;
+use probe::{AlignerTemplate, Checkpoint, Model};
 use serde::{Deserialize, Serialize};
 
 /// Which positions of the prompt a patch replaces, counted from the end of the prompt.
@@ -99,6 +100,8 @@ pub struct ControlTransfer {
     /// The first token changed at all (the unrelated record's own token may take its place).
     pub changed: bool,
     pub logit_diff_change: f64,
+    /// Over the same gap as the patch it controls.
+    pub logit_diff_recovered: f64,
 }
 
 /// One pair's clean first tokens and, per layer, `[correct_from_copy, copy_from_correct]`.
@@ -141,6 +144,269 @@ pub fn batch_ranges(pairs: usize, pairs_per_batch: usize) -> Vec<std::ops::Range
     ranges
 }
 
+/// The copy/correct pairs of `records` (as LAT builds them), tokenized through `template`.
+pub fn patch_pairs(ckpt: &Checkpoint, template: &AlignerTemplate, records: &[StimulusRecord]) -> Result<Vec<PatchPair>> {
+    let tokenizer = ckpt.tokenizer()?;
+    let prompt = |r: &StimulusRecord| -> Result<PatchPrompt> {
+        let ids = tokenizer.encode(&template.render(&r.question, &r.answer))?;
+        let answer = probe::lat::answer_span(tokenizer, template, &r.question, &r.answer, ids.len())?;
+        Ok(PatchPrompt { ids, answer })
+    };
+    let pairs = probe::lat::build_pairs(records)?
+        .into_iter()
+        .map(|p| {
+            Ok(PatchPair {
+                question: records[p.copy].question.clone(),
+                copy: prompt(&records[p.copy])?,
+                correct: prompt(&records[p.correct])?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let all: Vec<Vec<u32>> = pairs.iter().flat_map(|p| [p.copy.ids.clone(), p.correct.ids.clone()]).collect();
+    probe::batched::check_sequences(ckpt, &all)?;
+    Ok(pairs)
+}
+
+/// One finished batch, as the journal of a resumable run keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatchEntry {
+    pub batch: usize,
+    pub result: BatchPatch,
+}
+
+/// Patches every batch of `pairs` (`pairs_per_batch` each, see [`batch_ranges`]); batches the
+/// journal holds are taken from it, new ones recorded as they finish. `on_batch` is told how
+/// many pairs were done.
+pub fn run_patching(
+    model: &Model,
+    pairs: &[PatchPair],
+    settings: &PatchSettings,
+    pairs_per_batch: usize,
+    mut journal: Option<&mut probe::journal::Journal<PatchEntry>>,
+    on_batch: &mut dyn FnMut(usize),
+) -> Result<Vec<BatchPatch>> {
+    if pairs.len() < 2 {
+        bail!(
+            "patching needs at least two copy/correct pairs (the control patches from another pair's record); the data has {}",
+            pairs.len()
+        );
+    }
+    let mut batches = Vec::new();
+    for (index, range) in batch_ranges(pairs.len(), pairs_per_batch).into_iter().enumerate() {
+        let done = journal
+            .as_ref()
+            .and_then(|j| j.entries().iter().find(|e| e.batch == index).map(|e| e.result.clone()));
+        let result = match done {
+            Some(result) if result.pairs.len() == range.len() => result,
+            Some(_) => bail!("the journal's batch {index} holds another number of pairs: it is from another run"),
+            None => {
+                let result = patch_batch(model, &pairs[range.clone()], range.start, settings)?;
+                if let Some(j) = journal.as_mut() {
+                    j.put(&PatchEntry {
+                        batch: index,
+                        result: result.clone(),
+                    })?;
+                }
+                result
+            }
+        };
+        on_batch(range.len());
+        batches.push(result);
+    }
+    Ok(batches)
+}
+
+/// Per layer, over the pairs whose clean runs start differently, one direction's patches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DirectionCurve {
+    /// Share of pairs whose first token switched to the source run's.
+    pub switch_rate: Vec<f64>,
+    /// Mean change of the logit difference (source's first token minus target's).
+    pub logit_diff_change: Vec<f64>,
+    /// Mean share of the clean runs' logit-difference gap the patch closed.
+    pub logit_diff_recovered: Vec<f64>,
+    /// Share of pairs whose whole output (max_new_tokens > 1) became the source run's.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub output_switch_rate: Option<Vec<f64>>,
+}
+
+/// Per layer, the unrelated-record control of one direction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ControlCurve {
+    /// Share switched to the pair's other run's first token: must stay 0.
+    pub switch_rate: Vec<f64>,
+    /// Share whose first token changed at all.
+    pub changed_rate: Vec<f64>,
+    pub logit_diff_change: Vec<f64>,
+    pub logit_diff_recovered: Vec<f64>,
+}
+
+/// Patched from an unrelated record of the target's class.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnrelatedControl {
+    /// Pairs with an unrelated record in their batch (and clean runs that start differently).
+    pub pairs: usize,
+    pub correct_from_copy: ControlCurve,
+    pub copy_from_correct: ControlCurve,
+}
+
+/// Patched from the run itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelfControl {
+    /// Per layer, the largest |logit| difference from the clean runs (must be 0).
+    pub max_abs_logit_diff: Vec<f32>,
+    /// Per layer, whether every self-patched run equals its clean run bit for bit.
+    pub identical: Vec<bool>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Controls {
+    pub unrelated: UnrelatedControl,
+    #[serde(rename = "self")]
+    pub self_patch: SelfControl,
+}
+
+/// What `alens patch --json` writes: per layer, how often patching one run's activation into
+/// the other's switches its first token (and output), both directions, with the controls.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PatchReport {
+    /// The hook point's site (`resid_post`, `attn_out`, `mlp_out`, ...).
+    pub point: String,
+    pub positions: PatchPositions,
+    pub max_new_tokens: usize,
+    /// Copy/correct pairs run.
+    pub pairs: usize,
+    /// Of those, the pairs whose clean runs start with different tokens: the rates' denominator.
+    pub pairs_used: usize,
+    pub layers: Vec<usize>,
+    /// The correct case patched from the copy case.
+    pub correct_from_copy: DirectionCurve,
+    /// The copy case patched from the correct case.
+    pub copy_from_correct: DirectionCurve,
+    pub controls: Controls,
+    /// LAT's held-out accuracy per layer (readable), from the vectors given, beside the
+    /// switch rates (carried); `None` at a layer the vectors do not cover.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub lat_accuracy: Option<Vec<Option<f64>>>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub provenance: Option<probe::provenance::Provenance>,
+}
+
+impl PatchReport {
+    /// Aggregates the batches of one run.
+    pub fn from_batches(batches: &[BatchPatch], settings: &PatchSettings) -> Result<Self> {
+        let pairs: Vec<&PairPatch> = batches.iter().flat_map(|b| &b.pairs).collect();
+        let used: Vec<&PairPatch> = pairs.iter().copied().filter(|p| p.usable()).collect();
+        if used.is_empty() {
+            bail!(
+                "in none of the {} pairs do the copy and correct runs start with different tokens: there is nothing for a patch to switch",
+                pairs.len()
+            );
+        }
+        let layers = settings.layers.len();
+        let mean = |values: &mut dyn Iterator<Item = f64>| {
+            let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+            if n == 0 {
+                0.0
+            } else {
+                sum / n as f64
+            }
+        };
+        let rate = |flag: bool| f64::from(u8::from(flag));
+        let direction = |d: usize| DirectionCurve {
+            switch_rate: (0..layers).map(|l| mean(&mut used.iter().map(|p| rate(p.layers[l][d].switched)))).collect(),
+            logit_diff_change: (0..layers)
+                .map(|l| mean(&mut used.iter().map(|p| p.layers[l][d].logit_diff_change)))
+                .collect(),
+            logit_diff_recovered: (0..layers)
+                .map(|l| mean(&mut used.iter().map(|p| p.layers[l][d].logit_diff_recovered)))
+                .collect(),
+            output_switch_rate: (settings.generation.max_new_tokens > 1).then(|| {
+                (0..layers)
+                    .map(|l| mean(&mut used.iter().map(|p| rate(p.layers[l][d].output_switched))))
+                    .collect()
+            }),
+        };
+        let controlled: Vec<&PairPatch> = used
+            .iter()
+            .copied()
+            .filter(|p| p.layers.iter().all(|t| t.iter().all(|d| d.control.is_some())))
+            .collect();
+        let control = |d: usize| {
+            let over = |f: &dyn Fn(&ControlTransfer) -> f64| -> Vec<f64> {
+                (0..layers)
+                    .map(|l| mean(&mut controlled.iter().filter_map(|p| p.layers[l][d].control.as_ref().map(f))))
+                    .collect()
+            };
+            ControlCurve {
+                switch_rate: over(&|c| rate(c.switched)),
+                changed_rate: over(&|c| rate(c.changed)),
+                logit_diff_change: over(&|c| c.logit_diff_change),
+                logit_diff_recovered: over(&|c| c.logit_diff_recovered),
+            }
+        };
+        Ok(Self {
+            point: settings.site.short_name().to_string(),
+            positions: settings.positions,
+            max_new_tokens: settings.generation.max_new_tokens,
+            pairs: pairs.len(),
+            pairs_used: used.len(),
+            layers: settings.layers.clone(),
+            correct_from_copy: direction(0),
+            copy_from_correct: direction(1),
+            controls: Controls {
+                unrelated: UnrelatedControl {
+                    pairs: controlled.len(),
+                    correct_from_copy: control(0),
+                    copy_from_correct: control(1),
+                },
+                self_patch: SelfControl {
+                    max_abs_logit_diff: (0..layers)
+                        .map(|l| batches.iter().map(|b| b.self_max_abs_logit_diff[l]).fold(0.0, f32::max))
+                        .collect(),
+                    identical: (0..layers).map(|l| batches.iter().all(|b| b.self_identical[l])).collect(),
+                },
+            },
+            lat_accuracy: None,
+            provenance: None,
+        })
+    }
+
+    /// One CSV row per layer and direction.
+    pub fn to_csv(&self) -> String {
+        let mut out = String::from(
+            "layer,direction,switch_rate,logit_diff_change,logit_diff_recovered,output_switch_rate,\
+             control_switch_rate,control_changed_rate,control_logit_diff_recovered,self_max_abs_logit_diff,lat_accuracy\n",
+        );
+        let directions = [
+            ("correct_from_copy", &self.correct_from_copy, &self.controls.unrelated.correct_from_copy),
+            ("copy_from_correct", &self.copy_from_correct, &self.controls.unrelated.copy_from_correct),
+        ];
+        for (i, layer) in self.layers.iter().enumerate() {
+            for (name, curve, control) in directions {
+                let output = curve.output_switch_rate.as_ref().map(|o| o[i].to_string()).unwrap_or_default();
+                let lat = self
+                    .lat_accuracy
+                    .as_ref()
+                    .and_then(|a| a[i])
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                out.push_str(&format!(
+                    "{layer},{name},{},{},{},{output},{},{},{},{},{lat}\n",
+                    curve.switch_rate[i],
+                    curve.logit_diff_change[i],
+                    curve.logit_diff_recovered[i],
+                    control.switch_rate[i],
+                    control.changed_rate[i],
+                    control.logit_diff_recovered[i],
+                    self.controls.self_patch.max_abs_logit_diff[i],
+                ));
+            }
+        }
+        out
+    }
+}
+
 /// Runs every patch of `settings` on one batch of `pairs` (the rows: every copy prompt, then
 /// every correct prompt). `first_pair` is the batch's first pair's index, for messages.
 pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settings: &PatchSettings) -> Result<BatchPatch> {
@@ -166,31 +432,14 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
         }
     }
 
-    // Row r's partner is the same pair's other run; its control source is the same class's row
-    // of the next pair (cyclically) with another question.
     let partner = |r: usize| if r < k { r + k } else { r - k };
-    let control_source: Vec<Option<usize>> = (0..rows)
-        .map(|r| {
-            let (class_start, i) = if r < k { (0, r) } else { (k, r - k) };
-            (1..k)
-                .map(|step| (i + step) % k)
-                .find(|&j| pairs[j].question != pairs[i].question)
-                .map(|j| class_start + j)
-        })
+    let masks_main: Vec<Vec<bool>> = (0..rows)
+        .map(|r| columns(&batch, &prompts, settings.positions, r, partner(r)))
         .collect();
-    let main_mask = |r: usize| columns(&batch, &prompts, settings.positions, r, partner(r));
-    let masks_main: Vec<Vec<bool>> = (0..rows).map(main_mask).collect();
-    let masks_control: Vec<Vec<bool>> = (0..rows)
-        .map(|r| match control_source[r] {
-            Some(s) => columns(&batch, &prompts, settings.positions, r, s),
-            None => vec![false; batch.width()],
-        })
-        .collect();
-    // The prefix no variant patches runs once.
-    let from = masks_main
-        .iter()
-        .chain(&masks_control)
-        .filter_map(|m| m.iter().position(|&on| on))
+    // The columns before any a variant may patch (a row's own patchable columns bound those it
+    // can take from any source) run once, for every variant.
+    let from = (0..rows)
+        .filter_map(|r| columns(&batch, &prompts, settings.positions, r, r).iter().position(|&on| on))
         .min()
         .unwrap_or(batch.width() - 1)
         .min(batch.width() - 1);
@@ -203,6 +452,24 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
     let clean = batch.decode(model, &mut cache, from, &settings.generation, &mut clean_hooks)?;
     let clean_logits = logit_rows(&clean.first_logits)?;
     let clean_first: Vec<u32> = clean_logits.iter().map(|l| argmax(l)).collect();
+
+    // Row r's control source: the same class's row of the next pair (cyclically) with another
+    // question whose clean run does not itself start with the token that would count as a
+    // switch (patching it in would hand over that token, not a decision).
+    let control_source: Vec<Option<usize>> = (0..rows)
+        .map(|r| {
+            let (class_start, i) = if r < k { (0, r) } else { (k, r - k) };
+            (1..k)
+                .map(|step| class_start + (i + step) % k)
+                .find(|&s| pairs[s - class_start].question != pairs[i].question && clean_first[s] != clean_first[partner(r)])
+        })
+        .collect();
+    let masks_control: Vec<Vec<bool>> = (0..rows)
+        .map(|r| match control_source[r] {
+            Some(s) => columns(&batch, &prompts, settings.positions, r, s),
+            None => vec![false; batch.width()],
+        })
+        .collect();
 
     let device = model.device();
     let mut rerun = |point: HookPoint, sources: &[usize], masks: &[Vec<bool>]| -> Result<(Vec<Vec<f32>>, Vec<Vec<u32>>)> {
@@ -236,17 +503,20 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
                 let clean_diff = diff(&clean_logits[target]);
                 let gap = diff(&clean_logits[source]) - clean_diff;
                 let change = diff(&main_logits[target]) - clean_diff;
+                let recovered = |change: f64| if gap != 0.0 { change / gap } else { 0.0 };
                 Transfer {
                     switched: argmax(&main_logits[target]) == to,
                     output_switched: main_outputs[target] == clean.generated[source],
                     logit_diff_change: change,
-                    logit_diff_recovered: if gap != 0.0 { change / gap } else { 0.0 },
+                    logit_diff_recovered: recovered(change),
                     control: control_source[target].map(|_| {
                         let token = argmax(&control_logits[target]);
+                        let change = diff(&control_logits[target]) - clean_diff;
                         ControlTransfer {
                             switched: token == to,
                             changed: token != from_token,
-                            logit_diff_change: diff(&control_logits[target]) - clean_diff,
+                            logit_diff_change: change,
+                            logit_diff_recovered: recovered(change),
                         }
                     }),
                 }

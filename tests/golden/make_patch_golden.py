@@ -15,7 +15,8 @@ into the generated tokens.
 Two pairs (copy prompt, correct prompt) per case; rows are [pair0 copy, pair0 correct, pair1
 copy, pair1 correct]. Direction 0 is correct_from_copy (the correct run patched from the copy
 run), direction 1 copy_from_correct. The control patches a run from the same-class run of the
-other pair. For each case it writes into tests/golden/<name>/patch.safetensors:
+other pair, unless that run's first token is the one that would count as a switch (then there
+is no control for it: its fields hold -1). For each case it writes into tests/golden/<name>/patch.safetensors:
   - {case}.prompt_ids             [4, T] int64  the prompts, right-filled with -1
   - {case}.answer_spans           [4, 2] int64  each prompt's answer tokens start..end
   - {case}.first_tokens           [4]    int64  the clean runs' first generated tokens
@@ -155,6 +156,10 @@ def main():
                     fields["switched"][layer, pair, direction] = int(int(logits.argmax()) == to)
                     fields["output_switched"][layer, pair, direction] = int(ids == clean[source][0])
                     c = control[target]
+                    if first_tokens[c] == to:
+                        for key in ["control_logit_diff_change", "control_switched", "control_changed"]:
+                            fields[key][layer, pair, direction] = -1
+                        continue
                     _, logits = greedy(model, prompts[target][0], module, acts[c],
                                        offsets("all" if positions == "all" else positions,
                                                prompts[target], prompts[c]))
