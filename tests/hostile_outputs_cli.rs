@@ -1,7 +1,8 @@
-//! Reliability 2 through the binary, the output classes the first suites reach only in unit
-//! tests: two runs on one output (class 1), a file that appears at the output while a run
-//! works (class 3), a ledger that is unwritable, corrupt or handed a forging path (class 5),
-//! and a file-size limit (class 6). Each ends in one `error:` line (or one `warning:` where the
+//! Reliability 2 through the binary, the classes the first suites reach only in unit tests:
+//! two runs on one output (class 1), a file that appears at the output while a run works
+//! (class 3), a vector file and sidecar found mismatched (class 4), a ledger that is
+//! unwritable, corrupt or handed a forging path (class 5), a file-size limit (class 6), and an
+//! alpha list too long for the demo (class 9). Each ends in one `error:` line (or one `warning:` where the
 //! command rightly goes on), no panic, every file that was there byte-identical, and nothing
 //! left but what the error line names.
 
@@ -240,6 +241,53 @@ fn a_file_size_limit_is_one_line_and_leaves_nothing() {
         );
         assert_eq!(snapshot(dir.path()), before, "{args:?} left files");
     }
+}
+
+/// Class 4: a vector file replaced without its sidecar (a crash between the two renames) is
+/// refused by every reader. Class 9: the demo bounds its alpha list before any work.
+#[test]
+fn mismatched_vectors_and_long_alpha_lists_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let shipped = repo().join("notebooks-data/mini-aligner/copy-correct");
+    std::fs::copy(shipped.with_extension("json"), dir.path().join("v.json")).unwrap();
+    let mut bytes = std::fs::read(shipped.with_extension("safetensors")).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(dir.path().join("v.safetensors"), bytes).unwrap();
+    let vectors = dir.path().join("v.safetensors").display().to_string();
+    let before = snapshot(dir.path());
+    let question = ["--question", "q", "--answer", "a"];
+    for args in [
+        [&["generate", "--vectors", &vectors, "--alpha", "1"][..], &question[..]].concat(),
+        [
+            &[
+                "scan",
+                "--vectors",
+                &vectors,
+                "--out",
+                &dir.path().join("s.png").display().to_string(),
+            ][..],
+            &question[..],
+        ]
+        .concat(),
+    ] {
+        let line = one_error(&alens(&home).args(&args).output().unwrap());
+        assert!(line.contains("sha256") || line.contains("sidecar"), "{args:?}: {line}");
+        assert_eq!(snapshot(dir.path()), before, "{args:?}");
+    }
+    let many = vec!["0.5"; 1001].join(",");
+    let started = Instant::now();
+    let report = dir.path().join("report").display().to_string();
+    let line = one_error(
+        &alens(&home)
+            .args(["demo", "--model", "mini-aligner", "--alphas", &many, "--out", &report])
+            .output()
+            .unwrap(),
+    );
+    assert!(line.contains("at most 1000"), "{line}");
+    assert!(started.elapsed() < Duration::from_secs(20), "refused only after work");
+    assert_eq!(snapshot(dir.path()), before);
 }
 
 /// Runs the binary under `sh -c SCRIPT` (the script ends in `exec "$0" "$@"`), keeping the

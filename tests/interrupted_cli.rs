@@ -188,10 +188,24 @@ fn an_interrupted_tune_keeps_its_output_as_it_was_and_resumes_to_the_whole_adapt
         "a temporary was left in the checkpoint: {partial:?}"
     );
 
-    // Not resumed by accident, then resumed on purpose.
+    // Not resumed by accident, nor on other records as many as its own (class 7), then
+    // resumed on purpose.
     let (ok, stderr) = run(&args);
     assert!(!ok && stderr.contains("--resume"), "{stderr}");
+    let other: String = test.lines().skip(12).take(12).map(|l| format!("{l}\n")).collect();
+    std::fs::write(p("other.jsonl"), other).unwrap();
+    let mut on_other = tune(&p("cut"), &["--resume"]);
+    let data = on_other.iter().position(|a| a == "--data").unwrap() + 1;
+    on_other[data] = p("other.jsonl");
+    let (ok, stderr) = run(&on_other);
+    assert!(!ok && stderr.contains("other training records"), "{stderr}");
+    assert_eq!(
+        stderr.lines().filter(|l| l.starts_with("error:")).count(),
+        1,
+        "{stderr}"
+    );
     assert_eq!(snapshot(&dir.path().join("cut.partial")), partial);
+    assert_eq!(snapshot(&dir.path().join("cut")), before);
     let (ok, stderr) = run(&tune(&p("cut"), &["--resume"]));
     assert!(ok, "{stderr}");
     assert!(

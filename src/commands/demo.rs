@@ -129,6 +129,10 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
         ENGLISH_EXAMPLES
     };
     let lat_flags = lat_settings(&crate::model_arg::resolve(&args.model)?)?;
+    if let Some(alphas) = &args.alphas {
+        // The sweep would refuse a bad grid only after LAT, the scans and the heatmap.
+        steer::sweep::parse_alphas(alphas).context("--alphas")?;
+    }
     // Every stage writes into a staging directory beside DIR, moved in once the page is
     // written: an error or Ctrl-C leaves DIR as it was, never a half-built report.
     let staged = probe::io::StagedDir::create(out)?;
