@@ -136,6 +136,37 @@ fn capture_shards_merge_to_the_single_run() {
     }
 }
 
+/// Merges with extra outputs: `merge --out OUT EXTRA... SHARDS...`, each of `extra` a flag and
+/// the file it names beside OUT (`{OUT stem}.{name}`).
+fn alens_merge_with(extra: &[(&str, &str)], inputs: &[&str]) -> impl Fn(&[String], &Path) {
+    let extra: Vec<(String, String)> = extra.iter().map(|(f, n)| (f.to_string(), n.to_string())).collect();
+    let inputs: Vec<String> = inputs.iter().map(|i| i.to_string()).collect();
+    move |shards: &[String], out: &Path| {
+        let mut args = vec!["merge".to_string(), "--out".to_string(), s(out)];
+        for (flag, name) in &extra {
+            args.extend([flag.clone(), s(&beside(out, name))]);
+        }
+        args.extend(inputs.iter().cloned());
+        args.extend(shards.iter().cloned());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        alens_ok(&args);
+    }
+}
+
+/// `whole.json` -> `whole.{name}`.
+fn beside(path: &Path, name: &str) -> PathBuf {
+    path.with_extension(name)
+}
+
+fn assert_same_bytes(whole: &Path, merged: &Path) {
+    assert!(
+        std::fs::read(whole).unwrap() == std::fs::read(merged).unwrap(),
+        "{} differs from {}",
+        merged.display(),
+        whole.display()
+    );
+}
+
 #[test]
 fn eval_shards_merge_to_the_single_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -143,9 +174,17 @@ fn eval_shards_merge_to_the_single_run() {
     first_lines("notebooks-data/corpus/test.jsonl", 5, &data);
     let data = s(&data);
     let args = ["eval", "--data", &data, "--batch-size", "2", "--max-new-tokens", "16"];
-    let (whole, merged) = shard_and_merge(dir.path(), &args, "--json", ".json", &alens_merge);
+    let merge = alens_merge_with(&[("--outputs", "outputs.jsonl")], &["--data", &data]);
+    let (whole, merged) = shard_and_merge(dir.path(), &args, "--json", ".json", &merge);
+    // The unsharded run's --outputs, for the merged ones to equal.
+    let whole_outputs = beside(&whole, "outputs.jsonl");
+    let (json, outputs) = (s(&dir.path().join("again.json")), s(&whole_outputs));
+    let mut again = args.to_vec();
+    again.extend(["--json", json.as_str(), "--outputs", outputs.as_str()]);
+    alens_ok(&again);
     for (n, m) in COUNTS.iter().zip(&merged) {
         assert_same_json(&whole, m, *n);
+        assert_same_bytes(&whole_outputs, &beside(m, "outputs.jsonl"));
     }
 }
 
@@ -168,9 +207,24 @@ fn sweep_shards_merge_to_the_single_run() {
         "--random-control",
         "1",
     ];
-    let (whole, merged) = shard_and_merge(dir.path(), &args, "--json", ".json", &alens_merge);
+    let merge = alens_merge_with(&[("--csv", "csv"), ("--figure", "png")], &[]);
+    let (whole, merged) = shard_and_merge(dir.path(), &args, "--json", ".json", &merge);
+    let (csv, png) = (beside(&whole, "csv"), beside(&whole, "png"));
+    let (json, csv_s, png_s) = (s(&dir.path().join("again.json")), s(&csv), s(&png));
+    let mut again = args.to_vec();
+    again.extend([
+        "--json",
+        json.as_str(),
+        "--csv",
+        csv_s.as_str(),
+        "--out",
+        png_s.as_str(),
+    ]);
+    alens_ok(&again);
     for (n, m) in COUNTS.iter().zip(&merged) {
         assert_same_json(&whole, m, *n);
+        assert_same_bytes(&csv, &beside(m, "csv"));
+        assert_same_bytes(&png, &beside(m, "png"));
     }
 }
 
@@ -290,6 +344,18 @@ fn bad_specs_and_bad_sets_are_refused() {
     assert!(merge(&["e0.json", "e1.json", "tokens2.json"]).contains("option"));
     assert!(merge(&["e0.json", "e1.json", "c0.safetensors"]).contains("c0.safetensors"));
     assert!(merge(&["e0.json", "e1.json", "e2.json", "c0.safetensors"]).contains("c0.safetensors"));
+    let shards = [p("e0.json"), p("e1.json"), p("e2.json")];
+    let merge_with = |extra: &[&str]| {
+        let out = p("m.json");
+        let mut args = vec!["merge", "--out", out.as_str()];
+        args.extend(extra);
+        args.extend(shards.iter().map(String::as_str));
+        refused(dir.path(), &args)
+    };
+    let (outputs, csv) = (p("m.jsonl"), p("m.csv"));
+    assert!(merge_with(&["--outputs", &outputs, "--data", &s(&other)]).contains("--data"));
+    assert!(merge_with(&["--outputs", &outputs]).contains("--data"));
+    assert!(merge_with(&["--csv", &csv]).contains("sweep"));
     // A file that is not a shard at all.
     alens_ok(&[
         "eval",

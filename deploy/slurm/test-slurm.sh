@@ -103,11 +103,11 @@ deploy/slurm/submit.sh 3 --cpus-per-task=1 --wait --chdir="$PWD" --output="$T/ou
 mkdir -p "$T/ref"
 a() { "$ALENS" "$@" --model mini-aligner >/dev/null; }
 a capture --data "$LAT_DATA" --batch-size 2 --positions last --out "$T/ref/capture.safetensors"
-a eval --data "$EVAL_DATA" $EVAL_ARGS --json "$T/ref/eval.json"
+a eval --data "$EVAL_DATA" $EVAL_ARGS --json "$T/ref/eval.json" --outputs "$T/ref/outputs.jsonl"
 a lat --data "$LAT_DATA" --batch-size 2 --out "$T/ref/vectors.safetensors"
 a sweep --data "$EVAL_DATA" $SWEEP_ARGS --vectors "$T/ref/vectors.safetensors" --alphas "$ALPHAS" --random-control 0 \
-    --json "$T/ref/sweep.json"
-for f in capture.safetensors eval.json vectors.safetensors vectors.json sweep.json; do
+    --json "$T/ref/sweep.json" --csv "$T/ref/sweep.csv" --out "$T/ref/sweep.png"
+for f in capture.safetensors eval.json outputs.jsonl vectors.safetensors vectors.json sweep.json sweep.csv sweep.png; do
     deploy/slurm/same-but-provenance.py "$T/ref/$f" "$OUT/$f" || fail "$f: merged differs from unsharded"
 done
-echo "PASSED deploy/slurm/test-slurm.sh: 3 array tasks per stage, merged capture, eval, LAT vectors and sweep equal the unsharded run"
+echo "PASSED deploy/slurm/test-slurm.sh: 3 array tasks per stage, merged capture, eval (with outputs), LAT vectors and sweep (with CSV and figure) equal the unsharded run"

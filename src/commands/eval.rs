@@ -111,15 +111,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.outputs {
-        let mut lines = Vec::new();
-        for (record, (output, exact)) in records.iter().zip(&report.outputs) {
-            let mut row = serde_json::to_value(record)?;
-            row["output"] = output.as_str().into();
-            row["exact"] = (*exact).into();
-            lines.extend(serde_json::to_vec(&row)?);
-            lines.push(b'\n');
-        }
-        probe::io::write_atomic(path, &lines)?;
+        probe::io::write_atomic(path, &report.outputs_jsonl(&records)?)?;
     }
     if let Some(journal) = journal {
         journal.finish()?;

@@ -177,7 +177,7 @@ pub fn run(args: SweepArgs) -> Result<()> {
 /// The sweep figure, in two panels like the Aligner paper's Fig. 4 (c): correction magnitude
 /// per class with the random control as a pale dashed line of the class's colour, and the
 /// rates (copy, exact correction, degenerate); legends under the plots, x over the grid.
-fn draw_sweep(path: &std::path::Path, result: &steer::sweep::SweepResult) -> Result<PathBuf> {
+pub(crate) fn draw_sweep(path: &std::path::Path, result: &steer::sweep::SweepResult) -> Result<PathBuf> {
     let (c, r) = (&result.copy_cases, &result.correct_cases);
     let curve = |name: &str, ys: &Vec<f64>, colour: usize, control: bool| viz::Curve {
         name: name.into(),

@@ -37,12 +37,9 @@ pub struct EvalReport {
     /// Where this report comes from (set by the command that writes it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<probe::provenance::Provenance>,
-    /// Every record's output and whether it matched, in record order (written by
-    /// `eval --outputs`, not in the JSON).
-    #[serde(skip)]
-    pub outputs: Vec<(String, bool)>,
-    /// Every record's outcome, in record order: journaled in a shard's output (see
-    /// [`EvalShard`]), where `alens merge` recomputes the scores from them.
+    /// Every record's outcome and output, in record order: journaled in a shard's output (see
+    /// [`EvalShard`]), where `alens merge` recomputes the scores from them; written per
+    /// record by [`outputs_jsonl`](Self::outputs_jsonl).
     #[serde(skip)]
     pub outcomes: Vec<RecordOutcome>,
     /// Set on a shard's output only.
@@ -50,10 +47,11 @@ pub struct EvalReport {
     pub shard: Option<EvalShard>,
 }
 
-/// One record's outcome with what the scores group it by.
+/// One record's outcome with what the scores group it by, and its output.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RecordOutcome {
     pub category: String,
+    pub output: String,
     #[serde(flatten)]
     pub outcome: Outcome,
 }
@@ -128,21 +126,20 @@ pub fn evaluate(
 
     let mut outcomes = Vec::with_capacity(outputs.len());
     let mut misses = Vec::new();
-    let mut scored = Vec::with_capacity(outputs.len());
     for ((record, reference), output) in records.iter().zip(references).zip(outputs) {
         let outcome = Outcome::of(tokenizer, record, &output)?;
         let category = record.category.clone().unwrap_or_else(|| "uncategorised".into());
-        outcomes.push(RecordOutcome { category, outcome });
         if !outcome.exact && misses.len() < MAX_MISSES {
             misses.push(serde_json::json!({"question": record.question, "answer": record.answer,
                                            "expected": reference, "output": output.text}));
         }
-        scored.push((output.text, outcome.exact));
+        outcomes.push(RecordOutcome {
+            category,
+            output: output.text,
+            outcome,
+        });
     }
-    Ok(EvalReport {
-        outputs: scored,
-        ..EvalReport::of_outcomes(outcomes, misses)
-    })
+    Ok(EvalReport::of_outcomes(outcomes, misses))
 }
 
 impl EvalReport {
@@ -163,10 +160,29 @@ impl EvalReport {
                 .collect(),
             misses,
             provenance: None,
-            outputs: Vec::new(),
             outcomes,
             shard: None,
         }
+    }
+
+    /// `records` (those evaluated, in order) one JSON line each, with the record's `output`
+    /// and whether it was `exact`: what `eval --outputs` writes.
+    pub fn outputs_jsonl(&self, records: &[StimulusRecord]) -> Result<Vec<u8>> {
+        anyhow::ensure!(
+            records.len() == self.outcomes.len(),
+            "{} records for {} outputs",
+            records.len(),
+            self.outcomes.len()
+        );
+        let mut lines = Vec::new();
+        for (record, o) in records.iter().zip(&self.outcomes) {
+            let mut row = serde_json::to_value(record)?;
+            row["output"] = o.output.as_str().into();
+            row["exact"] = o.outcome.exact.into();
+            lines.extend(serde_json::to_vec(&row)?);
+            lines.push(b'\n');
+        }
+        Ok(lines)
     }
 
     /// Joins eval shard outputs (any order) into the report the unsharded run writes, with the
