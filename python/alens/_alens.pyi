@@ -64,7 +64,9 @@ class ControlVectors:
     def load(path: str) -> ControlVectors:
         """Reads ``.safetensors`` (+ ``.json`` sidecar) or a llama.cpp / repeng ``.gguf`` control vector."""
     def save(self, path: str) -> None:
-        """Writes ``.safetensors`` and the ``.json`` sidecar, atomically."""
+        """Writes ``.safetensors`` and the ``.json`` sidecar, atomically. Like every alens output,
+        never over a file alens did not write (``FileExistsError``), a dangling link or a
+        directory (``ValueError``)."""
     @property
     def layers(self) -> List[int]: ...
     @property

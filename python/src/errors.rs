@@ -1,7 +1,7 @@
 //! Rust errors to the Python exception a user expects, with the CLI's one-line message
 //! (anyhow's `{:#}`: the context chain joined by ": ").
 
-use pyo3::exceptions::{PyFileNotFoundError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyFileExistsError, PyFileNotFoundError, PyRuntimeError, PyValueError};
 use pyo3::PyErr;
 
 /// How an error reaches Python.
@@ -37,6 +37,16 @@ pub fn to_py(err: anyhow::Error, kind: Kind) -> PyErr {
 /// A bad argument.
 pub fn value(err: anyhow::Error) -> PyErr {
     to_py(err, Kind::Value)
+}
+
+/// An output path that would destroy something: `FileExistsError` when a file alens did not
+/// write stands there, else `ValueError` (a directory, a device, a dangling link).
+pub fn exists(err: anyhow::Error) -> PyErr {
+    if format!("{err:#}").contains("alens did not write it") {
+        PyFileExistsError::new_err(format!("{err:#}"))
+    } else {
+        value(err)
+    }
 }
 
 /// A failed computation.

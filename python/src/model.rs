@@ -414,6 +414,13 @@ impl Model {
         }
         let steering = match &alphas {
             Some(list) if list.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
+            Some(list) if list.len() > steer::sweep::MAX_ALPHAS => {
+                return Err(errors::value(anyhow!(
+                    "alphas has {} values; at most {}",
+                    list.len(),
+                    steer::sweep::MAX_ALPHAS
+                )))
+            }
             // Unsteered, or alpha 0 with no vectors named: the plain forward (bit-identical).
             None => None,
             Some(list) if vectors.is_none() && list.iter().all(|&a| a == 0.0) => None,

@@ -83,6 +83,13 @@ pub fn sweep<'py>(
     let steering = steering(&model.ckpt, vectors, layers, site, steer_positions, steer_mode)?;
     let alphas = match alphas {
         Some(a) if a.is_empty() => return Err(errors::value(anyhow!("alphas needs at least one value"))),
+        Some(a) if a.len() > steer::sweep::MAX_ALPHAS => {
+            return Err(errors::value(anyhow!(
+                "alphas has {} values; at most {}",
+                a.len(),
+                steer::sweep::MAX_ALPHAS
+            )))
+        }
         Some(a) => a,
         // As `alens sweep` without --alphas: the vector file's grid, else the mode's.
         None => match steering.vectors.metadata.as_ref() {

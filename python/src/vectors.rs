@@ -47,6 +47,10 @@ impl ControlVectors {
         } else {
             errors::Kind::Value
         };
+        // The CLI's rule for every output: never over a file alens did not write (a user's,
+        // or one changed since), a dangling link, a directory or a device.
+        let sidecar = steer::vectors::sidecar_path(&path);
+        probe::io::check_outputs(&[&path, &sidecar], &[]).map_err(errors::exists)?;
         py.detach(|| self.inner.save(&path)).map_err(|e| errors::to_py(e, kind))
     }
 

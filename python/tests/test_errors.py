@@ -126,3 +126,39 @@ def test_ctrl_c_interrupts_a_long_call(tmp_path):
         proc.kill()
         pytest.fail("Ctrl-C did not stop run_with_cache")
     assert "KeyboardInterrupt" in err and "panicked" not in err
+
+
+def test_save_never_replaces_what_alens_did_not_write(mini, stimuli, tmp_path):
+    v = alens.lat(mini, stimuli, layers="1")
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"a user's file")
+    with pytest.raises(FileExistsError, match="alens did not write it"):
+        v.save(str(mine))
+    assert mine.read_bytes() == b"a user's file"
+    # The sidecar is an output too.
+    (tmp_path / "other.json").write_text("{}")
+    with pytest.raises(FileExistsError):
+        v.save(str(tmp_path / "other.safetensors"))
+    assert (tmp_path / "other.json").read_text() == "{}"
+    dangling = tmp_path / "dangling.safetensors"
+    dangling.symlink_to(tmp_path / "nowhere.safetensors")
+    with pytest.raises(ValueError, match="dangling"):
+        v.save(str(dangling))
+    assert dangling.is_symlink()
+    (tmp_path / "dir.safetensors").mkdir()
+    with pytest.raises(ValueError, match="not a regular file"):
+        v.save(str(tmp_path / "dir.safetensors"))
+    # Its own output it replaces.
+    v.save(str(tmp_path / "ok.safetensors"))
+    v.save(str(tmp_path / "ok.safetensors"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "dangling.safetensors", "dir.safetensors", "mine.safetensors", "ok.json", "ok.safetensors", "other.json"]
+
+
+def test_alpha_lists_are_bounded(mini, stimuli):
+    v = alens.lat(mini, stimuli, layers="1")
+    many = [0.5] * 1001
+    with pytest.raises(ValueError, match="at most 1000"):
+        mini.generate_many([{"question": "q", "answer": "a"}], alphas=many, vectors=v)
+    with pytest.raises(ValueError, match="at most 1000"):
+        alens.sweep(mini, [{"question": "q", "answer": "a", "correction": "b"}], vectors=v, alphas=many)
