@@ -301,31 +301,6 @@ fn a_killed_capture_resumes_to_the_identical_file() {
     assert_eq!(left.len(), 2, "only the data and the output remain: {left:?}");
 }
 
-/// Runs alens with `args`, kills it with SIGKILL once its `journal` holds more than `batches`
-/// finished batches, and returns how many it holds.
-fn kill_after_batches(args: &[String], journal: &std::path::Path, batches: usize) -> usize {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
-        .args(args)
-        .current_dir(repo())
-        .env("ALENS_MODEL", "mini-aligner")
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let done = || {
-        std::fs::read_to_string(journal)
-            .map(|t| t.lines().count().saturating_sub(1))
-            .unwrap_or(0)
-    };
-    let started = std::time::Instant::now();
-    while done() <= batches {
-        assert!(started.elapsed().as_secs() < 120, "alens {args:?} journals no batches");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    done()
-}
-
 /// A journal is keyed by the model's weights, not only by their layout: a run killed on one
 /// model does not resume on another whose config and tensor table are the same but whose
 /// values differ (reliability 2, class 7; the provenance's content hash sees only the layout).

@@ -4,13 +4,15 @@
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::{Path, PathBuf};
+use steer::patching::PatchReport;
 use steer::sweep::SweepResult;
 use steer::vectors::VectorMetadata;
 
 /// Run the whole Aligner interpretability study on one model (default: Aligner-135M, whose
 /// base is fetched on first use; `--model mini-aligner` runs the fast fixture): LAT, LAT scans
 /// of the first generated tokens of a corrected and a copied case (the paper's Fig. 4 a/b),
-/// the layer-wise heatmap, the steering sweep beside a random direction of the same size
+/// activation patching layer by layer (where the decision is carried, beside where LAT reads
+/// it), the layer-wise heatmap, the steering sweep beside a random direction of the same size
 /// (Fig. 4 c) and example generations along the knob; then DIR/index.html shows every figure.
 ///
 /// LAT runs with the settings of the model's shipped vectors (method, position, how and where
@@ -35,6 +37,10 @@ pub struct DemoArgs {
     /// steering mode. Default: the grid recorded with the model's shipped vectors.
     #[arg(long, allow_hyphen_values = true)]
     alphas: Option<String>,
+    /// Copy/correct pairs patched layer by layer (the first of the LAT stimuli).
+    /// Bounds: 2 to 100,000.
+    #[arg(long, value_parser = crate::bounds::count::<2, 100_000>, default_value_t = 24)]
+    patch_pairs: usize,
 }
 
 /// (question, answer) of a copied and of a corrected case, for the scans and generations.
@@ -100,10 +106,13 @@ fn lat_settings(model: &Path) -> Result<Vec<String>> {
 }
 
 /// Every file the demo writes into its directory.
-const REPORT_FILES: [&str; 16] = [
+const REPORT_FILES: [&str; 19] = [
     "vectors.safetensors",
     "vectors.json",
     "lat-accuracy.png",
+    "patch.png",
+    "patch.json",
+    "patch.csv",
     "scan-correct.png",
     "scan-correct.csv",
     "scan-correct.npy",
@@ -138,7 +147,7 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
     let staged = probe::io::StagedDir::create(out)?;
     let out = staged.path();
     let p = |name: &str| out.join(name).display().to_string();
-    let stage = |n: usize, what: &str| eprintln!("[{n}/6] {what}");
+    let stage = |n: usize, what: &str| eprintln!("[{n}/7] {what}");
     let call = |argv: &[&str]| -> Result<()> {
         let argv: Vec<String> = argv
             .iter()
@@ -157,6 +166,24 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
     call(&lat)?;
     stage(
         2,
+        "activation patching: where the decision is carried, beside where LAT reads it",
+    );
+    let patch_pairs = args.patch_pairs.to_string();
+    call(&[
+        "patch",
+        "--vectors",
+        &vectors,
+        "--max-pairs",
+        &patch_pairs,
+        "--out",
+        &p("patch.png"),
+        "--json",
+        &p("patch.json"),
+        "--csv",
+        &p("patch.csv"),
+    ])?;
+    stage(
+        3,
         "LAT scans of the first generated tokens: a corrected and a copied case",
     );
     for (name, (q, a)) in [("scan-correct", examples.correct), ("scan-copy", examples.copy)] {
@@ -178,7 +205,7 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
             &p(&format!("{name}.npy")),
         ])?;
     }
-    stage(3, "layer-wise correction heatmap");
+    stage(4, "layer-wise correction heatmap");
     call(&[
         "heatmap",
         "--vectors",
@@ -190,7 +217,7 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
         "--npy",
         &p("heatmap.npy"),
     ])?;
-    stage(4, "steering sweep, beside a random direction of the same size");
+    stage(5, "steering sweep, beside a random direction of the same size");
     let limit = args.sweep_records.to_string();
     let mut sweep: Vec<String> = [
         "sweep",
@@ -212,7 +239,7 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
         sweep.extend(["--alphas".to_string(), alphas.clone()]);
     }
     call(&sweep.iter().map(String::as_str).collect::<Vec<_>>())?;
-    stage(5, "example generations along the knob");
+    stage(6, "example generations along the knob");
     let swept: SweepResult = read_typed(&out.join("sweep.json"))?;
     // Five of the sweep's alphas: both ends, the middle, the quarters.
     let picks: Vec<String> = [0, 1, 2, 3, 4]
@@ -233,7 +260,7 @@ pub fn run(args: DemoArgs, dispatch: &dyn Fn(&[String]) -> Result<()>) -> Result
             "--json",
         ])?;
     }
-    stage(6, "report page");
+    stage(7, "report page");
     let index = write_report(out, &examples)?;
     staged.commit()?;
     println!(
@@ -269,6 +296,8 @@ fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
         ("lat-accuracy.png", "LAT: held-out copy/correct pair accuracy per layer",
          format!("Accuracy by layer: [{}]. Explained variance: [{}]. Default steering layers: {:?}.",
                  fmt_list(&sidecar.per_layer(|r| r.accuracy)), fmt_list(&sidecar.per_layer(|r| r.explained_variance)), sidecar.default_layers)),
+        ("patch.png", "Activation patching: where the decision is carried, beside where LAT reads it",
+         patch_caption(&read_typed(&out.join("patch.json"))?)),
         ("scan-correct.png", "(a) LAT scan of the first generated tokens of a case that needs correcting",
          format!("Q: {} A: {} (rows: the last prompt token, outlined: the decision, then the output's tokens; score: (projection - midpoint) / \
                   the within-pair spread of the fitted pairs' projections at each layer, colour clipped at \u{b1}3; numbers, unclipped: scan-correct.csv). \
@@ -306,13 +335,76 @@ fn write_report(out: &Path, cases: &Examples) -> Result<PathBuf> {
          <p>Copy-or-correct: where the decision shows up in the layers (LAT), and how adding the reading vector with \
          a negative or positive coefficient dials the model from copying to correcting.</p>\n{body}\
          <h2>Example outputs along the sweep (first correct case)</h2><table><tr><th>alpha</th><th>output</th></tr>{examples}</table>\
-         <p>Exports for notebooks: vectors.safetensors (+ .json), scan-*.npy/csv, heatmap.npy/csv, sweep.json/csv.</p>\
+         <p>Exports for notebooks: vectors.safetensors (+ .json), patch.json/csv, scan-*.npy/csv, heatmap.npy/csv, sweep.json/csv.</p>\
          <script>addEventListener('load', () => {{ const broken = [...document.images].filter(i => !i.naturalWidth).length; \
          document.body.dataset.brokenImages = broken; }});</script></body></html>\n"
     );
     let index = out.join("index.html");
     probe::io::write_atomic(&index, page.as_bytes())?;
     Ok(index)
+}
+
+/// What the patching figure shows on the model at hand, in one sentence, then its numbers.
+fn patch_caption(report: &PatchReport) -> String {
+    let (forward, back) = (
+        &report.correct_from_copy.switch_rate,
+        &report.copy_from_correct.switch_rate,
+    );
+    let both: Vec<f64> = forward.iter().zip(back).map(|(a, b)| (a + b) / 2.0).collect();
+    let layer_where =
+        |test: &dyn Fn(usize) -> bool| (0..report.layers.len()).find(|&i| test(i)).map(|i| report.layers[i]);
+    let first_switch = layer_where(&|i| forward[i] > 0.0 || back[i] > 0.0);
+    let half = layer_where(&|i| both[i] >= 0.5);
+    let readable = report.lat_accuracy.as_ref().and_then(|accuracy| {
+        (0..report.layers.len()).find_map(|i| accuracy[i].filter(|&a| a >= 0.9).map(|a| (report.layers[i], a)))
+    });
+    let unrelated = &report.controls.unrelated;
+    let control_peak = unrelated
+        .correct_from_copy
+        .switch_rate
+        .iter()
+        .chain(&unrelated.copy_from_correct.switch_rate)
+        .fold(0.0f64, |m, &v| m.max(v));
+    let exact = report.controls.self_patch.identical.iter().all(|&same| same);
+    let read = match readable {
+        Some((layer, accuracy)) => format!(
+            "LAT reads the decision with {:.0}% held-out accuracy from layer {layer}",
+            100.0 * accuracy
+        ),
+        None => "LAT reads the decision with under 90% held-out accuracy at every layer".to_string(),
+    };
+    let half_of_them = match half {
+        Some(half) => format!("half of them (both directions' mean) from layer {half}"),
+        None => "never half of them".to_string(),
+    };
+    let carried = match first_switch {
+        None => "patching the decision position switches no first token at any layer".to_string(),
+        Some(first) if first == report.layers[0] => {
+            format!("patching the decision position switches first tokens from the first layer patched ({first}), {half_of_them}")
+        }
+        Some(first) => {
+            format!("patching the decision position switches no first token before layer {first}, {half_of_them}")
+        }
+    };
+    // "Readable early, carried late" is a contrast only where the model shows one.
+    let joint = match (readable, first_switch) {
+        (Some((read_at, _)), Some(first)) if first > read_at => "but",
+        _ => "and",
+    };
+    format!(
+        "On this model, {read}, {joint} {carried}. Controls: patched from an unrelated record of the same class, at most {:.0}% switch at any layer \
+         ({} pairs); patched from the run itself, {}. {} of {} pairs start differently in their clean runs ({} at {} positions). \
+         Switch rates, correct case from copy: [{}]; copy case from correct: [{}].",
+        100.0 * control_peak,
+        unrelated.pairs,
+        if exact { "bit for bit the clean run at every layer" } else { "NOT the clean run at some layer" },
+        report.pairs_used,
+        report.pairs,
+        report.point,
+        report.positions.name(),
+        forward.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", "),
+        back.iter().map(|v| format!("{v:.2}")).collect::<Vec<_>>().join(", "),
+    )
 }
 
 fn html(text: &str) -> String {

@@ -289,7 +289,7 @@ fn draw_patch(path: &std::path::Path, report: &PatchReport, asked_for_lat: bool)
                 y_range: (0.0, 1.05),
             },
             viz::CurvePanel {
-                title: "logit difference recovered".into(),
+                title: "logit difference recovered (a control also loses the target's own token)".into(),
                 y_label: "share of the gap between the two runs".into(),
                 curves: recovered,
                 y_range: (lo - 0.05, hi + 0.05),

@@ -145,7 +145,11 @@ pub fn batch_ranges(pairs: usize, pairs_per_batch: usize) -> Vec<std::ops::Range
 }
 
 /// The copy/correct pairs of `records` (as LAT builds them), tokenized through `template`.
-pub fn patch_pairs(ckpt: &Checkpoint, template: &AlignerTemplate, records: &[StimulusRecord]) -> Result<Vec<PatchPair>> {
+pub fn patch_pairs(
+    ckpt: &Checkpoint,
+    template: &AlignerTemplate,
+    records: &[StimulusRecord],
+) -> Result<Vec<PatchPair>> {
     let tokenizer = ckpt.tokenizer()?;
     let prompt = |r: &StimulusRecord| -> Result<PatchPrompt> {
         let ids = tokenizer.encode(&template.render(&r.question, &r.answer))?;
@@ -162,7 +166,10 @@ pub fn patch_pairs(ckpt: &Checkpoint, template: &AlignerTemplate, records: &[Sti
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    let all: Vec<Vec<u32>> = pairs.iter().flat_map(|p| [p.copy.ids.clone(), p.correct.ids.clone()]).collect();
+    let all: Vec<Vec<u32>> = pairs
+        .iter()
+        .flat_map(|p| [p.copy.ids.clone(), p.correct.ids.clone()])
+        .collect();
     probe::batched::check_sequences(ckpt, &all)?;
     Ok(pairs)
 }
@@ -314,7 +321,9 @@ impl PatchReport {
         };
         let rate = |flag: bool| f64::from(u8::from(flag));
         let direction = |d: usize| DirectionCurve {
-            switch_rate: (0..layers).map(|l| mean(&mut used.iter().map(|p| rate(p.layers[l][d].switched)))).collect(),
+            switch_rate: (0..layers)
+                .map(|l| mean(&mut used.iter().map(|p| rate(p.layers[l][d].switched))))
+                .collect(),
             logit_diff_change: (0..layers)
                 .map(|l| mean(&mut used.iter().map(|p| p.layers[l][d].logit_diff_change)))
                 .collect(),
@@ -364,7 +373,9 @@ impl PatchReport {
                     max_abs_logit_diff: (0..layers)
                         .map(|l| batches.iter().map(|b| b.self_max_abs_logit_diff[l]).fold(0.0, f32::max))
                         .collect(),
-                    identical: (0..layers).map(|l| batches.iter().all(|b| b.self_identical[l])).collect(),
+                    identical: (0..layers)
+                        .map(|l| batches.iter().all(|b| b.self_identical[l]))
+                        .collect(),
                 },
             },
             lat_accuracy: None,
@@ -379,12 +390,24 @@ impl PatchReport {
              control_switch_rate,control_changed_rate,control_logit_diff_recovered,self_max_abs_logit_diff,lat_accuracy\n",
         );
         let directions = [
-            ("correct_from_copy", &self.correct_from_copy, &self.controls.unrelated.correct_from_copy),
-            ("copy_from_correct", &self.copy_from_correct, &self.controls.unrelated.copy_from_correct),
+            (
+                "correct_from_copy",
+                &self.correct_from_copy,
+                &self.controls.unrelated.correct_from_copy,
+            ),
+            (
+                "copy_from_correct",
+                &self.copy_from_correct,
+                &self.controls.unrelated.copy_from_correct,
+            ),
         ];
         for (i, layer) in self.layers.iter().enumerate() {
             for (name, curve, control) in directions {
-                let output = curve.output_switch_rate.as_ref().map(|o| o[i].to_string()).unwrap_or_default();
+                let output = curve
+                    .output_switch_rate
+                    .as_ref()
+                    .map(|o| o[i].to_string())
+                    .unwrap_or_default();
                 let lat = self
                     .lat_accuracy
                     .as_ref()
@@ -409,7 +432,12 @@ impl PatchReport {
 
 /// Runs every patch of `settings` on one batch of `pairs` (the rows: every copy prompt, then
 /// every correct prompt). `first_pair` is the batch's first pair's index, for messages.
-pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settings: &PatchSettings) -> Result<BatchPatch> {
+pub fn patch_batch(
+    model: &Model,
+    pairs: &[PatchPair],
+    first_pair: usize,
+    settings: &PatchSettings,
+) -> Result<BatchPatch> {
     let k = pairs.len();
     if k < 2 {
         bail!("patching needs at least two pairs: the control patches from another pair's record");
@@ -417,12 +445,20 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
     if settings.generation.max_new_tokens == 0 {
         bail!("patching compares generated tokens: max_new_tokens must be at least 1");
     }
-    let prompts: Vec<&PatchPrompt> = pairs.iter().map(|p| &p.copy).chain(pairs.iter().map(|p| &p.correct)).collect();
+    let prompts: Vec<&PatchPrompt> = pairs
+        .iter()
+        .map(|p| &p.copy)
+        .chain(pairs.iter().map(|p| &p.correct))
+        .collect();
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
     let batch = PromptBatch::left_padded(model, &ids)?;
     let rows = batch.rows();
     if settings.positions == PatchPositions::All {
-        if let Some((i, p)) = pairs.iter().enumerate().find(|(_, p)| p.copy.ids.len() != p.correct.ids.len()) {
+        if let Some((i, p)) = pairs
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.copy.ids.len() != p.correct.ids.len())
+        {
             bail!(
                 "--positions all needs the two prompts of a pair to have the same length; pair {} has {} (copy) and {} (correct) tokens: patch the decision or answer positions instead",
                 first_pair + i + 1,
@@ -439,7 +475,11 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
     // The columns before any a variant may patch (a row's own patchable columns bound those it
     // can take from any source) run once, for every variant.
     let from = (0..rows)
-        .filter_map(|r| columns(&batch, &prompts, settings.positions, r, r).iter().position(|&on| on))
+        .filter_map(|r| {
+            columns(&batch, &prompts, settings.positions, r, r)
+                .iter()
+                .position(|&on| on)
+        })
         .min()
         .unwrap_or(batch.width() - 1)
         .min(batch.width() - 1);
@@ -447,7 +487,11 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
     let mut cache = batch.cache_for(model, settings.generation.max_new_tokens);
     batch.prefill(model, &mut cache, from, &mut NoHooks)?;
 
-    let points: Vec<HookPoint> = settings.layers.iter().map(|&l| HookPoint::block(l, settings.site)).collect();
+    let points: Vec<HookPoint> = settings
+        .layers
+        .iter()
+        .map(|&l| HookPoint::block(l, settings.site))
+        .collect();
     let mut clean_hooks = FirstForward::new(Cache::new(points.iter().copied()));
     let clean = batch.decode(model, &mut cache, from, &settings.generation, &mut clean_hooks)?;
     let clean_logits = logit_rows(&clean.first_logits)?;
@@ -459,9 +503,9 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
     let control_source: Vec<Option<usize>> = (0..rows)
         .map(|r| {
             let (class_start, i) = if r < k { (0, r) } else { (k, r - k) };
-            (1..k)
-                .map(|step| class_start + (i + step) % k)
-                .find(|&s| pairs[s - class_start].question != pairs[i].question && clean_first[s] != clean_first[partner(r)])
+            (1..k).map(|step| class_start + (i + step) % k).find(|&s| {
+                pairs[s - class_start].question != pairs[i].question && clean_first[s] != clean_first[partner(r)]
+            })
         })
         .collect();
     let masks_control: Vec<Vec<bool>> = (0..rows)
@@ -472,19 +516,23 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
         .collect();
 
     let device = model.device();
-    let mut rerun = |point: HookPoint, sources: &[usize], masks: &[Vec<bool>]| -> Result<(Vec<Vec<f32>>, Vec<Vec<u32>>)> {
-        let clean_activation = clean_hooks.inner.require(point)?;
-        let index = Tensor::from_vec(sources.iter().map(|&s| s as u32).collect::<Vec<_>>(), rows, device)?;
-        let source = clean_activation.index_select(&index, 0)?;
-        let on: Vec<u8> = masks.iter().flat_map(|m| m[from..].iter().map(|&b| u8::from(b))).collect();
-        let mask = Tensor::from_vec(on, (rows, chunk, 1), device)?
-            .broadcast_as(source.shape())?
-            .contiguous()?;
-        let mut hooks = FirstForward::new(Replace { point, source, mask });
-        cache.truncate(from);
-        let patched = batch.decode(model, &mut cache, from, &settings.generation, &mut hooks)?;
-        Ok((logit_rows(&patched.first_logits)?, patched.generated))
-    };
+    let mut rerun =
+        |point: HookPoint, sources: &[usize], masks: &[Vec<bool>]| -> Result<(Vec<Vec<f32>>, Vec<Vec<u32>>)> {
+            let clean_activation = clean_hooks.inner.require(point)?;
+            let index = Tensor::from_vec(sources.iter().map(|&s| s as u32).collect::<Vec<_>>(), rows, device)?;
+            let source = clean_activation.index_select(&index, 0)?;
+            let on: Vec<u8> = masks
+                .iter()
+                .flat_map(|m| m[from..].iter().map(|&b| u8::from(b)))
+                .collect();
+            let mask = Tensor::from_vec(on, (rows, chunk, 1), device)?
+                .broadcast_as(source.shape())?
+                .contiguous()?;
+            let mut hooks = FirstForward::new(Replace { point, source, mask });
+            cache.truncate(from);
+            let patched = batch.decode(model, &mut cache, from, &settings.generation, &mut hooks)?;
+            Ok((logit_rows(&patched.first_logits)?, patched.generated))
+        };
 
     let identity: Vec<usize> = (0..rows).collect();
     let partners: Vec<usize> = (0..rows).map(partner).collect();
@@ -550,7 +598,13 @@ pub fn patch_batch(model: &Model, pairs: &[PatchPair], first_pair: usize, settin
 }
 
 /// The columns of `target`'s row that take `source`'s activation.
-fn columns(batch: &PromptBatch, prompts: &[&PatchPrompt], positions: PatchPositions, target: usize, source: usize) -> Vec<bool> {
+fn columns(
+    batch: &PromptBatch,
+    prompts: &[&PatchPrompt],
+    positions: PatchPositions,
+    target: usize,
+    source: usize,
+) -> Vec<bool> {
     let width = batch.width();
     let real_from = batch.pad(target).max(batch.pad(source));
     let span = |row: usize| {

@@ -19,7 +19,9 @@ const CASES: [(&str, PatchPositions, Site); 5] = [
 ];
 
 fn dir(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/golden")
+        .join(name)
 }
 
 /// f32-level products for the bf16 model too, so one tolerance fits every golden.
@@ -32,7 +34,12 @@ fn load_exact(dir: &Path) -> Checkpoint {
 }
 
 fn ints(t: &Tensor) -> Vec<i64> {
-    t.flatten_all().unwrap().to_dtype(DType::I64).unwrap().to_vec1().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::I64)
+        .unwrap()
+        .to_vec1()
+        .unwrap()
 }
 
 fn pairs(golden: &HashMap<String, Tensor>, case: &str) -> Vec<PatchPair> {
@@ -85,11 +92,8 @@ fn check(name: &str) {
                 .to_vec3::<i64>()
                 .unwrap()
         };
-        let (change, switched, output_switched) = (
-            field("logit_diff_change"),
-            flags("switched"),
-            flags("output_switched"),
-        );
+        let (change, switched, output_switched) =
+            (field("logit_diff_change"), flags("switched"), flags("output_switched"));
         let (control_change, control_switched, control_changed) = (
             field("control_logit_diff_change"),
             flags("control_switched"),
@@ -118,8 +122,14 @@ fn check(name: &str) {
                         (c.logit_diff_change - control_change[layer][pair][d]).abs() <= 1e-4,
                         "{at}: control logit diff change"
                     );
-                    assert_eq!(c.switched as i64, control_switched[layer][pair][d], "{at}: control switched");
-                    assert_eq!(c.changed as i64, control_changed[layer][pair][d], "{at}: control changed");
+                    assert_eq!(
+                        c.switched as i64, control_switched[layer][pair][d],
+                        "{at}: control switched"
+                    );
+                    assert_eq!(
+                        c.changed as i64, control_changed[layer][pair][d],
+                        "{at}: control changed"
+                    );
                 }
             }
         }

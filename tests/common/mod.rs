@@ -73,3 +73,28 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// Runs alens with `args`, kills it with SIGKILL once its `journal` holds more than `batches`
+/// finished batches, and returns how many it holds.
+pub fn kill_after_batches(args: &[String], journal: &std::path::Path, batches: usize) -> usize {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alens"))
+        .args(args)
+        .current_dir(repo())
+        .env("ALENS_MODEL", "mini-aligner")
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let done = || {
+        std::fs::read_to_string(journal)
+            .map(|t| t.lines().count().saturating_sub(1))
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while done() <= batches {
+        assert!(started.elapsed().as_secs() < 120, "alens {args:?} journals no batches");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    done()
+}

@@ -269,10 +269,21 @@ where
             .y_label_area_size(56)
             .build_cartesian_2d(x_lo..x_hi, y_lo..y_hi)
             .map_err(err)?;
+        // Whole-number xs (layers) get whole-number labels, and no label between them.
+        let whole = xs.iter().all(|x| x.fract() == 0.0);
+        let x_format = |x: &f64| match (whole, x.fract() == 0.0) {
+            (true, true) => format!("{x:.0}"),
+            (true, false) => String::new(),
+            (false, _) => {
+                let text = format!("{x:.3}");
+                text.trim_end_matches('0').trim_end_matches('.').to_string()
+            }
+        };
         chart
             .configure_mesh()
             .x_desc(x_label)
             .y_desc(&panel.y_label)
+            .x_label_formatter(&x_format)
             .label_style((FAMILY, 12))
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
