@@ -209,7 +209,8 @@ fn an_unwritable_corrupt_or_forged_ledger_is_said_and_never_trusted() {
     );
 }
 
-/// Class 6: a write past the file-size limit is one error line, and its temporary goes.
+/// Class 6: a write past the file-size limit is one error line, and its temporary goes; with
+/// several outputs, none is written (class 4).
 #[test]
 fn a_file_size_limit_is_one_line_and_leaves_nothing() {
     let dir = tempfile::tempdir().unwrap();
@@ -230,6 +231,20 @@ fn a_file_size_limit_is_one_line_and_leaves_nothing() {
             &out("a.safetensors"),
         ],
         vec!["capture", "--data", &d, "--points", "all", "--out", &out("a.npz")],
+        // Class 4 as well: the JSON and CSV fit, the figure does not; none is written.
+        vec![
+            "sweep",
+            "--limit",
+            "2",
+            "--alphas",
+            "0,1",
+            "--json",
+            &out("s.json"),
+            "--csv",
+            &out("s.csv"),
+            "--out",
+            &out("s.png"),
+        ],
     ] {
         let before = snapshot(dir.path());
         let script = "ulimit -f 64; exec \"$0\" \"$@\"";

@@ -26,7 +26,9 @@ pub trait OutputHost: Send + Sync {
 
 static HOST: std::sync::OnceLock<Box<dyn OutputHost>> = std::sync::OnceLock::new();
 
+mod set;
 mod staged;
+pub use set::OutputSet;
 pub use staged::StagedDir;
 
 /// Held while an output moves into place. A signal handler takes it before it removes the
@@ -220,13 +222,27 @@ impl AtomicFile {
         self.temp().path()
     }
 
-    pub fn commit(mut self) -> Result<()> {
-        let temp = self.temp.take().expect("commit once");
-        if let Err(e) = temp.as_file().sync_all() {
-            untrack_temporary(temp.path());
-            return Err(e).with_context(|| format!("failed to flush {}", temp.path().display()));
-        }
+    pub fn commit(self) -> Result<()> {
+        self.sync()?;
         let _commits = commit_lock();
+        self.persist()
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.temp()
+            .as_file()
+            .sync_all()
+            .with_context(|| format!("failed to flush {}", self.temp_path().display()))
+    }
+
+    /// Whether what stands at the destination is what stood there when the work began.
+    fn unchanged(&self) -> bool {
+        FileIdentity::at(&self.dest) == self.found
+    }
+
+    /// Moves the result into place; the caller holds [`commit_lock`].
+    fn persist(mut self) -> Result<()> {
+        let temp = self.temp.take().expect("commit once");
         untrack_temporary(temp.path());
         // What stands at the destination now must be what stood there when the work began
         // (and what the command's checks accepted): nothing, and then the rename must not
@@ -251,11 +267,7 @@ impl AtomicFile {
             }
         };
         if let Err(temp) = persisted {
-            let kept = kept_name(&self.dest);
-            temp.persist_noclobber(&kept)
-                .map_err(|e| e.error)
-                .with_context(|| format!("failed to keep the result at {}", kept.display()))?;
-            record_written(&kept);
+            let kept = keep_beside(temp, &self.dest)?;
             bail!(
                 "{} appeared (or changed) while alens worked and was left as it is; this run's result is in {}",
                 self.dest.display(),
@@ -272,6 +284,23 @@ impl AtomicFile {
         }
         Ok(())
     }
+
+    /// Keeps the result beside its destination under a free name, which it returns; the
+    /// caller holds [`commit_lock`].
+    fn keep_aside(mut self) -> Result<PathBuf> {
+        let temp = self.temp.take().expect("commit once");
+        untrack_temporary(temp.path());
+        keep_beside(temp, &self.dest)
+    }
+}
+
+fn keep_beside(temp: tempfile::NamedTempFile, dest: &Path) -> Result<PathBuf> {
+    let kept = kept_name(dest);
+    temp.persist_noclobber(&kept)
+        .map_err(|e| e.error)
+        .with_context(|| format!("failed to keep the result at {}", kept.display()))?;
+    record_written(&kept);
+    Ok(kept)
 }
 
 /// A free name beside `dest` for a result that could not go to `dest`.
@@ -583,12 +612,17 @@ fn staging_name(out: &AtomicFile) -> String {
 
 /// Writes one f32 array as a `.npy` file (for notebooks), atomically.
 pub fn write_npy_f32(dest: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    write_atomic(dest, &npy_f32(shape, data)?)
+}
+
+/// One f32 array as the bytes of a `.npy` file.
+pub fn npy_f32(shape: &[usize], data: &[f32]) -> Result<Vec<u8>> {
     if shape.iter().product::<usize>() != data.len() {
         bail!("npy shape {shape:?} does not match {} values", data.len());
     }
     let mut bytes = npy_header(&TensorSpec::f32("array", shape.to_vec()));
     bytes.extend(data.iter().flat_map(|v| v.to_le_bytes()));
-    write_atomic(dest, &bytes)
+    Ok(bytes)
 }
 
 /// NPY format 1.0 header, padded so the data starts 64-byte aligned.

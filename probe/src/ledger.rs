@@ -87,12 +87,12 @@ impl OutputHost for ProcessOutputs {
     /// Best effort: without a writable ledger the file is still written; it just cannot be
     /// replaced by a later run without deleting it first.
     fn written(&self, path: &Path) {
-        // A file written inside a staging directory is logged once it is moved into place,
-        // under the name it will keep.
+        // A file written inside a staging directory, or at a temporary's path, is logged once
+        // it is moved into place, under the name it will keep.
         let staged = self
             .in_flight
             .lock()
-            .is_ok_and(|paths| paths.iter().any(|t| path != t && path.starts_with(t)));
+            .is_ok_and(|paths| paths.iter().any(|t| path.starts_with(t)));
         if staged {
             return;
         }

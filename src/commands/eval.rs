@@ -99,6 +99,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         row(name, scores);
     }
     row("all", &report.overall);
+    // Both outputs, or neither: each goes into place once both are written.
+    let mut outputs = probe::io::OutputSet::new();
     if let Some(path) = &args.json {
         let report = steer::eval::EvalReport {
             provenance: Some(provenance.clone()),
@@ -108,11 +110,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
             }),
             ..report.clone()
         };
-        probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+        outputs.write(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.outputs {
-        probe::io::write_atomic(path, &report.outputs_jsonl(&records)?)?;
+        outputs.write(path, &report.outputs_jsonl(&records)?)?;
     }
+    outputs.commit()?;
     if let Some(journal) = journal {
         journal.finish()?;
     }

@@ -131,7 +131,9 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
         crate::commands::scan::clip_scale(vectors.scan_spread(), args.clip),
         difference_scale,
     ];
-    probe::io::write_through(&args.out, |figure| {
+    // All of the outputs, or none: each goes into place once every one is written.
+    let mut outputs = probe::io::OutputSet::new();
+    outputs.write_through(&args.out, |figure| {
         viz::heatmaps(
             figure,
             &format!("Correction activity by layer: {}", ckpt.name()),
@@ -163,7 +165,7 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
                 csv.write_record(cells)?;
             }
         }
-        probe::io::write_atomic(path, &csv.into_inner()?)?;
+        outputs.write(path, &csv.into_inner()?)?;
     }
     if let Some(npy) = &args.npy {
         let flat: Vec<f32> = activity
@@ -173,8 +175,9 @@ pub fn run(args: HeatmapArgs) -> Result<()> {
             .flatten()
             .map(|&v| v as f32)
             .collect();
-        probe::io::write_npy_f32(npy, &[2, tokens, activity.layers.len()], &flat)?;
+        outputs.write(npy, &probe::io::npy_f32(&[2, tokens, activity.layers.len()], &flat)?)?;
     }
+    outputs.commit()?;
     let last_row = |means: &Vec<Vec<f64>>| {
         means[tokens - 1]
             .iter()

@@ -183,8 +183,9 @@ pub fn run(args: LatArgs) -> Result<()> {
         metadata.provenance = Some(provenance);
         println!("default steering layers: {:?}", metadata.default_layers);
     }
-    vectors.save(&args.out)?;
-    println!("wrote {} (+ .json sidecar)", args.out.display());
+    // All of the outputs, or none: each goes into place once every one is written.
+    let mut outputs = probe::io::OutputSet::new();
+    vectors.save_into(&args.out, &mut outputs)?;
     if let Some(plot) = &args.plot {
         let xs: Vec<f64> = kept.iter().map(|v| v.layer as f64).collect();
         let series = [
@@ -198,21 +199,31 @@ pub fn run(args: LatArgs) -> Result<()> {
             },
         ];
         let title = format!("LAT copy-vs-correct ({}, {})", args.method.name(), args.position.name());
-        probe::io::write_through(plot, |figure| {
+        outputs.write_through(plot, |figure| {
             viz::line_chart(figure, &title, "layer", "share", &xs, &series, (0.0, 1.05))
         })?;
+    }
+    let skipped = match &args.gguf {
+        Some(gguf) => Some(outputs.write_through(gguf, |written| {
+            let skipped = vectors.save_gguf(written, &format!("{:?}", ckpt.config.architecture).to_lowercase())?;
+            // Read it back: the export is only done when it loads as what we wrote.
+            let back = ControlVectors::load(written, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
+            let expected = vectors.vectors.len() - skipped.len();
+            anyhow::ensure!(
+                back.vectors.len() == expected,
+                "GGUF read-back found {} vectors, wrote {expected}",
+                back.vectors.len()
+            );
+            Ok(skipped)
+        })?),
+        None => None,
+    };
+    outputs.commit()?;
+    println!("wrote {} (+ .json sidecar)", args.out.display());
+    if let Some(plot) = &args.plot {
         println!("wrote {}", plot.display());
     }
-    if let Some(gguf) = &args.gguf {
-        let skipped = vectors.save_gguf(gguf, &format!("{:?}", ckpt.config.architecture).to_lowercase())?;
-        // Read it back: the export is only done when it loads as what we wrote.
-        let back = ControlVectors::load(gguf, ckpt.config.hidden_size, ckpt.config.num_hidden_layers)?;
-        let expected = vectors.vectors.len() - skipped.len();
-        anyhow::ensure!(
-            back.vectors.len() == expected,
-            "GGUF read-back found {} vectors, wrote {expected}",
-            back.vectors.len()
-        );
+    if let (Some(gguf), Some(skipped)) = (&args.gguf, skipped) {
         println!(
             "wrote {} (llama.cpp control vector{})",
             gguf.display(),

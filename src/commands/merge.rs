@@ -83,10 +83,13 @@ pub fn run(args: MergeArgs) -> Result<()> {
                 (Some(path), Some(data)) => Some((path, report.outputs_jsonl(&evaluated_records(first, data)?)?)),
                 _ => None,
             };
-            probe::io::write_atomic(&args.out, &serde_json::to_vec_pretty(&report)?)?;
+            // Both outputs, or neither.
+            let mut written = probe::io::OutputSet::new();
+            written.write(&args.out, &serde_json::to_vec_pretty(&report)?)?;
             if let Some((path, lines)) = outputs {
-                probe::io::write_atomic(path, &lines)?;
+                written.write(path, &lines)?;
             }
+            written.commit()?;
             println!(
                 "merged {} eval shards ({} records) into {}",
                 args.shards.len(),
@@ -96,13 +99,16 @@ pub fn run(args: MergeArgs) -> Result<()> {
         }
         "sweep" => {
             let report = steer::knob::SweepReport::merge_shards(&args.shards)?;
-            probe::io::write_atomic(&args.out, &serde_json::to_vec_pretty(&report)?)?;
+            // All of the outputs, or none.
+            let mut written = probe::io::OutputSet::new();
+            written.write(&args.out, &serde_json::to_vec_pretty(&report)?)?;
             if let Some(path) = &args.figure {
-                probe::io::write_through(path, |figure| super::sweep::draw_sweep(figure, &report.result))?;
+                written.write_through(path, |figure| super::sweep::draw_sweep(figure, &report.result))?;
             }
             if let Some(path) = &args.csv {
-                probe::io::write_atomic(path, report.result.to_csv().as_bytes())?;
+                written.write(path, report.result.to_csv().as_bytes())?;
             }
+            written.commit()?;
             println!("merged {} sweep shards into {}", args.shards.len(), args.out.display());
         }
         "lat" => bail!(

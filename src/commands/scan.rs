@@ -111,7 +111,9 @@ pub fn run(args: ScanArgs) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    probe::io::write_through(&args.out, |figure| {
+    // All of the outputs, or none: each goes into place once every one is written.
+    let mut outputs = probe::io::OutputSet::new();
+    outputs.write_through(&args.out, |figure| {
         viz::heatmaps(
             figure,
             &format!("LAT scan: {model_name}, {vec_name}"),
@@ -126,12 +128,13 @@ pub fn run(args: ScanArgs) -> Result<()> {
         for (t, row) in tokens.iter().zip(&values) {
             csv.write_record(std::iter::once(t.clone()).chain(row.iter().map(|v| format!("{v:.6}"))))?;
         }
-        probe::io::write_atomic(path, &csv.into_inner()?)?;
+        outputs.write(path, &csv.into_inner()?)?;
     }
     if let Some(npy) = &args.npy {
         let flat: Vec<f32> = values.iter().flatten().map(|&v| v as f32).collect();
-        probe::io::write_npy_f32(npy, &[values.len(), layers.len()], &flat)?;
+        outputs.write(npy, &probe::io::npy_f32(&[values.len(), layers.len()], &flat)?)?;
     }
+    outputs.commit()?;
     let last = values[decision].clone();
     println!(
         "last prompt token, per layer: {}",

@@ -159,15 +159,18 @@ pub fn run(args: SweepArgs) -> Result<()> {
     if let Some(checks) = &report.checks {
         println!("{}", checks.report());
     }
+    // All of the outputs, or none: each goes into place once every one is written.
+    let mut outputs = probe::io::OutputSet::new();
     if let Some(path) = &args.json {
-        probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
+        outputs.write(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.out {
-        probe::io::write_through(path, |figure| draw_sweep(figure, result))?;
+        outputs.write_through(path, |figure| draw_sweep(figure, result))?;
     }
     if let Some(path) = &args.csv {
-        probe::io::write_atomic(path, result.to_csv().as_bytes())?;
+        outputs.write(path, result.to_csv().as_bytes())?;
     }
+    outputs.commit()?;
     if let Some(journal) = journal {
         journal.finish()?;
     }

@@ -417,8 +417,15 @@ impl ControlVectors {
         }
     }
 
-    /// Writes the safetensors file and its sidecar, each atomically.
+    /// Writes the safetensors file and its sidecar, together (see [`probe::io::OutputSet`]).
     pub fn save(&self, path: &Path) -> Result<()> {
+        let mut outputs = probe::io::OutputSet::new();
+        self.save_into(path, &mut outputs)?;
+        outputs.commit()
+    }
+
+    /// [`ControlVectors::save`] as part of a command's outputs, which go into place together.
+    pub fn save_into(&self, path: &Path, outputs: &mut probe::io::OutputSet) -> Result<()> {
         if path.extension().and_then(|e| e.to_str()) != Some("safetensors") {
             bail!("vector file {} must end in .safetensors", path.display());
         }
@@ -455,9 +462,9 @@ impl ControlVectors {
             }
             None => None,
         };
-        probe::io::write_atomic(path, &bytes)?;
+        outputs.write(path, &bytes)?;
         if let Some(sidecar) = sidecar {
-            probe::io::write_atomic(&sidecar_path(path), &sidecar)?;
+            outputs.write(&sidecar_path(path), &sidecar)?;
         }
         Ok(())
     }
