@@ -139,14 +139,18 @@ pub fn run(args: PatchArgs) -> Result<()> {
     report.provenance = Some(provenance);
     print_table(&report);
 
-    probe::io::record_written(&draw_patch(&args.out, &report, vectors_path.is_some())?);
-    println!("wrote {}", args.out.display());
+    // All of the outputs, or none: each goes into place once every one is written (viz draws
+    // into the set's temporary).
+    let mut outputs = probe::io::OutputSet::new();
+    outputs.write_through(&args.out, |figure| draw_patch(figure, &report, vectors_path.is_some()))?;
     if let Some(path) = &args.json {
-        probe::io::write_atomic(path, &serde_json::to_vec_pretty(&report)?)?;
-        println!("wrote {}", path.display());
+        outputs.write(path, &serde_json::to_vec_pretty(&report)?)?;
     }
     if let Some(path) = &args.csv {
-        probe::io::write_atomic(path, report.to_csv().as_bytes())?;
+        outputs.write(path, report.to_csv().as_bytes())?;
+    }
+    outputs.commit()?;
+    for path in std::iter::once(&args.out).chain(&args.json).chain(&args.csv) {
         println!("wrote {}", path.display());
     }
     // Everything is written: the journal goes.
