@@ -516,23 +516,25 @@ pub fn patch_batch(
         .collect();
 
     let device = model.device();
-    let mut rerun =
-        |point: HookPoint, sources: &[usize], masks: &[Vec<bool>]| -> Result<(Vec<Vec<f32>>, Vec<Vec<u32>>)> {
-            let clean_activation = clean_hooks.inner.require(point)?;
-            let index = Tensor::from_vec(sources.iter().map(|&s| s as u32).collect::<Vec<_>>(), rows, device)?;
-            let source = clean_activation.index_select(&index, 0)?;
-            let on: Vec<u8> = masks
-                .iter()
-                .flat_map(|m| m[from..].iter().map(|&b| u8::from(b)))
-                .collect();
-            let mask = Tensor::from_vec(on, (rows, chunk, 1), device)?
-                .broadcast_as(source.shape())?
-                .contiguous()?;
-            let mut hooks = FirstForward::new(Replace { point, source, mask });
-            cache.truncate(from);
-            let patched = batch.decode(model, &mut cache, from, &settings.generation, &mut hooks)?;
-            Ok((logit_rows(&patched.first_logits)?, patched.generated))
-        };
+    let mut rerun = |point: HookPoint, sources: &[usize], masks: &[Vec<bool>]| -> Result<Rerun> {
+        let clean_activation = clean_hooks.inner.require(point)?;
+        let index = Tensor::from_vec(sources.iter().map(|&s| s as u32).collect::<Vec<_>>(), rows, device)?;
+        let source = clean_activation.index_select(&index, 0)?;
+        let on: Vec<u8> = masks
+            .iter()
+            .flat_map(|m| m[from..].iter().map(|&b| u8::from(b)))
+            .collect();
+        let mask = Tensor::from_vec(on, (rows, chunk, 1), device)?
+            .broadcast_as(source.shape())?
+            .contiguous()?;
+        let mut hooks = FirstForward::new(Replace { point, source, mask });
+        cache.truncate(from);
+        let patched = batch.decode(model, &mut cache, from, &settings.generation, &mut hooks)?;
+        Ok(Rerun {
+            logits: logit_rows(&patched.first_logits)?,
+            outputs: patched.generated,
+        })
+    };
 
     let identity: Vec<usize> = (0..rows).collect();
     let partners: Vec<usize> = (0..rows).map(partner).collect();
@@ -540,9 +542,9 @@ pub fn patch_batch(
     let mut per_layer: Vec<Vec<Transfer>> = Vec::with_capacity(points.len());
     let (mut self_max, mut self_identical) = (Vec::new(), Vec::new());
     for &point in &points {
-        let (main_logits, main_outputs) = rerun(point, &partners, &masks_main)?;
-        let (control_logits, _) = rerun(point, &controls, &masks_control)?;
-        let (self_logits, self_outputs) = rerun(point, &identity, &masks_main)?;
+        let main = rerun(point, &partners, &masks_main)?;
+        let control = rerun(point, &controls, &masks_control)?;
+        let itself = rerun(point, &identity, &masks_main)?;
         let transfers = (0..rows)
             .map(|target| {
                 let source = partner(target);
@@ -550,16 +552,16 @@ pub fn patch_batch(
                 let diff = |logits: &[f32]| logits[to as usize] as f64 - logits[from_token as usize] as f64;
                 let clean_diff = diff(&clean_logits[target]);
                 let gap = diff(&clean_logits[source]) - clean_diff;
-                let change = diff(&main_logits[target]) - clean_diff;
+                let change = diff(&main.logits[target]) - clean_diff;
                 let recovered = |change: f64| if gap != 0.0 { change / gap } else { 0.0 };
                 Transfer {
-                    switched: argmax(&main_logits[target]) == to,
-                    output_switched: main_outputs[target] == clean.generated[source],
+                    switched: argmax(&main.logits[target]) == to,
+                    output_switched: main.outputs[target] == clean.generated[source],
                     logit_diff_change: change,
                     logit_diff_recovered: recovered(change),
                     control: control_source[target].map(|_| {
-                        let token = argmax(&control_logits[target]);
-                        let change = diff(&control_logits[target]) - clean_diff;
+                        let token = argmax(&control.logits[target]);
+                        let change = diff(&control.logits[target]) - clean_diff;
                         ControlTransfer {
                             switched: token == to,
                             changed: token != from_token,
@@ -572,8 +574,8 @@ pub fn patch_batch(
             .collect();
         per_layer.push(transfers);
         let mut largest = 0f32;
-        let mut identical = self_outputs == clean.generated;
-        for (patched, reference) in self_logits.iter().zip(&clean_logits) {
+        let mut identical = itself.outputs == clean.generated;
+        for (patched, reference) in itself.logits.iter().zip(&clean_logits) {
             for (a, b) in patched.iter().zip(reference) {
                 largest = largest.max((a - b).abs());
                 identical &= a.to_bits() == b.to_bits();
@@ -595,6 +597,12 @@ pub fn patch_batch(
         self_max_abs_logit_diff: self_max,
         self_identical,
     })
+}
+
+/// One rerun's first-token logits and outputs, per row.
+struct Rerun {
+    logits: Vec<Vec<f32>>,
+    outputs: Vec<Vec<u32>>,
 }
 
 /// The columns of `target`'s row that take `source`'s activation.
