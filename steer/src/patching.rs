@@ -472,8 +472,8 @@ pub fn patch_batch(
     let masks_main: Vec<Vec<bool>> = (0..rows)
         .map(|r| columns(&batch, &prompts, settings.positions, r, partner(r)))
         .collect();
-    // The columns before any a variant may patch (a row's own patchable columns bound those it
-    // can take from any source) run once, for every variant.
+    // The columns before the first one any variant may patch run once, for every variant (a
+    // row's own patchable columns bound those it can take from any source).
     let from = (0..rows)
         .filter_map(|r| {
             columns(&batch, &prompts, settings.positions, r, r)
