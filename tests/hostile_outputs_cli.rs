@@ -17,7 +17,9 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
     let mut out = BTreeMap::new();
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let bytes = if path.is_dir() {
+        let bytes = if path.is_symlink() {
+            std::fs::read_link(&path).unwrap().display().to_string().into_bytes()
+        } else if path.is_dir() {
             Vec::new()
         } else {
             std::fs::read(&path).unwrap()
@@ -303,6 +305,78 @@ fn mismatched_vectors_and_long_alpha_lists_are_refused_before_any_work() {
     assert!(line.contains("at most 1000"), "{line}");
     assert!(started.elapsed() < Duration::from_secs(20), "refused only after work");
     assert_eq!(snapshot(dir.path()), before);
+}
+
+/// Classes 1 and 2: a directory output that is a dangling link, a tune whose checkpoint
+/// directory (OUT.partial) is a link or a user's file, and a file output whose name ends in a
+/// slash are refused before any work, and left as they are.
+#[test]
+fn odd_output_paths_are_refused_before_any_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let p = |name: &str| dir.path().join(name).display().to_string();
+    std::os::unix::fs::symlink(dir.path().join("nowhere"), dir.path().join("dangling")).unwrap();
+    std::fs::create_dir(dir.path().join("users")).unwrap();
+    std::fs::write(dir.path().join("users/notes.txt"), "a user's notes").unwrap();
+    std::os::unix::fs::symlink(dir.path().join("users"), dir.path().join("linked.partial")).unwrap();
+    std::fs::write(dir.path().join("mine.partial"), "a user's file").unwrap();
+    records(&dir.path().join("d.jsonl"), 8);
+    let tune = |out: &str| {
+        vec![
+            "tune".to_string(),
+            "--base".into(),
+            "notebooks-data/mini-aligner".into(),
+            "--data".into(),
+            p("d.jsonl"),
+            "--steps".into(),
+            "2".into(),
+            "--out".into(),
+            out.to_string(),
+        ]
+    };
+    for args in [
+        vec![
+            "train-mini".to_string(),
+            "--steps".into(),
+            "2".into(),
+            "--out".into(),
+            p("dangling"),
+        ],
+        vec![
+            "demo".to_string(),
+            "--model".into(),
+            "mini-aligner".into(),
+            "--out".into(),
+            p("dangling"),
+        ],
+        tune(&p("dangling")),
+        tune(&p("linked")),
+        tune(&p("mine")),
+        vec![
+            "corpus".to_string(),
+            "--n".into(),
+            "2".into(),
+            "--out".into(),
+            format!("{}/", p("x")),
+        ],
+    ] {
+        let before = snapshot(dir.path());
+        let inside = snapshot(&dir.path().join("users"));
+        let started = Instant::now();
+        let line = one_error(&alens(&home).args(&args).output().unwrap());
+        assert!(
+            line.contains("refusing") || line.contains("--resume"),
+            "{args:?}: {line}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{args:?}: refused only after work"
+        );
+        assert_eq!(snapshot(dir.path()), before, "{args:?}");
+        assert_eq!(snapshot(&dir.path().join("users")), inside, "{args:?}");
+    }
+    assert!(dir.path().join("dangling").is_symlink() && dir.path().join("linked.partial").is_symlink());
 }
 
 /// Runs the binary under `sh -c SCRIPT` (the script ends in `exec "$0" "$@"`), keeping the

@@ -737,6 +737,9 @@ pub fn check_outputs(outputs: &[&Path], inputs: &[&Path]) -> Result<()> {
         .collect();
     let mut seen: Vec<PathBuf> = Vec::new();
     for out in outputs {
+        if out.as_os_str().as_encoded_bytes().ends_with(b"/") {
+            bail!("refusing to write {}: it names a directory, not a file", out.display());
+        }
         let resolved = resolve(out).with_context(|| format!("cannot use {} as an output", out.display()))?;
         if std::fs::symlink_metadata(out).is_ok_and(|m| m.file_type().is_symlink()) && std::fs::metadata(out).is_err() {
             bail!(
@@ -803,6 +806,12 @@ fn check_writable_parent(resolved: &Path) -> Result<()> {
 /// output, when one of the `files` the command writes there is already there and alens did
 /// not write it (another tool's adapter, a user's `index.html`).
 pub fn check_output_dir(dir: &Path, inputs: &[&Path], files: &[&str]) -> Result<()> {
+    if std::fs::symlink_metadata(dir).is_ok_and(|m| m.file_type().is_symlink()) && !dir.exists() {
+        bail!(
+            "refusing to write into {}: it is a symbolic link to nothing (a dangling link is not replaced)",
+            dir.display()
+        );
+    }
     if dir.exists() && !dir.is_dir() {
         bail!(
             "refusing to write into {}: it exists and is not a directory",
@@ -895,5 +904,13 @@ mod output_tests {
         assert!(check_outputs(&[Path::new("/dev/null")], &[]).is_err(), "a device");
         assert!(check_outputs(&[&model], &[]).is_err(), "a directory");
         assert!(check_outputs(&[&new, &new], &[]).is_err(), "twice");
+        let slash = PathBuf::from(format!("{}/", dir.path().join("sub").display()));
+        assert!(check_outputs(&[&slash], &[]).is_err(), "a directory's name");
+        let dangling = dir.path().join("dangling");
+        std::os::unix::fs::symlink(dir.path().join("nowhere"), &dangling).unwrap();
+        assert!(
+            check_output_dir(&dangling, &[], &[]).is_err(),
+            "a dangling link as a directory"
+        );
     }
 }
