@@ -12,6 +12,15 @@ macro_rules! println {
     }};
 }
 
+/// The same for stderr: `alens ... 2>&1 | head -1` must not panic once the reader has gone,
+/// whatever is left to say (a progress line, a warning, the error line itself).
+macro_rules! eprintln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod bounds;
 mod commands;
 mod model_arg;

@@ -379,6 +379,43 @@ fn odd_output_paths_are_refused_before_any_work() {
     assert!(dir.path().join("dangling").is_symlink() && dir.path().join("linked.partial").is_symlink());
 }
 
+/// Class 6: stdout and stderr both to readers that went away (`alens ... 2>&1 | head -1`): no
+/// panic, the files asked for are still written, and a failure is still exit 1.
+#[test]
+fn closed_stdout_and_stderr_are_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    records(&dir.path().join("d.jsonl"), 8);
+    let json = dir.path().join("e.json");
+    let run = |args: &[&str]| {
+        let mut child = alens(&home)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        drop(child.stderr.take());
+        child.wait().unwrap()
+    };
+    let data = dir.path().join("d.jsonl").display().to_string();
+    let ok = run(&["eval", "--data", &data, "--json", json.to_str().unwrap()]);
+    assert!(ok.success(), "{ok}");
+    assert!(json.is_file(), "the --json output was not written");
+    let failed = run(&[
+        "generate",
+        "--question",
+        "q",
+        "--answer",
+        "a",
+        "--alpha",
+        "1",
+        "--vectors",
+        "/no/such.safetensors",
+    ]);
+    assert_eq!(failed.code(), Some(1), "{failed}");
+}
+
 /// Runs the binary under `sh -c SCRIPT` (the script ends in `exec "$0" "$@"`), keeping the
 /// environment and directory already set.
 trait InShell {
