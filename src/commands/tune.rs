@@ -11,9 +11,9 @@ use tune::lora::{tune, LoraOptions};
 /// The base stays frozen; low-rank factors on the chosen projections learn to write each
 /// record's correction (copy cases: the answer itself) after the Aligner prompt, loss on the
 /// correction and EOS only. AdamW, warm-up then cosine decay, gradient clipping; seeded and
-/// bit-reproducible on one machine. A checkpoint lands in --out every --checkpoint-every
-/// steps; after an interruption, the same command with --resume continues from it and ends
-/// with the same adapter. The adapter loads with --adapter DIR (or as --model DIR) and with
+/// bit-reproducible on one machine. A checkpoint lands in OUT.partial (beside --out) every
+/// --checkpoint-every steps; after an interruption, the same command with --resume continues
+/// from it and ends with the same adapter, moved into --out only when it is done. The adapter loads with --adapter DIR (or as --model DIR) and with
 /// peft's PeftModel.from_pretrained.
 ///
 /// Example:
