@@ -25,7 +25,7 @@ import numpy as np
 from . import _alens
 from ._alens import ControlVectors
 
-__all__ = ["Model", "ActivationCache", "ControlVectors", "lat", "sweep", "eval", "__version__"]
+__all__ = ["Model", "ActivationCache", "ControlVectors", "lat", "sweep", "eval", "patch", "__version__"]
 __version__: str = _alens.__version__
 
 Record = Dict[str, str]
@@ -227,3 +227,22 @@ def sweep(model: Model, records: Sequence[Record], vectors: Union[None, str, Con
 def eval(model: Model, records: Sequence[Record], max_new_tokens: int = 64, batch_size: int = 32) -> Dict[str, Any]:
     """Scores the model on records with references, as ``alens eval`` reports them."""
     return _alens.eval(model._m, list(records), max_new_tokens, batch_size)
+
+
+def patch(model: Model, records: Sequence[Record], positions: str = "decision", layers: Optional[Sequence[int]] = None,
+          point: str = "resid_post", max_new_tokens: int = 1, max_pairs: Optional[int] = None, batch_size: int = 8,
+          vectors: Union[None, str, ControlVectors] = None) -> Dict[str, Any]:
+    """Activation patching, as ``alens patch --json``: for each copy/correct pair in ``records``
+    (paired as LAT pairs them), each run is rerun with one layer's ``point`` activation at
+    ``positions`` (``"decision"``, ``"answer"`` or ``"all"``, counted from the end of the
+    prompt) taken from the other run. Per layer, both directions' ``switch_rate`` and
+    ``logit_diff_change``, the ``controls`` (an unrelated record of the same class; the run
+    itself), and LAT's accuracy from ``vectors`` (default: the model's shipped ones).
+
+    Example::
+
+        r = alens.patch(m, recs, max_pairs=24)
+        r["correct_from_copy"]["switch_rate"], r["lat_accuracy"]
+    """
+    return _alens.patch(model._m, list(records), positions, None if layers is None else list(layers), point,
+                        max_new_tokens, max_pairs, batch_size, vectors)

@@ -28,6 +28,7 @@ fn _alens(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(study::lat, m)?)?;
     m.add_function(wrap_pyfunction!(study::sweep, m)?)?;
     m.add_function(wrap_pyfunction!(study::eval, m)?)?;
+    m.add_function(wrap_pyfunction!(study::patch, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,5 +1,5 @@
 //! The study's functions on a loaded model, as the CLI's commands run them: `alens.lat`,
-//! `alens.sweep` and `alens.eval`, each returning what the command writes.
+//! `alens.sweep`, `alens.eval` and `alens.patch`, each returning what the command writes.
 
 use crate::errors::{self, guarded};
 use crate::model::{finish, Model};
@@ -149,5 +149,79 @@ pub fn eval<'py>(
             })
         })
         .map_err(errors::runtime)?;
+    serialized(py, &report)
+}
+
+/// Activation patching as `alens patch --json`: per layer, both directions' switch rates and
+/// logit-difference changes, the controls, and LAT's accuracy from `vectors` (default: the ones
+/// shipped beside the model, if any).
+#[pyfunction]
+#[pyo3(signature = (model, records, positions="decision", layers=None, point="resid_post", max_new_tokens=1,
+                    max_pairs=None, batch_size=8, vectors=None))]
+#[allow(clippy::too_many_arguments)]
+pub fn patch<'py>(
+    py: Python<'py>,
+    model: &Model,
+    records: &Bound<'py, PyAny>,
+    positions: &str,
+    layers: Option<Vec<usize>>,
+    point: &str,
+    max_new_tokens: usize,
+    max_pairs: Option<usize>,
+    batch_size: usize,
+    vectors: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    use steer::patching::{PatchPositions, PatchReport, PatchSettings};
+    let records = stimulus_records(records)?;
+    let ckpt = &*model.ckpt;
+    let positions = match positions {
+        "decision" => PatchPositions::Decision,
+        "answer" => PatchPositions::Answer,
+        "all" => PatchPositions::All,
+        other => {
+            return Err(errors::value(anyhow!(
+                "positions must be decision, answer or all, not {other:?}"
+            )))
+        }
+    };
+    let site = probe::Site::from_short(point)
+        .ok_or_else(|| errors::value(anyhow!("point must be a site such as resid_post, attn_out or mlp_out, not {point:?}")))?;
+    let layers = layers.unwrap_or_else(|| (0..ckpt.config.num_hidden_layers).collect());
+    steer::steering::check_layers(&layers, ckpt.config.num_hidden_layers).map_err(errors::value)?;
+    if batch_size < 2 {
+        return Err(errors::value(anyhow!("batch_size must be at least 2 pairs")));
+    }
+    let vectors = match vectors {
+        Some(_) => Some(crate::vectors::resolve_vectors(ckpt, vectors)?),
+        None => crate::vectors::default_vectors(ckpt)?,
+    };
+    let generation = crate::model::generation(ckpt, max_new_tokens, false, 0.0, 0.9, 0)?;
+    if max_new_tokens == 0 {
+        return Err(errors::value(anyhow!("max_new_tokens must be at least 1")));
+    }
+    let mut pairs = steer::patching::patch_pairs(ckpt, &model.template, &records).map_err(errors::value)?;
+    if let Some(n) = max_pairs {
+        pairs.truncate(n);
+    }
+    steer::patching::check_pairs(&pairs, positions).map_err(errors::value)?;
+    let settings = PatchSettings {
+        site,
+        layers,
+        positions,
+        generation,
+    };
+    let report = py
+        .detach(|| {
+            guarded("patch panicked", || {
+                let batches =
+                    steer::patching::run_patching(&ckpt.model, &pairs, &settings, batch_size, None, &mut |_| {})?;
+                PatchReport::from_batches(&batches, &settings)
+            })
+        })
+        .map_err(errors::runtime)?;
+    let report = match &vectors {
+        Some(v) => report.with_lat_accuracy(&v.inner),
+        None => report,
+    };
     serialized(py, &report)
 }

@@ -80,3 +80,26 @@ def test_eval_equals_cli(mini, test_records, tmp_path):
     out = tmp_path / "e.json"
     run_cli("eval", "--model", MINI, "--data", str(data), "--json", str(out), "--max-new-tokens", "24")
     assert strip(alens.eval(mini, records, max_new_tokens=24)) == strip(json.loads(out.read_text()))
+
+
+def test_patch_equals_cli(mini, stimuli, tmp_path):
+    records = stimuli[:40]
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out = tmp_path / "p.json"
+    run_cli("patch", "--model", MINI, "--data", str(data), "--layers", "0,3,5", "--json", str(out),
+            "--out", str(tmp_path / "p.png"))
+    expected = strip(json.loads(out.read_text()))
+    got = strip(alens.patch(mini, records, layers=[0, 3, 5]))
+    assert got == expected
+    assert got["controls"]["self"]["identical"] == [True, True, True]
+    assert set(got) >= {"layers", "correct_from_copy", "copy_from_correct", "controls"}
+
+
+def test_patch_refuses_bad_input(mini, stimuli):
+    with pytest.raises(ValueError, match="positions"):
+        alens.patch(mini, stimuli[:8], positions="middle")
+    with pytest.raises(ValueError, match="same length"):
+        alens.patch(mini, stimuli[:8], positions="all")
+    with pytest.raises(ValueError, match="layer 9"):
+        alens.patch(mini, stimuli[:8], layers=[9])

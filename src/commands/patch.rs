@@ -100,6 +100,7 @@ pub fn run(args: PatchArgs) -> Result<()> {
     if let Some(n) = args.max_pairs {
         pairs.truncate(n);
     }
+    steer::patching::check_pairs(&pairs, args.positions)?;
     records.clear();
     let settings = PatchSettings {
         site: args.points,
@@ -126,15 +127,8 @@ pub fn run(args: PatchArgs) -> Result<()> {
     )?;
     progress.finish_and_clear();
     let mut report = PatchReport::from_batches(&batches, &settings)?;
-    if let Some(meta) = vectors.as_ref().and_then(|v| v.metadata.as_ref()) {
-        let accuracy: Vec<Option<f64>> = report
-            .layers
-            .iter()
-            .map(|&l| meta.reading(l).and_then(|r| r.accuracy))
-            .collect();
-        if accuracy.iter().any(Option::is_some) {
-            report.lat_accuracy = Some(accuracy);
-        }
+    if let Some(vectors) = &vectors {
+        report = report.with_lat_accuracy(vectors);
     }
     report.provenance = Some(provenance);
     print_table(&report);

@@ -130,6 +130,39 @@ pub struct BatchPatch {
     pub self_identical: Vec<bool>,
 }
 
+/// Refuses pairs the positions cannot patch, before any work: with [`PatchPositions::All`],
+/// a pair whose prompts differ in length.
+pub fn check_pairs(pairs: &[PatchPair], positions: PatchPositions) -> Result<()> {
+    if pairs.len() < 2 {
+        bail!(
+            "patching needs at least two copy/correct pairs (the control patches from another pair's record); there are {}",
+            pairs.len()
+        );
+    }
+    if positions == PatchPositions::All {
+        equal_lengths(pairs, 0)?;
+    }
+    Ok(())
+}
+
+/// Every pair's two prompts have one length (`first_pair`: the first one's index, for the
+/// message).
+fn equal_lengths(pairs: &[PatchPair], first_pair: usize) -> Result<()> {
+    if let Some((i, p)) = pairs
+        .iter()
+        .enumerate()
+        .find(|(_, p)| p.copy.ids.len() != p.correct.ids.len())
+    {
+        bail!(
+            "--positions all needs the two prompts of a pair to have the same length; pair {} has {} (copy) and {} (correct) tokens: patch the decision or answer positions instead",
+            first_pair + i + 1,
+            p.copy.ids.len(),
+            p.correct.ids.len()
+        );
+    }
+    Ok(())
+}
+
 /// Batches of pairs: `pairs_per_batch` each, the last one widened rather than left with a single
 /// pair, which would have no unrelated record for its control.
 pub fn batch_ranges(pairs: usize, pairs_per_batch: usize) -> Vec<std::ops::Range<usize>> {
@@ -192,12 +225,7 @@ pub fn run_patching(
     mut journal: Option<&mut probe::journal::Journal<PatchEntry>>,
     on_batch: &mut dyn FnMut(usize),
 ) -> Result<Vec<BatchPatch>> {
-    if pairs.len() < 2 {
-        bail!(
-            "patching needs at least two copy/correct pairs (the control patches from another pair's record); the data has {}",
-            pairs.len()
-        );
-    }
+    check_pairs(pairs, settings.positions)?;
     let mut batches = Vec::new();
     for (index, range) in batch_ranges(pairs.len(), pairs_per_batch).into_iter().enumerate() {
         let done = journal
@@ -383,6 +411,21 @@ impl PatchReport {
         })
     }
 
+    /// Adds LAT's held-out accuracy per patched layer from `vectors`' sidecar, if it has any.
+    pub fn with_lat_accuracy(mut self, vectors: &crate::vectors::ControlVectors) -> Self {
+        if let Some(meta) = &vectors.metadata {
+            let accuracy: Vec<Option<f64>> = self
+                .layers
+                .iter()
+                .map(|&l| meta.reading(l).and_then(|r| r.accuracy))
+                .collect();
+            if accuracy.iter().any(Option::is_some) {
+                self.lat_accuracy = Some(accuracy);
+            }
+        }
+        self
+    }
+
     /// One CSV row per layer and direction.
     pub fn to_csv(&self) -> String {
         let mut out = String::from(
@@ -454,18 +497,7 @@ pub fn patch_batch(
     let batch = PromptBatch::left_padded(model, &ids)?;
     let rows = batch.rows();
     if settings.positions == PatchPositions::All {
-        if let Some((i, p)) = pairs
-            .iter()
-            .enumerate()
-            .find(|(_, p)| p.copy.ids.len() != p.correct.ids.len())
-        {
-            bail!(
-                "--positions all needs the two prompts of a pair to have the same length; pair {} has {} (copy) and {} (correct) tokens: patch the decision or answer positions instead",
-                first_pair + i + 1,
-                p.copy.ids.len(),
-                p.correct.ids.len()
-            );
-        }
+        equal_lengths(pairs, first_pair)?;
     }
 
     let partner = |r: usize| if r < k { r + k } else { r - k };
