@@ -111,8 +111,19 @@ pub fn keep_freed_memory() -> bool {
 /// training run's profile). The count is what this process may use, not what the node has:
 /// candle's default, capped by the CPUs the affinity mask and cgroup quota leave it (as
 /// `nproc` sees them) and by a Slurm task's `SLURM_CPUS_PER_TASK`, so a task given K CPUs of a
-/// big shared node runs K threads. It writes the environment, so no other thread may exist yet.
+/// big shared node runs K threads. Also sets `CANDLE_NUM_THREADS` to 1 when it is unset (see
+/// below). It writes the environment, so no other thread may exist yet.
 pub fn fix_thread_count() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() && !keeps_quantized(std::env::args_os()) {
+        // candle's barrier pool makes the calling thread spin, without yielding, until every
+        // worker has checked in after each op: beside another job holding a core, one op waits
+        // for a descheduled worker's next turn, and a run slowed several-fold. With no workers
+        // candle runs those ops (elementwise ones on large tensors) on the calling thread; the
+        // matmuls and fused ops run on the kernels' own pool (`kernels::parallel`), sized below.
+        // candle's quantized matmuls do run on the barrier pool, so a run that keeps quantized
+        // weights keeps it.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         let available = std::thread::available_parallelism().map_or(usize::MAX, |n| n.get());
         let threads = thread_count(
@@ -122,6 +133,11 @@ pub fn fix_thread_count() {
         );
         std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     }
+}
+
+/// Whether the command line keeps a GGUF's quantized matrices (`--keep-quantized`).
+fn keeps_quantized(mut args: impl Iterator<Item = std::ffi::OsString>) -> bool {
+    args.any(|a| a == "--keep-quantized")
 }
 
 /// The smallest of candle's default, the CPUs available, and a valid `SLURM_CPUS_PER_TASK`;
@@ -169,6 +185,20 @@ mod tests {
     #[test]
     fn glibc_takes_the_settings() {
         assert!(super::keep_freed_memory());
+    }
+
+    #[test]
+    fn keeping_quantized_weights_is_seen_on_the_command_line() {
+        let args = |line: &str| {
+            line.split(' ')
+                .map(std::ffi::OsString::from)
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert!(super::keeps_quantized(args(
+            "alens eval --model m.gguf --keep-quantized"
+        )));
+        assert!(!super::keeps_quantized(args("alens eval --model m.gguf")));
     }
 
     #[test]

@@ -1,13 +1,12 @@
-//! f32 products with a frozen weight, on candle's thread pool: each thread runs the `gemm`
-//! crate single-threaded on its own block of output columns.
+//! f32 products with a frozen weight, on the kernels' thread pool ([`crate::parallel`]):
+//! each thread runs the `gemm` crate single-threaded on its own block of output columns.
 //!
 //! candle's matmul runs `gemm` on rayon's pool while candle's own pool (every elementwise op)
 //! spins beside it, so on a small machine the two pools' threads share the cores; it also
-//! zero-fills every output before `gemm` overwrites it. Here there is one pool and the output
-//! is written once.
+//! zero-fills every output before `gemm` overwrites it. Here the output is written once, by
+//! a pool whose idle threads do not spin.
 
 use crate::parallel::SendPtr;
-use candle_core::utils::barrier_pool;
 
 /// Output columns per block are a multiple of this (the kernel's register tile width).
 const ALIGN: usize = 16;
@@ -94,7 +93,7 @@ unsafe fn gemm_into(
 /// one block per pool thread.
 fn in_column_blocks(m: usize, cols: usize, block: impl Fn(*mut f32, usize, usize) + Sync) -> Vec<f32> {
     let mut out = Vec::<f32>::with_capacity(m * cols);
-    let threads = barrier_pool().n_workers() + 1;
+    let threads = crate::parallel::threads();
     let per = cols.div_ceil(threads).div_ceil(ALIGN) * ALIGN;
     let blocks = cols.div_ceil(per.max(1));
     let dst = SendPtr(out.as_mut_ptr());

@@ -34,10 +34,10 @@ fn f32s_of(t: &Tensor, op: &str) -> Result<Vec<f32>> {
 }
 
 /// `rows x width` floats, each row written by `fill(row, out_row)`, blocks of rows spread
-/// over candle's thread pool.
+/// over the kernels' thread pool.
 fn by_rows(rows: usize, width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
     let mut out = vec![0f32; rows * width];
-    let threads = candle_core::utils::barrier_pool().n_workers() + 1;
+    let threads = crate::parallel::threads();
     let per = rows.div_ceil(threads * 4).max(1);
     let base = crate::parallel::SendPtr(out.as_mut_ptr());
     crate::parallel::in_parallel(rows.div_ceil(per), |block| {

@@ -103,7 +103,7 @@ pub fn fit(
         bail!("no pairs to fit on");
     }
     let evaluate_on = if test.is_empty() { &train } else { &test };
-    // Layers are independent: fitted side by side on candle's thread pool, each exactly as it
+    // Layers are independent: fitted side by side on the kernels' thread pool, each exactly as it
     // would be alone, so the vectors do not depend on the thread count.
     let fitted = kernels::parallel::in_parallel(activations.len(), |layer| {
         fit_layer(layer, &activations[layer], &train, evaluate_on, method, seed)
