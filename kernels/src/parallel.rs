@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// Pause instructions a waiting thread polls through before it starts yielding: about a
-/// microsecond, the gap between two small ops of one forward pass.
+/// Pause instructions a waiting thread polls through before it starts yielding: a few
+/// microseconds, the order of the gap between two small ops of one forward pass.
 const POLL_ROUNDS: u32 = 256;
 
 /// How long a waiting thread keeps yielding its turn (polling between turns) before it
