@@ -1,6 +1,6 @@
 """Whole-process capture, alens against HF transformers, f32 and bf16, with results compared.
 
-    python benches/capture_vs_hf.py [--make DIR] [--models DIR ...] [--data F] [--n 128] [--reps 3]
+    python benches/capture_vs_hf.py [--make DIR] [--models DIR ...] [--data F] [--n 128] [--reps 3] [--alens BIN ...]
 
 The job: N Aligner-template records (default: the first 128 of
 notebooks-data/aligner-135m/test.jsonl), every layer's resid_post at the last prompt
@@ -15,7 +15,9 @@ alens's activations are from HF's (max |diff| over max |HF|, worst layer).
 torch.manual_seed(0)) as DIR/f32 and, the same weights rounded, DIR/bf16, each with the
 mini-aligner's tokenizer.json. Without --models, the script measures those two.
 
-Needs torch, transformers, numpy and safetensors; `target/release/alens` must be built.
+Needs torch, transformers, numpy and safetensors; `target/release/alens` must be built (or
+--alens names copies, so a rebuild of the tree during a long run cannot change what is timed;
+several binaries, such as a build before and after a change, take turns with HF in each rep).
 """
 import argparse
 import json
@@ -98,26 +100,35 @@ def compare(model_dir, args, scratch):
         dst.writelines(line for _, line in zip(range(args.n), src))
     hf_out, alens_out = os.path.join(scratch, "hf.npy"), os.path.join(scratch, "alens.safetensors")
     hf_cmd = [sys.executable, os.path.abspath(__file__), "--hf-worker", model_dir, records, str(args.n), hf_out]
-    alens_cmd = [os.path.join(REPO, "target/release/alens"), "capture", "--model", model_dir, "--data", records,
-                 "--positions", "last", "--points", "resid_post", "--batch-size", "8", "--out", alens_out]
-    times = {"hf": [], "alens": []}
+    def alens_cmd(binary):
+        return [binary, "capture", "--model", model_dir, "--data", records, "--positions", "last",
+                "--points", "resid_post", "--batch-size", "8", "--out", alens_out]
+    runs = [("hf", hf_cmd)] + [(binary, alens_cmd(binary)) for binary in args.alens]
+    times = {name: [] for name, _ in runs}
+    outputs = {}
     for rep in range(args.reps):
-        runs = [("hf", hf_cmd), ("alens", alens_cmd)]
         for name, cmd in runs if rep % 2 == 0 else runs[::-1]:
-            if name == "alens" and os.path.exists(alens_out):
+            if name != "hf" and os.path.exists(alens_out):
                 os.remove(alens_out)  # alens refuses to overwrite a file it did not write
             secs, stdout = timed(cmd)
             times[name].append(secs)
             if name == "hf":
                 tokens = int(stdout.split()[-1])
+            else:
+                outputs[name] = load_file(alens_out)
     hf_acts = np.load(hf_out)
-    ours = load_file(alens_out)
-    worst = max(float(np.abs(ours[f"blocks.{k}.hook_resid_post"] - hf_acts[k]).max() / np.abs(hf_acts[k]).max())
-                for k in range(hf_acts.shape[0]))
-    hf_s, alens_s = statistics.median(times["hf"]), statistics.median(times["alens"])
-    name = os.path.basename(os.path.normpath(model_dir))
-    print(f"{name:>6}: {args.n} records, {tokens} tokens | HF {hf_s:6.2f} s | alens {alens_s:6.2f} s | "
-          f"alens is {hf_s / alens_s:.2f}x HF | worst layer max|diff|/max|HF| {worst:.1e}")
+    hf_s = statistics.median(times["hf"])
+    label = os.path.basename(os.path.normpath(model_dir))
+    for binary in args.alens:
+        ours = outputs[binary]
+        worst = max(float(np.abs(ours[f"blocks.{k}.hook_resid_post"] - hf_acts[k]).max() / np.abs(hf_acts[k]).max())
+                    for k in range(hf_acts.shape[0]))
+        alens_s = statistics.median(times[binary])
+        name = label if len(args.alens) == 1 else f"{label} {binary}"
+        print(f"{name:>6}: {args.n} records, {tokens} tokens | HF {hf_s:6.2f} s | alens {alens_s:6.2f} s | "
+              f"alens is {hf_s / alens_s:.2f}x HF | worst layer max|diff|/max|HF| {worst:.1e}")
+    print(f"        each run, s: " + "; ".join(f"{name}: {', '.join(f'{t:.1f}' for t in ts)}"
+                                              for name, ts in times.items()), flush=True)
 
 
 def main():
@@ -130,6 +141,8 @@ def main():
     parser.add_argument("--data", default=os.path.join(REPO, "notebooks-data/aligner-135m/test.jsonl"))
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--alens", nargs="+", default=[os.path.join(REPO, "target/release/alens")],
+                        help="the alens binaries to time (default: target/release/alens)")
     args = parser.parse_args()
     models = args.models or []
     if args.make:
