@@ -184,8 +184,11 @@ pub fn patch<'py>(
             )))
         }
     };
-    let site = probe::Site::from_short(point)
-        .ok_or_else(|| errors::value(anyhow!("point must be a site such as resid_post, attn_out or mlp_out, not {point:?}")))?;
+    let site = probe::Site::from_short(point).ok_or_else(|| {
+        errors::value(anyhow!(
+            "point must be a site such as resid_post, attn_out or mlp_out, not {point:?}"
+        ))
+    })?;
     let layers = layers.unwrap_or_else(|| (0..ckpt.config.num_hidden_layers).collect());
     steer::steering::check_layers(&layers, ckpt.config.num_hidden_layers).map_err(errors::value)?;
     if batch_size < 2 {
