@@ -3,9 +3,21 @@
 //! candle 0.11 has no bf16 matmul on the CPU ("widen to f32, multiply, narrow back"), so a
 //! bf16 checkpoint used to be cast to f32 one matrix per call: every forward wrote a 4-byte
 //! copy of every weight and then ran the f32 GEMM, slower than an f32 checkpoint. Here the
-//! weight is read as stored, two bytes per value, by AVX512-BF16's `vdpbf16ps` (32 products
+//! weight is read as bf16, two bytes per value, by AVX512-BF16's `vdpbf16ps` (32 products
 //! of bf16 pairs summed into 16 f32 lanes per instruction), or, for 16 rows or more in
 //! `Native`, by AMX tiles where the CPU has them (`super::amx`).
+//!
+//! The AVX512-BF16 GEMM is laid out as GEMM libraries lay theirs out (oneDNN's brgemm,
+//! tract-linalg, candle's `repack_x86`): the weight is repacked once ([`PackedWeight`], at
+//! load) into panels of 64 output columns, each k-pair of a panel's columns one contiguous
+//! 256-byte run (the "VNNI" layout `vdpbf16ps` reads: a column's two k values side by side);
+//! the activations are rounded and repacked per call into strips of 6 rows. The register
+//! tile is 6 rows x 64 columns: per k-pair it loads 4 weight vectors, broadcasts 6 activation
+//! pairs and issues 24 `vdpbf16ps` into 24 accumulators, which go to the output once, as rows.
+//! A panel (64 columns x k) stays in L2 while every strip of a block of rows passes over it,
+//! and the streams it reads are linear, so the kernel runs on the dot-product units rather
+//! than on cache bandwidth. The same tile serves decoding (a strip of 1 to 5 rows: the weight
+//! is read once per call, linearly) and prefill or capture (hundreds of rows).
 //!
 //! Precision ([`Bf16Compute`]): the weight is exactly bf16; the activations are f32.
 //! - `Native` rounds each activation to bf16 at the matmul and sums the products in f32, as
@@ -15,15 +27,25 @@
 //!   about 2^-26 relative), each multiplied exactly (a product of two bf16 fits in f32), so
 //!   the result matches the f32 path on the same weights to f32 rounding rather than to
 //!   bf16's 3 digits (two terms left 2e-4 of error in the HF goldens, over their 1e-4 bound).
+//!
+//! Setting `ALENS_BF16_KERNELS=off` in the environment makes [`available`] say no, so every
+//! caller takes its fallback (the weight cast to f32 per call) as on a CPU without the
+//! instructions: for tests of that path, and to compare the two on one machine.
 
 use half::bf16;
+use std::sync::OnceLock;
 
-/// Output columns per parallel task: a chunk of the weight (`CHUNK x k` bf16) stays in L2
-/// while every row tile of `x` passes over it.
-const CHUNK: usize = 128;
-
-/// Whether this CPU has the instructions (checked once per call; the check is cached by std).
+/// Whether this CPU has the instructions and the environment has not turned them off
+/// (checked once per process).
 pub fn available() -> bool {
+    static AVAILABLE: OnceLock<bool> = OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        let off = std::env::var("ALENS_BF16_KERNELS").is_ok_and(|v| v.eq_ignore_ascii_case("off"));
+        !off && cpu_has_avx512_bf16()
+    })
+}
+
+fn cpu_has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
@@ -58,144 +80,323 @@ pub enum Bf16Compute {
     Exact,
 }
 
+/// Rows of `x` per register tile (a strip).
+const MR: usize = 6;
+/// 16-column vectors of `w` per register tile.
+const NV: usize = 4;
+/// Output columns per weight panel.
+const NR: usize = 16 * NV;
+/// Strips per block of rows: a block's packed activations and one weight panel stay in L2
+/// together while the block's strips pass over the panel.
+const STRIPS_PER_BLOCK: usize = 16;
+
 /// `x` `[m, k]` (row-major f32) times `w^T`, `w` `[n, k]` (row-major bf16): `[m, n]` f32.
-/// `None` when the CPU lacks AVX512-BF16 or `k` is not a multiple of 32 (the caller then
-/// takes the f32 path).
+/// `None` when the kernels are not [`available`] (the caller then takes the f32 path).
+/// The weight is packed on every call; a weight used more than once is packed once, at
+/// load, by [`PackedWeight::pack`].
 pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize, compute: Bf16Compute) -> Option<Vec<f32>> {
-    if !available() || !k.is_multiple_of(32) || x.len() != m * k || w.len() != n * k || m == 0 || n == 0 {
+    if !available() || x.len() != m * k || w.len() != n * k || m == 0 || n == 0 || k == 0 {
         return None;
     }
-    if compute == Bf16Compute::Native && m >= OUTER_MIN_ROWS {
-        return Some(outer_product(x, m, k, w, n));
+    if compute == Bf16Compute::Native
+        && m >= AMX_MIN_ROWS
+        && k.is_multiple_of(32)
+        && n.is_multiple_of(32)
+        && super::amx::available()
+    {
+        return Some(amx_product(x, m, k, w, n));
     }
-    let terms = split(x, compute);
-    let terms: Vec<&[u16]> = terms.iter().map(Vec::as_slice).collect();
-    let chunks = crate::parallel::in_parallel(n.div_ceil(CHUNK), |c| {
-        let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
-        let mut out = vec![0f32; m * (j1 - j0)];
-        // SAFETY: `available()` checked the target features; slices are sized above.
-        #[cfg(target_arch = "x86_64")]
-        unsafe {
-            match terms[..] {
-                [x] => x86::chunk([x], m, k, &w[j0 * k..j1 * k], j1 - j0, &mut out),
-                [hi, mid, lo] => x86::chunk([hi, mid, lo], m, k, &w[j0 * k..j1 * k], j1 - j0, &mut out),
-                _ => unreachable!("split gives one or three terms"),
-            }
-        };
-        (j0, out)
-    });
-    Some(assemble(chunks, m, n))
+    Some(PackedWeight::pack(w, n, k)?.matmul_t(x, m, compute))
 }
 
-/// `[m, n]` from column chunks, each `[m, width]` starting at column `j0`.
-fn assemble(chunks: Vec<(usize, Vec<f32>)>, m: usize, n: usize) -> Vec<f32> {
-    let mut y = vec![0f32; m * n];
-    for (j0, out) in chunks {
-        let width = out.len() / m;
-        for (row, part) in out.chunks_exact(width).enumerate() {
-            y[row * n + j0..row * n + j0 + width].copy_from_slice(part);
+/// A bf16 weight `[n, k]` in the layout the AVX512-BF16 kernel reads: panels of [`NR`]
+/// columns (the last one zero-padded), each `[k/2][NR][2]`, k padded to even with a zero.
+#[derive(Clone)]
+pub struct PackedWeight {
+    n: usize,
+    k: usize,
+    data: Vec<u16>,
+}
+
+impl std::fmt::Debug for PackedWeight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedWeight [{}, {}] bf16", self.n, self.k)
+    }
+}
+
+impl PackedWeight {
+    /// Packs `w` `[n, k]` (row-major, as a linear layer stores it); `None` when the kernels
+    /// are not [`available`] or the sizes do not match.
+    pub fn pack(w: &[bf16], n: usize, k: usize) -> Option<Self> {
+        if !available() || w.len() != n * k || n == 0 || k == 0 {
+            return None;
+        }
+        let kp = k.div_ceil(2);
+        let panel_len = kp * NR * 2;
+        let mut data = vec![0u16; n.div_ceil(NR) * panel_len];
+        let panels: Vec<std::sync::Mutex<&mut [u16]>> = data.chunks_mut(panel_len).map(std::sync::Mutex::new).collect();
+        crate::parallel::in_parallel(panels.len(), |panel| {
+            let mut out = panels[panel].lock().unwrap_or_else(|e| e.into_inner());
+            let cols = (n - panel * NR).min(NR);
+            for lane in 0..cols {
+                let row = &w[(panel * NR + lane) * k..(panel * NR + lane + 1) * k];
+                for (i, v) in row.iter().enumerate() {
+                    out[(i / 2) * NR * 2 + 2 * lane + i % 2] = v.to_bits();
+                }
+            }
+        });
+        drop(panels);
+        Some(Self { n, k, data })
+    }
+
+    /// `(n, k)`: the weight's `[out, in]`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// The weight as it was given to [`PackedWeight::pack`], `[n, k]` row-major.
+    pub fn unpack(&self) -> Vec<bf16> {
+        let kp = self.k.div_ceil(2);
+        let mut w = Vec::with_capacity(self.n * self.k);
+        for col in 0..self.n {
+            let panel = &self.data[(col / NR) * kp * NR * 2..];
+            w.extend((0..self.k).map(|i| bf16::from_bits(panel[(i / 2) * NR * 2 + 2 * (col % NR) + i % 2])));
+        }
+        w
+    }
+
+    /// `x` `[m, k]` (row-major f32) times the weight's transpose: `[m, n]` f32.
+    pub fn matmul_t(&self, x: &[f32], m: usize, compute: Bf16Compute) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k, "bf16 matmul: activations are not [{m}, {k}]");
+        if m == 0 {
+            return Vec::new();
+        }
+        let kp = k.div_ceil(2);
+        let kernel = Kernel::for_product(compute, m);
+        let xp = pack_activations(x, m, k, compute, kernel);
+        let strips = m.div_ceil(MR);
+        let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
+        let panels = n.div_ceil(NR);
+        // Enough tasks that the pool's threads finish together (a few per thread), few enough
+        // that each still covers whole panels for a whole block of rows.
+        let panels_per_task = (panels * blocks / 16).clamp(1, 4);
+        let groups = panels.div_ceil(panels_per_task);
+        let mut y = Vec::<f32>::with_capacity(m * n);
+        let dst = crate::parallel::SendPtr(y.as_mut_ptr());
+        crate::parallel::in_parallel(blocks * groups, |task| {
+            let (block, group) = (task / groups, task % groups);
+            let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
+            for panel in group * panels_per_task..((group + 1) * panels_per_task).min(panels) {
+                let wp = &self.data[panel * kp * NR * 2..(panel + 1) * kp * NR * 2];
+                let cols = (n - panel * NR).min(NR);
+                for strip in strip_range.clone() {
+                    let rows = (m - strip * MR).min(MR);
+                    let xs = xp.strip(strip, kp);
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `available()` held when this weight was packed; `xs` is one strip
+                    // packed for `kp` pairs, `wp` one panel for `kp` pairs; the tile writes rows
+                    // `strip * MR..+rows` and columns `panel * NR..+cols` of `y` `[m, n]`,
+                    // which no other task writes, and `y` outlives the pool call.
+                    unsafe {
+                        x86::tile_dispatch(rows, xs, wp, kp, dst.get().add(strip * MR * n + panel * NR), n, cols)
+                    };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!("nothing is packed off x86_64 ({rows} rows, {cols} columns, {wp:?})");
+                }
+            }
+        });
+        // SAFETY: the tasks cover every strip of rows and every panel of columns, and each tile
+        // stored all of its rows and columns.
+        unsafe { y.set_len(m * n) };
+        y
+    }
+}
+
+/// Which register tile multiplies: `vdpbf16ps` on bf16 pairs of activations, or FMAs on f32
+/// activations and the weight widened to f32 in registers (a bf16 is the top half of an f32,
+/// so widening is one shift or one mask per 16 weights).
+///
+/// On the AVX512-BF16 CPUs measured (docs/performance.md) `vdpbf16ps` issues at a quarter of
+/// the rate of `vfmadd231ps`, so its 32 products per instruction are half the FMA units'
+/// rate: many rows run on the FMAs, which also take f32 activations at no extra cost, so
+/// `Exact` needs one pass rather than three. Few rows (decoding) are bound by reading the
+/// weight, and there `vdpbf16ps` needs the fewest instructions per weight byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    DotBf16,
+    WidenFma,
+}
+
+/// From this many rows on, `Native` takes the FMA tile too.
+const FMA_MIN_ROWS: usize = 4;
+
+impl Kernel {
+    fn for_product(compute: Bf16Compute, m: usize) -> Kernel {
+        if compute == Bf16Compute::Native && m < FMA_MIN_ROWS {
+            Kernel::DotBf16
+        } else {
+            Kernel::WidenFma
         }
     }
-    y
 }
 
-/// From this many rows on (prefill, batched capture), `Native` takes the outer-product
-/// kernel; below (decoding), the dot-product one, which reads each weight once per call and
-/// wastes no lanes on missing rows.
-const OUTER_MIN_ROWS: usize = 16;
+/// `x` `[m, k]` in strips of [`MR`] rows, with every row of a strip side by side at each k,
+/// so a tile's broadcasts read one short run: bf16 pairs `[strips][k/2][MR][2]` for
+/// `vdpbf16ps`, or f32 `[strips][k/2 * 2][MR]` for the FMAs. Rows past `m` and the pad past
+/// an odd `k` are zero.
+enum PackedActivations {
+    Pairs(Vec<u16>),
+    Wide(Vec<f32>),
+}
 
-/// `Native` for many rows: on AMX tiles where the CPU has them (`super::amx`), else as GEMM
-/// libraries do it with AVX512-BF16: the activations are repacked so that one
-/// 512-bit register holds 16 rows x one pair of k, each weight pair is broadcast from the
-/// weight as stored, and `vdpbf16ps` accumulates a 16-row x 1-column strip per register. A
-/// 32-row x 12-column tile keeps 24 accumulators in registers and loads 2 activation vectors
-/// and 12 four-byte weight pairs per 24 instructions, so it runs on the dot-product units
-/// rather than on cache bandwidth (the dot-product kernel streams the weight from L2 for
-/// every 4 rows, which capped it near the f32 GEMM's speed).
-fn outer_product(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize) -> Vec<f32> {
+/// One strip of [`PackedActivations`].
+#[derive(Clone, Copy)]
+enum Strip<'a> {
+    Pairs(&'a [u16]),
+    Wide(&'a [f32]),
+}
+
+impl PackedActivations {
+    fn strip(&self, strip: usize, kp: usize) -> Strip<'_> {
+        let len = kp * MR * 2;
+        match self {
+            PackedActivations::Pairs(v) => Strip::Pairs(&v[strip * len..(strip + 1) * len]),
+            PackedActivations::Wide(v) => Strip::Wide(&v[strip * len..(strip + 1) * len]),
+        }
+    }
+}
+
+/// `x` packed for `kernel`: rounded to bf16 for `Native` (the FMA tile then multiplies the
+/// rounded values, exactly as `vdpbf16ps` would), as it is for `Exact`.
+fn pack_activations(x: &[f32], m: usize, k: usize, compute: Bf16Compute, kernel: Kernel) -> PackedActivations {
+    let kp = k.div_ceil(2);
+    let strip_len = kp * MR * 2;
+    let strips = m.div_ceil(MR);
+    let mut bits = vec![0u16; k];
+    match kernel {
+        Kernel::DotBf16 => {
+            let mut packed = vec![0u16; strips * strip_len];
+            for row in 0..m {
+                round_row(&x[row * k..(row + 1) * k], &mut bits);
+                let base = (row / MR) * strip_len + 2 * (row % MR);
+                for (i, v) in bits.iter().enumerate() {
+                    packed[base + (i / 2) * MR * 2 + i % 2] = *v;
+                }
+            }
+            PackedActivations::Pairs(packed)
+        }
+        Kernel::WidenFma => {
+            let mut packed = vec![0f32; strips * strip_len];
+            for row in 0..m {
+                let xr = &x[row * k..(row + 1) * k];
+                let base = (row / MR) * strip_len + row % MR;
+                if compute == Bf16Compute::Native {
+                    round_row(xr, &mut bits);
+                    for (i, v) in bits.iter().enumerate() {
+                        packed[base + i * MR] = f32::from_bits(u32::from(*v) << 16);
+                    }
+                } else {
+                    for (i, v) in xr.iter().enumerate() {
+                        packed[base + i * MR] = *v;
+                    }
+                }
+            }
+            PackedActivations::Wide(packed)
+        }
+    }
+}
+
+/// Each value as the nearest bf16 (round to nearest even, as `half` rounds).
+fn round_row(x: &[f32], out: &mut [u16]) {
+    #[cfg(target_arch = "x86_64")]
+    if available() {
+        // SAFETY: `available()` checked the target features; `out` is as long as `x`.
+        unsafe { x86::round_into(x, out) };
+        return;
+    }
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = bf16::from_f32(v).to_bits();
+    }
+}
+
+/// From this many rows on (prefill, batched capture), `Native` runs on AMX tiles where the
+/// host was granted them.
+const AMX_MIN_ROWS: usize = 16;
+
+/// `Native` for many rows on AMX tiles (`super::amx`): the activations repacked so that 64
+/// bytes hold 16 rows x one pair of k, the weight read as stored, in chunks of 128 columns.
+fn amx_product(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize) -> Vec<f32> {
+    const CHUNK: usize = 128;
     #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `matmul_t` checked the target features.
         let packed = x86::pack_row_pairs(&unsafe { x86::round_to_bf16(x) }, m, k);
-        // AMX tiles where the CPU has them (8x the dot-product rate), for column counts it
-        // tiles (chunks of 128 are then multiples of 32).
-        let amx = n.is_multiple_of(32) && super::amx::available();
         let chunks = crate::parallel::in_parallel(n.div_ceil(CHUNK), |c| {
             let (j0, j1) = (c * CHUNK, ((c + 1) * CHUNK).min(n));
             let mut out = vec![0f32; m * (j1 - j0)];
-            let w = &w[j0 * k..j1 * k];
-            if amx {
-                // SAFETY: the tiles were granted (`amx::available`), `packed` holds `m` rows for
-                // `k`, `w` is this chunk's `[j1 - j0, k]` and `out` `[m, j1 - j0]`.
-                unsafe { super::amx::chunk(&packed, m, k, w, j1 - j0, &mut out) };
-            } else {
-                // SAFETY: `matmul_t` checked the target features; the sizes are as above.
-                unsafe { x86::outer_chunk(&packed, m, k, w, j1 - j0, &mut out) };
-            }
+            // SAFETY: the tiles were granted (`amx::available`), `packed` holds `m` rows for
+            // `k`, `w[j0 * k..j1 * k]` is this chunk's `[j1 - j0, k]` and `out` `[m, j1 - j0]`.
+            unsafe { super::amx::chunk(&packed, m, k, &w[j0 * k..j1 * k], j1 - j0, &mut out) };
             (j0, out)
         });
-        assemble(chunks, m, n)
+        let mut y = vec![0f32; m * n];
+        for (j0, out) in chunks {
+            let width = out.len() / m;
+            for (row, part) in out.chunks_exact(width).enumerate() {
+                y[row * n + j0..row * n + j0 + width].copy_from_slice(part);
+            }
+        }
+        y
     }
     #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("matmul_t returns None off x86_64")
-}
-
-/// Each value as bf16 terms: one (the nearest bf16) for `Native`, three for `Exact`, each
-/// the nearest bf16 to what the ones before missed.
-fn split(x: &[f32], compute: Bf16Compute) -> Vec<Vec<u16>> {
-    if compute == Bf16Compute::Native {
-        #[cfg(target_arch = "x86_64")]
-        if available() {
-            // SAFETY: `available()` checked the target features.
-            return vec![unsafe { x86::round_to_bf16(x) }];
-        }
-        return vec![x.iter().map(|&v| bf16::from_f32(v).to_bits()).collect()];
-    }
-    let (mut hi, mut mid, mut lo) = (
-        Vec::with_capacity(x.len()),
-        Vec::with_capacity(x.len()),
-        Vec::with_capacity(x.len()),
-    );
-    for &v in x {
-        let h = bf16::from_f32(v);
-        let rest = v - h.to_f32();
-        let m = bf16::from_f32(rest);
-        hi.push(h.to_bits());
-        mid.push(m.to_bits());
-        lo.push(bf16::from_f32(rest - m.to_f32()).to_bits());
-    }
-    vec![hi, mid, lo]
+    unreachable!(
+        "matmul_t returns None off x86_64 ({m}x{k}x{n}, {} {})",
+        x.len(),
+        w.len()
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use half::bf16;
+    use super::{Strip, MR, NR, NV};
     use std::arch::x86_64::*;
 
-    /// Each value as the nearest bf16 (round to nearest even, as `half` rounds), 16 at a time.
+    /// Each value as the nearest bf16 (round to nearest even, as `half` rounds; a subnormal
+    /// becomes zero, as `vcvtneps2bf16` reads it), 16 at a time.
     ///
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-BF16.
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub unsafe fn round_to_bf16(x: &[f32]) -> Vec<u16> {
-        // SAFETY: the target features are the caller's contract; each 16-lane load and store is inside `x` and `out`, which have the same length.
-        unsafe {
-            let mut out = vec![0u16; x.len()];
-            let blocks = x.len() / 16;
-            for b in 0..blocks {
-                let v = _mm512_loadu_ps(x.as_ptr().add(16 * b));
+        let mut out = vec![0u16; x.len()];
+        // SAFETY: the caller's contract; `out` is as long as `x`.
+        unsafe { round_into(x, &mut out) };
+        out
+    }
+
+    /// As [`round_to_bf16`], into `out`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and AVX512-BF16; `out` is as long as `x`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub unsafe fn round_into(x: &[f32], out: &mut [u16]) {
+        for b in 0..x.len().div_ceil(16) {
+            let lanes = (x.len() - 16 * b).min(16);
+            let mask: __mmask16 = if lanes == 16 { !0 } else { (1u16 << lanes) - 1 };
+            // SAFETY: the masked load and store touch lanes `16 * b..16 * b + lanes`, inside `x`
+            // and `out` (the same length, the caller's contract), as do the features.
+            unsafe {
+                let v = _mm512_maskz_loadu_ps(mask, x.as_ptr().add(16 * b));
                 let h: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
-                _mm256_storeu_si256(out.as_mut_ptr().add(16 * b) as *mut __m256i, h);
+                _mm256_mask_storeu_epi16(out.as_mut_ptr().add(16 * b) as *mut i16, mask, h);
             }
-            for i in 16 * blocks..x.len() {
-                out[i] = bf16::from_f32(x[i]).to_bits();
-            }
-            out
         }
     }
 
     /// Row-major `[m, k]` bf16 bits as `[m/16][k/2][16][2]`: for each tile of 16 rows and each
-    /// pair of k, the 16 rows' pairs in one 64-byte run (rows past `m` are zero).
+    /// pair of k, the 16 rows' pairs in one 64-byte run (rows past `m` are zero), as the AMX
+    /// kernel reads them.
     pub fn pack_row_pairs(x: &[u16], m: usize, k: usize) -> Vec<u16> {
         let kp = k / 2;
         let mut packed = vec![0u16; m.div_ceil(16) * kp * 32];
@@ -210,172 +411,132 @@ mod x86 {
         packed
     }
 
-    /// `out` `[m, nw]` = `x @ w^T` for a chunk `w` `[nw, k]`, `x` packed by
-    /// [`pack_row_pairs`]. Rows go in blocks of 256 so a block's activations stay in L2 while
-    /// every column tile passes over them; a column tile's weights stay in L1 meanwhile.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F and AVX512-BF16; `xp` holds `m` rows packed for `k` (`k` even), `w` is `[nw, k]` and `out` `[m, nw]`.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn outer_chunk(xp: &[u16], m: usize, k: usize, w: &[bf16], nw: usize, out: &mut [f32]) {
-        // SAFETY: the caller's contract covers the features and the sizes that `strip` reads and writes.
-        unsafe {
-            const TILES_PER_BLOCK: usize = 16;
-            let tiles = m.div_ceil(16);
-            for b0 in (0..tiles).step_by(TILES_PER_BLOCK) {
-                let b1 = (b0 + TILES_PER_BLOCK).min(tiles);
-                let mut j = 0;
-                while j < nw {
-                    let cols = match nw - j {
-                        c if c >= 12 => 12,
-                        c if c >= 8 => 8,
-                        c if c >= 4 => 4,
-                        _ => 1,
-                    };
-                    let mut t = b0;
-                    while t < b1 {
-                        let pair = b1 - t >= 2;
-                        let at = Strip { t, j, m, k, nw };
-                        match (pair, cols) {
-                            (true, 12) => strip::<2, 12>(xp, w, at, out),
-                            (true, 8) => strip::<2, 8>(xp, w, at, out),
-                            (true, 4) => strip::<2, 4>(xp, w, at, out),
-                            (true, _) => strip::<2, 1>(xp, w, at, out),
-                            (false, 12) => strip::<1, 12>(xp, w, at, out),
-                            (false, 8) => strip::<1, 8>(xp, w, at, out),
-                            (false, 4) => strip::<1, 4>(xp, w, at, out),
-                            (false, _) => strip::<1, 1>(xp, w, at, out),
-                        }
-                        t += if pair { 2 } else { 1 };
-                    }
-                    j += cols;
-                }
-            }
-        }
-    }
-
-    /// Where a tile of the outer-product kernel sits: row tile `t` (16 rows each), chunk
-    /// column `j`, and the problem's `m`, `k` and chunk width `nw`.
-    #[derive(Clone, Copy)]
-    pub struct Strip {
-        t: usize,
-        j: usize,
-        m: usize,
-        k: usize,
-        nw: usize,
-    }
-
-    /// `V` row tiles (16 rows each) x `C` columns, every k.
-    ///
-    /// # Safety
-    /// As [`outer_chunk`], with `at` inside its problem.
+    /// The same 512 bits, read as 32 bf16.
     #[inline(always)]
-    unsafe fn strip<const V: usize, const C: usize>(xp: &[u16], w: &[bf16], at: Strip, out: &mut [f32]) {
-        // SAFETY: as `outer_chunk`: activation loads stay inside `xp`'s packed tiles, weight pairs inside `w`, and writes check `r < m`.
-        unsafe {
-            let Strip { t, j, m, k, nw } = at;
-            let kp = k / 2;
-            let mut acc = [[_mm512_setzero_ps(); C]; V];
-            let wp = w.as_ptr() as *const u16;
-            for p in 0..kp {
-                let mut xv = [_mm512_setzero_si512(); V];
-                for (v, x) in xv.iter_mut().enumerate() {
-                    *x = _mm512_loadu_si512(xp.as_ptr().add(((t + v) * kp + p) * 32) as *const __m512i);
-                }
-                for c in 0..C {
-                    let pair = (wp.add((j + c) * k + 2 * p) as *const i32).read_unaligned();
-                    let wb: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
-                    for (row, x) in acc.iter_mut().zip(&xv) {
-                        row[c] = _mm512_dpbf16_ps(row[c], std::mem::transmute::<__m512i, __m512bh>(*x), wb);
-                    }
-                }
-            }
-            let mut lanes = [0f32; 16];
-            for (v, row) in acc.iter().enumerate() {
-                for (c, a) in row.iter().enumerate() {
-                    _mm512_storeu_ps(lanes.as_mut_ptr(), *a);
-                    for (l, value) in lanes.iter().enumerate() {
-                        let r = (t + v) * 16 + l;
-                        if r < m {
-                            out[r * nw + j + c] = *value;
-                        }
-                    }
-                }
-            }
-        }
+    fn bh(v: __m512i) -> __m512bh {
+        // SAFETY: both are plain 512-bit vectors, and every bit pattern is a value of each.
+        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
     }
 
-    /// The `T` bf16 terms of the activations (1 or 3), each `[m, k]`.
-    type Terms<'a, const T: usize> = [&'a [u16]; T];
-
-    /// `out` `[m, nw]` = `x @ w^T` for a chunk `w` `[nw, k]`, in tiles of up to 4 rows of `x`
-    /// by 4 rows of `w` (16 accumulators, 4 weight and 3 activation registers of the 32).
+    /// The register tile for `rows` (1 to [`MR`]) rows of a strip packed for either kernel.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F and AVX512-BF16; each term is `[m, k]` with `k` a multiple of 32, `w` is `[nw, k]` and `out` `[m, nw]`.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    pub unsafe fn chunk<const T: usize>(x: Terms<T>, m: usize, k: usize, w: &[bf16], nw: usize, out: &mut [f32]) {
-        // SAFETY: the caller's contract covers the features and the sizes `tile` reads and writes.
+    /// As [`dot_tile`] and [`fma_tile`].
+    pub unsafe fn tile_dispatch(rows: usize, xs: Strip, wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
+        // SAFETY: the caller's contract is the tiles', for these `R`.
         unsafe {
-            let mut i = 0;
-            while i < m {
-                let rows = (m - i).min(4);
-                let mut j = 0;
-                while j < nw {
-                    let cols = (nw - j).min(4);
-                    match (rows, cols) {
-                        (4, 4) => tile::<T, 4, 4>(x, i, k, w, j, nw, out),
-                        (3, 4) => tile::<T, 3, 4>(x, i, k, w, j, nw, out),
-                        (2, 4) => tile::<T, 2, 4>(x, i, k, w, j, nw, out),
-                        (1, 4) => tile::<T, 1, 4>(x, i, k, w, j, nw, out),
-                        (4, _) => (0..cols).for_each(|c| tile::<T, 4, 1>(x, i, k, w, j + c, nw, out)),
-                        (3, _) => (0..cols).for_each(|c| tile::<T, 3, 1>(x, i, k, w, j + c, nw, out)),
-                        (2, _) => (0..cols).for_each(|c| tile::<T, 2, 1>(x, i, k, w, j + c, nw, out)),
-                        _ => (0..cols).for_each(|c| tile::<T, 1, 1>(x, i, k, w, j + c, nw, out)),
-                    }
-                    j += cols;
-                }
-                i += rows;
+            match (rows, xs) {
+                (6, Strip::Wide(xs)) => fma_tile::<6>(xs, wp, kp, y, ldy, cols),
+                (5, Strip::Wide(xs)) => fma_tile::<5>(xs, wp, kp, y, ldy, cols),
+                (4, Strip::Wide(xs)) => fma_tile::<4>(xs, wp, kp, y, ldy, cols),
+                (3, Strip::Wide(xs)) => fma_tile::<3>(xs, wp, kp, y, ldy, cols),
+                (2, Strip::Wide(xs)) => fma_tile::<2>(xs, wp, kp, y, ldy, cols),
+                (1, Strip::Wide(xs)) => fma_tile::<1>(xs, wp, kp, y, ldy, cols),
+                (6, Strip::Pairs(xs)) => dot_tile::<6>(xs, wp, kp, y, ldy, cols),
+                (5, Strip::Pairs(xs)) => dot_tile::<5>(xs, wp, kp, y, ldy, cols),
+                (4, Strip::Pairs(xs)) => dot_tile::<4>(xs, wp, kp, y, ldy, cols),
+                (3, Strip::Pairs(xs)) => dot_tile::<3>(xs, wp, kp, y, ldy, cols),
+                (2, Strip::Pairs(xs)) => dot_tile::<2>(xs, wp, kp, y, ldy, cols),
+                (1, Strip::Pairs(xs)) => dot_tile::<1>(xs, wp, kp, y, ldy, cols),
+                _ => unreachable!("a strip has 1 to {MR} rows"),
             }
         }
     }
 
+    /// `y[r][c] = sum over k of x[r][k] * w[c][k]` for the `R` rows of one strip of bf16
+    /// pairs and the first `cols` columns of one panel, on `vdpbf16ps`.
+    ///
     /// # Safety
-    /// As [`chunk`], with rows `i..i + R` and columns `j..j + C` inside the problem.
-    #[inline(always)]
-    unsafe fn tile<const T: usize, const R: usize, const C: usize>(
-        x: Terms<T>,
-        i: usize,
-        k: usize,
-        w: &[bf16],
-        j: usize,
-        nw: usize,
-        out: &mut [f32],
-    ) {
-        // SAFETY: as `chunk`: each 32-value load is inside a term or `w` because `k` is a multiple of 32.
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); C]; R];
-            let mut p = 0;
-            while p < k {
-                let mut wv = [_mm512_setzero_si512(); C];
-                for (c, v) in wv.iter_mut().enumerate() {
-                    *v = _mm512_loadu_si512(w.as_ptr().add((j + c) * k + p) as *const __m512i);
+    /// The CPU must have AVX-512F and AVX512-BF16; `xs` is one strip of bf16 pairs
+    /// (`PackedActivations::Pairs`) for `kp` pairs, `wp` one panel of a
+    /// [`super::PackedWeight`] for `kp` pairs, and `y` points at row 0, column 0 of an output
+    /// block with row stride `ldy` that may be written for `R` rows and `cols` (at most
+    /// [`NR`]) columns.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn dot_tile<const R: usize>(xs: &[u16], wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
+        debug_assert!(xs.len() >= kp * MR * 2 && wp.len() >= kp * NR * 2 && cols <= NR);
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let (xs, wp) = (xs.as_ptr(), wp.as_ptr());
+        for p in 0..kp {
+            let mut wv = [_mm512_setzero_si512(); NV];
+            for (v, w) in wv.iter_mut().enumerate() {
+                // SAFETY: pair `p` of the panel is `NR * 2` values from `p * NR * 2`; vector `v`
+                // is 32 of them (64 bytes) at `v * 32`.
+                *w = unsafe { _mm512_loadu_si512(wp.add(p * NR * 2 + v * 32) as *const __m512i) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: row `r` at pair `p` is 2 values (4 bytes) at `(p * MR + r) * 2`,
+                // inside the strip for `r < R <= MR`.
+                let pair = unsafe { (xs.add((p * MR + r) * 2) as *const i32).read_unaligned() };
+                let xb = bh(_mm512_set1_epi32(pair));
+                for (a, w) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_dpbf16_ps(*a, xb, bh(*w));
                 }
+            }
+        }
+        // SAFETY: the caller's contract on `y`, `ldy` and `cols`.
+        unsafe { store::<R>(&acc, y, ldy, cols) };
+    }
+
+    /// As [`dot_tile`] for one strip of f32 activations (`PackedActivations::Wide`): each
+    /// 64-byte run of weight pairs becomes two f32 vectors in registers (the even k shifted
+    /// up into the high half of each lane, the odd k masked in place), each multiplied into
+    /// the accumulators by `vfmadd231ps` with every row's activation broadcast.
+    ///
+    /// # Safety
+    /// As [`dot_tile`], with `xs` one strip of f32 activations for `kp` pairs.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    unsafe fn fma_tile<const R: usize>(xs: &[f32], wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
+        debug_assert!(xs.len() >= kp * MR * 2 && wp.len() >= kp * NR * 2 && cols <= NR);
+        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let (xs, wp) = (xs.as_ptr(), wp.as_ptr());
+        let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+        for p in 0..kp {
+            let mut raw = [_mm512_setzero_si512(); NV];
+            for (v, w) in raw.iter_mut().enumerate() {
+                // SAFETY: as in `dot_tile`.
+                *w = unsafe { _mm512_loadu_si512(wp.add(p * NR * 2 + v * 32) as *const __m512i) };
+            }
+            for half in 0..2 {
+                let wv = raw.map(|w| {
+                    _mm512_castsi512_ps(if half == 0 {
+                        _mm512_slli_epi32::<16>(w)
+                    } else {
+                        _mm512_and_si512(w, high)
+                    })
+                });
                 for (r, row) in acc.iter_mut().enumerate() {
-                    let offset = (i + r) * k + p;
-                    for term in x {
-                        let xt: __m512bh =
-                            std::mem::transmute(_mm512_loadu_si512(term.as_ptr().add(offset) as *const __m512i));
-                        for (a, w) in row.iter_mut().zip(&wv) {
-                            *a = _mm512_dpbf16_ps(*a, xt, std::mem::transmute::<__m512i, __m512bh>(*w));
-                        }
+                    // SAFETY: row `r` at k `2p + half` is at `(2p + half) * MR + r`, inside the
+                    // strip for `r < R <= MR`.
+                    let xb = _mm512_set1_ps(unsafe { *xs.add((2 * p + half) * MR + r) });
+                    for (a, w) in row.iter_mut().zip(&wv) {
+                        *a = _mm512_fmadd_ps(xb, *w, *a);
                     }
                 }
-                p += 32;
             }
-            for (r, row) in acc.iter().enumerate() {
-                for (c, a) in row.iter().enumerate() {
-                    out[(i + r) * nw + j + c] = _mm512_reduce_add_ps(*a);
+        }
+        // SAFETY: the caller's contract on `y`, `ldy` and `cols`.
+        unsafe { store::<R>(&acc, y, ldy, cols) };
+    }
+
+    /// The accumulators of a tile to `y`, as rows.
+    ///
+    /// # Safety
+    /// `y` points at row 0, column 0 of a block with row stride `ldy` that may be written for
+    /// `R` rows and `cols` (at most [`NR`]) columns.
+    #[inline(always)]
+    unsafe fn store<const R: usize>(acc: &[[__m512; NV]; R], y: *mut f32, ldy: usize, cols: usize) {
+        for (r, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                let c0 = v * 16;
+                // SAFETY: row `r < R` and columns `c0..c0 + 16` (or the `cols - c0` of them the
+                // mask keeps) are inside the block the caller lets this tile write.
+                unsafe {
+                    if c0 + 16 <= cols {
+                        _mm512_storeu_ps(y.add(r * ldy + c0), *a);
+                    } else if c0 < cols {
+                        _mm512_mask_storeu_ps(y.add(r * ldy + c0), (1u16 << (cols - c0)) - 1, *a);
+                    }
                 }
             }
         }
@@ -419,10 +580,10 @@ mod tests {
             eprintln!("skipping: this CPU has no AVX512-BF16");
             return;
         }
-        // Below 16 rows the dot-product kernel; from 16 on the outer-product one, with every
-        // remainder of its 32-row x 12-column tiles (rows 37 = 32 + 5, columns 300 = 2 x 128 +
-        // 44 = 3 x 12 + 8); column counts that are multiples of 32 run on AMX where the CPU
-        // has it (row tiles 2 + 1 of 16, column chunks 128 + 32).
+        // Every remainder of the 6-row x 64-column tiles and of the 96-row blocks (rows 37 =
+        // 6 x 6 + 1, 300 = 3 x 96 + 12; columns 300 = 4 x 64 + 44, 131 = 2 x 64 + 3), odd k;
+        // column counts that are multiples of 32 run on AMX where the host has it (row tiles
+        // 2 + 1 of 16, column chunks 128 + 32).
         for (m, k, n) in [
             (7usize, 96usize, 11usize),
             (9, 64, 300),
@@ -431,6 +592,8 @@ mod tests {
             (300, 64, 131),
             (37, 96, 160),
             (300, 64, 128),
+            (5, 33, 70),
+            (1, 768, 64),
         ] {
             let x: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.3).collect();
             let w: Vec<bf16> = (0..n * k)
@@ -477,12 +640,44 @@ mod tests {
         // SAFETY: the test runs only where `available()` says the CPU has the features.
         let ours = unsafe { x86::round_to_bf16(&x) };
         for (v, o) in x.iter().zip(ours) {
-            assert_eq!(o, bf16::from_f32(*v).to_bits(), "{v}");
+            // The instruction reads a subnormal input as zero (none reaches a matmul in practice).
+            let expected = if v.is_subnormal() {
+                0
+            } else {
+                bf16::from_f32(*v).to_bits()
+            };
+            assert_eq!(o & 0x7fff, expected & 0x7fff, "{v}");
         }
     }
 
     #[test]
-    fn unsupported_shapes_fall_back() {
-        assert!(matmul_t(&[0.0; 30], 1, 30, &[bf16::ZERO; 30], 1, Bf16Compute::Native).is_none());
+    fn mismatched_sizes_are_refused() {
+        assert!(matmul_t(&[0.0; 30], 1, 30, &[bf16::ZERO; 29], 1, Bf16Compute::Native).is_none());
+        assert!(matmul_t(&[0.0; 30], 2, 30, &[bf16::ZERO; 30], 1, Bf16Compute::Native).is_none());
+        assert!(PackedWeight::pack(&[bf16::ZERO; 30], 2, 16).is_none());
+    }
+
+    #[test]
+    fn a_packed_weight_unpacks_to_itself_and_multiplies_as_the_unpacked_one() {
+        if !available() {
+            eprintln!("skipping: this CPU has no AVX512-BF16");
+            return;
+        }
+        for (m, k, n) in [(13usize, 67usize, 130usize), (2, 32, 16), (0, 32, 16)] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i * 29 % 83) as f32 - 41.0) / 9.1).collect();
+            let w: Vec<bf16> = (0..n * k)
+                .map(|i| bf16::from_f32(((i * 61 % 97) as f32 - 48.0) / 17.0))
+                .collect();
+            let packed = PackedWeight::pack(&w, n, k).expect("available");
+            assert_eq!(packed.dims(), (n, k));
+            assert_eq!(packed.unpack(), w);
+            for compute in [Bf16Compute::Native, Bf16Compute::Exact] {
+                let y = packed.matmul_t(&x, m, compute);
+                assert_eq!(y.len(), m * n);
+                if m > 0 {
+                    assert_eq!(Some(y), matmul_t(&x, m, k, &w, n, compute), "{m}x{k}x{n} {compute:?}");
+                }
+            }
+        }
     }
 }

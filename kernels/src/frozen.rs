@@ -1,8 +1,9 @@
 //! The frozen weight's products as candle custom ops: `x @ W^T` for a bf16 `W` on the CPU's
-//! bf16 dot products ([`Bf16Matmul`]), and for an f32 `W` that must get no gradient
-//! ([`FrozenMatmul`]), whose backward passes the gradient to `x` alone.
+//! bf16 dot products, as stored ([`Bf16Matmul`]) or packed at load ([`PackedBf16Matmul`]),
+//! and for an f32 `W` that must get no gradient ([`FrozenMatmul`]), whose backward passes the
+//! gradient to `x` alone.
 
-use crate::bf16::Bf16Compute;
+use crate::bf16::{Bf16Compute, PackedWeight};
 use candle_core::Tensor;
 
 /// `x @ W^T` for f32 `x` and a bf16 `W`, on the CPU's bf16 dot products (see `super::bf16`).
@@ -36,6 +37,54 @@ impl candle_core::CustomOp2 for Bf16Matmul {
             None => candle_core::bail!("bf16 matmul is not available on this CPU or shape"),
         }
     }
+}
+
+/// `x @ W^T` for f32 `x` and a bf16 `W` packed once ([`PackedWeight`]), on the CPU's bf16
+/// dot products (see `super::bf16`).
+pub struct PackedBf16Matmul<'a> {
+    pub weight: &'a PackedWeight,
+    pub compute: Bf16Compute,
+}
+
+impl candle_core::CustomOp1 for PackedBf16Matmul<'_> {
+    fn name(&self) -> &'static str {
+        "packed-bf16-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (candle_core::CpuStorage::F32(x), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
+            candle_core::bail!("bf16 matmul takes contiguous f32 activations");
+        };
+        let (m, k) = layout.shape().dims2()?;
+        let (n, wk) = self.weight.dims();
+        if k != wk {
+            candle_core::bail!("bf16 matmul: activations have {k} features, the weight {wk}");
+        }
+        let y = self.weight.matmul_t(&x[x0..x1], m, self.compute);
+        Ok((candle_core::CpuStorage::F32(y), (m, n).into()))
+    }
+}
+
+/// A bf16 CPU matrix `[n, k]` packed for [`PackedBf16Matmul`]; `None` for any other tensor or
+/// where the kernels do not run.
+pub fn pack_bf16(weight: &Tensor) -> Option<PackedWeight> {
+    let (n, k) = weight.dims2().ok()?;
+    let (storage, layout) = weight.storage_and_layout();
+    let (candle_core::Storage::Cpu(candle_core::CpuStorage::BF16(data)), Some((start, end))) =
+        (&*storage, layout.contiguous_offsets())
+    else {
+        return None;
+    };
+    PackedWeight::pack(&data[start..end], n, k)
+}
+
+/// A packed weight back as the `[n, k]` bf16 tensor it was packed from.
+pub fn unpack_bf16(weight: &PackedWeight) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(weight.unpack(), weight.dims(), &candle_core::Device::Cpu)
 }
 
 /// `x @ W^T` for a constant `W`: the backward returns the gradient of `x` alone (`g @ W`,

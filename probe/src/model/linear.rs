@@ -1,9 +1,10 @@
 //! A linear layer whose weight stays in the checkpoint's dtype.
 //!
 //! A 7B bf16 checkpoint is 14 GB; upcasting it whole to f32 would not fit in 24 GiB. So the
-//! weight is kept as stored, while activations and accumulation stay in f32: a bf16 weight is
-//! multiplied as stored on CPUs with AVX512-BF16 or AMX (`super::bf16`, as `Bf16Compute`
-//! says), and otherwise cast per call, one matrix at a time. A GGUF matrix loaded with `keep_quantized` stays in its ggml
+//! weight is kept in its dtype, while activations and accumulation stay in f32: a bf16 weight
+//! is repacked once, at load, into the layout the AVX512-BF16 kernel reads and multiplied
+//! there (`kernels::bf16`, as `Bf16Compute` says; as stored where AMX tiles take it), and
+//! otherwise cast per call, one matrix at a time. A GGUF matrix loaded with `keep_quantized` stays in its ggml
 //! block format and multiplies through candle's quantized kernels (`QMatMul`): decoding reads
 //! a quarter to an eighth of the bytes, and the residual stream around it is still f32.
 
@@ -11,8 +12,8 @@ use anyhow::{bail, Result};
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
-use kernels::bf16::Bf16Compute;
-use kernels::frozen::{Bf16Matmul, FrozenMatmul};
+use kernels::bf16::{Bf16Compute, PackedWeight};
+use kernels::frozen::{Bf16Matmul, FrozenMatmul, PackedBf16Matmul};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -52,6 +53,9 @@ pub struct LoraDelta {
 enum Weight {
     /// In the checkpoint's dtype (f32, f16 or bf16).
     Dense(Tensor),
+    /// A bf16 matrix in the AVX512-BF16 kernel's layout, packed at load in place of the
+    /// tensor (so a bf16 model is held once, in two bytes a value).
+    PackedBf16(Arc<PackedWeight>),
     /// A ggml block-quantized matrix (Q4_0 ... Q8_0, k-quants), multiplied without
     /// dequantizing it.
     Quantized {
@@ -103,7 +107,7 @@ impl Linear {
                     in_dim,
                 }
             }
-            None => Weight::Dense(vb.get_with_hints(
+            None => Weight::dense(vb.get_with_hints(
                 (out_dim, in_dim),
                 "weight",
                 Init::Randn {
@@ -132,6 +136,7 @@ impl Linear {
                 let d = w.dims();
                 (d[0], d[1])
             }
+            Weight::PackedBf16(packed) => packed.dims(),
             Weight::Quantized { out_dim, in_dim, .. } => (*out_dim, *in_dim),
         }
     }
@@ -155,7 +160,7 @@ impl Linear {
 
     pub fn from_weight(weight: Tensor) -> Self {
         Self {
-            weight: Weight::Dense(weight),
+            weight: Weight::dense(weight),
             bias: None,
             lora: None,
             bf16_compute: Bf16Compute::default(),
@@ -177,12 +182,12 @@ impl Linear {
             })
         };
         let y = match (&self.weight, &self.lora) {
-            (Weight::Dense(weight), Some(l))
+            (Weight::Dense(_) | Weight::PackedBf16(_), Some(l))
                 if autograd == Autograd::Fused && x2.dtype() == DType::F32 && x2.device().is_cpu() =>
             {
                 with_bias(kernels::fused::lora_linear(
                     &x2,
-                    &weight.to_dtype(DType::F32)?,
+                    &self.dense_weight()?.to_dtype(DType::F32)?,
                     &l.a,
                     &l.b,
                     l.scale,
@@ -211,7 +216,6 @@ impl Linear {
     /// `x2 @ W^T` for `x2` `[rows, in]`, in the way the weight's storage and the need for a
     /// gradient call for.
     fn frozen_product(&self, x2: &Tensor) -> Result<Tensor> {
-        let in_dim = x2.dim(1)?;
         Ok(match &self.weight {
             Weight::Dense(weight)
                 if weight.dtype() == DType::BF16
@@ -219,36 +223,19 @@ impl Linear {
                     && x2.dtype() == DType::F32
                     && !x2.track_op()
                     && x2.device().is_cpu()
-                    && in_dim.is_multiple_of(32)
                     && kernels::bf16::available() =>
             {
                 x2.contiguous()?
                     .apply_op2_no_bwd(weight, &Bf16Matmul(self.bf16_compute))?
             }
-            Weight::Dense(weight) => {
-                let w = if weight.dtype() == x2.dtype() {
-                    weight.clone()
-                } else {
-                    weight.to_dtype(x2.dtype())?
-                };
-                // While training, the frozen weight must not get a gradient: candle's matmul
-                // backward computes one for both sides, which doubles the cost of every
-                // backward and holds a weight-sized gradient per layer. The frozen matmul
-                // passes the gradient to x only; untracked, it is the same product, faster.
-                if !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
-                    let op = FrozenMatmul {
-                        weight: w.contiguous()?,
-                        gradient: false,
-                    };
-                    if x2.track_op() {
-                        x2.contiguous()?.apply_op1(op)?
-                    } else {
-                        x2.contiguous()?.apply_op1_no_bwd(&op)?
-                    }
-                } else {
-                    x2.matmul(&w.t()?)?
-                }
+            Weight::PackedBf16(packed) if x2.dtype() == DType::F32 && !x2.track_op() && x2.device().is_cpu() => {
+                x2.contiguous()?.apply_op1_no_bwd(&PackedBf16Matmul {
+                    weight: packed,
+                    compute: self.bf16_compute,
+                })?
             }
+            Weight::PackedBf16(_) => cast_product(&self.dense_weight()?, x2)?,
+            Weight::Dense(weight) => cast_product(weight, x2)?,
             Weight::Quantized { matmul, .. } => {
                 // candle's quantized matmul has no backward: it would silently cut the
                 // gradient of everything below it.
@@ -259,4 +246,60 @@ impl Linear {
             }
         })
     }
+
+    /// The weight as a tensor `[out, in]` in its dtype (a packed one unpacked: for the rare
+    /// paths that need it whole, such as training through a bf16 weight).
+    fn dense_weight(&self) -> Result<Tensor> {
+        Ok(match &self.weight {
+            Weight::Dense(weight) => weight.clone(),
+            Weight::PackedBf16(packed) => kernels::frozen::unpack_bf16(packed)?,
+            Weight::Quantized { matmul, .. } => bail!("a quantized weight has no dense form here ({matmul:?})"),
+        })
+    }
+}
+
+impl Weight {
+    /// A dense weight as it will be multiplied: a contiguous bf16 matrix on the CPU packed
+    /// for the AVX512-BF16 kernel where it runs (and AMX tiles, which read the weight as
+    /// stored, are not in use), any other kept as it is.
+    fn dense(weight: Tensor) -> Weight {
+        let packable = weight.dtype() == DType::BF16
+            && weight.device().is_cpu()
+            && !weight.track_op()
+            && kernels::bf16::available()
+            && !kernels::bf16::amx_available();
+        if !packable {
+            return Weight::Dense(weight);
+        }
+        match kernels::frozen::pack_bf16(&weight) {
+            Some(packed) => Weight::PackedBf16(Arc::new(packed)),
+            None => Weight::Dense(weight),
+        }
+    }
+}
+
+/// `x2 @ W^T` for a weight held as a tensor, cast to the activations' dtype if need be.
+fn cast_product(weight: &Tensor, x2: &Tensor) -> Result<Tensor> {
+    let w = if weight.dtype() == x2.dtype() {
+        weight.clone()
+    } else {
+        weight.to_dtype(x2.dtype())?
+    };
+    // While training, the frozen weight must not get a gradient: candle's matmul
+    // backward computes one for both sides, which doubles the cost of every
+    // backward and holds a weight-sized gradient per layer. The frozen matmul
+    // passes the gradient to x only; untracked, it is the same product, faster.
+    Ok(if !w.track_op() && x2.device().is_cpu() && x2.dtype() == DType::F32 {
+        let op = FrozenMatmul {
+            weight: w.contiguous()?,
+            gradient: false,
+        };
+        if x2.track_op() {
+            x2.contiguous()?.apply_op1(op)?
+        } else {
+            x2.contiguous()?.apply_op1_no_bwd(&op)?
+        }
+    } else {
+        x2.matmul(&w.t()?)?
+    })
 }
