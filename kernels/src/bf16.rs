@@ -173,8 +173,7 @@ impl PackedWeight {
             return Vec::new();
         }
         let kp = k.div_ceil(2);
-        let kernel = Kernel::for_product(compute, m);
-        let xp = pack_activations(x, m, k, compute, kernel);
+        let xp = pack_activations(x, m, k, compute);
         let strips = m.div_ceil(MR);
         let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
         let panels = n.div_ceil(NR);
@@ -213,98 +212,50 @@ impl PackedWeight {
     }
 }
 
-/// Which register tile multiplies: `vdpbf16ps` on bf16 pairs of activations, or FMAs on f32
-/// activations and the weight widened to f32 in registers (a bf16 is the top half of an f32,
-/// so widening is one shift or one mask per 16 weights).
+/// The register tile runs on FMAs with the weight widened to f32 in registers (a bf16 is the
+/// top half of an f32, so widening is one shift or one mask per 16 weights).
 ///
 /// On the AVX512-BF16 CPUs measured (docs/performance.md) `vdpbf16ps` issues at a quarter of
 /// the rate of `vfmadd231ps`, so its 32 products per instruction are half the FMA units'
-/// rate: many rows run on the FMAs, which also take f32 activations at no extra cost, so
-/// `Exact` needs one pass rather than three. Few rows (decoding) are bound by reading the
-/// weight, and there `vdpbf16ps` needs the fewest instructions per weight byte.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kernel {
-    DotBf16,
-    WidenFma,
-}
-
-/// From this many rows on, `Native` takes the FMA tile too.
-const FMA_MIN_ROWS: usize = 4;
-
-impl Kernel {
-    fn for_product(compute: Bf16Compute, m: usize) -> Kernel {
-        if compute == Bf16Compute::Native && m < FMA_MIN_ROWS {
-            Kernel::DotBf16
-        } else {
-            Kernel::WidenFma
-        }
-    }
-}
-
+/// rate; the FMAs also take f32 activations at no extra cost, so `Exact` needs one pass
+/// rather than three. Every row count takes the same tile, so a row's product is the same
+/// bits whoever shares its batch (a `vdpbf16ps` tile for few rows would sum in another
+/// order).
 /// `x` `[m, k]` in strips of [`MR`] rows, with every row of a strip side by side at each k,
-/// so a tile's broadcasts read one short run: bf16 pairs `[strips][k/2][MR][2]` for
-/// `vdpbf16ps`, or f32 `[strips][k/2 * 2][MR]` for the FMAs. Rows past `m` and the pad past
-/// an odd `k` are zero.
-enum PackedActivations {
-    Pairs(Vec<u16>),
-    Wide(Vec<f32>),
-}
-
-/// One strip of [`PackedActivations`].
-#[derive(Clone, Copy)]
-enum Strip<'a> {
-    Pairs(&'a [u16]),
-    Wide(&'a [f32]),
-}
+/// so a tile's broadcasts read one short run: f32 `[strips][k/2 * 2][MR]`. Rows past `m` and
+/// the pad past an odd `k` are zero.
+struct PackedActivations(Vec<f32>);
 
 impl PackedActivations {
-    fn strip(&self, strip: usize, kp: usize) -> Strip<'_> {
+    fn strip(&self, strip: usize, kp: usize) -> &[f32] {
         let len = kp * MR * 2;
-        match self {
-            PackedActivations::Pairs(v) => Strip::Pairs(&v[strip * len..(strip + 1) * len]),
-            PackedActivations::Wide(v) => Strip::Wide(&v[strip * len..(strip + 1) * len]),
-        }
+        &self.0[strip * len..(strip + 1) * len]
     }
 }
 
-/// `x` packed for `kernel`: rounded to bf16 for `Native` (the FMA tile then multiplies the
-/// rounded values, exactly as `vdpbf16ps` would), as it is for `Exact`.
-fn pack_activations(x: &[f32], m: usize, k: usize, compute: Bf16Compute, kernel: Kernel) -> PackedActivations {
+/// `x` packed for the tile: rounded to bf16 for `Native` (the tile then multiplies the
+/// rounded values, as `vdpbf16ps` would), as it is for `Exact`.
+fn pack_activations(x: &[f32], m: usize, k: usize, compute: Bf16Compute) -> PackedActivations {
     let kp = k.div_ceil(2);
     let strip_len = kp * MR * 2;
     let strips = m.div_ceil(MR);
     let mut bits = vec![0u16; k];
-    match kernel {
-        Kernel::DotBf16 => {
-            let mut packed = vec![0u16; strips * strip_len];
-            for row in 0..m {
-                round_row(&x[row * k..(row + 1) * k], &mut bits);
-                let base = (row / MR) * strip_len + 2 * (row % MR);
-                for (i, v) in bits.iter().enumerate() {
-                    packed[base + (i / 2) * MR * 2 + i % 2] = *v;
-                }
+    let mut packed = vec![0f32; strips * strip_len];
+    for row in 0..m {
+        let xr = &x[row * k..(row + 1) * k];
+        let base = (row / MR) * strip_len + row % MR;
+        if compute == Bf16Compute::Native {
+            round_row(xr, &mut bits);
+            for (i, v) in bits.iter().enumerate() {
+                packed[base + i * MR] = f32::from_bits(u32::from(*v) << 16);
             }
-            PackedActivations::Pairs(packed)
-        }
-        Kernel::WidenFma => {
-            let mut packed = vec![0f32; strips * strip_len];
-            for row in 0..m {
-                let xr = &x[row * k..(row + 1) * k];
-                let base = (row / MR) * strip_len + row % MR;
-                if compute == Bf16Compute::Native {
-                    round_row(xr, &mut bits);
-                    for (i, v) in bits.iter().enumerate() {
-                        packed[base + i * MR] = f32::from_bits(u32::from(*v) << 16);
-                    }
-                } else {
-                    for (i, v) in xr.iter().enumerate() {
-                        packed[base + i * MR] = *v;
-                    }
-                }
+        } else {
+            for (i, v) in xr.iter().enumerate() {
+                packed[base + i * MR] = *v;
             }
-            PackedActivations::Wide(packed)
         }
     }
+    PackedActivations(packed)
 }
 
 /// Each value as the nearest bf16 (round to nearest even, as `half` rounds).
@@ -359,7 +310,7 @@ fn amx_product(x: &[f32], m: usize, k: usize, w: &[bf16], n: usize) -> Vec<f32> 
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Strip, MR, NR, NV};
+    use super::{MR, NR, NV};
     use std::arch::x86_64::*;
 
     /// Each value as the nearest bf16 (round to nearest even, as `half` rounds; a subnormal
@@ -411,80 +362,36 @@ mod x86 {
         packed
     }
 
-    /// The same 512 bits, read as 32 bf16.
-    #[inline(always)]
-    fn bh(v: __m512i) -> __m512bh {
-        // SAFETY: both are plain 512-bit vectors, and every bit pattern is a value of each.
-        unsafe { std::mem::transmute::<__m512i, __m512bh>(v) }
-    }
-
-    /// The register tile for `rows` (1 to [`MR`]) rows of a strip packed for either kernel.
+    /// The register tile for `rows` (1 to [`MR`]) rows of a strip.
     ///
     /// # Safety
-    /// As [`dot_tile`] and [`fma_tile`].
-    pub unsafe fn tile_dispatch(rows: usize, xs: Strip, wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
+    /// As [`fma_tile`].
+    pub unsafe fn tile_dispatch(rows: usize, xs: &[f32], wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
         // SAFETY: the caller's contract is the tiles', for these `R`.
         unsafe {
-            match (rows, xs) {
-                (6, Strip::Wide(xs)) => fma_tile::<6>(xs, wp, kp, y, ldy, cols),
-                (5, Strip::Wide(xs)) => fma_tile::<5>(xs, wp, kp, y, ldy, cols),
-                (4, Strip::Wide(xs)) => fma_tile::<4>(xs, wp, kp, y, ldy, cols),
-                (3, Strip::Wide(xs)) => fma_tile::<3>(xs, wp, kp, y, ldy, cols),
-                (2, Strip::Wide(xs)) => fma_tile::<2>(xs, wp, kp, y, ldy, cols),
-                (1, Strip::Wide(xs)) => fma_tile::<1>(xs, wp, kp, y, ldy, cols),
-                (6, Strip::Pairs(xs)) => dot_tile::<6>(xs, wp, kp, y, ldy, cols),
-                (5, Strip::Pairs(xs)) => dot_tile::<5>(xs, wp, kp, y, ldy, cols),
-                (4, Strip::Pairs(xs)) => dot_tile::<4>(xs, wp, kp, y, ldy, cols),
-                (3, Strip::Pairs(xs)) => dot_tile::<3>(xs, wp, kp, y, ldy, cols),
-                (2, Strip::Pairs(xs)) => dot_tile::<2>(xs, wp, kp, y, ldy, cols),
-                (1, Strip::Pairs(xs)) => dot_tile::<1>(xs, wp, kp, y, ldy, cols),
+            match rows {
+                6 => fma_tile::<6>(xs, wp, kp, y, ldy, cols),
+                5 => fma_tile::<5>(xs, wp, kp, y, ldy, cols),
+                4 => fma_tile::<4>(xs, wp, kp, y, ldy, cols),
+                3 => fma_tile::<3>(xs, wp, kp, y, ldy, cols),
+                2 => fma_tile::<2>(xs, wp, kp, y, ldy, cols),
+                1 => fma_tile::<1>(xs, wp, kp, y, ldy, cols),
                 _ => unreachable!("a strip has 1 to {MR} rows"),
             }
         }
     }
 
-    /// `y[r][c] = sum over k of x[r][k] * w[c][k]` for the `R` rows of one strip of bf16
-    /// pairs and the first `cols` columns of one panel, on `vdpbf16ps`.
+    /// `y[r][c] = sum over k of x[r][k] * w[c][k]` for the `R` rows of one strip of f32
+    /// activations and the first `cols` columns of one panel: each 64-byte run of weight pairs
+    /// becomes two f32 vectors in registers (the even k shifted up into the high half of each
+    /// lane, the odd k masked in place), each multiplied into the accumulators by
+    /// `vfmadd231ps` with every row's activation broadcast.
     ///
     /// # Safety
-    /// The CPU must have AVX-512F and AVX512-BF16; `xs` is one strip of bf16 pairs
-    /// (`PackedActivations::Pairs`) for `kp` pairs, `wp` one panel of a
-    /// [`super::PackedWeight`] for `kp` pairs, and `y` points at row 0, column 0 of an output
-    /// block with row stride `ldy` that may be written for `R` rows and `cols` (at most
-    /// [`NR`]) columns.
-    #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn dot_tile<const R: usize>(xs: &[u16], wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
-        debug_assert!(xs.len() >= kp * MR * 2 && wp.len() >= kp * NR * 2 && cols <= NR);
-        let mut acc = [[_mm512_setzero_ps(); NV]; R];
-        let (xs, wp) = (xs.as_ptr(), wp.as_ptr());
-        for p in 0..kp {
-            let mut wv = [_mm512_setzero_si512(); NV];
-            for (v, w) in wv.iter_mut().enumerate() {
-                // SAFETY: pair `p` of the panel is `NR * 2` values from `p * NR * 2`; vector `v`
-                // is 32 of them (64 bytes) at `v * 32`.
-                *w = unsafe { _mm512_loadu_si512(wp.add(p * NR * 2 + v * 32) as *const __m512i) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                // SAFETY: row `r` at pair `p` is 2 values (4 bytes) at `(p * MR + r) * 2`,
-                // inside the strip for `r < R <= MR`.
-                let pair = unsafe { (xs.add((p * MR + r) * 2) as *const i32).read_unaligned() };
-                let xb = bh(_mm512_set1_epi32(pair));
-                for (a, w) in row.iter_mut().zip(&wv) {
-                    *a = _mm512_dpbf16_ps(*a, xb, bh(*w));
-                }
-            }
-        }
-        // SAFETY: the caller's contract on `y`, `ldy` and `cols`.
-        unsafe { store::<R>(&acc, y, ldy, cols) };
-    }
-
-    /// As [`dot_tile`] for one strip of f32 activations (`PackedActivations::Wide`): each
-    /// 64-byte run of weight pairs becomes two f32 vectors in registers (the even k shifted
-    /// up into the high half of each lane, the odd k masked in place), each multiplied into
-    /// the accumulators by `vfmadd231ps` with every row's activation broadcast.
-    ///
-    /// # Safety
-    /// As [`dot_tile`], with `xs` one strip of f32 activations for `kp` pairs.
+    /// The CPU must have AVX-512F and AVX512-BF16; `xs` is one strip of [`super::PackedActivations`]
+    /// for `kp` pairs, `wp` one panel of a [`super::PackedWeight`] for `kp` pairs, and `y`
+    /// points at row 0, column 0 of an output block with row stride `ldy` that may be written
+    /// for `R` rows and `cols` (at most [`NR`]) columns.
     #[target_feature(enable = "avx512f,avx512bf16")]
     unsafe fn fma_tile<const R: usize>(xs: &[f32], wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
         debug_assert!(xs.len() >= kp * MR * 2 && wp.len() >= kp * NR * 2 && cols <= NR);
@@ -494,7 +401,8 @@ mod x86 {
         for p in 0..kp {
             let mut raw = [_mm512_setzero_si512(); NV];
             for (v, w) in raw.iter_mut().enumerate() {
-                // SAFETY: as in `dot_tile`.
+                // SAFETY: pair `p` of the panel is `NR * 2` values from `p * NR * 2`; vector `v`
+                // is 32 of them (64 bytes) at `v * 32`.
                 *w = unsafe { _mm512_loadu_si512(wp.add(p * NR * 2 + v * 32) as *const __m512i) };
             }
             for half in 0..2 {
@@ -647,6 +555,28 @@ mod tests {
                 bf16::from_f32(*v).to_bits()
             };
             assert_eq!(o & 0x7fff, expected & 0x7fff, "{v}");
+        }
+    }
+
+    /// A row's product is the same bits whoever shares its batch: a server's batched answers
+    /// must equal each request's alone, and few rows and many rows take different tiles.
+    #[test]
+    fn a_row_is_the_same_bits_alone_and_batched() {
+        if !available() {
+            eprintln!("skipping: this CPU has no AVX512-BF16");
+            return;
+        }
+        let (m, k, n) = (9usize, 200usize, 130usize);
+        let x: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.731).sin() * 3.0).collect();
+        let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(((i as f32) * 0.377).cos())).collect();
+        let packed = PackedWeight::pack(&w, n, k).expect("available");
+        for compute in [Bf16Compute::Native, Bf16Compute::Exact] {
+            let batched = packed.matmul_t(&x, m, compute);
+            for r in 0..m {
+                let alone = packed.matmul_t(&x[r * k..(r + 1) * k], 1, compute);
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&alone), bits(&batched[r * n..(r + 1) * n]), "row {r} {compute:?}");
+            }
         }
     }
 
