@@ -9,26 +9,13 @@
 
 mod common;
 
-use candle_core::{DType, Device, Tensor};
-use common::at;
+use candle_core::{DType, Device};
+use common::{at, max_abs_diff};
 use kernels::bf16::Bf16Compute;
 use probe::hooks::HookPoint;
 use probe::model::LoadOptions;
 use probe::Checkpoint;
 use std::path::PathBuf;
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
-}
 
 #[test]
 fn without_the_bf16_kernels_a_bf16_model_gives_the_f32_paths_results() {

@@ -11,7 +11,7 @@
 mod common;
 
 use candle_core::{DType, Device, Tensor};
-use common::at;
+use common::{at, max_abs_diff};
 use kernels::bf16::Bf16Compute;
 use probe::hooks::HookPoint;
 use probe::model::LoadOptions;
@@ -24,20 +24,6 @@ fn golden_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../tests/golden")
         .join(name)
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    assert_eq!(a.dims(), b.dims());
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
 }
 
 fn check(name: &str) {

@@ -20,3 +20,18 @@ pub fn run(ckpt: &Checkpoint, ids: &[u32]) -> (Cache, Tensor) {
 pub fn at(cache: &Cache, point: HookPoint) -> Tensor {
     cache.require(point).unwrap().squeeze(0).unwrap()
 }
+
+/// The largest |a - b| over two tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    assert_eq!(a.dims(), b.dims());
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
