@@ -1,9 +1,9 @@
 //! Line charts: per-layer LAT accuracy, and the sweep curves (correction magnitude, copy rate,
 //! exact-correction rate against alpha).
 
+use crate::draw_on_backend;
 use crate::font::{ensure_registered, FAMILY};
 use crate::heatmap::err;
-use crate::{drawing_path, format_of, Format};
 use anyhow::{bail, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -50,28 +50,9 @@ pub fn line_chart(
         );
     }
     ensure_registered();
-    let target = drawing_path(out)?;
-    let size = (760, 460);
-    match format_of(out)? {
-        Format::Png => draw(
-            BitMapBackend::new(target, size).into_drawing_area(),
-            title,
-            x_label,
-            y_label,
-            xs,
-            series,
-            y_range,
-        )?,
-        Format::Svg => draw(
-            SVGBackend::new(target, size).into_drawing_area(),
-            title,
-            x_label,
-            y_label,
-            xs,
-            series,
-            y_range,
-        )?,
-    }
+    draw_on_backend!(out, (760, 460), |root| draw(
+        root, title, x_label, y_label, xs, series, y_range
+    )?);
     Ok(out.to_path_buf())
 }
 
@@ -203,27 +184,16 @@ pub fn curve_panels(out: &Path, title: &str, x_label: &str, xs: &[f64], panels: 
         }
     }
     ensure_registered();
-    let target = drawing_path(out)?;
     let legend_rows = panels.iter().map(|p| p.curves.len()).max().unwrap_or(0);
     let size = (560 * panels.len() as u32, 440 + LEGEND_ROW * legend_rows as u32);
-    match format_of(out)? {
-        Format::Png => draw_panels(
-            BitMapBackend::new(target, size).into_drawing_area(),
-            title,
-            x_label,
-            xs,
-            panels,
-            legend_rows,
-        )?,
-        Format::Svg => draw_panels(
-            SVGBackend::new(target, size).into_drawing_area(),
-            title,
-            x_label,
-            xs,
-            panels,
-            legend_rows,
-        )?,
-    }
+    draw_on_backend!(out, size, |root| draw_panels(
+        root,
+        title,
+        x_label,
+        xs,
+        panels,
+        legend_rows
+    )?);
     Ok(out.to_path_buf())
 }
 

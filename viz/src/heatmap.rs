@@ -4,8 +4,8 @@
 //! (a) - (b) on its own). Under the figure: the share of cells beyond each clip, and notes.
 
 use crate::colour::ColourScale;
+use crate::draw_on_backend;
 use crate::font::{ensure_registered, FAMILY};
-use crate::{drawing_path, format_of, Format};
 use anyhow::{bail, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::coord::Shift;
@@ -106,23 +106,7 @@ pub fn heatmaps(out: &Path, title: &str, panels: &[Panel], scales: &[ColourScale
     let width = 140 + panels.iter().map(panel_width).sum::<u32>() + BAR_WIDTH * scales.len() as u32;
     let width = width.max(680);
     let height = (170 + 18 * rows.max(14) + FOOTER_LINE * lines.len()) as u32;
-    let target = drawing_path(out)?;
-    match format_of(out)? {
-        Format::Png => draw(
-            BitMapBackend::new(target, (width, height)).into_drawing_area(),
-            title,
-            panels,
-            scales,
-            &lines,
-        )?,
-        Format::Svg => draw(
-            SVGBackend::new(target, (width, height)).into_drawing_area(),
-            title,
-            panels,
-            scales,
-            &lines,
-        )?,
-    }
+    draw_on_backend!(out, (width, height), |root| draw(root, title, panels, scales, &lines)?);
     Ok(out.to_path_buf())
 }
 

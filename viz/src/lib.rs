@@ -38,6 +38,26 @@ pub(crate) fn format_of(path: &Path) -> Result<Format> {
     }
 }
 
+/// Runs `$draw` with `$root` the drawing area of the backend `$out`'s extension picks (PNG or
+/// SVG), `$size` pixels, made after `$out`'s folder: the drawing functions are generic over the
+/// backend, so one call site serves both formats.
+macro_rules! draw_on_backend {
+    ($out:expr, $size:expr, |$root:ident| $draw:expr) => {{
+        let target = $crate::drawing_path($out)?;
+        match $crate::format_of($out)? {
+            $crate::Format::Png => {
+                let $root = plotters::prelude::BitMapBackend::new(target, $size).into_drawing_area();
+                $draw
+            }
+            $crate::Format::Svg => {
+                let $root = plotters::prelude::SVGBackend::new(target, $size).into_drawing_area();
+                $draw
+            }
+        }
+    }};
+}
+pub(crate) use draw_on_backend;
+
 /// Makes `dest`'s folder so plotters can write `dest` (it picks the encoder by its extension).
 /// viz writes where it is told: making the write atomic (a temporary renamed into place,
 /// removed on error or Ctrl-C, never over a file that appeared meanwhile) is the caller's
