@@ -26,8 +26,8 @@ fn main() {
         return;
     }
     println!(
-        "{:>5} {:>5} {:>6} | {:>8} {:>8} {:>8} GFLOP/s | native / f32",
-        "m", "k", "n", "f32", "native", "exact"
+        "{:>5} {:>5} {:>6} | {:>8} {:>10} {:>8} {:>8} GFLOP/s | native / f32",
+        "m", "k", "n", "f32", "f32 packed", "native", "exact"
     );
     for (m, k, n) in [
         (424, 768, 768),
@@ -45,14 +45,17 @@ fn main() {
             .collect();
         let wide: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
         let packed = PackedWeight::pack(&w, n, k).expect("available");
+        let packed_f32 = kernels::f32_matmul::PackedF32Weight::pack(&wide, n, k).expect("AVX-512F");
         let runs = if m * n * k > 100_000_000 { 7 } else { 31 };
         let flops = 2.0 * (m * n * k) as f64 / 1e9;
         let f32_s = time(runs, || drop(kernels::f32_matmul::matmul_t(&x, m, k, &wide, n)));
+        let f32_packed = time(runs, || drop(packed_f32.matmul_t(&x, m)));
         let native = time(runs, || drop(packed.matmul_t(&x, m, Bf16Compute::Native)));
         let exact = time(runs, || drop(packed.matmul_t(&x, m, Bf16Compute::Exact)));
         println!(
-            "{m:>5} {k:>5} {n:>6} | {:>8.1} {:>8.1} {:>8.1}         | {:.2}x",
+            "{m:>5} {k:>5} {n:>6} | {:>8.1} {:>10.1} {:>8.1} {:>8.1}         | {:.2}x",
             flops / f32_s,
+            flops / f32_packed,
             flops / native,
             flops / exact,
             f32_s / native

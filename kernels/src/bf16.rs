@@ -81,14 +81,19 @@ pub enum Bf16Compute {
 }
 
 /// Rows of `x` per register tile (a strip).
-const MR: usize = 6;
+pub(crate) const MR: usize = 6;
 /// 16-column vectors of `w` per register tile.
 const NV: usize = 4;
 /// Output columns per weight panel.
 const NR: usize = 16 * NV;
 /// Strips per block of rows: a block's packed activations and one weight panel stay in L2
 /// together while the block's strips pass over the panel.
-const STRIPS_PER_BLOCK: usize = 16;
+pub(crate) const STRIPS_PER_BLOCK: usize = 16;
+/// From this many strips of rows on, a panel is widened to f32 once and the strips run the f32
+/// tile over it (`crate::f32_matmul`): the register tile's widening (one shift or mask per 16
+/// weights, on the ports the FMAs use) is then paid once per panel instead of once per strip.
+/// Both sum each output in k order from zero, so the bits are the same either way.
+const WIDEN_FROM_STRIPS: usize = 3;
 
 /// `x` `[m, k]` (row-major f32) times `w^T`, `w` `[n, k]` (row-major bf16): `[m, n]` f32.
 /// `None` when the kernels are not [`available`] (the caller then takes the f32 path).
@@ -186,9 +191,41 @@ impl PackedWeight {
         crate::parallel::in_parallel(blocks * groups, |task| {
             let (block, group) = (task / groups, task % groups);
             let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
+            let mut wide = if strip_range.len() >= WIDEN_FROM_STRIPS {
+                vec![0f32; 2 * kp * NR]
+            } else {
+                Vec::new()
+            };
             for panel in group * panels_per_task..((group + 1) * panels_per_task).min(panels) {
                 let wp = &self.data[panel * kp * NR * 2..(panel + 1) * kp * NR * 2];
                 let cols = (n - panel * NR).min(NR);
+                if strip_range.len() >= WIDEN_FROM_STRIPS {
+                    // SAFETY: `available()` held when this weight was packed; `wp` is one panel
+                    // for `kp` pairs and `wide` holds `2 * kp` rows of `NR`.
+                    #[cfg(target_arch = "x86_64")]
+                    unsafe {
+                        x86::widen_panel(wp, kp, &mut wide)
+                    };
+                    for strip in strip_range.clone() {
+                        let rows = (m - strip * MR).min(MR);
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: as below, with `wide` the panel widened, `k` rows of `NR` f32,
+                        // summed in one block (the register tile's order: k ascending).
+                        unsafe {
+                            crate::f32_matmul::x86::tile_dispatch(
+                                rows,
+                                xp.strip(strip, kp),
+                                &wide,
+                                k,
+                                dst.get().add(strip * MR * n + panel * NR),
+                                n,
+                                cols,
+                                false,
+                            )
+                        };
+                    }
+                    continue;
+                }
                 for strip in strip_range.clone() {
                     let rows = (m - strip * MR).min(MR);
                     let xs = xp.strip(strip, kp);
@@ -224,10 +261,10 @@ impl PackedWeight {
 /// `x` `[m, k]` in strips of [`MR`] rows, with every row of a strip side by side at each k,
 /// so a tile's broadcasts read one short run: f32 `[strips][k/2 * 2][MR]`. Rows past `m` and
 /// the pad past an odd `k` are zero.
-struct PackedActivations(Vec<f32>);
+pub(crate) struct PackedActivations(Vec<f32>);
 
 impl PackedActivations {
-    fn strip(&self, strip: usize, kp: usize) -> &[f32] {
+    pub(crate) fn strip(&self, strip: usize, kp: usize) -> &[f32] {
         let len = kp * MR * 2;
         &self.0[strip * len..(strip + 1) * len]
     }
@@ -235,7 +272,7 @@ impl PackedActivations {
 
 /// `x` packed for the tile: rounded to bf16 for `Native` (the tile then multiplies the
 /// rounded values, as `vdpbf16ps` would), as it is for `Exact`.
-fn pack_activations(x: &[f32], m: usize, k: usize, compute: Bf16Compute) -> PackedActivations {
+pub(crate) fn pack_activations(x: &[f32], m: usize, k: usize, compute: Bf16Compute) -> PackedActivations {
     let kp = k.div_ceil(2);
     let strip_len = kp * MR * 2;
     let strips = m.div_ceil(MR);
@@ -360,6 +397,35 @@ mod x86 {
             }
         }
         packed
+    }
+
+    /// One panel (`kp` pairs of [`NR`] columns, VNNI order) as `2 * kp` rows of [`NR`] f32
+    /// in `wide`: row `k` holds column `c`'s weight at k in lane `c`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `wp` holds `kp * NR * 2` values and `wide` `2 * kp * NR`.
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn widen_panel(wp: &[u16], kp: usize, wide: &mut [f32]) {
+        debug_assert!(wp.len() >= kp * NR * 2 && wide.len() >= 2 * kp * NR);
+        let high = _mm512_set1_epi32(0xffff_0000_u32 as i32);
+        let (src, dst) = (wp.as_ptr(), wide.as_mut_ptr());
+        for p in 0..kp {
+            for v in 0..NV {
+                // SAFETY: pair `p`'s vector `v` is 32 values at `p * NR * 2 + v * 32`; rows
+                // `2p` and `2p + 1` of `wide` have lanes `v * 16..+16` at those offsets.
+                unsafe {
+                    let w = _mm512_loadu_si512(src.add(p * NR * 2 + v * 32) as *const __m512i);
+                    _mm512_storeu_ps(
+                        dst.add(2 * p * NR + v * 16),
+                        _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w)),
+                    );
+                    _mm512_storeu_ps(
+                        dst.add((2 * p + 1) * NR + v * 16),
+                        _mm512_castsi512_ps(_mm512_and_si512(w, high)),
+                    );
+                }
+            }
+        }
     }
 
     /// The register tile for `rows` (1 to [`MR`]) rows of a strip.
@@ -566,7 +632,8 @@ mod tests {
             eprintln!("skipping: this CPU has no AVX512-BF16");
             return;
         }
-        let (m, k, n) = (9usize, 200usize, 130usize);
+        // 40 rows: 7 strips, whose panels are widened once; a row alone takes the register tile.
+        let (m, k, n) = (40usize, 201usize, 130usize);
         let x: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.731).sin() * 3.0).collect();
         let w: Vec<bf16> = (0..n * k).map(|i| bf16::from_f32(((i as f32) * 0.377).cos())).collect();
         let packed = PackedWeight::pack(&w, n, k).expect("available");

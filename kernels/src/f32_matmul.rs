@@ -6,6 +6,7 @@
 //! zero-fills every output before `gemm` overwrites it. Here the output is written once, by
 //! a pool whose idle threads do not spin.
 
+use crate::bf16::{pack_activations, Bf16Compute, MR, STRIPS_PER_BLOCK};
 use crate::parallel::SendPtr;
 
 /// Output columns per block are a multiple of this (the kernel's register tile width).
@@ -107,6 +108,241 @@ fn in_column_blocks(m: usize, cols: usize, block: impl Fn(*mut f32, usize, usize
     out
 }
 
+/// Output columns per packed panel: four 16-lane vectors.
+pub(crate) const PANEL: usize = 64;
+
+/// Whether the packed f32 product runs here (AVX-512F; checked once per process).
+pub fn packed_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AVAILABLE.get_or_init(|| is_x86_feature_detected!("avx512f"))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// gemm's depth block for a product over `k`: its microkernels sum each block from zero and
+/// add the blocks in order, so summing in the same blocks gives gemm's bits. It depends on
+/// `k` and the caches only (the row count enters gemm's choice only below 2 rows, where gemm
+/// takes a matrix-vector path, and for tiny products).
+fn gemm_depth_block(k: usize) -> usize {
+    // gemm's f32 AVX-512 microkernel: 4 vectors of 16 by 6.
+    gemm_common::cache::kernel_params(1024, 1024, k, 64, 6, std::mem::size_of::<f32>())
+        .kc
+        .max(1)
+}
+
+/// An f32 weight `[n, k]` packed once, at load, for [`PackedF32Weight::matmul_t`]: panels of
+/// 64 output columns (the last zero-padded), each `[k][64]`, so a register tile reads four
+/// vectors per k in one linear stream.
+///
+/// `gemm` repacks its right-hand side at every call: with two threads and a capture batch
+/// (hundreds of rows) that repacking and gemm's per-call setup were a fifth of the matmul's
+/// time, and with a few rows (decoding) most of it. Packed once, the weight is only read.
+#[derive(Clone)]
+pub struct PackedF32Weight {
+    n: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+impl std::fmt::Debug for PackedF32Weight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedF32Weight [{}, {}]", self.n, self.k)
+    }
+}
+
+impl PackedF32Weight {
+    /// Packs `w` `[n, k]` (row-major, as a linear layer stores it); `None` where the packed
+    /// product does not run ([`packed_available`]) or the sizes do not match.
+    pub fn pack(w: &[f32], n: usize, k: usize) -> Option<Self> {
+        if !packed_available() || w.len() != n * k || n == 0 || k == 0 {
+            return None;
+        }
+        let panel_len = k * PANEL;
+        let mut data = vec![0f32; n.div_ceil(PANEL) * panel_len];
+        let panels: Vec<std::sync::Mutex<&mut [f32]>> = data.chunks_mut(panel_len).map(std::sync::Mutex::new).collect();
+        crate::parallel::in_parallel(panels.len(), |panel| {
+            let mut out = panels[panel].lock().unwrap_or_else(|e| e.into_inner());
+            for lane in 0..(n - panel * PANEL).min(PANEL) {
+                let row = &w[(panel * PANEL + lane) * k..(panel * PANEL + lane + 1) * k];
+                for (i, v) in row.iter().enumerate() {
+                    out[i * PANEL + lane] = *v;
+                }
+            }
+        });
+        drop(panels);
+        Some(Self { n, k, data })
+    }
+
+    /// `(n, k)`: the weight's `[out, in]`.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.n, self.k)
+    }
+
+    /// The weight as it was given to [`PackedF32Weight::pack`], `[n, k]` row-major.
+    pub fn unpack(&self) -> Vec<f32> {
+        let k = self.k;
+        let mut w = Vec::with_capacity(self.n * k);
+        for col in 0..self.n {
+            let panel = &self.data[(col / PANEL) * k * PANEL..];
+            w.extend((0..k).map(|i| panel[i * PANEL + col % PANEL]));
+        }
+        w
+    }
+
+    /// `x` `[m, k]` (row-major) times the weight's transpose: `[m, n]`. For two rows or more
+    /// the same bits as [`matmul_t`] (gemm) on the unpacked weight; a row's product is the
+    /// same bits whoever shares its batch.
+    pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        let (n, k) = (self.n, self.k);
+        assert_eq!(x.len(), m * k, "packed f32 matmul: activations are not [{m}, {k}]");
+        if m == 0 {
+            return Vec::new();
+        }
+        let kp = k.div_ceil(2);
+        let xp = pack_activations(x, m, k, Bf16Compute::Exact);
+        let depth = gemm_depth_block(k);
+        let strips = m.div_ceil(MR);
+        let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
+        let panels = n.div_ceil(PANEL);
+        let panels_per_task = (panels * blocks / 16).clamp(1, 4);
+        let groups = panels.div_ceil(panels_per_task);
+        let mut y = Vec::<f32>::with_capacity(m * n);
+        let dst = SendPtr(y.as_mut_ptr());
+        crate::parallel::in_parallel(blocks * groups, |task| {
+            let (block, group) = (task / groups, task % groups);
+            let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
+            for panel in group * panels_per_task..((group + 1) * panels_per_task).min(panels) {
+                let wp = &self.data[panel * k * PANEL..(panel + 1) * k * PANEL];
+                let cols = (n - panel * PANEL).min(PANEL);
+                // Depth blocks outermost: a block of the panel stays in cache while every strip
+                // of rows passes over it.
+                for k0 in (0..k).step_by(depth) {
+                    let kc = depth.min(k - k0);
+                    for strip in strip_range.clone() {
+                        let rows = (m - strip * MR).min(MR);
+                        let xs = &xp.strip(strip, kp)[k0 * MR..(k0 + kc) * MR];
+                        let ws = &wp[k0 * PANEL..(k0 + kc) * PANEL];
+                        #[cfg(target_arch = "x86_64")]
+                        // SAFETY: `packed_available()` held when this weight was packed; `xs` is
+                        // `kc` k-steps of one strip and `ws` the same `kc` of one panel; the tile
+                        // writes rows `strip * MR..+rows`, columns `panel * PANEL..+cols` of `y`
+                        // `[m, n]`, which no other task writes (a later depth block of this task
+                        // adds to what an earlier one stored), and `y` outlives the pool call.
+                        unsafe {
+                            x86::tile_dispatch(
+                                rows,
+                                xs,
+                                ws,
+                                kc,
+                                dst.get().add(strip * MR * n + panel * PANEL),
+                                n,
+                                cols,
+                                k0 > 0,
+                            )
+                        };
+                        #[cfg(not(target_arch = "x86_64"))]
+                        unreachable!("nothing is packed off x86_64 ({rows} rows, {cols} columns, {ws:?} {xs:?})");
+                    }
+                }
+            }
+        });
+        // SAFETY: the tasks cover every strip of rows and every panel of columns, and each tile
+        // stored all of its rows and columns at the first depth block.
+        unsafe { y.set_len(m * n) };
+        y
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86 {
+    use super::{MR, PANEL};
+    use std::arch::x86_64::*;
+
+    /// The register tile for `rows` (1 to [`MR`]) rows of a strip.
+    ///
+    /// # Safety
+    /// As [`tile`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn tile_dispatch(
+        rows: usize,
+        xs: &[f32],
+        ws: &[f32],
+        kc: usize,
+        y: *mut f32,
+        ldy: usize,
+        cols: usize,
+        add: bool,
+    ) {
+        // SAFETY: the caller's contract is the tile's, for these `R`.
+        unsafe {
+            match rows {
+                6 => tile::<6>(xs, ws, kc, y, ldy, cols, add),
+                5 => tile::<5>(xs, ws, kc, y, ldy, cols, add),
+                4 => tile::<4>(xs, ws, kc, y, ldy, cols, add),
+                3 => tile::<3>(xs, ws, kc, y, ldy, cols, add),
+                2 => tile::<2>(xs, ws, kc, y, ldy, cols, add),
+                1 => tile::<1>(xs, ws, kc, y, ldy, cols, add),
+                _ => unreachable!("a strip has 1 to {MR} rows"),
+            }
+        }
+    }
+
+    /// `y[r][c] (+)= sum over the block's k of x[r][k] * w[c][k]` for the `R` rows of one strip
+    /// and the first `cols` columns of one panel, each sum from zero by one `vfmadd231ps` per
+    /// k in order (gemm's microkernels sum so), then stored, or with `add` added to `y`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `xs` holds `kc * MR` floats (k-major, [`MR`] rows per k),
+    /// `ws` `kc * PANEL`, and `y` points at row 0, column 0 of an output block with row stride
+    /// `ldy` that may be read and written for `R` rows and `cols` (at most [`PANEL`]) columns
+    /// (read only with `add`, after a store).
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize>(xs: &[f32], ws: &[f32], kc: usize, y: *mut f32, ldy: usize, cols: usize, add: bool) {
+        debug_assert!(xs.len() >= kc * MR && ws.len() >= kc * PANEL && cols <= PANEL);
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        let (xs, ws) = (xs.as_ptr(), ws.as_ptr());
+        for p in 0..kc {
+            let mut wv = [_mm512_setzero_ps(); 4];
+            for (v, w) in wv.iter_mut().enumerate() {
+                // SAFETY: k-step `p` of the panel block is `PANEL` floats from `p * PANEL`.
+                *w = unsafe { _mm512_loadu_ps(ws.add(p * PANEL + v * 16)) };
+            }
+            for (r, row) in acc.iter_mut().enumerate() {
+                // SAFETY: row `r` at k-step `p` is at `p * MR + r`, inside the strip block.
+                let xb = _mm512_set1_ps(unsafe { *xs.add(p * MR + r) });
+                for (a, w) in row.iter_mut().zip(&wv) {
+                    *a = _mm512_fmadd_ps(xb, *w, *a);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (v, a) in row.iter().enumerate() {
+                let c0 = v * 16;
+                if c0 >= cols {
+                    break;
+                }
+                let mask: __mmask16 = if c0 + 16 <= cols { !0 } else { (1u16 << (cols - c0)) - 1 };
+                // SAFETY: row `r < R` and the `mask`ed columns from `c0` are inside the block
+                // the caller lets this tile write (and, with `add`, read).
+                unsafe {
+                    let at = y.add(r * ldy + c0);
+                    let value = if add {
+                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), *a)
+                    } else {
+                        *a
+                    };
+                    _mm512_mask_storeu_ps(at, mask, value);
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -150,6 +386,55 @@ mod tests {
                     .all(|(a, b)| (a - b).abs() <= 1e-3 * (1.0 + b.abs())),
                 "back {m}x{n}x{k}"
             );
+        }
+    }
+}
+
+#[cfg(test)]
+mod packed {
+    use super::*;
+
+    /// The packed product is gemm's to the bit from two rows on (capture, prefill, batched
+    /// decoding), on the shapes of real models and on ragged ones; a row is the same bits
+    /// alone and batched. Tiny products (64 columns or fewer a thread, the size of no real
+    /// model's layer) take gemm's small-matrix kernels, which sum in another order.
+    #[test]
+    fn packed_products_are_gemms_bits_and_batch_invariant() {
+        if !packed_available() {
+            eprintln!("skipping: this CPU has no AVX-512F");
+            return;
+        }
+        for (m, k, n, bitwise) in [
+            (424usize, 768usize, 768usize, true),
+            (37, 2048, 768, true),
+            (33, 576, 1536, true),
+            (2, 1536, 576, true),
+            (6, 4096, 130, true),
+            (7, 100, 50, false),
+            (13, 1100, 70, false),
+        ] {
+            let x: Vec<f32> = (0..m * k).map(|i| ((i as f32) * 0.7311).sin() * 2.0).collect();
+            let w: Vec<f32> = (0..n * k).map(|i| ((i as f32) * 0.3771).cos() * 0.05).collect();
+            let packed = PackedF32Weight::pack(&w, n, k).expect("available");
+            assert_eq!(packed.dims(), (n, k));
+            assert_eq!(packed.unpack(), w);
+            let ours = packed.matmul_t(&x, m);
+            let gemm = matmul_t(&x, m, k, &w, n);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            if bitwise {
+                assert_eq!(bits(&ours), bits(&gemm), "{m} x {k} x {n}");
+            } else {
+                let worst = ours.iter().zip(&gemm).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(worst < 1e-5, "{m} x {k} x {n}: {worst}");
+            }
+            for r in [0, m - 1] {
+                let alone = packed.matmul_t(&x[r * k..(r + 1) * k], 1);
+                assert_eq!(
+                    bits(&alone),
+                    bits(&ours[r * n..(r + 1) * n]),
+                    "row {r} of {m} x {k} x {n}"
+                );
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! gradient to `x` alone.
 
 use crate::bf16::{Bf16Compute, PackedWeight};
+use crate::f32_matmul::PackedF32Weight;
 use candle_core::Tensor;
 
 /// `x @ W^T` for f32 `x` and a bf16 `W`, on the CPU's bf16 dot products (see `super::bf16`).
@@ -84,6 +85,47 @@ pub fn pack_bf16(weight: &Tensor) -> Option<PackedWeight> {
 
 /// A packed weight back as the `[n, k]` bf16 tensor it was packed from.
 pub fn unpack_bf16(weight: &PackedWeight) -> candle_core::Result<Tensor> {
+    Tensor::from_vec(weight.unpack(), weight.dims(), &candle_core::Device::Cpu)
+}
+
+/// `x @ W^T` for f32 `x` and an f32 `W` packed once ([`PackedF32Weight`]): gemm's bits for
+/// two rows or more, without repacking the weight at every call.
+pub struct PackedF32Matmul<'a>(pub &'a PackedF32Weight);
+
+impl candle_core::CustomOp1 for PackedF32Matmul<'_> {
+    fn name(&self) -> &'static str {
+        "packed-f32-matmul"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (candle_core::CpuStorage::F32(x), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
+            candle_core::bail!("packed f32 matmul takes contiguous f32 activations");
+        };
+        let (m, k) = layout.shape().dims2()?;
+        let (n, wk) = self.0.dims();
+        if k != wk {
+            candle_core::bail!("packed f32 matmul: activations have {k} features, the weight {wk}");
+        }
+        Ok((
+            candle_core::CpuStorage::F32(self.0.matmul_t(&x[x0..x1], m)),
+            (m, n).into(),
+        ))
+    }
+}
+
+/// An f32 CPU matrix `[n, k]` packed for [`PackedF32Matmul`]; `None` for any other tensor or
+/// where the packed product does not run.
+pub fn pack_f32(weight: &Tensor) -> Option<PackedF32Weight> {
+    let (n, k) = weight.dims2().ok()?;
+    with_f32_data(weight, |data| PackedF32Weight::pack(data, n, k)).ok()?
+}
+
+/// A packed f32 weight back as the `[n, k]` tensor it was packed from.
+pub fn unpack_f32(weight: &PackedF32Weight) -> candle_core::Result<Tensor> {
     Tensor::from_vec(weight.unpack(), weight.dims(), &candle_core::Device::Cpu)
 }
 

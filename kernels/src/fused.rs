@@ -5,11 +5,13 @@
 //! backward every gradient starts as a zero tensor that the first contribution is added to.
 //! On this project's 2-core machines that was a third of a training step (perf). Here each is
 //! one custom op with a hand-written backward: the same function in fewer passes over memory.
-//! The forward values are those of the composed ops (same float operations, in the same
-//! order, except the sums inside a row); the backward sums its terms in another order, so an
-//! adapter trained fused differs in its last bits from one trained composed. Each is
-//! reproducible bit for bit on its own, and the composed graph stays the default so that
-//! the shipped adapters still reproduce byte for byte.
+//! The forwards of RMSNorm, RoPE, the softmax and SwiGLU are the composed ops' values to the
+//! bit (the same float operations in the same order, the sums inside a row by candle's own
+//! reduction), so inference runs on them too (`Autograd::Off` in probe): one pass per op on
+//! the kernels' pool, where candle's composed ops make several on one thread. The backward
+//! sums its terms in another order, so an adapter trained fused differs in its last bits from
+//! one trained composed. Each is reproducible bit for bit on its own, and the composed graph
+//! stays the training default so that the shipped adapters still reproduce byte for byte.
 //!
 //! CPU and f32 only, contiguous inputs (the training path is both); a weight that is itself
 //! being trained (a norm in `train-mini`) keeps the composed op, whose backward covers it.
@@ -62,6 +64,15 @@ fn output(data: Vec<f32>, shape: &Shape) -> Result<(CpuStorage, Shape)> {
     Ok((CpuStorage::F32(data), shape.clone()))
 }
 
+/// The sum of `x` as candle's reductions (`sum_keepdim`, the softmax) compute it, so a fused
+/// forward gets the composed op's bits: candle sums f32 rows in vector lanes, in its order.
+fn candle_sum(x: &[f32]) -> f32 {
+    let mut sum = 0f32;
+    // SAFETY: `x` holds `x.len()` floats and `sum` is one valid float to write.
+    unsafe { <f32 as candle_core::cpu::kernels::VecOps>::vec_reduce_sum(x.as_ptr(), &mut sum, x.len()) };
+    sum
+}
+
 // ---------------------------------------------------------------------------------------
 // RMSNorm: y = x / sqrt(mean(x^2) + eps) * w, the weight frozen.
 
@@ -80,10 +91,15 @@ struct RmsNorm {
 }
 
 impl RmsNorm {
-    /// `1 / sqrt(mean(x^2) + eps)` of one row.
-    fn inverse_rms(&self, x: &[f32]) -> f32 {
-        let squares: f32 = x.iter().map(|v| v * v).sum();
-        ((squares / x.len() as f32) + self.eps).sqrt().recip()
+    /// `1 / sqrt(mean(x^2) + eps)` of one row, with `scratch` (as long as `x`) for the squares.
+    /// The composed op's arithmetic: `x.sqr()`, `mean_keepdim` (candle's sum, times `1 / d`
+    /// as an affine map `v * m + 0`), `+ eps` (`v * 1 + eps`), `sqrt`, `recip`.
+    fn inverse_rms(&self, x: &[f32], scratch: &mut [f32]) -> f32 {
+        for (s, v) in scratch.iter_mut().zip(x) {
+            *s = v * v;
+        }
+        let mean = candle_sum(&scratch[..x.len()]) * (1.0 / x.len() as f64) as f32 + 0.0;
+        (mean * 1.0 + self.eps).sqrt().recip()
     }
 }
 
@@ -101,7 +117,7 @@ impl CustomOp1 for RmsNorm {
         output(
             by_rows(rows, d, |r, y| {
                 let row = &x[r * d..(r + 1) * d];
-                let inv = self.inverse_rms(row);
+                let inv = self.inverse_rms(row, y);
                 for ((y, &v), &w) in y.iter_mut().zip(row).zip(&self.weight) {
                     *y = (v * inv) * w;
                 }
@@ -134,7 +150,7 @@ impl CustomOp2 for RmsNormGrad {
         output(
             by_rows(rows, d, |r, dx| {
                 let (x, g) = (&x[r * d..(r + 1) * d], &g[r * d..(r + 1) * d]);
-                let inv = self.0.inverse_rms(x);
+                let inv = self.0.inverse_rms(x, dx);
                 let dot: f32 = x.iter().zip(g).zip(w).map(|((x, g), w)| g * w * x).sum();
                 let k = inv * inv * inv * dot / d as f32;
                 for (((dx, &x), &g), &w) in dx.iter_mut().zip(x).zip(g).zip(w) {
@@ -284,18 +300,18 @@ impl CustomOp1 for MaskedSoftmax {
                     &m.values[at..at + t]
                 });
                 for (j, p) in p.iter_mut().enumerate() {
-                    let z = x[j] * self.scale;
+                    // The composed op: `scores * scale` (an affine map, `v * scale + 0`), `+ mask`.
+                    let z = x[j] * self.scale + 0.0;
                     *p = match mask {
                         Some(m) => z + m[j],
                         None => z,
                     };
                 }
                 let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
                 for p in p.iter_mut() {
                     *p = (*p - max).exp();
-                    sum += *p;
                 }
+                let sum = candle_sum(p);
                 for p in p.iter_mut() {
                     *p /= sum;
                 }
@@ -651,6 +667,82 @@ mod tests {
         };
         let (gf, gc) = (grad(&f), grad(&c));
         assert!(max_diff(&gf, &gc) < 1e-4, "gradient differs by {}", max_diff(&gf, &gc));
+    }
+
+    /// The forwards inference runs on are the composed ops' values to the bit (probe's
+    /// `Autograd::Off` forward was made of the composed ops, and its outputs must not move).
+    #[test]
+    fn forwards_are_the_composed_ops_to_the_bit() {
+        let bits = |t: &Tensor| -> Vec<u32> {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_bits())
+                .collect()
+        };
+        // Widths with every remainder of candle's vector sums (16 lanes x its unroll), and the
+        // shapes of a real forward.
+        for (rows, d) in [(7usize, 768usize), (3, 576), (5, 37), (2, 4096), (1, 1)] {
+            let x = (random(&[rows, d], 21) * 3.0).unwrap();
+            let w = random(&[d], 22);
+            let composed = {
+                let var = (x.sqr().unwrap().mean_keepdim(D::Minus1).unwrap() + 1e-5).unwrap();
+                x.broadcast_mul(&var.sqrt().unwrap().recip().unwrap())
+                    .unwrap()
+                    .broadcast_mul(&w)
+                    .unwrap()
+            };
+            assert_eq!(
+                bits(&rms_norm(&x, &w, 1e-5).unwrap()),
+                bits(&composed),
+                "rms-norm {rows} x {d}"
+            );
+            let up = random(&[rows, d], 23);
+            let composed = (candle_nn::ops::silu(&x).unwrap() * &up).unwrap();
+            assert_eq!(bits(&swiglu(&x, &up).unwrap()), bits(&composed), "swiglu {rows} x {d}");
+        }
+        let (b, h, s, hd) = (2usize, 3usize, 9usize, 64usize);
+        let angles = random(&[b, 1, s, hd / 2], 24);
+        let angles = Tensor::cat(&[&angles, &angles], D::Minus1).unwrap();
+        let (cos, sin) = (angles.cos().unwrap(), angles.sin().unwrap());
+        let x = random(&[b, h, s, hd], 25);
+        let (x1, x2) = (
+            x.narrow(D::Minus1, 0, hd / 2).unwrap(),
+            x.narrow(D::Minus1, hd / 2, hd / 2).unwrap(),
+        );
+        let rotated = Tensor::cat(&[&x2.neg().unwrap(), &x1], D::Minus1).unwrap();
+        let composed = (x.broadcast_mul(&cos).unwrap() + rotated.broadcast_mul(&sin).unwrap()).unwrap();
+        assert_eq!(bits(&rope(&x, &cos, &sin).unwrap()), bits(&composed), "rope");
+        // probe's masks: (allowed - 1) * f32::MAX, causal over a padded batch, and none.
+        for t in [9usize, 40, 130] {
+            let s = if t == 9 { 9 } else { 1 };
+            let allowed: Vec<f32> = (0..b * s * t)
+                .map(|k| {
+                    let (row, query, key) = (k / (s * t), (k / t) % s, k % t);
+                    f32::from(u8::from(key <= query + t - s && key + 3 * row < t))
+                })
+                .collect();
+            let allowed = Tensor::from_vec(allowed, (b, 1, s, t), &Device::Cpu).unwrap();
+            let mask = ((allowed - 1.0).unwrap() * f32::MAX as f64).unwrap();
+            let scores = (random(&[b, h, s, t], 26) * 4.0).unwrap();
+            for mask in [Some(&mask), None] {
+                let z = (&scores * 0.125).unwrap();
+                let z = match mask {
+                    Some(m) => z.broadcast_add(m).unwrap(),
+                    None => z,
+                };
+                let composed = candle_nn::ops::softmax_last_dim(&z).unwrap();
+                let ours = masked_softmax(&scores, 0.125, mask).unwrap();
+                assert_eq!(
+                    bits(&ours),
+                    bits(&composed),
+                    "softmax over {t} keys, mask {}",
+                    mask.is_some()
+                );
+            }
+        }
     }
 
     #[test]

@@ -61,8 +61,7 @@ pub fn in_parallel<T: Send>(count: usize, f: impl Fn(usize) -> T + Sync) -> Vec<
 pub fn for_each<F: Fn(usize) + Sync>(count: usize, f: F) {
     let workers = workers();
     if count <= 1 || workers.is_empty() || INSIDE.get() {
-        (0..count).for_each(f);
-        return;
+        return run_here(count, f);
     }
     let job = Arc::new(Job {
         call: call::<F>,
@@ -77,13 +76,11 @@ pub fn for_each<F: Fn(usize) + Sync>(count: usize, f: F) {
         // Never block on the slot: a worker holding it for a moment, or another thread's
         // work in progress, means this work runs here, which gives the same results.
         let Ok(mut slot) = SLOT.current.try_lock() else {
-            (0..count).for_each(f);
-            return;
+            return run_here(count, f);
         };
         if slot.as_ref().is_some_and(|j| !j.is_finished()) {
             drop(slot);
-            (0..count).for_each(f);
-            return;
+            return run_here(count, f);
         }
         *slot = Some(Arc::clone(&job));
     }
@@ -100,6 +97,20 @@ pub fn for_each<F: Fn(usize) + Sync>(count: usize, f: F) {
     // the next call replaces it.
     let payload = job.panic.lock().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(payload) = payload {
+        resume_unwind(payload);
+    }
+}
+
+/// Every chunk on the calling thread, with the pool's contract: a panic is raised again once
+/// the other chunks have run (a caller's cleanup may count on every chunk having run).
+fn run_here<F: Fn(usize)>(count: usize, f: F) {
+    let mut panic = None;
+    for i in 0..count {
+        if let Err(payload) = catch_unwind(AssertUnwindSafe(|| f(i))) {
+            panic.get_or_insert(payload);
+        }
+    }
+    if let Some(payload) = panic {
         resume_unwind(payload);
     }
 }

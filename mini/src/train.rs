@@ -225,7 +225,7 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
     let cfg = ModelConfig::from_json(&config_json.to_string())?;
     let varmap = VarMap::new();
     let mut model = Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &device), &cfg)?;
-    model.set_autograd(probe::model::Autograd::Composed);
+    model.set_autograd(probe::model::Autograd::Composed)?;
     let mut rng = StdRng::seed_from_u64(opts.seed);
     seeded_init(&varmap, &mut rng, probe::model::linear::INIT_STD)?;
     let parameters: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
@@ -262,7 +262,7 @@ pub fn train(opts: &TrainOptions, out: &Path, on_step: &mut dyn FnMut(usize, f64
         on_step(step, value);
     }
 
-    model.set_autograd(probe::model::Autograd::Off);
+    model.set_autograd(probe::model::Autograd::Off)?;
     let mut validation_loss = 0.0;
     for chunk in held_out.chunks(64) {
         let refs: Vec<&Example> = chunk.iter().collect();

@@ -333,7 +333,7 @@ pub fn tune(
         Autograd::Fused
     } else {
         Autograd::Composed
-    });
+    })?;
     let device = ckpt.model.device().clone();
     let started = std::time::Instant::now();
     let seconds_before = state.seconds;
@@ -360,7 +360,7 @@ pub fn tune(
         }
         on_step(step, value, tokens)?;
     }
-    ckpt.model.set_autograd(Autograd::Off);
+    ckpt.model.set_autograd(Autograd::Off)?;
     state.seconds = seconds_before + started.elapsed().as_secs_f64();
     save_checkpoint(out, &params, &optimizer, &state)?;
     let tail = &state.losses[state.losses.len().saturating_sub(20)..];

@@ -13,13 +13,15 @@ use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Module, Tensor};
 use candle_nn::{Init, VarBuilder};
 use kernels::bf16::{Bf16Compute, PackedWeight};
-use kernels::frozen::{Bf16Matmul, FrozenMatmul, PackedBf16Matmul};
+use kernels::f32_matmul::PackedF32Weight;
+use kernels::frozen::{Bf16Matmul, FrozenMatmul, PackedBf16Matmul, PackedF32Matmul};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Which ops the forward is built from: inference ops (some have no backward), or ops
-/// autograd can differentiate, composed from candle's elementwise ops or fused
-/// (`kernels::fused`: one pass each way, a different summation order in the backward).
+/// Which ops the forward is built from: inference (`Off`: the fused ops' forwards, which
+/// are the composed ops' values to the bit), or ops autograd can differentiate, composed
+/// from candle's elementwise ops or fused (`kernels::fused`: one pass each way, a different
+/// summation order in the backward).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Autograd {
     #[default]
@@ -56,6 +58,9 @@ enum Weight {
     /// A bf16 matrix in the AVX512-BF16 kernel's layout, packed at load in place of the
     /// tensor (so a bf16 model is held once, in two bytes a value).
     PackedBf16(Arc<PackedWeight>),
+    /// An f32 matrix packed at load for inference (`kernels::f32_matmul::PackedF32Weight`), in
+    /// place of the tensor; training unpacks it first ([`Linear::unpack_f32`]).
+    PackedF32(Arc<PackedF32Weight>),
     /// A ggml block-quantized matrix (Q4_0 ... Q8_0, k-quants), multiplied without
     /// dequantizing it.
     Quantized {
@@ -137,6 +142,7 @@ impl Linear {
                 (d[0], d[1])
             }
             Weight::PackedBf16(packed) => packed.dims(),
+            Weight::PackedF32(packed) => packed.dims(),
             Weight::Quantized { out_dim, in_dim, .. } => (*out_dim, *in_dim),
         }
     }
@@ -148,6 +154,15 @@ impl Linear {
 
     pub fn set_bf16_compute(&mut self, compute: Bf16Compute) {
         self.bf16_compute = compute;
+    }
+
+    /// Puts an f32 weight packed for inference back as a tensor, for training: its backward
+    /// multiplies by the weight as stored, and unpacking once beats unpacking every step.
+    pub fn unpack_f32(&mut self) -> Result<()> {
+        if let Weight::PackedF32(_) = &self.weight {
+            self.weight = Weight::Dense(self.dense_weight()?);
+        }
+        Ok(())
     }
 
     pub fn set_lora(&mut self, delta: Option<LoraDelta>) {
@@ -182,7 +197,7 @@ impl Linear {
             })
         };
         let y = match (&self.weight, &self.lora) {
-            (Weight::Dense(_) | Weight::PackedBf16(_), Some(l))
+            (Weight::Dense(_) | Weight::PackedBf16(_) | Weight::PackedF32(_), Some(l))
                 if autograd == Autograd::Fused && x2.dtype() == DType::F32 && x2.device().is_cpu() =>
             {
                 with_bias(kernels::fused::lora_linear(
@@ -234,7 +249,10 @@ impl Linear {
                     compute: self.bf16_compute,
                 })?
             }
-            Weight::PackedBf16(_) => cast_product(&self.dense_weight()?, x2)?,
+            Weight::PackedF32(packed) if x2.dtype() == DType::F32 && !x2.track_op() && x2.device().is_cpu() => {
+                x2.contiguous()?.apply_op1_no_bwd(&PackedF32Matmul(packed))?
+            }
+            Weight::PackedBf16(_) | Weight::PackedF32(_) => cast_product(&self.dense_weight()?, x2)?,
             Weight::Dense(weight) => cast_product(weight, x2)?,
             Weight::Quantized { matmul, .. } => {
                 // candle's quantized matmul has no backward: it would silently cut the
@@ -253,6 +271,7 @@ impl Linear {
         Ok(match &self.weight {
             Weight::Dense(weight) => weight.clone(),
             Weight::PackedBf16(packed) => kernels::frozen::unpack_bf16(packed)?,
+            Weight::PackedF32(packed) => kernels::frozen::unpack_f32(packed)?,
             Weight::Quantized { matmul, .. } => bail!("a quantized weight has no dense form here ({matmul:?})"),
         })
     }
@@ -261,8 +280,15 @@ impl Linear {
 impl Weight {
     /// A dense weight as it will be multiplied: a contiguous bf16 matrix on the CPU packed
     /// for the AVX512-BF16 kernel where it runs (and AMX tiles, which read the weight as
-    /// stored, are not in use), any other kept as it is.
+    /// stored, are not in use), a frozen f32 one for the packed f32 product where it runs,
+    /// any other kept as it is.
     fn dense(weight: Tensor) -> Weight {
+        if weight.dtype() == DType::F32 && weight.device().is_cpu() && !weight.track_op() {
+            return match kernels::frozen::pack_f32(&weight) {
+                Some(packed) => Weight::PackedF32(Arc::new(packed)),
+                None => Weight::Dense(weight),
+            };
+        }
         let packable = weight.dtype() == DType::BF16
             && weight.device().is_cpu()
             && !weight.track_op()

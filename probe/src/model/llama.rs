@@ -31,8 +31,10 @@ impl RmsNorm {
     }
 
     fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
-        // A trained norm weight (train-mini) needs the composed op's gradient for it.
-        if autograd == Autograd::Fused && !self.weight.track_op() {
+        // The fused op is the composed one's values to the bit, in one pass on the kernels'
+        // pool, so inference runs on it too. A trained norm weight (train-mini) needs the
+        // composed op's gradient for it.
+        if autograd != Autograd::Composed && !self.weight.track_op() {
             return Ok(kernels::fused::rms_norm(x, &self.weight, self.eps)?);
         }
         let variance = x.sqr()?.mean_keepdim(D::Minus1)?;
@@ -231,8 +233,8 @@ impl Attention {
         let v = split(self.v_proj.forward(x, autograd)?, kvh)?;
         let rotate = |t: &Tensor| -> Result<Tensor> {
             match autograd {
-                Autograd::Fused => Ok(kernels::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
-                _ => Rope::apply(t, &cos_sin.0, &cos_sin.1),
+                Autograd::Off | Autograd::Fused => Ok(kernels::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
+                Autograd::Composed => Rope::apply(t, &cos_sin.0, &cos_sin.1),
             }
         };
         let (q, k) = (rotate(&q)?, rotate(&k)?);
@@ -249,19 +251,15 @@ impl Attention {
         let q = q.reshape((b, kvh, group * s, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
         let raw = q.matmul(&k.t()?)?;
-        let probs = if autograd == Autograd::Fused {
-            kernels::fused::masked_softmax(&raw.reshape((b, h, s, t))?, scale, mask)?
-        } else {
+        let probs = if autograd == Autograd::Composed {
             let scores = (raw * scale)?.reshape((b, h, s, t))?;
             let scores = match mask {
                 Some(m) => scores.broadcast_add(m)?,
                 None => scores,
             };
-            // candle's fused softmax has no backward; the composed one is used when training.
-            match autograd {
-                Autograd::Off => candle_nn::ops::softmax_last_dim(&scores)?,
-                _ => candle_nn::ops::softmax(&scores, D::Minus1)?,
-            }
+            candle_nn::ops::softmax(&scores, D::Minus1)?
+        } else {
+            kernels::fused::masked_softmax(&raw.reshape((b, h, s, t))?, scale, mask)?
         };
         let out = probs.reshape((b, kvh, group * s, t))?.matmul(&v)?;
         let out = out.reshape((b, h, s, hd))?.transpose(1, 2)?.reshape((b, s, h * hd))?;
@@ -290,8 +288,8 @@ impl Mlp {
     fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
         let (gate, up) = (self.gate_proj.forward(x, autograd)?, self.up_proj.forward(x, autograd)?);
         let hidden = match autograd {
-            Autograd::Fused => kernels::fused::swiglu(&gate, &up)?,
-            _ => (candle_nn::ops::silu(&gate)? * up)?,
+            Autograd::Off | Autograd::Fused => kernels::fused::swiglu(&gate, &up)?,
+            Autograd::Composed => (candle_nn::ops::silu(&gate)? * up)?,
         };
         self.down_proj.forward(&hidden, autograd)
     }
@@ -435,8 +433,17 @@ impl Model {
 
     /// Which ops the forward is built from: `Off` for inference, `Composed` or `Fused` for
     /// training (autograd-capable, slightly slower).
-    pub fn set_autograd(&mut self, autograd: Autograd) {
+    /// Training unpacks the f32 weights packed for inference (once: its backward multiplies by
+    /// the weights as stored).
+    pub fn set_autograd(&mut self, autograd: Autograd) -> Result<()> {
+        if autograd != Autograd::Off {
+            self.lm_head.unpack_f32()?;
+            for (_, linear) in self.adaptable_mut() {
+                linear.unpack_f32()?;
+            }
+        }
         self.autograd = autograd;
+        Ok(())
     }
 
     pub fn autograd(&self) -> Autograd {
