@@ -1,7 +1,7 @@
 //! Decoding speed and memory by how the weights are held, measured in one run:
 //!   cargo bench --bench decode
 //! - an HF directory with f32 weights against the same weights in bf16 (multiplied on the
-//!   CPU's bf16 dot products where it has them);
+//!   CPU's bf16 dot products where it has them), one prompt and a batch of 32;
 //! - a GGUF file dequantized to f32 against the same file with its matrices kept quantized
 //!   (`--keep-quantized`).
 //!
@@ -9,6 +9,13 @@
 //! SmolLM2-135M-Instruct (Q4_1, re-encoded as Q8_0 when kept) when
 //! `alens fetch smollm2-135m-instruct` has cached it. Greedy, KV-cached, 48-token prompt +
 //! 64 new tokens, every case timed in alternating order; tokens/s is the median of 5 runs.
+//!
+//! Batched: 32 prompts of 48 tokens decoded together (`generate_batch`, no padding), 64 new
+//! tokens each, greedy; tokens/s counts every row's (32 x 64 / seconds), median of 3.
+//!   cargo bench --bench decode -- --batched DIR
+//! runs only that case, on DIR/f32 and DIR/bf16 (the checkpoints
+//! `python benches/capture_vs_hf.py --make DIR` writes), for `benches/hf_decode_batched.py DIR`
+//! to be alternated with; `BATCHED_TOKENS_OUT=FILE` writes each row's tokens there as JSON lines.
 //!
 //! "peak RSS" is the high-water mark of a fresh process that loads the model and decodes
 //! (this bench re-run as a child), so one case's memory cannot hide in another's.
@@ -22,11 +29,13 @@ use probe::model::LoadOptions;
 use probe::{Checkpoint, NoHooks};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-use steer::generate::{generate, GenerationConfig};
+use steer::generate::{generate, generate_batch, GenerationConfig};
 
 const PROMPT: usize = 48;
 const NEW_TOKENS: usize = 64;
 const RUNS: usize = 5;
+const BATCH_ROWS: usize = 32;
+const BATCH_RUNS: usize = 3;
 
 /// Peak resident set size of this process in bytes (`VmHWM` in `/proc/self/status`).
 fn peak_resident_bytes() -> u64 {
@@ -229,6 +238,62 @@ fn compare(title: &str, mut cases: Vec<Case>) {
     println!();
 }
 
+/// The batched case's prompts: `BATCH_ROWS` distinct rows of `PROMPT` ids, no padding (the
+/// same ids `benches/hf_decode_batched.py` feeds HF).
+fn batch_prompts(vocab: u32) -> Vec<Vec<u32>> {
+    (0..BATCH_ROWS as u32)
+        .map(|r| (0..PROMPT as u32).map(|i| (i * 131 + 7 + r * 977) % vocab).collect())
+        .collect()
+}
+
+/// Decodes `BATCH_ROWS` prompts together with each of `cases` (label, checkpoint), in
+/// alternating order, and prints tokens/s over all rows with ratios against the first case.
+fn compare_batched(title: &str, cases: &[(String, &Checkpoint)]) {
+    let vocab = cases[0].1.config.vocab_size as u32;
+    let prompts = batch_prompts(vocab);
+    let config = GenerationConfig {
+        ignore_eos: true,
+        ..GenerationConfig::greedy(NEW_TOKENS, vec![])
+    };
+    let tokens_out = std::env::var_os("BATCHED_TOKENS_OUT");
+    let mut lines = String::new();
+    for (label, ckpt) in cases {
+        let rows = generate_batch(&ckpt.model, &prompts, &config, &mut NoHooks).unwrap();
+        lines.push_str(&format!("{{\"case\": {label:?}, \"rows\": {rows:?}}}\n"));
+    }
+    if let Some(path) = tokens_out {
+        std::fs::write(path, lines).unwrap();
+    }
+    let mut samples = vec![Vec::new(); cases.len()];
+    for round in 0..BATCH_RUNS {
+        let order: Vec<usize> = if round % 2 == 0 {
+            (0..cases.len()).collect()
+        } else {
+            (0..cases.len()).rev().collect()
+        };
+        for i in order {
+            let t = Instant::now();
+            generate_batch(&cases[i].1.model, &prompts, &config, &mut NoHooks).unwrap();
+            samples[i].push((BATCH_ROWS * NEW_TOKENS) as f64 / t.elapsed().as_secs_f64());
+        }
+    }
+    println!(
+        "{title}: batched greedy decode, {BATCH_ROWS} rows x ({PROMPT}-token prompt + {NEW_TOKENS} new tokens), median of {BATCH_RUNS}"
+    );
+    println!("{:<44} {:>10} {:>8}   runs", "case", "tokens/s", "ratio");
+    let base = median(&samples[0]);
+    for ((label, _), runs) in cases.iter().zip(&samples) {
+        let speed = median(runs);
+        let runs: Vec<String> = runs.iter().map(|r| format!("{r:.1}")).collect();
+        println!("{label:<44} {speed:>10.1} {:>7.2}x   {}", speed / base, runs.join(" "));
+    }
+    println!();
+}
+
+fn load_dense(path: &Path) -> Checkpoint {
+    Checkpoint::load_with(path, None, LoadOptions::default(), &Device::Cpu).unwrap()
+}
+
 fn cached_smollm2() -> Option<PathBuf> {
     probe::model::known::cached(&probe::model::known::SMOLLM2_135M_INSTRUCT)
 }
@@ -243,15 +308,36 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == CHILD_FLAG) {
         return child(Path::new(&args[i + 1]), args[i + 2] == "kept");
     }
-    let dir = tempfile::tempdir().unwrap();
-    let (f32_dir, bf16_dir) = (dir.path().join("random-f32"), dir.path().join("random-bf16"));
-    write_random_dir(&f32_dir, candle_core::DType::F32);
-    write_random_dir(&bf16_dir, candle_core::DType::BF16);
     let native = if kernels::bf16::available() {
         "AVX512-BF16"
     } else {
         "cast to f32"
     };
+    if let Some(i) = args.iter().position(|a| a == "--batched") {
+        let dir = Path::new(args.get(i + 1).expect("--batched DIR (holding f32/ and bf16/)"));
+        let (f32_ckpt, bf16_ckpt) = (load_dense(&dir.join("f32")), load_dense(&dir.join("bf16")));
+        let title = dir.display().to_string();
+        return compare_batched(
+            &title,
+            &[
+                ("f32 weights (baseline)".into(), &f32_ckpt),
+                (format!("bf16 weights, native ({native})"), &bf16_ckpt),
+            ],
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (f32_dir, bf16_dir) = (dir.path().join("random-f32"), dir.path().join("random-bf16"));
+    write_random_dir(&f32_dir, candle_core::DType::F32);
+    write_random_dir(&bf16_dir, candle_core::DType::BF16);
+    let (f32_ckpt, bf16_ckpt) = (load_dense(&f32_dir), load_dense(&bf16_dir));
+    compare_batched(
+        "random 12 x 768 Llama, HF directory",
+        &[
+            ("f32 weights (baseline)".into(), &f32_ckpt),
+            (format!("bf16 weights, native ({native})"), &bf16_ckpt),
+        ],
+    );
+    drop((f32_ckpt, bf16_ckpt));
     compare(
         "random 12 x 768 Llama, HF directory",
         vec![
