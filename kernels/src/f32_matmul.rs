@@ -5,6 +5,9 @@
 //! spins beside it, so on a small machine the two pools' threads share the cores; it also
 //! zero-fills every output before `gemm` overwrites it. Here the output is written once, by
 //! a pool whose idle threads do not spin.
+//!
+//! At inference a weight is packed once instead ([`PackedF32Weight`]) and multiplied by a
+//! register tile that sums in `gemm`'s order: the same bits, without repacking per call.
 
 use crate::bf16::{pack_activations, Bf16Compute, MR, STRIPS_PER_BLOCK};
 use crate::parallel::SendPtr;
