@@ -32,6 +32,7 @@
 //! caller takes its fallback (the weight cast to f32 per call) as on a CPU without the
 //! instructions: for tests of that path, and to compare the two on one machine.
 
+use crate::tile::MR;
 use half::bf16;
 use std::sync::OnceLock;
 
@@ -80,8 +81,6 @@ pub enum Bf16Compute {
     Exact,
 }
 
-/// Rows of `x` per register tile (a strip).
-pub(crate) const MR: usize = 6;
 /// 16-column vectors of `w` per register tile.
 const NV: usize = 4;
 /// Output columns per weight panel.
@@ -90,7 +89,7 @@ const NR: usize = 16 * NV;
 /// together while the block's strips pass over the panel.
 pub(crate) const STRIPS_PER_BLOCK: usize = 16;
 /// From this many strips of rows on, a panel is widened to f32 once and the strips run the f32
-/// tile over it (`crate::f32_matmul`): the register tile's widening (one shift or mask per 16
+/// tile over it (`crate::tile`): the register tile's widening (one shift or mask per 16
 /// weights, on the ports the FMAs use) is then paid once per panel instead of once per strip.
 /// Both sum each output in k order from zero, so the bits are the same either way.
 const WIDEN_FROM_STRIPS: usize = 3;
@@ -212,7 +211,7 @@ impl PackedWeight {
                         // SAFETY: as below, with `wide` the panel widened, `k` rows of `NR` f32,
                         // summed in one block (the register tile's order: k ascending).
                         unsafe {
-                            crate::f32_matmul::x86::tile_dispatch(
+                            crate::tile::x86::tile_dispatch(
                                 rows,
                                 xp.strip(strip, kp),
                                 &wide,

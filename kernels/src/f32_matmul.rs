@@ -9,8 +9,9 @@
 //! At inference a weight is packed once instead ([`PackedF32Weight`]) and multiplied by a
 //! register tile that sums in `gemm`'s order: the same bits, without repacking per call.
 
-use crate::bf16::{pack_activations, Bf16Compute, MR, STRIPS_PER_BLOCK};
+use crate::bf16::{pack_activations, Bf16Compute, STRIPS_PER_BLOCK};
 use crate::parallel::SendPtr;
+use crate::tile::{MR, PANEL};
 
 /// Output columns per block are a multiple of this (the kernel's register tile width).
 const ALIGN: usize = 16;
@@ -110,9 +111,6 @@ fn in_column_blocks(m: usize, cols: usize, block: impl Fn(*mut f32, usize, usize
     unsafe { out.set_len(m * cols) };
     out
 }
-
-/// Output columns per packed panel: four 16-lane vectors.
-pub(crate) const PANEL: usize = 64;
 
 /// Whether the packed f32 product runs here (AVX-512F; checked once per process).
 pub fn packed_available() -> bool {
@@ -237,7 +235,7 @@ impl PackedF32Weight {
                         // `[m, n]`, which no other task writes (a later depth block of this task
                         // adds to what an earlier one stored), and `y` outlives the pool call.
                         unsafe {
-                            x86::tile_dispatch(
+                            crate::tile::x86::tile_dispatch(
                                 rows,
                                 xs,
                                 ws,
@@ -258,91 +256,6 @@ impl PackedF32Weight {
         // stored all of its rows and columns at the first depth block.
         unsafe { y.set_len(m * n) };
         y
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod x86 {
-    use super::{MR, PANEL};
-    use std::arch::x86_64::*;
-
-    /// The register tile for `rows` (1 to [`MR`]) rows of a strip.
-    ///
-    /// # Safety
-    /// As [`tile`].
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile_dispatch(
-        rows: usize,
-        xs: &[f32],
-        ws: &[f32],
-        kc: usize,
-        y: *mut f32,
-        ldy: usize,
-        cols: usize,
-        add: bool,
-    ) {
-        // SAFETY: the caller's contract is the tile's, for these `R`.
-        unsafe {
-            match rows {
-                6 => tile::<6>(xs, ws, kc, y, ldy, cols, add),
-                5 => tile::<5>(xs, ws, kc, y, ldy, cols, add),
-                4 => tile::<4>(xs, ws, kc, y, ldy, cols, add),
-                3 => tile::<3>(xs, ws, kc, y, ldy, cols, add),
-                2 => tile::<2>(xs, ws, kc, y, ldy, cols, add),
-                1 => tile::<1>(xs, ws, kc, y, ldy, cols, add),
-                _ => unreachable!("a strip has 1 to {MR} rows"),
-            }
-        }
-    }
-
-    /// `y[r][c] (+)= sum over the block's k of x[r][k] * w[c][k]` for the `R` rows of one strip
-    /// and the first `cols` columns of one panel, each sum from zero by one `vfmadd231ps` per
-    /// k in order (gemm's microkernels sum so), then stored, or with `add` added to `y`.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F; `xs` holds `kc * MR` floats (k-major, [`MR`] rows per k),
-    /// `ws` `kc * PANEL`, and `y` points at row 0, column 0 of an output block with row stride
-    /// `ldy` that may be read and written for `R` rows and `cols` (at most [`PANEL`]) columns
-    /// (read only with `add`, after a store).
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(xs: &[f32], ws: &[f32], kc: usize, y: *mut f32, ldy: usize, cols: usize, add: bool) {
-        debug_assert!(xs.len() >= kc * MR && ws.len() >= kc * PANEL && cols <= PANEL);
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        let (xs, ws) = (xs.as_ptr(), ws.as_ptr());
-        for p in 0..kc {
-            let mut wv = [_mm512_setzero_ps(); 4];
-            for (v, w) in wv.iter_mut().enumerate() {
-                // SAFETY: k-step `p` of the panel block is `PANEL` floats from `p * PANEL`.
-                *w = unsafe { _mm512_loadu_ps(ws.add(p * PANEL + v * 16)) };
-            }
-            for (r, row) in acc.iter_mut().enumerate() {
-                // SAFETY: row `r` at k-step `p` is at `p * MR + r`, inside the strip block.
-                let xb = _mm512_set1_ps(unsafe { *xs.add(p * MR + r) });
-                for (a, w) in row.iter_mut().zip(&wv) {
-                    *a = _mm512_fmadd_ps(xb, *w, *a);
-                }
-            }
-        }
-        for (r, row) in acc.iter().enumerate() {
-            for (v, a) in row.iter().enumerate() {
-                let c0 = v * 16;
-                if c0 >= cols {
-                    break;
-                }
-                let mask: __mmask16 = if c0 + 16 <= cols { !0 } else { (1u16 << (cols - c0)) - 1 };
-                // SAFETY: row `r < R` and the `mask`ed columns from `c0` are inside the block
-                // the caller lets this tile write (and, with `add`, read).
-                unsafe {
-                    let at = y.add(r * ldy + c0);
-                    let value = if add {
-                        _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), *a)
-                    } else {
-                        *a
-                    };
-                    _mm512_mask_storeu_ps(at, mask, value);
-                }
-            }
-        }
     }
 }
 

@@ -25,3 +25,4 @@ pub mod frozen;
 pub mod fused;
 pub mod lat;
 pub mod parallel;
+mod tile;
