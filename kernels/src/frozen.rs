@@ -57,17 +57,29 @@ impl candle_core::CustomOp1 for PackedBf16Matmul<'_> {
         x: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (candle_core::CpuStorage::F32(x), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
-            candle_core::bail!("bf16 matmul takes contiguous f32 activations");
-        };
-        let (m, k) = layout.shape().dims2()?;
-        let (n, wk) = self.weight.dims();
-        if k != wk {
-            candle_core::bail!("bf16 matmul: activations have {k} features, the weight {wk}");
-        }
-        let y = self.weight.matmul_t(&x[x0..x1], m, self.compute);
-        Ok((candle_core::CpuStorage::F32(y), (m, n).into()))
+        packed_product("bf16 matmul", x, layout, self.weight.dims(), |x, m| {
+            self.weight.matmul_t(x, m, self.compute)
+        })
     }
+}
+
+/// `x` `[m, k]` (contiguous f32 activations) times the transpose of a packed weight of
+/// `dims` `[n, k]`, by `multiply(x, m)`: the checks and the output both packed ops share.
+fn packed_product(
+    op: &str,
+    x: &candle_core::CpuStorage,
+    layout: &candle_core::Layout,
+    (n, wk): (usize, usize),
+    multiply: impl FnOnce(&[f32], usize) -> Vec<f32>,
+) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+    let (candle_core::CpuStorage::F32(x), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
+        candle_core::bail!("{op} takes contiguous f32 activations");
+    };
+    let (m, k) = layout.shape().dims2()?;
+    if k != wk {
+        candle_core::bail!("{op}: activations have {k} features, the weight {wk}");
+    }
+    Ok((candle_core::CpuStorage::F32(multiply(&x[x0..x1], m)), (m, n).into()))
 }
 
 /// A bf16 CPU matrix `[n, k]` packed for [`PackedBf16Matmul`]; `None` for any other tensor or
@@ -102,18 +114,9 @@ impl candle_core::CustomOp1 for PackedF32Matmul<'_> {
         x: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        let (candle_core::CpuStorage::F32(x), Some((x0, x1))) = (x, layout.contiguous_offsets()) else {
-            candle_core::bail!("packed f32 matmul takes contiguous f32 activations");
-        };
-        let (m, k) = layout.shape().dims2()?;
-        let (n, wk) = self.0.dims();
-        if k != wk {
-            candle_core::bail!("packed f32 matmul: activations have {k} features, the weight {wk}");
-        }
-        Ok((
-            candle_core::CpuStorage::F32(self.0.matmul_t(&x[x0..x1], m)),
-            (m, n).into(),
-        ))
+        packed_product("packed f32 matmul", x, layout, self.0.dims(), |x, m| {
+            self.0.matmul_t(x, m)
+        })
     }
 }
 
