@@ -207,12 +207,7 @@ fn compare(title: &str, mut cases: Vec<Case>) {
         generate(&case.ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
     }
     for round in 0..RUNS {
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..cases.len()).collect()
-        } else {
-            (0..cases.len()).rev().collect()
-        };
-        for i in order {
+        for i in alternating(round, cases.len()) {
             let t = Instant::now();
             generate(&cases[i].ckpt.model, &prompt, &config, &mut NoHooks).unwrap();
             cases[i].samples.push(NEW_TOKENS as f64 / t.elapsed().as_secs_f64());
@@ -236,6 +231,15 @@ fn compare(title: &str, mut cases: Vec<Case>) {
         );
     }
     println!();
+}
+
+/// The cases' order in round `round`: forwards, then backwards, so drift falls on all alike.
+fn alternating(round: usize, cases: usize) -> Vec<usize> {
+    if round.is_multiple_of(2) {
+        (0..cases).collect()
+    } else {
+        (0..cases).rev().collect()
+    }
 }
 
 /// The batched case's prompts: `BATCH_ROWS` distinct rows of `PROMPT` ids, no padding (the
@@ -266,12 +270,7 @@ fn compare_batched(title: &str, cases: &[(String, &Checkpoint)]) {
     }
     let mut samples = vec![Vec::new(); cases.len()];
     for round in 0..BATCH_RUNS {
-        let order: Vec<usize> = if round % 2 == 0 {
-            (0..cases.len()).collect()
-        } else {
-            (0..cases.len()).rev().collect()
-        };
-        for i in order {
+        for i in alternating(round, cases.len()) {
             let t = Instant::now();
             generate_batch(&cases[i].1.model, &prompts, &config, &mut NoHooks).unwrap();
             samples[i].push((BATCH_ROWS * NEW_TOKENS) as f64 / t.elapsed().as_secs_f64());
