@@ -34,7 +34,8 @@
 
 use crate::tile::MR;
 use half::bf16;
-use std::sync::OnceLock;
+use std::mem::MaybeUninit;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 /// Whether this CPU has the instructions and the environment has not turned them off
 /// (checked once per process).
@@ -177,7 +178,7 @@ impl PackedWeight {
             return Vec::new();
         }
         let kp = k.div_ceil(2);
-        let xp = pack_activations(x, m, k, compute);
+        let xp = pack_activations(x, m, k, compute, None);
         let strips = m.div_ceil(MR);
         let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
         let panels = n.div_ceil(NR);
@@ -216,8 +217,7 @@ impl PackedWeight {
                                 xp.strip(strip, kp),
                                 &wide,
                                 k,
-                                dst.get().add(strip * MR * n + panel * NR),
-                                n,
+                                crate::tile::strided_rows(dst.get().add(strip * MR * n + panel * NR), n),
                                 cols,
                                 false,
                             )
@@ -270,27 +270,59 @@ impl PackedActivations {
 }
 
 /// `x` packed for the tile: rounded to bf16 for `Native` (the tile then multiplies the
-/// rounded values, as `vdpbf16ps` would), as it is for `Exact`.
-pub(crate) fn pack_activations(x: &[f32], m: usize, k: usize, compute: Bf16Compute) -> PackedActivations {
+/// rounded values, as `vdpbf16ps` would), as it is for `Exact`. Packed row `i` is `x`'s row
+/// `source[i]` (with `None`, its row `i`), for `m` rows.
+pub(crate) fn pack_activations(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    compute: Bf16Compute,
+    source: Option<&[usize]>,
+) -> PackedActivations {
     let kp = k.div_ceil(2);
     let strip_len = kp * MR * 2;
     let strips = m.div_ceil(MR);
-    let mut bits = vec![0u16; k];
-    let mut packed = vec![0f32; strips * strip_len];
-    for row in 0..m {
-        let xr = &x[row * k..(row + 1) * k];
-        let base = (row / MR) * strip_len + row % MR;
-        if compute == Bf16Compute::Native {
-            round_row(xr, &mut bits);
-            for (i, v) in bits.iter().enumerate() {
-                packed[base + i * MR] = f32::from_bits(u32::from(*v) << 16);
-            }
-        } else {
-            for (i, v) in xr.iter().enumerate() {
-                packed[base + i * MR] = *v;
+    // On the pool, a few tasks a thread, and every value written once (pads included), so
+    // packing neither holds the other threads up nor zero-fills first.
+    let per_task = strips.div_ceil(crate::parallel::threads() * 4).max(1);
+    let mut packed = Vec::<f32>::with_capacity(strips * strip_len);
+    let tasks: Vec<Mutex<&mut [MaybeUninit<f32>]>> = packed.spare_capacity_mut()[..strips * strip_len]
+        .chunks_mut(per_task * strip_len)
+        .map(Mutex::new)
+        .collect();
+    crate::parallel::for_each(tasks.len(), |task| {
+        let mut out = tasks[task].lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bits = vec![0u16; if compute == Bf16Compute::Native { k } else { 0 }];
+        for (s, strip) in out.chunks_mut(strip_len).enumerate() {
+            for r in 0..MR {
+                let row = (task * per_task + s) * MR + r;
+                let mut put = |i: usize, v: f32| {
+                    strip[i * MR + r].write(v);
+                };
+                if row >= m {
+                    (0..2 * kp).for_each(|i| put(i, 0.0));
+                    continue;
+                }
+                let from = source.map_or(row, |rows| rows[row]);
+                let xr = &x[from * k..(from + 1) * k];
+                if compute == Bf16Compute::Native {
+                    round_row(xr, &mut bits);
+                    for (i, v) in bits.iter().enumerate() {
+                        put(i, f32::from_bits(u32::from(*v) << 16));
+                    }
+                } else {
+                    for (i, v) in xr.iter().enumerate() {
+                        put(i, *v);
+                    }
+                }
+                (k..2 * kp).for_each(|i| put(i, 0.0));
             }
         }
-    }
+    });
+    drop(tasks);
+    // SAFETY: the tasks' chunks cover the first `strips * strip_len` values, and every row
+    // `r` of every strip wrote each of its `2 * kp` k-steps: all of them are initialised.
+    unsafe { packed.set_len(strips * strip_len) };
     PackedActivations(packed)
 }
 

@@ -199,21 +199,38 @@ impl PackedF32Weight {
     /// the same bits as [`matmul_t`] (gemm) on the unpacked weight; a row's product is the
     /// same bits whoever shares its batch.
     pub fn matmul_t(&self, x: &[f32], m: usize) -> Vec<f32> {
+        self.matmul_t_rows(x, m, None)
+    }
+
+    /// [`PackedF32Weight::matmul_t`] for the rows `selected` of `x` alone (strictly ascending,
+    /// each below `m`; `None`: all of them): each of those output rows is the same bits as in
+    /// the whole product, and every other row is zero. For right-padded batches, whose padding
+    /// no one reads.
+    pub fn matmul_t_rows(&self, x: &[f32], m: usize, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "packed f32 matmul: activations are not [{m}, {k}]");
-        if m == 0 {
-            return Vec::new();
+        if let Some(rows) = selected {
+            assert!(
+                rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < m),
+                "packed f32 matmul: the selected rows are not ascending rows of the {m}"
+            );
+        }
+        let packed_rows = selected.map_or(m, <[usize]>::len);
+        let mut y = Vec::<f32>::with_capacity(m * n);
+        if packed_rows == 0 {
+            y.resize(m * n, 0.0);
+            return y;
         }
         let kp = k.div_ceil(2);
-        let xp = pack_activations(x, m, k, Bf16Compute::Exact);
+        let xp = pack_activations(x, packed_rows, k, Bf16Compute::Exact, selected);
         let depth = gemm_depth_block(k);
-        let strips = m.div_ceil(MR);
+        let strips = packed_rows.div_ceil(MR);
         let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
         let panels = n.div_ceil(PANEL);
         let panels_per_task = (panels * blocks / 16).clamp(1, 4);
         let groups = panels.div_ceil(panels_per_task);
-        let mut y = Vec::<f32>::with_capacity(m * n);
         let dst = SendPtr(y.as_mut_ptr());
+        let out_row = |packed: usize| selected.map_or(packed, |rows| rows.get(packed).copied().unwrap_or(m));
         crate::parallel::in_parallel(blocks * groups, |task| {
             let (block, group) = (task / groups, task % groups);
             let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
@@ -225,35 +242,43 @@ impl PackedF32Weight {
                 for k0 in (0..k).step_by(depth) {
                     let kc = depth.min(k - k0);
                     for strip in strip_range.clone() {
-                        let rows = (m - strip * MR).min(MR);
+                        let rows = (packed_rows - strip * MR).min(MR);
                         let xs = &xp.strip(strip, kp)[k0 * MR..(k0 + kc) * MR];
                         let ws = &wp[k0 * PANEL..(k0 + kc) * PANEL];
+                        // Rows past the strip's `rows` point past `y` and are never written.
+                        let ys = std::array::from_fn(|r| {
+                            dst.get().wrapping_add(out_row(strip * MR + r) * n + panel * PANEL)
+                        });
                         #[cfg(target_arch = "x86_64")]
                         // SAFETY: `packed_available()` held when this weight was packed; `xs` is
                         // `kc` k-steps of one strip and `ws` the same `kc` of one panel; the tile
-                        // writes rows `strip * MR..+rows`, columns `panel * PANEL..+cols` of `y`
-                        // `[m, n]`, which no other task writes (a later depth block of this task
-                        // adds to what an earlier one stored), and `y` outlives the pool call.
+                        // writes the strip's `rows` output rows (distinct rows of `y` `[m, n]`),
+                        // columns `panel * PANEL..+cols`, which no other task writes (a later
+                        // depth block of this task adds to what an earlier one stored), and `y`
+                        // outlives the pool call.
                         unsafe {
-                            crate::tile::x86::tile_dispatch(
-                                rows,
-                                xs,
-                                ws,
-                                kc,
-                                dst.get().add(strip * MR * n + panel * PANEL),
-                                n,
-                                cols,
-                                k0 > 0,
-                            )
+                            crate::tile::x86::tile_dispatch(rows, xs, ws, kc, ys, cols, k0 > 0)
                         };
                         #[cfg(not(target_arch = "x86_64"))]
-                        unreachable!("nothing is packed off x86_64 ({rows} rows, {cols} columns, {ws:?} {xs:?})");
+                        unreachable!(
+                            "nothing is packed off x86_64 ({rows} rows, {cols} columns, {ws:?} {xs:?} {ys:?})"
+                        );
                     }
                 }
             }
         });
-        // SAFETY: the tasks cover every strip of rows and every panel of columns, and each tile
-        // stored all of its rows and columns at the first depth block.
+        if let Some(rows) = selected {
+            let mut next = rows.iter().peekable();
+            for row in 0..m {
+                if next.next_if_eq(&&row).is_none() {
+                    // SAFETY: row `row < m` of `y` (capacity `m * n`), which no tile wrote.
+                    unsafe { std::ptr::write_bytes(dst.get().add(row * n), 0, n) };
+                }
+            }
+        }
+        // SAFETY: the tasks cover every strip of the packed rows and every panel of columns,
+        // and each tile stored all of its rows and columns at the first depth block; the rows
+        // not selected were zeroed above.
         unsafe { y.set_len(m * n) };
         y
     }
@@ -343,6 +368,22 @@ mod packed {
                 let worst = ours.iter().zip(&gemm).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
                 assert!(worst < 1e-5, "{m} x {k} x {n}: {worst}");
             }
+            // Every third row and the last: those rows' bits, zeros elsewhere.
+            let selected: Vec<usize> = (0..m).filter(|r| r % 3 == 0 || *r == m - 1).collect();
+            let some = packed.matmul_t_rows(&x, m, Some(&selected));
+            for r in 0..m {
+                let expected = if selected.contains(&r) {
+                    bits(&ours[r * n..(r + 1) * n])
+                } else {
+                    vec![0; n]
+                };
+                assert_eq!(
+                    bits(&some[r * n..(r + 1) * n]),
+                    expected,
+                    "selected row {r} of {m} x {k} x {n}"
+                );
+            }
+            assert_eq!(packed.matmul_t_rows(&x, m, Some(&[])), vec![0.0; m * n]);
             for r in [0, m - 1] {
                 let alone = packed.matmul_t(&x[r * k..(r + 1) * k], 1);
                 assert_eq!(

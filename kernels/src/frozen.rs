@@ -102,7 +102,12 @@ pub fn unpack_bf16(weight: &PackedWeight) -> candle_core::Result<Tensor> {
 
 /// `x @ W^T` for f32 `x` and an f32 `W` packed once ([`PackedF32Weight`]): gemm's bits for
 /// two rows or more, without repacking the weight at every call.
-pub struct PackedF32Matmul<'a>(pub &'a PackedF32Weight);
+pub struct PackedF32Matmul<'a> {
+    pub weight: &'a PackedF32Weight,
+    /// Only these rows of `x` (ascending), the others' outputs zero
+    /// ([`PackedF32Weight::matmul_t_rows`]); `None`: every row.
+    pub rows: Option<&'a [usize]>,
+}
 
 impl candle_core::CustomOp1 for PackedF32Matmul<'_> {
     fn name(&self) -> &'static str {
@@ -114,8 +119,14 @@ impl candle_core::CustomOp1 for PackedF32Matmul<'_> {
         x: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        packed_product("packed f32 matmul", x, layout, self.0.dims(), |x, m| {
-            self.0.matmul_t(x, m)
+        if let Some(rows) = self.rows {
+            let m = layout.shape().dims().first().copied().unwrap_or(0);
+            if !rows.windows(2).all(|w| w[0] < w[1]) || rows.last().is_some_and(|&r| r >= m) {
+                candle_core::bail!("packed f32 matmul: the selected rows are not ascending rows of the {m}");
+            }
+        }
+        packed_product("packed f32 matmul", x, layout, self.weight.dims(), |x, m| {
+            self.weight.matmul_t_rows(x, m, self.rows)
         })
     }
 }

@@ -19,6 +19,7 @@
 )]
 
 mod amx;
+pub mod batched;
 pub mod bf16;
 pub mod f32_matmul;
 pub mod frozen;

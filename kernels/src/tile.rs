@@ -8,6 +8,12 @@ pub(crate) const MR: usize = 6;
 /// Output columns per tile and per packed panel: four 16-lane vectors.
 pub(crate) const PANEL: usize = 64;
 
+/// The row pointers of a strip whose rows lie `ld` floats apart from `first` (rows past the
+/// strip's end are never written: the tile takes its row count).
+pub(crate) fn strided_rows(first: *mut f32, ld: usize) -> [*mut f32; MR] {
+    std::array::from_fn(|r| first.wrapping_add(r * ld))
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use super::{MR, PANEL};
@@ -23,20 +29,19 @@ pub(crate) mod x86 {
         xs: &[f32],
         ws: &[f32],
         kc: usize,
-        y: *mut f32,
-        ldy: usize,
+        y: [*mut f32; MR],
         cols: usize,
         add: bool,
     ) {
         // SAFETY: the caller's contract is the tile's, for these `R`.
         unsafe {
             match rows {
-                6 => tile::<6>(xs, ws, kc, y, ldy, cols, add),
-                5 => tile::<5>(xs, ws, kc, y, ldy, cols, add),
-                4 => tile::<4>(xs, ws, kc, y, ldy, cols, add),
-                3 => tile::<3>(xs, ws, kc, y, ldy, cols, add),
-                2 => tile::<2>(xs, ws, kc, y, ldy, cols, add),
-                1 => tile::<1>(xs, ws, kc, y, ldy, cols, add),
+                6 => tile::<6>(xs, ws, kc, y, cols, add),
+                5 => tile::<5>(xs, ws, kc, y, cols, add),
+                4 => tile::<4>(xs, ws, kc, y, cols, add),
+                3 => tile::<3>(xs, ws, kc, y, cols, add),
+                2 => tile::<2>(xs, ws, kc, y, cols, add),
+                1 => tile::<1>(xs, ws, kc, y, cols, add),
                 _ => unreachable!("a strip has 1 to {MR} rows"),
             }
         }
@@ -48,11 +53,11 @@ pub(crate) mod x86 {
     ///
     /// # Safety
     /// The CPU must have AVX-512F; `xs` holds `kc * MR` floats (k-major, [`MR`] rows per k),
-    /// `ws` `kc * PANEL`, and `y` points at row 0, column 0 of an output block with row stride
-    /// `ldy` that may be read and written for `R` rows and `cols` (at most [`PANEL`]) columns
-    /// (read only with `add`, after a store).
+    /// `ws` `kc * PANEL`, and `y[r]` for each of the first `R` rows points at that row's
+    /// first column of the output block, which may be read and written for `cols` (at most
+    /// [`PANEL`]) columns (read only with `add`, after a store).
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(xs: &[f32], ws: &[f32], kc: usize, y: *mut f32, ldy: usize, cols: usize, add: bool) {
+    unsafe fn tile<const R: usize>(xs: &[f32], ws: &[f32], kc: usize, y: [*mut f32; MR], cols: usize, add: bool) {
         debug_assert!(xs.len() >= kc * MR && ws.len() >= kc * PANEL && cols <= PANEL);
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
         let (xs, ws) = (xs.as_ptr(), ws.as_ptr());
@@ -77,10 +82,10 @@ pub(crate) mod x86 {
                     break;
                 }
                 let mask: __mmask16 = if c0 + 16 <= cols { !0 } else { (1u16 << (cols - c0)) - 1 };
-                // SAFETY: row `r < R` and the `mask`ed columns from `c0` are inside the block
-                // the caller lets this tile write (and, with `add`, read).
+                // SAFETY: row `r < R` and the `mask`ed columns from `c0` are inside the row
+                // block the caller lets this tile write (and, with `add`, read).
                 unsafe {
-                    let at = y.add(r * ldy + c0);
+                    let at = y[r].add(c0);
                     let value = if add {
                         _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), *a)
                     } else {

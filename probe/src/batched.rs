@@ -131,7 +131,8 @@ pub fn run_batched_skipping(
             ids.extend(std::iter::repeat_n(pad, width - sequences[i].len()));
         }
         let ids = Tensor::from_vec(ids, (chunk.len(), width), device)?;
-        let positions = Positions::contiguous(chunk.len(), width, 0, device)?;
+        // Every reader of a batch reads the real tokens alone (`Batch::rows`, `Batch::last`).
+        let positions = Positions::right_padded(lens.clone(), width, device)?;
         let (normed, cache) = ckpt.model.run_with_cache(&ids, &positions, points.iter().copied())?;
         sink(&Batch {
             index,

@@ -174,6 +174,7 @@ impl PromptBatch {
         let step = Positions {
             positions: self.positions.narrow(1, 0, upto)?,
             key_mask: self.padded().then(|| self.key_mask.narrow(1, 0, upto)).transpose()?,
+            real_lens: None,
         };
         model.forward(&self.ids.narrow(1, 0, upto)?, &step, Some(cache), hooks)?;
         Ok(())
@@ -216,6 +217,7 @@ impl PromptBatch {
             let step_inputs = Positions {
                 positions: step_positions,
                 key_mask: padded.then(|| mask.clone()),
+                real_lens: None,
             };
             let normed = model.forward(&input, &step_inputs, Some(cache), hooks)?;
             let logits = model.logits(&normed.narrow(1, seq - 1, 1)?)?.squeeze(1)?;

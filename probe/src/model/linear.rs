@@ -186,6 +186,13 @@ impl Linear {
     /// with [`Autograd::Fused`], the frozen product and an attached LoRA delta are one op
     /// (`kernels::fused::lora_linear`).
     pub fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
+        self.forward_rows(x, autograd, None)
+    }
+
+    /// [`Linear::forward`] where only the flat rows `selected` of `x` (ascending) are read: a
+    /// packed f32 weight multiplies those alone and leaves the other rows' outputs unspecified
+    /// (zero, or the bias); any other weight computes every row.
+    pub fn forward_rows(&self, x: &Tensor, autograd: Autograd, selected: Option<&[usize]>) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a feature dimension");
         let rows: usize = dims[..dims.len() - 1].iter().product();
@@ -209,7 +216,7 @@ impl Linear {
                 )?)?
             }
             _ => {
-                let y = with_bias(self.frozen_product(&x2)?)?;
+                let y = with_bias(self.frozen_product(&x2, selected)?)?;
                 match &self.lora {
                     Some(l) => {
                         // The scale goes on B^T (`[r, out]`), not on the `[rows, out]` product:
@@ -230,7 +237,7 @@ impl Linear {
 
     /// `x2 @ W^T` for `x2` `[rows, in]`, in the way the weight's storage and the need for a
     /// gradient call for.
-    fn frozen_product(&self, x2: &Tensor) -> Result<Tensor> {
+    fn frozen_product(&self, x2: &Tensor, rows: Option<&[usize]>) -> Result<Tensor> {
         Ok(match &self.weight {
             Weight::Dense(weight)
                 if weight.dtype() == DType::BF16
@@ -249,9 +256,9 @@ impl Linear {
                     compute: self.bf16_compute,
                 })?
             }
-            Weight::PackedF32(packed) if x2.dtype() == DType::F32 && !x2.track_op() && x2.device().is_cpu() => {
-                x2.contiguous()?.apply_op1_no_bwd(&PackedF32Matmul(packed))?
-            }
+            Weight::PackedF32(packed) if x2.dtype() == DType::F32 && !x2.track_op() && x2.device().is_cpu() => x2
+                .contiguous()?
+                .apply_op1_no_bwd(&PackedF32Matmul { weight: packed, rows })?,
             Weight::PackedBf16(_) | Weight::PackedF32(_) => cast_product(&self.dense_weight()?, x2)?,
             Weight::Dense(weight) => cast_product(weight, x2)?,
             Weight::Quantized { matmul, .. } => {

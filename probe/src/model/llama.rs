@@ -175,6 +175,10 @@ pub struct Positions {
     pub positions: Tensor,
     /// `[batch, cached + seq]` f32, 1 = attend, 0 = padding. `None`: every key is real.
     pub key_mask: Option<Tensor>,
+    /// Per row, how many of the new tokens are real, the rest of the row being right padding
+    /// that no one reads: inference then multiplies the real rows alone (the packed f32
+    /// product), and the padding's activations come out unspecified. `None`: all are read.
+    pub real_lens: Option<Vec<usize>>,
 }
 
 impl Positions {
@@ -185,7 +189,36 @@ impl Positions {
         Ok(Self {
             positions,
             key_mask: None,
+            real_lens: None,
         })
+    }
+
+    /// Positions `0..width` in every row, where row `i` is `lens[i]` real tokens followed by
+    /// right padding whose activations no one reads (causal attention keeps the real tokens'
+    /// activations those of the row alone).
+    pub fn right_padded(lens: Vec<usize>, width: usize, device: &Device) -> Result<Self> {
+        Ok(Self {
+            real_lens: Some(lens.clone()),
+            ..Self::contiguous(lens.len(), width, 0, device)?
+        })
+    }
+
+    /// The flat rows (`row * seq + token`) of the real tokens when inference may skip the
+    /// rest; `None` when every row is to be computed.
+    fn real_rows(&self, b: usize, s: usize, autograd: Autograd) -> Result<Option<Vec<usize>>> {
+        let Some(lens) = &self.real_lens else { return Ok(None) };
+        if lens.len() != b {
+            anyhow::bail!("positions give real lengths for {} rows, the batch has {b}", lens.len());
+        }
+        if autograd != Autograd::Off || lens.iter().all(|&len| len >= s) {
+            return Ok(None);
+        }
+        Ok(Some(
+            lens.iter()
+                .enumerate()
+                .flat_map(|(row, &len)| row * s..row * s + len.min(s))
+                .collect(),
+        ))
     }
 }
 
@@ -214,7 +247,9 @@ impl Attention {
         })
     }
 
-    /// `x`: `[b, s, d]`; `mask`: additive `[b, 1, s, kv]` or none.
+    /// `x`: `[b, s, d]`; `mask`: additive `[b, 1, s, kv]` or none; `rows`: the flat rows
+    /// the projections must compute (`None`: all).
+    #[allow(clippy::too_many_arguments)]
     fn forward(
         &self,
         x: &Tensor,
@@ -222,15 +257,16 @@ impl Attention {
         mask: Option<&Tensor>,
         cache: Option<(&mut Option<LayerKv>, usize)>,
         autograd: Autograd,
+        rows: Option<&[usize]>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         let split = |t: Tensor, heads: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, heads, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(self.q_proj.forward(x, autograd)?, h)?;
-        let k = split(self.k_proj.forward(x, autograd)?, kvh)?;
-        let v = split(self.v_proj.forward(x, autograd)?, kvh)?;
+        let q = split(self.q_proj.forward_rows(x, autograd, rows)?, h)?;
+        let k = split(self.k_proj.forward_rows(x, autograd, rows)?, kvh)?;
+        let v = split(self.v_proj.forward_rows(x, autograd, rows)?, kvh)?;
         let rotate = |t: &Tensor| -> Result<Tensor> {
             match autograd {
                 Autograd::Off | Autograd::Fused => Ok(kernels::fused::rope(t, &cos_sin.0, &cos_sin.1)?),
@@ -250,7 +286,14 @@ impl Attention {
         let group = h / kvh;
         let q = q.reshape((b, kvh, group * s, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let raw = q.matmul(&k.t()?)?;
+        // Inference multiplies the heads side by side on the kernels' pool (candle's values).
+        let matmul = |a: &Tensor, b: &Tensor| -> Result<Tensor> {
+            Ok(match autograd {
+                Autograd::Off => kernels::batched::matmul(a, b)?,
+                Autograd::Composed | Autograd::Fused => a.matmul(b)?,
+            })
+        };
+        let raw = matmul(&q, &k.t()?)?;
         let probs = if autograd == Autograd::Composed {
             let scores = (raw * scale)?.reshape((b, h, s, t))?;
             let scores = match mask {
@@ -261,9 +304,9 @@ impl Attention {
         } else {
             kernels::fused::masked_softmax(&raw.reshape((b, h, s, t))?, scale, mask)?
         };
-        let out = probs.reshape((b, kvh, group * s, t))?.matmul(&v)?;
+        let out = matmul(&probs.reshape((b, kvh, group * s, t))?, &v)?;
         let out = out.reshape((b, h, s, hd))?.transpose(1, 2)?.reshape((b, s, h * hd))?;
-        self.o_proj.forward(&out, autograd)
+        self.o_proj.forward_rows(&out, autograd, rows)
     }
 }
 
@@ -284,14 +327,17 @@ impl Mlp {
         })
     }
 
-    /// SwiGLU: `down(silu(gate(x)) * up(x))`.
-    fn forward(&self, x: &Tensor, autograd: Autograd) -> Result<Tensor> {
-        let (gate, up) = (self.gate_proj.forward(x, autograd)?, self.up_proj.forward(x, autograd)?);
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`, on the flat `rows` (`None`: all).
+    fn forward(&self, x: &Tensor, autograd: Autograd, rows: Option<&[usize]>) -> Result<Tensor> {
+        let (gate, up) = (
+            self.gate_proj.forward_rows(x, autograd, rows)?,
+            self.up_proj.forward_rows(x, autograd, rows)?,
+        );
         let hidden = match autograd {
             Autograd::Off | Autograd::Fused => kernels::fused::swiglu(&gate, &up)?,
             Autograd::Composed => (candle_nn::ops::silu(&gate)? * up)?,
         };
-        self.down_proj.forward(&hidden, autograd)
+        self.down_proj.forward_rows(&hidden, autograd, rows)
     }
 }
 
@@ -483,19 +529,22 @@ impl Model {
 
         let cos_sin = self.rope.cos_sin(&positions.positions)?;
         let mask = self.attention_mask(b, s, past, positions.key_mask.as_ref())?;
+        let rows = positions.real_rows(b, s, self.autograd)?;
 
         for (i, block) in self.blocks.iter().enumerate() {
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPre), x)?;
             let slot = cache.as_deref_mut().map(|c| (&mut c.layers[i], c.capacity));
             let normed = block.input_layernorm.forward(&x, self.autograd)?;
-            let attn = block
-                .self_attn
-                .forward(&normed, &cos_sin, mask.as_ref(), slot, self.autograd)?;
+            let attn =
+                block
+                    .self_attn
+                    .forward(&normed, &cos_sin, mask.as_ref(), slot, self.autograd, rows.as_deref())?;
             let attn = run_hook(hooks, HookPoint::block(i, Site::AttnOut), attn)?;
             x = run_hook(hooks, HookPoint::block(i, Site::ResidMid), (x + attn)?)?;
             let mlp = block.mlp.forward(
                 &block.post_attention_layernorm.forward(&x, self.autograd)?,
                 self.autograd,
+                rows.as_deref(),
             )?;
             let mlp = run_hook(hooks, HookPoint::block(i, Site::MlpOut), mlp)?;
             x = run_hook(hooks, HookPoint::block(i, Site::ResidPost), (x + mlp)?)?;
@@ -570,6 +619,59 @@ mod tests {
         .unwrap();
         let varmap = VarMap::new();
         Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap()
+    }
+
+    /// Right padding that no one reads is skipped by the packed f32 product, and the real
+    /// tokens keep their bits: the weights here are plain tensors, packed at load.
+    #[test]
+    fn skipping_right_padding_keeps_the_real_tokens_bits() {
+        let cfg = tiny_model().config().clone();
+        let mut weights = std::collections::HashMap::new();
+        let varmap = VarMap::new();
+        Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
+        for (name, var) in varmap.data().lock().unwrap().iter() {
+            weights.insert(name.clone(), var.as_tensor().detach());
+        }
+        let model = Model::load(VarBuilder::from_tensors(weights, DType::F32, &Device::Cpu), &cfg).unwrap();
+        let (lens, width) = (vec![9usize, 4, 7], 9);
+        let ids: Vec<u32> = (0..lens.len() * width).map(|i| (i * 11 % 40) as u32).collect();
+        let ids = Tensor::from_vec(ids, (lens.len(), width), &Device::Cpu).unwrap();
+        let points = [HookPoint::block(0, Site::MlpOut), HookPoint::block(1, Site::ResidPost)];
+        let run = |positions: &Positions| {
+            let (normed, cache) = model.run_with_cache(&ids, positions, points).unwrap();
+            let mut kept = vec![normed];
+            kept.extend(points.iter().map(|&p| cache.require(p).unwrap().clone()));
+            kept
+        };
+        let all = run(&Positions::contiguous(lens.len(), width, 0, &Device::Cpu).unwrap());
+        let real = run(&Positions::right_padded(lens.clone(), width, &Device::Cpu).unwrap());
+        let bits = |t: &Tensor| {
+            t.flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap()
+                .iter()
+                .map(|f| f.to_bits())
+                .collect::<Vec<_>>()
+        };
+        let mut skipped_something = false;
+        for (a, r) in all.iter().zip(&real) {
+            for (row, &len) in lens.iter().enumerate() {
+                let (a, r) = (a.get(row).unwrap(), r.get(row).unwrap());
+                assert_eq!(
+                    bits(&a.narrow(0, 0, len).unwrap()),
+                    bits(&r.narrow(0, 0, len).unwrap()),
+                    "row {row}"
+                );
+                skipped_something |= bits(&a) != bits(&r);
+            }
+        }
+        assert!(
+            skipped_something || !kernels::f32_matmul::packed_available(),
+            "the padding was computed after all"
+        );
+        let wrong = Positions::right_padded(vec![3, 3], width, &Device::Cpu).unwrap();
+        assert!(model.forward(&ids, &wrong, None, &mut NoHooks).is_err());
     }
 
     /// Feeds `ids` one token at a time through `cache`, returning the last hidden states.
