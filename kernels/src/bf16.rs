@@ -217,9 +217,11 @@ impl PackedWeight {
                                 xp.strip(strip, kp),
                                 &wide,
                                 k,
-                                crate::tile::strided_rows(dst.get().add(strip * MR * n + panel * NR), n),
+                                crate::tile::Tile::Store(crate::tile::strided_rows(
+                                    dst.get().add(strip * MR * n + panel * NR),
+                                    n,
+                                )),
                                 cols,
-                                false,
                             )
                         };
                     }

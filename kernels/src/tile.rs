@@ -2,11 +2,43 @@
 //! (four 16-lane vectors), one `vfmadd231ps` per row, vector and k, each output summed from
 //! zero in k order and stored once or added to what an earlier depth block stored. The packed
 //! f32 weights run on it, and bf16 panels widened to f32 for many rows.
+//!
+//! A depth block can also be run in pieces ([`Tile`]): the running sums are parked in a
+//! scratch block between pieces and picked up again, which changes no bit (a parked f32 is
+//! the f32 it was), so a piece of the weight panel small enough for L1 serves every strip
+//! of rows before the next piece is read.
 
 /// Rows of activations per register tile (a strip).
 pub(crate) const MR: usize = 6;
 /// Output columns per tile and per packed panel: four 16-lane vectors.
 pub(crate) const PANEL: usize = 64;
+
+/// Floats of the scratch block a strip's running sums are parked in between pieces.
+pub(crate) const PARKED: usize = MR * PANEL;
+
+/// Where a tile's sums come from and go to.
+#[derive(Clone, Copy)]
+pub(crate) enum Tile {
+    /// From zero, stored to the rows (the first depth block, in one piece).
+    Store([*mut f32; MR]),
+    /// From zero, added to what the rows hold (a later depth block, in one piece).
+    Add([*mut f32; MR]),
+    /// A piece of a depth block: from zero or from the sums parked at `from`, and either
+    /// parked at `park` ([`PARKED`] floats, all 64 columns) or, for the block's last piece,
+    /// stored to or added to the rows as `then` says.
+    Piece {
+        from: Option<*const f32>,
+        park: *mut f32,
+        then: Option<Finish>,
+    },
+}
+
+/// How a depth block's last piece leaves its sums.
+#[derive(Clone, Copy)]
+pub(crate) enum Finish {
+    Store([*mut f32; MR]),
+    Add([*mut f32; MR]),
+}
 
 /// The row pointers of a strip whose rows lie `ld` floats apart from `first` (rows past the
 /// strip's end are never written: the tile takes its row count).
@@ -16,50 +48,51 @@ pub(crate) fn strided_rows(first: *mut f32, ld: usize) -> [*mut f32; MR] {
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
-    use super::{MR, PANEL};
+    use super::{Finish, Tile, MR, PANEL};
     use std::arch::x86_64::*;
 
     /// The register tile for `rows` (1 to [`MR`]) rows of a strip.
     ///
     /// # Safety
     /// As [`tile`].
-    #[allow(clippy::too_many_arguments)]
-    pub unsafe fn tile_dispatch(
-        rows: usize,
-        xs: &[f32],
-        ws: &[f32],
-        kc: usize,
-        y: [*mut f32; MR],
-        cols: usize,
-        add: bool,
-    ) {
+    pub unsafe fn tile_dispatch(rows: usize, xs: &[f32], ws: &[f32], kc: usize, out: Tile, cols: usize) {
         // SAFETY: the caller's contract is the tile's, for these `R`.
         unsafe {
             match rows {
-                6 => tile::<6>(xs, ws, kc, y, cols, add),
-                5 => tile::<5>(xs, ws, kc, y, cols, add),
-                4 => tile::<4>(xs, ws, kc, y, cols, add),
-                3 => tile::<3>(xs, ws, kc, y, cols, add),
-                2 => tile::<2>(xs, ws, kc, y, cols, add),
-                1 => tile::<1>(xs, ws, kc, y, cols, add),
+                6 => tile::<6>(xs, ws, kc, out, cols),
+                5 => tile::<5>(xs, ws, kc, out, cols),
+                4 => tile::<4>(xs, ws, kc, out, cols),
+                3 => tile::<3>(xs, ws, kc, out, cols),
+                2 => tile::<2>(xs, ws, kc, out, cols),
+                1 => tile::<1>(xs, ws, kc, out, cols),
                 _ => unreachable!("a strip has 1 to {MR} rows"),
             }
         }
     }
 
-    /// `y[r][c] (+)= sum over the block's k of x[r][k] * w[c][k]` for the `R` rows of one strip
-    /// and the first `cols` columns of one panel, each sum from zero by one `vfmadd231ps` per
-    /// k in order (gemm's microkernels sum so), then stored, or with `add` added to `y`.
+    /// `sum over the block's k of x[r][k] * w[c][k]` for the `R` rows of one strip and the
+    /// first `cols` columns of one panel, each sum by one `vfmadd231ps` per k in order (gemm's
+    /// microkernels sum so), from zero or from parked sums, then left as `out` says.
     ///
     /// # Safety
     /// The CPU must have AVX-512F; `xs` holds `kc * MR` floats (k-major, [`MR`] rows per k),
-    /// `ws` `kc * PANEL`, and `y[r]` for each of the first `R` rows points at that row's
-    /// first column of the output block, which may be read and written for `cols` (at most
-    /// [`PANEL`]) columns (read only with `add`, after a store).
+    /// `ws` `kc * PANEL`; the row pointers of `out`, for each of the first `R` rows, point at
+    /// that row's first column of the output block, which may be read and written for `cols`
+    /// (at most [`PANEL`]) columns (read only to add, after a store); a parked block `from`
+    /// or `park` holds [`super::PARKED`] floats (`from` written by an earlier piece for these
+    /// rows), and `park` may be written.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(xs: &[f32], ws: &[f32], kc: usize, y: [*mut f32; MR], cols: usize, add: bool) {
+    unsafe fn tile<const R: usize>(xs: &[f32], ws: &[f32], kc: usize, out: Tile, cols: usize) {
         debug_assert!(xs.len() >= kc * MR && ws.len() >= kc * PANEL && cols <= PANEL);
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        if let Tile::Piece { from: Some(from), .. } = out {
+            for (r, row) in acc.iter_mut().enumerate() {
+                for (v, a) in row.iter_mut().enumerate() {
+                    // SAFETY: row `r`, vector `v` of the parked block (`MR * PANEL` floats).
+                    *a = unsafe { _mm512_loadu_ps(from.add(r * PANEL + v * 16)) };
+                }
+            }
+        }
         let (xs, ws) = (xs.as_ptr(), ws.as_ptr());
         for p in 0..kc {
             let mut wv = [_mm512_setzero_ps(); 4];
@@ -75,6 +108,28 @@ pub(crate) mod x86 {
                 }
             }
         }
+        let (rows, add) = match out {
+            Tile::Store(rows)
+            | Tile::Piece {
+                then: Some(Finish::Store(rows)),
+                ..
+            } => (rows, false),
+            Tile::Add(rows)
+            | Tile::Piece {
+                then: Some(Finish::Add(rows)),
+                ..
+            } => (rows, true),
+            Tile::Piece { park, then: None, .. } => {
+                for (r, row) in acc.iter().enumerate() {
+                    for (v, a) in row.iter().enumerate() {
+                        // SAFETY: row `r`, vector `v` of the parked block the caller lets
+                        // this tile write.
+                        unsafe { _mm512_storeu_ps(park.add(r * PANEL + v * 16), *a) };
+                    }
+                }
+                return;
+            }
+        };
         for (r, row) in acc.iter().enumerate() {
             for (v, a) in row.iter().enumerate() {
                 let c0 = v * 16;
@@ -85,7 +140,7 @@ pub(crate) mod x86 {
                 // SAFETY: row `r < R` and the `mask`ed columns from `c0` are inside the row
                 // block the caller lets this tile write (and, with `add`, read).
                 unsafe {
-                    let at = y[r].add(c0);
+                    let at = rows[r].add(c0);
                     let value = if add {
                         _mm512_add_ps(_mm512_maskz_loadu_ps(mask, at), *a)
                     } else {
