@@ -309,8 +309,9 @@ impl CustomOp1 for MaskedSoftmax {
                 }
                 let max = p.iter().copied().fold(f32::NEG_INFINITY, f32::max);
                 for p in p.iter_mut() {
-                    *p = (*p - max).exp();
+                    *p -= max;
                 }
+                crate::exp::exp_in_place(p);
                 let sum = candle_sum(p);
                 for p in p.iter_mut() {
                     *p /= sum;
@@ -367,10 +368,6 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
 
 struct Swiglu;
 
-fn silu(v: f32) -> f32 {
-    v / (1.0 + (-v).exp())
-}
-
 impl CustomOp2 for Swiglu {
     fn name(&self) -> &'static str {
         "fused-swiglu"
@@ -382,8 +379,13 @@ impl CustomOp2 for Swiglu {
         output(
             by_rows(rows, width, |r, y| {
                 let span = r * width..(r + 1) * width;
+                // silu(g) * u = g / (1 + e^-g) * u, the exponentials a row at a time.
+                for (y, &g) in y.iter_mut().zip(&gate[span.clone()]) {
+                    *y = -g;
+                }
+                crate::exp::exp_in_place(y);
                 for ((y, &g), &u) in y.iter_mut().zip(&gate[span.clone()]).zip(&up[span]) {
-                    *y = silu(g) * u;
+                    *y = g / (1.0 + *y) * u;
                 }
             }),
             gl.shape(),

@@ -21,6 +21,7 @@
 mod amx;
 pub mod batched;
 pub mod bf16;
+pub mod exp;
 pub mod f32_matmul;
 pub mod frozen;
 pub mod fused;
