@@ -69,7 +69,7 @@ fn probes() -> Vec<f32> {
     ]);
     v.extend([f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1.0, -1.0, 0.5]);
     let mut state = 0x9e37_79b9u32;
-    while v.len() % 16 != 0 || v.len() < 8192 {
+    while !v.len().is_multiple_of(16) || v.len() < 8192 {
         state ^= state << 13;
         state ^= state >> 17;
         state ^= state << 5;
