@@ -292,38 +292,50 @@ pub(crate) fn pack_activations(
         .chunks_mut(per_task * strip_len)
         .map(Mutex::new)
         .collect();
+    let zeros = vec![0f32; k];
     crate::parallel::for_each(tasks.len(), |task| {
         let mut out = tasks[task].lock().unwrap_or_else(PoisonError::into_inner);
-        let mut bits = vec![0u16; if compute == Bf16Compute::Native { k } else { 0 }];
+        let native = compute == Bf16Compute::Native;
+        let (mut bits, mut rounded) = (vec![0u16; k], vec![0f32; if native { MR * k } else { 0 }]);
         for (s, strip) in out.chunks_mut(strip_len).enumerate() {
-            for r in 0..MR {
+            // The strip's rows (zeros past `m`), rounded first for `Native`.
+            let mut rows: [&[f32]; MR] = [&zeros; MR];
+            for (r, rounded) in rounded.chunks_mut(k.max(1)).enumerate().take(MR) {
                 let row = (task * per_task + s) * MR + r;
-                let mut put = |i: usize, v: f32| {
-                    strip[i * MR + r].write(v);
-                };
-                if row >= m {
-                    (0..2 * kp).for_each(|i| put(i, 0.0));
-                    continue;
-                }
-                let from = source.map_or(row, |rows| rows[row]);
-                let xr = &x[from * k..(from + 1) * k];
-                if compute == Bf16Compute::Native {
-                    round_row(xr, &mut bits);
-                    for (i, v) in bits.iter().enumerate() {
-                        put(i, f32::from_bits(u32::from(*v) << 16));
-                    }
-                } else {
-                    for (i, v) in xr.iter().enumerate() {
-                        put(i, *v);
+                if row < m {
+                    let from = source.map_or(row, |rows| rows[row]);
+                    round_row(&x[from * k..(from + 1) * k], &mut bits);
+                    for (o, b) in rounded.iter_mut().zip(&bits) {
+                        *o = f32::from_bits(u32::from(*b) << 16);
                     }
                 }
-                (k..2 * kp).for_each(|i| put(i, 0.0));
             }
+            for (r, slot) in rows.iter_mut().enumerate() {
+                let row = (task * per_task + s) * MR + r;
+                if row < m {
+                    let from = source.map_or(row, |rows| rows[row]);
+                    *slot = if native {
+                        &rounded[r * k..(r + 1) * k]
+                    } else {
+                        &x[from * k..(from + 1) * k]
+                    };
+                }
+            }
+            // k-major: each k-step's MR values side by side, written in order.
+            let (body, pad) = strip.split_at_mut(k * MR);
+            for (i, step) in body.chunks_exact_mut(MR).enumerate() {
+                for (v, row) in step.iter_mut().zip(&rows) {
+                    v.write(row[i]);
+                }
+            }
+            pad.iter_mut().for_each(|v| {
+                v.write(0.0);
+            });
         }
     });
     drop(tasks);
-    // SAFETY: the tasks' chunks cover the first `strips * strip_len` values, and every row
-    // `r` of every strip wrote each of its `2 * kp` k-steps: all of them are initialised.
+    // SAFETY: the tasks' chunks cover the first `strips * strip_len` values, and each strip
+    // wrote all of its `k * MR` values and then its pad: all of them are initialised.
     unsafe { packed.set_len(strips * strip_len) };
     PackedActivations(packed)
 }
