@@ -172,79 +172,95 @@ impl PackedWeight {
 
     /// `x` `[m, k]` (row-major f32) times the weight's transpose: `[m, n]` f32.
     pub fn matmul_t(&self, x: &[f32], m: usize, compute: Bf16Compute) -> Vec<f32> {
+        self.matmul_t_rows(x, m, compute, None)
+    }
+
+    /// [`PackedWeight::matmul_t`] for the rows `selected` of `x` alone (strictly ascending,
+    /// each below `m`; `None`: all of them): each of those output rows is the same bits as in
+    /// the whole product, and every other row is zero.
+    pub fn matmul_t_rows(&self, x: &[f32], m: usize, compute: Bf16Compute, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "bf16 matmul: activations are not [{m}, {k}]");
-        if m == 0 {
-            return Vec::new();
+        crate::f32_matmul::check_selection(selected, m);
+        let packed_rows = selected.map_or(m, <[usize]>::len);
+        let mut y = Vec::<f32>::with_capacity(m * n);
+        if packed_rows == 0 {
+            y.resize(m * n, 0.0);
+            return y;
         }
         let kp = k.div_ceil(2);
-        let xp = pack_activations(x, m, k, compute, None);
-        let strips = m.div_ceil(MR);
+        let xp = pack_activations(x, packed_rows, k, compute, selected);
+        let strips = packed_rows.div_ceil(MR);
         let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
         let panels = n.div_ceil(NR);
         // Enough tasks that the pool's threads finish together (a few per thread), few enough
         // that each still covers whole panels for a whole block of rows.
         let panels_per_task = (panels * blocks / 16).clamp(1, 4);
         let groups = panels.div_ceil(panels_per_task);
-        let mut y = Vec::<f32>::with_capacity(m * n);
         let dst = crate::parallel::SendPtr(y.as_mut_ptr());
+        let out_row = |packed: usize| selected.map_or(packed, |rows| rows[packed]);
+        let rows_of = |strip: usize| (packed_rows - strip * MR).min(MR);
         crate::parallel::in_parallel(blocks * groups, |task| {
             let (block, group) = (task / groups, task % groups);
             let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
-            let mut wide = if strip_range.len() >= WIDEN_FROM_STRIPS {
-                vec![0f32; 2 * kp * NR]
-            } else {
-                Vec::new()
-            };
+            let widen = strip_range.len() >= WIDEN_FROM_STRIPS;
+            let mut wide = if widen { vec![0f32; 2 * kp * NR] } else { Vec::new() };
+            let mut parked = Vec::new();
             for panel in group * panels_per_task..((group + 1) * panels_per_task).min(panels) {
                 let wp = &self.data[panel * kp * NR * 2..(panel + 1) * kp * NR * 2];
                 let cols = (n - panel * NR).min(NR);
-                if strip_range.len() >= WIDEN_FROM_STRIPS {
-                    // SAFETY: `available()` held when this weight was packed; `wp` is one panel
-                    // for `kp` pairs and `wide` holds `2 * kp` rows of `NR`.
+                // Row `r` of strip `s`, at the panel's first column.
+                // SAFETY (of the `add`): packed row `s * MR + r` exists, so its output row is
+                // below `m`, and the panel's columns are below `n`.
+                let out = |s: usize, r: usize| unsafe { dst.get().add(out_row(s * MR + r) * n + panel * NR) };
+                if widen {
                     #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `available()` held when this weight was packed; `wp` is one panel
+                    // for `kp` pairs and `wide` holds `2 * kp` rows of `NR`; then each strip is
+                    // `2 * kp` steps of `MR` rows, the widened panel the same steps of `NR`
+                    // f32 (summed in one depth block: the register tile's order, k
+                    // ascending), and the strips' rows go to distinct rows of `y` `[m, n]`,
+                    // columns `panel * NR..+cols`, which no other task writes.
                     unsafe {
-                        x86::widen_panel(wp, kp, &mut wide)
+                        x86::widen_panel(wp, kp, &mut wide);
+                        crate::tile::panel_in_pieces(
+                            strip_range.clone(),
+                            |s| xp.strip(s, kp),
+                            rows_of,
+                            &wide,
+                            2 * kp,
+                            2 * kp,
+                            cols,
+                            out,
+                            &mut parked,
+                        )
                     };
-                    for strip in strip_range.clone() {
-                        let rows = (m - strip * MR).min(MR);
-                        #[cfg(target_arch = "x86_64")]
-                        // SAFETY: as below, with `wide` the panel widened, `k` rows of `NR` f32,
-                        // summed in one block (the register tile's order: k ascending).
-                        unsafe {
-                            crate::tile::x86::tile_dispatch(
-                                rows,
-                                xp.strip(strip, kp),
-                                &wide,
-                                k,
-                                crate::tile::Tile::Store(crate::tile::strided_rows(
-                                    dst.get().add(strip * MR * n + panel * NR),
-                                    n,
-                                )),
-                                cols,
-                            )
-                        };
-                    }
                     continue;
                 }
                 for strip in strip_range.clone() {
-                    let rows = (m - strip * MR).min(MR);
+                    let rows = rows_of(strip);
                     let xs = xp.strip(strip, kp);
+                    let ys = std::array::from_fn(|r| if r < rows { out(strip, r) } else { std::ptr::null_mut() });
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `available()` held when this weight was packed; `xs` is one strip
-                    // packed for `kp` pairs, `wp` one panel for `kp` pairs; the tile writes rows
-                    // `strip * MR..+rows` and columns `panel * NR..+cols` of `y` `[m, n]`,
-                    // which no other task writes, and `y` outlives the pool call.
+                    // packed for `kp` pairs, `wp` one panel for `kp` pairs; the tile writes the
+                    // strip's `rows` rows (distinct rows of `y` `[m, n]`), columns
+                    // `panel * NR..+cols`, which no other task writes, and `y` outlives the
+                    // pool call.
                     unsafe {
-                        x86::tile_dispatch(rows, xs, wp, kp, dst.get().add(strip * MR * n + panel * NR), n, cols)
+                        x86::tile_dispatch(rows, xs, wp, kp, ys, cols)
                     };
                     #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!("nothing is packed off x86_64 ({rows} rows, {cols} columns, {wp:?})");
+                    unreachable!(
+                        "nothing is packed off x86_64 ({rows} rows, {cols} columns, {wp:?} {ys:?} {wide:?} {parked:?})"
+                    );
                 }
             }
         });
-        // SAFETY: the tasks cover every strip of rows and every panel of columns, and each tile
-        // stored all of its rows and columns.
+        // SAFETY: `y` has capacity `m * n`.
+        unsafe { crate::f32_matmul::zero_unselected(dst, m, n, selected) };
+        // SAFETY: the tasks cover every strip of the packed rows and every panel of columns,
+        // and each tile stored all of its rows and columns; the rows not selected are zeroed.
         unsafe { y.set_len(m * n) };
         y
     }
@@ -477,16 +493,16 @@ mod x86 {
     ///
     /// # Safety
     /// As [`fma_tile`].
-    pub unsafe fn tile_dispatch(rows: usize, xs: &[f32], wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
+    pub unsafe fn tile_dispatch(rows: usize, xs: &[f32], wp: &[u16], kp: usize, y: [*mut f32; MR], cols: usize) {
         // SAFETY: the caller's contract is the tiles', for these `R`.
         unsafe {
             match rows {
-                6 => fma_tile::<6>(xs, wp, kp, y, ldy, cols),
-                5 => fma_tile::<5>(xs, wp, kp, y, ldy, cols),
-                4 => fma_tile::<4>(xs, wp, kp, y, ldy, cols),
-                3 => fma_tile::<3>(xs, wp, kp, y, ldy, cols),
-                2 => fma_tile::<2>(xs, wp, kp, y, ldy, cols),
-                1 => fma_tile::<1>(xs, wp, kp, y, ldy, cols),
+                6 => fma_tile::<6>(xs, wp, kp, y, cols),
+                5 => fma_tile::<5>(xs, wp, kp, y, cols),
+                4 => fma_tile::<4>(xs, wp, kp, y, cols),
+                3 => fma_tile::<3>(xs, wp, kp, y, cols),
+                2 => fma_tile::<2>(xs, wp, kp, y, cols),
+                1 => fma_tile::<1>(xs, wp, kp, y, cols),
                 _ => unreachable!("a strip has 1 to {MR} rows"),
             }
         }
@@ -500,11 +516,11 @@ mod x86 {
     ///
     /// # Safety
     /// The CPU must have AVX-512F and AVX512-BF16; `xs` is one strip of [`super::PackedActivations`]
-    /// for `kp` pairs, `wp` one panel of a [`super::PackedWeight`] for `kp` pairs, and `y`
-    /// points at row 0, column 0 of an output block with row stride `ldy` that may be written
-    /// for `R` rows and `cols` (at most [`NR`]) columns.
+    /// for `kp` pairs, `wp` one panel of a [`super::PackedWeight`] for `kp` pairs, and `y[r]`
+    /// for each of the first `R` rows points at that row's first column of an output block
+    /// that may be written for `cols` (at most [`NR`]) columns.
     #[target_feature(enable = "avx512f,avx512bf16")]
-    unsafe fn fma_tile<const R: usize>(xs: &[f32], wp: &[u16], kp: usize, y: *mut f32, ldy: usize, cols: usize) {
+    unsafe fn fma_tile<const R: usize>(xs: &[f32], wp: &[u16], kp: usize, y: [*mut f32; MR], cols: usize) {
         debug_assert!(xs.len() >= kp * MR * 2 && wp.len() >= kp * NR * 2 && cols <= NR);
         let mut acc = [[_mm512_setzero_ps(); NV]; R];
         let (xs, wp) = (xs.as_ptr(), wp.as_ptr());
@@ -534,17 +550,17 @@ mod x86 {
                 }
             }
         }
-        // SAFETY: the caller's contract on `y`, `ldy` and `cols`.
-        unsafe { store::<R>(&acc, y, ldy, cols) };
+        // SAFETY: the caller's contract on `y` and `cols`.
+        unsafe { store::<R>(&acc, y, cols) };
     }
 
     /// The accumulators of a tile to `y`, as rows.
     ///
     /// # Safety
-    /// `y` points at row 0, column 0 of a block with row stride `ldy` that may be written for
-    /// `R` rows and `cols` (at most [`NR`]) columns.
+    /// `y[r]` for each of the first `R` rows points at that row's first column of a block
+    /// that may be written for `cols` (at most [`NR`]) columns.
     #[inline(always)]
-    unsafe fn store<const R: usize>(acc: &[[__m512; NV]; R], y: *mut f32, ldy: usize, cols: usize) {
+    unsafe fn store<const R: usize>(acc: &[[__m512; NV]; R], y: [*mut f32; MR], cols: usize) {
         for (r, row) in acc.iter().enumerate() {
             for (v, a) in row.iter().enumerate() {
                 let c0 = v * 16;
@@ -552,9 +568,9 @@ mod x86 {
                 // mask keeps) are inside the block the caller lets this tile write.
                 unsafe {
                     if c0 + 16 <= cols {
-                        _mm512_storeu_ps(y.add(r * ldy + c0), *a);
+                        _mm512_storeu_ps(y[r].add(c0), *a);
                     } else if c0 < cols {
-                        _mm512_mask_storeu_ps(y.add(r * ldy + c0), (1u16 << (cols - c0)) - 1, *a);
+                        _mm512_mask_storeu_ps(y[r].add(c0), (1u16 << (cols - c0)) - 1, *a);
                     }
                 }
             }
@@ -684,10 +700,28 @@ mod tests {
         let packed = PackedWeight::pack(&w, n, k).expect("available");
         for compute in [Bf16Compute::Native, Bf16Compute::Exact] {
             let batched = packed.matmul_t(&x, m, compute);
+            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for r in 0..m {
                 let alone = packed.matmul_t(&x[r * k..(r + 1) * k], 1, compute);
-                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(&alone), bits(&batched[r * n..(r + 1) * n]), "row {r} {compute:?}");
+            }
+            // Selected rows (widened panels for 30 of them, the register tile for 3): those
+            // rows' bits, zeros elsewhere.
+            let many: Vec<usize> = (0..m).filter(|r| r % 4 != 1).collect();
+            for selected in [many, vec![2, 17, 39]] {
+                let some = packed.matmul_t_rows(&x, m, compute, Some(&selected));
+                for r in 0..m {
+                    let expected = if selected.contains(&r) {
+                        bits(&batched[r * n..(r + 1) * n])
+                    } else {
+                        vec![0; n]
+                    };
+                    assert_eq!(
+                        bits(&some[r * n..(r + 1) * n]),
+                        expected,
+                        "selected row {r} {compute:?}"
+                    );
+                }
             }
         }
     }

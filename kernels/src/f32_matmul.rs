@@ -11,12 +11,7 @@
 
 use crate::bf16::{pack_activations, Bf16Compute, STRIPS_PER_BLOCK};
 use crate::parallel::SendPtr;
-use crate::tile::{Finish, Tile, MR, PANEL, PARKED};
-
-/// k-steps of a weight panel run over every strip of a block at a time: 32 KiB of panel, so it
-/// stays in L1 (48 KiB on the AVX-512 CPUs measured) while the strips pass over it. gemm's
-/// depth blocks (384 to 512 steps, 96 to 128 KiB of panel) would be read from L2 per strip.
-const PIECE: usize = 128;
+use crate::tile::{MR, PANEL};
 
 /// Output columns per block are a multiple of this (the kernel's register tile width).
 const ALIGN: usize = 16;
@@ -117,6 +112,31 @@ fn in_column_blocks(m: usize, cols: usize, block: impl Fn(*mut f32, usize, usize
     out
 }
 
+/// Panics unless `selected` (if any) is strictly ascending rows below `m`.
+pub(crate) fn check_selection(selected: Option<&[usize]>, m: usize) {
+    if let Some(rows) = selected {
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < m),
+            "packed matmul: the selected rows are not ascending rows of the {m}"
+        );
+    }
+}
+
+/// Zeroes the rows of `y` `[m, n]` that `selected` leaves out (the tiles wrote the others).
+///
+/// # Safety
+/// `y` must point at room for `m * n` floats that may be written.
+pub(crate) unsafe fn zero_unselected(y: SendPtr, m: usize, n: usize, selected: Option<&[usize]>) {
+    let Some(rows) = selected else { return };
+    let mut next = rows.iter().peekable();
+    for row in 0..m {
+        if next.next_if_eq(&&row).is_none() {
+            // SAFETY: `y` has room for `m * n` floats (the caller's contract), and `row < m`.
+            unsafe { std::ptr::write_bytes(y.get().add(row * n), 0, n) };
+        }
+    }
+}
+
 /// Whether the packed f32 product runs here (AVX-512F; checked once per process).
 pub fn packed_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -214,12 +234,7 @@ impl PackedF32Weight {
     pub fn matmul_t_rows(&self, x: &[f32], m: usize, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "packed f32 matmul: activations are not [{m}, {k}]");
-        if let Some(rows) = selected {
-            assert!(
-                rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < m),
-                "packed f32 matmul: the selected rows are not ascending rows of the {m}"
-            );
-        }
+        check_selection(selected, m);
         let packed_rows = selected.map_or(m, <[usize]>::len);
         let mut y = Vec::<f32>::with_capacity(m * n);
         if packed_rows == 0 {
@@ -235,72 +250,39 @@ impl PackedF32Weight {
         let panels_per_task = (panels * blocks / 16).clamp(1, 4);
         let groups = panels.div_ceil(panels_per_task);
         let dst = SendPtr(y.as_mut_ptr());
-        let out_row = |packed: usize| selected.map_or(packed, |rows| rows.get(packed).copied().unwrap_or(m));
+        let out_row = |packed: usize| selected.map_or(packed, |rows| rows[packed]);
         crate::parallel::in_parallel(blocks * groups, |task| {
             let (block, group) = (task / groups, task % groups);
             let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
-            let mut parked = vec![0f32; if depth > PIECE { strip_range.len() * PARKED } else { 0 }];
+            let mut parked = Vec::new();
             for panel in group * panels_per_task..((group + 1) * panels_per_task).min(panels) {
                 let wp = &self.data[panel * k * PANEL..(panel + 1) * k * PANEL];
                 let cols = (n - panel * PANEL).min(PANEL);
-                for k0 in (0..k).step_by(depth) {
-                    let kc = depth.min(k - k0);
-                    // Pieces of the depth block outermost: a piece of the panel stays in L1
-                    // while every strip of rows passes over it, each strip's sums parked
-                    // between pieces.
-                    for p0 in (k0..k0 + kc).step_by(PIECE) {
-                        let piece = PIECE.min(k0 + kc - p0);
-                        let ws = &wp[p0 * PANEL..(p0 + piece) * PANEL];
-                        for (i, strip) in strip_range.clone().enumerate() {
-                            let rows = (packed_rows - strip * MR).min(MR);
-                            let xs = &xp.strip(strip, kp)[p0 * MR..(p0 + piece) * MR];
-                            // Rows past the strip's `rows` point past `y` and are never written.
-                            let ys = std::array::from_fn(|r| {
-                                dst.get().wrapping_add(out_row(strip * MR + r) * n + panel * PANEL)
-                            });
-                            let finish = if k0 == 0 { Finish::Store(ys) } else { Finish::Add(ys) };
-                            let out = if piece == kc {
-                                match finish {
-                                    Finish::Store(ys) => Tile::Store(ys),
-                                    Finish::Add(ys) => Tile::Add(ys),
-                                }
-                            } else {
-                                let park = parked[i * PARKED..(i + 1) * PARKED].as_mut_ptr();
-                                Tile::Piece {
-                                    from: (p0 > k0).then_some(park.cast_const()),
-                                    park,
-                                    then: (p0 + piece == k0 + kc).then_some(finish),
-                                }
-                            };
-                            #[cfg(target_arch = "x86_64")]
-                            // SAFETY: `packed_available()` held when this weight was packed; `xs`
-                            // is `piece` k-steps of one strip and `ws` the same of one panel; the
-                            // tile writes the strip's `rows` output rows (distinct rows of `y`
-                            // `[m, n]`), columns `panel * PANEL..+cols`, which no other task
-                            // writes (a later depth block of this task adds to what an earlier
-                            // one stored), and `y` outlives the pool call; the strip's parked
-                            // block is its own, written by this strip's previous piece.
-                            unsafe {
-                                crate::tile::x86::tile_dispatch(rows, xs, ws, piece, out, cols)
-                            };
-                            #[cfg(not(target_arch = "x86_64"))]
-                            unreachable!(
-                                "nothing is packed off x86_64 ({rows} rows, {cols} columns, {ws:?} {xs:?} {ys:?})"
-                            );
-                        }
-                    }
-                }
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: `packed_available()` held when this weight was packed; each strip of
+                // `xp` is `k` steps and `wp` one panel of `k` steps; a strip's rows go to
+                // distinct rows of `y` `[m, n]` (the selected ones ascending), columns
+                // `panel * PANEL..+cols`, which no other task writes, and `y` outlives the
+                // pool call.
+                unsafe {
+                    crate::tile::panel_in_pieces(
+                        strip_range.clone(),
+                        |s| xp.strip(s, kp),
+                        |s| (packed_rows - s * MR).min(MR),
+                        wp,
+                        k,
+                        depth,
+                        cols,
+                        |s, r| dst.get().add(out_row(s * MR + r) * n + panel * PANEL),
+                        &mut parked,
+                    )
+                };
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("nothing is packed off x86_64 ({cols} columns, {wp:?}, {parked:?}, {depth})");
             }
         });
-        if let Some(rows) = selected {
-            let mut next = rows.iter().peekable();
-            for row in 0..m {
-                if next.next_if_eq(&&row).is_none() {
-                    // SAFETY: row `row < m` of `y` (capacity `m * n`), which no tile wrote.
-                    unsafe { std::ptr::write_bytes(dst.get().add(row * n), 0, n) };
-                }
-            }
-        }
+        // SAFETY: `y` has capacity `m * n`.
+        unsafe { zero_unselected(dst, m, n, selected) };
         // SAFETY: the tasks cover every strip of the packed rows and every panel of columns,
         // and each tile stored all of its rows and columns at the first depth block; the rows
         // not selected were zeroed above.

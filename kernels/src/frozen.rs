@@ -45,6 +45,9 @@ impl candle_core::CustomOp2 for Bf16Matmul {
 pub struct PackedBf16Matmul<'a> {
     pub weight: &'a PackedWeight,
     pub compute: Bf16Compute,
+    /// Only these rows of `x` (ascending), the others' outputs zero
+    /// ([`PackedWeight::matmul_t_rows`]); `None`: every row.
+    pub rows: Option<&'a [usize]>,
 }
 
 impl candle_core::CustomOp1 for PackedBf16Matmul<'_> {
@@ -57,10 +60,22 @@ impl candle_core::CustomOp1 for PackedBf16Matmul<'_> {
         x: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        check_rows("bf16 matmul", self.rows, layout)?;
         packed_product("bf16 matmul", x, layout, self.weight.dims(), |x, m| {
-            self.weight.matmul_t(x, m, self.compute)
+            self.weight.matmul_t_rows(x, m, self.compute, self.rows)
         })
     }
+}
+
+/// An error unless `rows` (if any) are strictly ascending rows of the activations `layout`.
+fn check_rows(op: &str, rows: Option<&[usize]>, layout: &candle_core::Layout) -> candle_core::Result<()> {
+    if let Some(rows) = rows {
+        let m = layout.shape().dims().first().copied().unwrap_or(0);
+        if !rows.windows(2).all(|w| w[0] < w[1]) || rows.last().is_some_and(|&r| r >= m) {
+            candle_core::bail!("{op}: the selected rows are not ascending rows of the {m}");
+        }
+    }
+    Ok(())
 }
 
 /// `x` `[m, k]` (contiguous f32 activations) times the transpose of a packed weight of
@@ -119,12 +134,7 @@ impl candle_core::CustomOp1 for PackedF32Matmul<'_> {
         x: &candle_core::CpuStorage,
         layout: &candle_core::Layout,
     ) -> candle_core::Result<(candle_core::CpuStorage, candle_core::Shape)> {
-        if let Some(rows) = self.rows {
-            let m = layout.shape().dims().first().copied().unwrap_or(0);
-            if !rows.windows(2).all(|w| w[0] < w[1]) || rows.last().is_some_and(|&r| r >= m) {
-                candle_core::bail!("packed f32 matmul: the selected rows are not ascending rows of the {m}");
-            }
-        }
+        check_rows("packed f32 matmul", self.rows, layout)?;
         packed_product("packed f32 matmul", x, layout, self.weight.dims(), |x, m| {
             self.weight.matmul_t_rows(x, m, self.rows)
         })

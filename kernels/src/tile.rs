@@ -40,10 +40,68 @@ pub(crate) enum Finish {
     Add([*mut f32; MR]),
 }
 
-/// The row pointers of a strip whose rows lie `ld` floats apart from `first` (rows past the
-/// strip's end are never written: the tile takes its row count).
-pub(crate) fn strided_rows(first: *mut f32, ld: usize) -> [*mut f32; MR] {
-    std::array::from_fn(|r| first.wrapping_add(r * ld))
+/// k-steps of a weight panel run over every strip of a block at a time: 32 KiB of panel, so it
+/// stays in L1 (48 KiB on the AVX-512 CPUs measured) while the strips pass over it. gemm's
+/// depth blocks (384 to 512 steps, 96 to 128 KiB of panel) would be read from L2 per strip.
+const PIECE: usize = 128;
+
+/// The strips `strips` of packed activations (`strip(s)`: strip `s`, `k` steps of [`MR`]
+/// rows, `rows(s)` of them real) times one f32 panel `ws` (`k` steps of [`PANEL`] columns,
+/// the first `cols` real), summed in depth blocks of `depth` steps, each from zero and added
+/// to the blocks before it (gemm's order, for `depth` = gemm's depth block). A depth block
+/// runs in pieces of [`PIECE`] steps, outermost, every strip's sums parked in `parked`
+/// between pieces. `out(s, r)` is where row `r` of strip `s` goes: its first column.
+///
+/// # Safety
+/// The CPU must have AVX-512F; each `strip(s)` holds `k * MR` floats and `ws` `k * PANEL`;
+/// `out(s, r)` for `r < rows(s)` points at `cols` floats that this call alone writes (and
+/// reads back to add), distinct for each strip and row.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn panel_in_pieces<'a>(
+    strips: std::ops::Range<usize>,
+    strip: impl Fn(usize) -> &'a [f32],
+    rows: impl Fn(usize) -> usize,
+    ws: &[f32],
+    k: usize,
+    depth: usize,
+    cols: usize,
+    out: impl Fn(usize, usize) -> *mut f32,
+    parked: &mut Vec<f32>,
+) {
+    if depth > PIECE {
+        parked.resize(strips.len() * PARKED, 0.0);
+    }
+    for k0 in (0..k).step_by(depth.max(1)) {
+        let kc = depth.min(k - k0);
+        for p0 in (k0..k0 + kc).step_by(PIECE) {
+            let piece = PIECE.min(k0 + kc - p0);
+            let wpiece = &ws[p0 * PANEL..(p0 + piece) * PANEL];
+            for (i, s) in strips.clone().enumerate() {
+                let xs = &strip(s)[p0 * MR..(p0 + piece) * MR];
+                // Rows past the strip's real ones are never written.
+                let ys = std::array::from_fn(|r| if r < rows(s) { out(s, r) } else { std::ptr::null_mut() });
+                let finish = if k0 == 0 { Finish::Store(ys) } else { Finish::Add(ys) };
+                let tile = if piece == kc {
+                    match finish {
+                        Finish::Store(ys) => Tile::Store(ys),
+                        Finish::Add(ys) => Tile::Add(ys),
+                    }
+                } else {
+                    let park = parked[i * PARKED..(i + 1) * PARKED].as_mut_ptr();
+                    Tile::Piece {
+                        from: (p0 > k0).then_some(park.cast_const()),
+                        park,
+                        then: (p0 + piece == k0 + kc).then_some(finish),
+                    }
+                };
+                // SAFETY: the caller's contract: `xs` is `piece` steps of strip `s` and
+                // `wpiece` the same of the panel; the strip's rows go where `out` says; the
+                // strip's parked block is its own, written by its previous piece.
+                unsafe { x86::tile_dispatch(rows(s), xs, wpiece, piece, tile, cols) };
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]

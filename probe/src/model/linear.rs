@@ -190,8 +190,9 @@ impl Linear {
     }
 
     /// [`Linear::forward`] where only the flat rows `selected` of `x` (ascending) are read: a
-    /// packed f32 weight multiplies those alone and leaves the other rows' outputs unspecified
-    /// (zero, or the bias); any other weight computes every row.
+    /// packed weight (f32, or bf16 for the AVX512-BF16 kernel) multiplies those alone and
+    /// leaves the other rows' outputs unspecified (zero, or the bias); any other weight
+    /// computes every row.
     pub fn forward_rows(&self, x: &Tensor, autograd: Autograd, selected: Option<&[usize]>) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let in_dim = *dims.last().expect("linear input has a feature dimension");
@@ -254,6 +255,7 @@ impl Linear {
                 x2.contiguous()?.apply_op1_no_bwd(&PackedBf16Matmul {
                     weight: packed,
                     compute: self.bf16_compute,
+                    rows,
                 })?
             }
             Weight::PackedF32(packed) if x2.dtype() == DType::F32 && !x2.track_op() && x2.device().is_cpu() => x2

@@ -176,8 +176,8 @@ pub struct Positions {
     /// `[batch, cached + seq]` f32, 1 = attend, 0 = padding. `None`: every key is real.
     pub key_mask: Option<Tensor>,
     /// Per row, how many of the new tokens are real, the rest of the row being right padding
-    /// that no one reads: inference then multiplies the real rows alone (the packed f32
-    /// product), and the padding's activations come out unspecified. `None`: all are read.
+    /// that no one reads: inference then multiplies the real rows alone (the packed f32 and
+    /// bf16 products), and the padding's activations come out unspecified. `None`: all are read.
     pub real_lens: Option<Vec<usize>>,
 }
 
@@ -621,7 +621,7 @@ mod tests {
         Model::load(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap()
     }
 
-    /// Right padding that no one reads is skipped by the packed f32 product, and the real
+    /// Right padding that no one reads is skipped by the packed products, and the real
     /// tokens keep their bits: the weights here are plain tensors, packed at load.
     #[test]
     fn skipping_right_padding_keeps_the_real_tokens_bits() {
