@@ -210,9 +210,7 @@ impl PackedWeight {
                 let wp = &self.data[panel * kp * NR * 2..(panel + 1) * kp * NR * 2];
                 let cols = (n - panel * NR).min(NR);
                 // Row `r` of strip `s`, at the panel's first column.
-                // SAFETY (of the `add`): packed row `s * MR + r` exists, so its output row is
-                // below `m`, and the panel's columns are below `n`.
-                let out = |s: usize, r: usize| unsafe { dst.get().add(out_row(s * MR + r) * n + panel * NR) };
+                let out = |s: usize, r: usize| dst.get().wrapping_add(out_row(s * MR + r) * n + panel * NR);
                 if widen {
                     #[cfg(target_arch = "x86_64")]
                     // SAFETY: `available()` held when this weight was packed; `wp` is one panel

@@ -273,7 +273,7 @@ impl PackedF32Weight {
                         k,
                         depth,
                         cols,
-                        |s, r| dst.get().add(out_row(s * MR + r) * n + panel * PANEL),
+                        |s, r| dst.get().wrapping_add(out_row(s * MR + r) * n + panel * PANEL),
                         &mut parked,
                     )
                 };
