@@ -37,18 +37,27 @@ fn f32s_of(t: &Tensor, op: &str) -> Result<Vec<f32>> {
 
 /// `rows x width` floats, each row written by `fill(row, out_row)`, blocks of rows spread
 /// over the kernels' thread pool.
-fn by_rows(rows: usize, width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
-    let mut out = vec![0f32; rows * width];
+pub(crate) fn by_rows(rows: usize, width: usize, fill: impl Fn(usize, &mut [f32]) + Sync) -> Vec<f32> {
+    // Each row is zeroed by the thread that fills it, just before: not all of them first, on
+    // the calling thread.
+    let mut out = Vec::<f32>::with_capacity(rows * width);
     let threads = crate::parallel::threads();
     let per = rows.div_ceil(threads * 4).max(1);
     let base = crate::parallel::SendPtr(out.as_mut_ptr());
     crate::parallel::in_parallel(rows.div_ceil(per), |block| {
         for row in block * per..((block + 1) * per).min(rows) {
-            // SAFETY: each row is written by exactly one block; `out` outlives the pool call.
-            let dst = unsafe { std::slice::from_raw_parts_mut(base.get().add(row * width), width) };
+            // SAFETY: each row is zeroed and then written by exactly one block, inside the
+            // capacity of `out`, which outlives the pool call.
+            let dst = unsafe {
+                let at = base.get().add(row * width);
+                std::ptr::write_bytes(at, 0, width);
+                std::slice::from_raw_parts_mut(at, width)
+            };
             fill(row, dst);
         }
     });
+    // SAFETY: every row of the `rows * width` was zeroed (and then filled) above.
+    unsafe { out.set_len(rows * width) };
     out
 }
 

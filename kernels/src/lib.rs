@@ -27,4 +27,5 @@ pub mod frozen;
 pub mod fused;
 pub mod lat;
 pub mod parallel;
+pub mod pooled;
 mod tile;

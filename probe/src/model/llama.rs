@@ -261,9 +261,14 @@ impl Attention {
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let split = |t: Tensor, heads: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, s, heads, hd))?.transpose(1, 2)?.contiguous()?)
+        // `[b, s, heads * hd]` <-> `[b, heads, s, hd]`: inference moves them on the kernels' pool.
+        let swap = |t: Tensor| -> Result<Tensor> {
+            Ok(match autograd {
+                Autograd::Off => kernels::pooled::swap_middle_axes(&t)?,
+                Autograd::Composed | Autograd::Fused => t.transpose(1, 2)?.contiguous()?,
+            })
         };
+        let split = |t: Tensor, heads: usize| -> Result<Tensor> { swap(t.reshape((b, s, heads, hd))?) };
         let q = split(self.q_proj.forward_rows(x, autograd, rows)?, h)?;
         let k = split(self.k_proj.forward_rows(x, autograd, rows)?, kvh)?;
         let v = split(self.v_proj.forward_rows(x, autograd, rows)?, kvh)?;
@@ -305,7 +310,7 @@ impl Attention {
             kernels::fused::masked_softmax(&raw.reshape((b, h, s, t))?, scale, mask)?
         };
         let out = matmul(&probs.reshape((b, kvh, group * s, t))?, &v)?;
-        let out = out.reshape((b, h, s, hd))?.transpose(1, 2)?.reshape((b, s, h * hd))?;
+        let out = swap(out.reshape((b, h, s, hd))?)?.reshape((b, s, h * hd))?;
         self.o_proj.forward_rows(&out, autograd, rows)
     }
 }
@@ -540,16 +545,28 @@ impl Model {
                     .self_attn
                     .forward(&normed, &cos_sin, mask.as_ref(), slot, self.autograd, rows.as_deref())?;
             let attn = run_hook(hooks, HookPoint::block(i, Site::AttnOut), attn)?;
-            x = run_hook(hooks, HookPoint::block(i, Site::ResidMid), (x + attn)?)?;
+            x = run_hook(hooks, HookPoint::block(i, Site::ResidMid), self.add(&x, &attn)?)?;
             let mlp = block.mlp.forward(
                 &block.post_attention_layernorm.forward(&x, self.autograd)?,
                 self.autograd,
                 rows.as_deref(),
             )?;
             let mlp = run_hook(hooks, HookPoint::block(i, Site::MlpOut), mlp)?;
-            x = run_hook(hooks, HookPoint::block(i, Site::ResidPost), (x + mlp)?)?;
+            x = run_hook(hooks, HookPoint::block(i, Site::ResidPost), self.add(&x, &mlp)?)?;
         }
         run_hook(hooks, HookPoint::FinalNorm, self.norm.forward(&x, self.autograd)?)
+    }
+
+    /// A residual add: on the kernels' pool for inference on the CPU (the same f32 adds).
+    fn add(&self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let pooled = self.autograd == Autograd::Off
+            && x.device().is_cpu()
+            && x.dtype() == DType::F32
+            && y.dtype() == DType::F32
+            && x.dims() == y.dims()
+            && !x.track_op()
+            && !y.track_op();
+        Ok(if pooled { kernels::pooled::add(x, y)? } else { (x + y)? })
     }
 
     /// One forward pass keeping the activations at `points` (TransformerLens'
