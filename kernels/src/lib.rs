@@ -3,9 +3,12 @@
 //! The f32 matmuls on one thread pool, `gemm` per block of columns and a weight packed at
 //! load ([`f32_matmul`]), the bf16 matmul on AVX512-BF16 (and AMX tiles behind the `amx`
 //! feature) ([`bf16`]), the frozen-weight products and the fused ops (training, and the
-//! inference forward) as candle custom ops ([`frozen`], [`fused`]), and the f64 loops LAT's
-//! fit spends its time in ([`lat`]). Every `unsafe` in the project's compute lives here, each
-//! block with a `SAFETY:` comment and each `unsafe fn` with a `# Safety` section.
+//! inference forward) as candle custom ops ([`frozen`], [`fused`]), the rest of the inference
+//! forward's steps on the same pool with candle's values (attention's per-head products,
+//! [`batched`]; residual adds and head transposes, [`pooled`]; `expf` sixteen lanes at a time,
+//! [`exp`]), and the f64 loops LAT's fit spends its time in ([`lat`]). Every `unsafe` in the
+//! project's compute lives here, each block with a `SAFETY:` comment and each `unsafe fn`
+//! with a `# Safety` section.
 //!
 //! It knows nothing of models, hook points or files: it multiplies slices and tensors. It
 //! sets no process-wide state; a host that wants AMX asks for the tiles once
