@@ -337,9 +337,18 @@ pub(crate) fn pack_activations(
             }
             // k-major: each k-step's MR values side by side, written in order.
             let (body, pad) = strip.split_at_mut(k * MR);
-            for (i, step) in body.chunks_exact_mut(MR).enumerate() {
-                for (v, row) in step.iter_mut().zip(&rows) {
-                    v.write(row[i]);
+            let [r0, r1, r2, r3, r4, r5] = rows;
+            let steps = body
+                .chunks_exact_mut(MR)
+                .zip(r0)
+                .zip(r1)
+                .zip(r2)
+                .zip(r3)
+                .zip(r4)
+                .zip(r5);
+            for ((((((step, &v0), &v1), &v2), &v3), &v4), &v5) in steps {
+                for (slot, v) in step.iter_mut().zip([v0, v1, v2, v3, v4, v5]) {
+                    slot.write(v);
                 }
             }
             pad.iter_mut().for_each(|v| {

@@ -72,15 +72,24 @@ pub(crate) unsafe fn panel_in_pieces<'a>(
     if depth > PIECE {
         parked.resize(strips.len() * PARKED, 0.0);
     }
+    // Each strip's row pointers, once (rows past the strip's real ones are never written).
+    let targets: Vec<(usize, [*mut f32; MR])> = strips
+        .clone()
+        .map(|s| {
+            let rows = rows(s);
+            (
+                rows,
+                std::array::from_fn(|r| if r < rows { out(s, r) } else { std::ptr::null_mut() }),
+            )
+        })
+        .collect();
     for k0 in (0..k).step_by(depth.max(1)) {
         let kc = depth.min(k - k0);
         for p0 in (k0..k0 + kc).step_by(PIECE) {
             let piece = PIECE.min(k0 + kc - p0);
             let wpiece = &ws[p0 * PANEL..(p0 + piece) * PANEL];
-            for (i, s) in strips.clone().enumerate() {
+            for (i, (s, &(rows, ys))) in strips.clone().zip(&targets).enumerate() {
                 let xs = &strip(s)[p0 * MR..(p0 + piece) * MR];
-                // Rows past the strip's real ones are never written.
-                let ys = std::array::from_fn(|r| if r < rows(s) { out(s, r) } else { std::ptr::null_mut() });
                 let finish = if k0 == 0 { Finish::Store(ys) } else { Finish::Add(ys) };
                 let tile = if piece == kc {
                     match finish {
@@ -98,7 +107,7 @@ pub(crate) unsafe fn panel_in_pieces<'a>(
                 // SAFETY: the caller's contract: `xs` is `piece` steps of strip `s` and
                 // `wpiece` the same of the panel; the strip's rows go where `out` says; the
                 // strip's parked block is its own, written by its previous piece.
-                unsafe { x86::tile_dispatch(rows(s), xs, wpiece, piece, tile, cols) };
+                unsafe { x86::tile_dispatch(rows, xs, wpiece, piece, tile, cols) };
             }
         }
     }
