@@ -181,7 +181,7 @@ impl PackedWeight {
     pub fn matmul_t_rows(&self, x: &[f32], m: usize, compute: Bf16Compute, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "bf16 matmul: activations are not [{m}, {k}]");
-        crate::f32_matmul::check_selection(selected, m);
+        crate::tile::check_selection(selected, m);
         let packed_rows = selected.map_or(m, <[usize]>::len);
         let mut y = Vec::<f32>::with_capacity(m * n);
         if packed_rows == 0 {
@@ -256,7 +256,7 @@ impl PackedWeight {
             }
         });
         // SAFETY: `y` has capacity `m * n`.
-        unsafe { crate::f32_matmul::zero_unselected(dst, m, n, selected) };
+        unsafe { crate::tile::zero_unselected(dst, m, n, selected) };
         // SAFETY: the tasks cover every strip of the packed rows and every panel of columns,
         // and each tile stored all of its rows and columns; the rows not selected are zeroed.
         unsafe { y.set_len(m * n) };

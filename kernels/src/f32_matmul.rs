@@ -112,31 +112,6 @@ fn in_column_blocks(m: usize, cols: usize, block: impl Fn(*mut f32, usize, usize
     out
 }
 
-/// Panics unless `selected` (if any) is strictly ascending rows below `m`.
-pub(crate) fn check_selection(selected: Option<&[usize]>, m: usize) {
-    if let Some(rows) = selected {
-        assert!(
-            rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < m),
-            "packed matmul: the selected rows are not ascending rows of the {m}"
-        );
-    }
-}
-
-/// Zeroes the rows of `y` `[m, n]` that `selected` leaves out (the tiles wrote the others).
-///
-/// # Safety
-/// `y` must point at room for `m * n` floats that may be written.
-pub(crate) unsafe fn zero_unselected(y: SendPtr, m: usize, n: usize, selected: Option<&[usize]>) {
-    let Some(rows) = selected else { return };
-    let mut next = rows.iter().peekable();
-    for row in 0..m {
-        if next.next_if_eq(&&row).is_none() {
-            // SAFETY: `y` has room for `m * n` floats (the caller's contract), and `row < m`.
-            unsafe { std::ptr::write_bytes(y.get().add(row * n), 0, n) };
-        }
-    }
-}
-
 /// Whether the packed f32 product runs here (AVX-512F; checked once per process).
 pub fn packed_available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -234,7 +209,7 @@ impl PackedF32Weight {
     pub fn matmul_t_rows(&self, x: &[f32], m: usize, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "packed f32 matmul: activations are not [{m}, {k}]");
-        check_selection(selected, m);
+        crate::tile::check_selection(selected, m);
         let packed_rows = selected.map_or(m, <[usize]>::len);
         let mut y = Vec::<f32>::with_capacity(m * n);
         if packed_rows == 0 {
@@ -282,7 +257,7 @@ impl PackedF32Weight {
             }
         });
         // SAFETY: `y` has capacity `m * n`.
-        unsafe { zero_unselected(dst, m, n, selected) };
+        unsafe { crate::tile::zero_unselected(dst, m, n, selected) };
         // SAFETY: the tasks cover every strip of the packed rows and every panel of columns,
         // and each tile stored all of its rows and columns at the first depth block; the rows
         // not selected were zeroed above.

@@ -113,6 +113,31 @@ pub(crate) unsafe fn panel_in_pieces<'a>(
     }
 }
 
+/// Panics unless `selected` (if any) is strictly ascending rows below `m`.
+pub(crate) fn check_selection(selected: Option<&[usize]>, m: usize) {
+    if let Some(rows) = selected {
+        assert!(
+            rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < m),
+            "packed matmul: the selected rows are not ascending rows of the {m}"
+        );
+    }
+}
+
+/// Zeroes the rows of `y` `[m, n]` that `selected` leaves out (the tiles wrote the others).
+///
+/// # Safety
+/// `y` must point at room for `m * n` floats that may be written.
+pub(crate) unsafe fn zero_unselected(y: crate::parallel::SendPtr, m: usize, n: usize, selected: Option<&[usize]>) {
+    let Some(rows) = selected else { return };
+    let mut next = rows.iter().peekable();
+    for row in 0..m {
+        if next.next_if_eq(&&row).is_none() {
+            // SAFETY: `y` has room for `m * n` floats (the caller's contract), and `row < m`.
+            unsafe { std::ptr::write_bytes(y.get().add(row * n), 0, n) };
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86 {
     use super::{Finish, Tile, MR, PANEL};
