@@ -263,9 +263,10 @@ impl Attention {
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
         // `[b, s, heads * hd]` <-> `[b, heads, s, hd]`: inference moves them on the kernels' pool.
         let swap = |t: Tensor| -> Result<Tensor> {
-            Ok(match autograd {
-                Autograd::Off => kernels::pooled::swap_middle_axes(&t)?,
-                Autograd::Composed | Autograd::Fused => t.transpose(1, 2)?.contiguous()?,
+            Ok(if autograd == Autograd::Off && t.device().is_cpu() {
+                kernels::pooled::swap_middle_axes(&t)?
+            } else {
+                t.transpose(1, 2)?.contiguous()?
             })
         };
         let split = |t: Tensor, heads: usize| -> Result<Tensor> { swap(t.reshape((b, s, heads, hd))?) };
