@@ -108,7 +108,11 @@ def test_ctrl_c_interrupts_a_long_call(tmp_path):
     import subprocess
     import sys
     import time
+    # Python keeps SIGINT ignored when it starts with it ignored (a job started with `&` by a
+    # non-interactive shell); a notebook's or a terminal's Ctrl-C is the default handler.
     script = (
+        "import signal\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "import alens\n"
         "m = alens.Model('mini-aligner')\n"
         "print('ready', flush=True)\n"
