@@ -70,26 +70,14 @@ impl CustomOp2 for BatchedMatmul {
                     // `m * n` floats of `out`, which outlives the pool call. The arguments are
                     // the ones candle's matmul passes for this entry.
                     unsafe {
-                        gemm::gemm(
+                        crate::f32_matmul::gemm_into(
+                            dst.get().add(entry * m * n),
+                            n,
                             m,
                             n,
                             k,
-                            dst.get().add(entry * m * n),
-                            1,
-                            n as isize,
-                            false,
-                            a[lhs..].as_ptr(),
-                            astr[rank - 1] as isize,
-                            astr[rank - 2] as isize,
-                            b[rhs..].as_ptr(),
-                            bstr[rank - 1] as isize,
-                            bstr[rank - 2] as isize,
-                            0.0,
-                            1.0,
-                            false,
-                            false,
-                            false,
-                            gemm::Parallelism::None,
+                            (a[lhs..].as_ptr(), astr[rank - 2], astr[rank - 1]),
+                            (b[rhs..].as_ptr(), bstr[rank - 2], bstr[rank - 1]),
                         )
                     }
                 }

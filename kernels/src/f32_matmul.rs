@@ -29,7 +29,15 @@ pub fn matmul_t(x: &[f32], m: usize, k: usize, w: &[f32], n: usize) -> Vec<f32> 
     // SAFETY: `dst` is `[m, n]` and this block writes its columns c0..c1; `x` is `[m, k]` and
     // rows c0..c1 of `w` `[n, k]` are its right-hand side, read down k and across by k.
     in_column_blocks(m, n, |dst, c0, c1| unsafe {
-        gemm_into(dst.add(c0), n, m, c1 - c0, k, x.as_ptr(), w.as_ptr().add(c0 * k), 1, k)
+        gemm_into(
+            dst.add(c0),
+            n,
+            m,
+            c1 - c0,
+            k,
+            (x.as_ptr(), k, 1),
+            (w.as_ptr().add(c0 * k), 1, k),
+        )
     })
 }
 
@@ -46,27 +54,34 @@ pub fn matmul(g: &[f32], m: usize, n: usize, w: &[f32], k: usize) -> Vec<f32> {
     // SAFETY: `dst` is `[m, k]` and this block writes its columns c0..c1; `g` is `[m, n]` and
     // columns c0..c1 of `w` `[n, k]` are its right-hand side.
     in_column_blocks(m, k, |dst, c0, c1| unsafe {
-        gemm_into(dst.add(c0), k, m, c1 - c0, n, g.as_ptr(), w.as_ptr().add(c0), k, 1)
+        gemm_into(
+            dst.add(c0),
+            k,
+            m,
+            c1 - c0,
+            n,
+            (g.as_ptr(), n, 1),
+            (w.as_ptr().add(c0), k, 1),
+        )
     })
 }
 
-/// `dst = lhs @ rhs`, single-threaded: `dst` is `m x cols` with row stride `dst_rs`, `lhs` is
-/// `m x inner` (rows contiguous), `rhs` is `inner x cols` with strides `rhs_rs` (down) and
-/// `rhs_cs` (across).
+/// `dst = lhs @ rhs`, single-threaded: `dst` is `m x cols` with row stride `dst_rs` (its
+/// rows' values contiguous), `lhs` is `m x inner` with strides `lhs_rs` (down) and `lhs_cs`
+/// (across), `rhs` is `inner x cols` with strides `rhs_rs` and `rhs_cs`. The call candle's
+/// matmul makes for each matrix of a batch.
 ///
 /// # Safety
 /// The pointers must address matrices of those shapes and strides.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into(
+pub(crate) unsafe fn gemm_into(
     dst: *mut f32,
     dst_rs: usize,
     m: usize,
     cols: usize,
     inner: usize,
-    lhs: *const f32,
-    rhs: *const f32,
-    rhs_rs: usize,
-    rhs_cs: usize,
+    (lhs, lhs_rs, lhs_cs): (*const f32, usize, usize),
+    (rhs, rhs_rs, rhs_cs): (*const f32, usize, usize),
 ) {
     // SAFETY: the caller's contract is gemm's: pointers that address these shapes and strides.
     unsafe {
@@ -79,8 +94,8 @@ unsafe fn gemm_into(
             dst_rs as isize,
             false,
             lhs,
-            1,
-            inner as isize,
+            lhs_cs as isize,
+            lhs_rs as isize,
             rhs,
             rhs_cs as isize,
             rhs_rs as isize,
