@@ -86,9 +86,8 @@ pub enum Bf16Compute {
 const NV: usize = 4;
 /// Output columns per weight panel.
 const NR: usize = 16 * NV;
-/// Strips per block of rows: a block's packed activations and one weight panel stay in L2
-/// together while the block's strips pass over the panel.
-pub(crate) const STRIPS_PER_BLOCK: usize = 16;
+// The packed products share `crate::tile`'s output driver, which splits columns in its panels.
+const _: () = assert!(NR == crate::tile::PANEL);
 /// From this many strips of rows on, a panel is widened to f32 once and the strips run the f32
 /// tile over it (`crate::tile`): the register tile's widening (one shift or mask per 16
 /// weights, on the ports the FMAs use) is then paid once per panel instead of once per strip.
@@ -181,86 +180,63 @@ impl PackedWeight {
     pub fn matmul_t_rows(&self, x: &[f32], m: usize, compute: Bf16Compute, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "bf16 matmul: activations are not [{m}, {k}]");
-        crate::tile::check_selection(selected, m);
         let packed_rows = selected.map_or(m, <[usize]>::len);
-        let mut y = Vec::<f32>::with_capacity(m * n);
-        if packed_rows == 0 {
-            y.resize(m * n, 0.0);
-            return y;
-        }
         let kp = k.div_ceil(2);
         let xp = pack_activations(x, packed_rows, k, compute, selected);
-        let strips = packed_rows.div_ceil(MR);
-        let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
-        let panels = n.div_ceil(NR);
-        // Enough tasks that the pool's threads finish together (a few per thread), few enough
-        // that each still covers whole panels for a whole block of rows.
-        let panels_per_task = (panels * blocks / 16).clamp(1, 4);
-        let groups = panels.div_ceil(panels_per_task);
-        let dst = crate::parallel::SendPtr(y.as_mut_ptr());
-        let out_row = |packed: usize| selected.map_or(packed, |rows| rows[packed]);
-        let rows_of = |strip: usize| (packed_rows - strip * MR).min(MR);
-        crate::parallel::in_parallel(blocks * groups, |task| {
-            let (block, group) = (task / groups, task % groups);
-            let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
-            let widen = strip_range.len() >= WIDEN_FROM_STRIPS;
-            let mut wide = if widen { vec![0f32; 2 * kp * NR] } else { Vec::new() };
-            let mut parked = Vec::new();
-            for panel in group * panels_per_task..((group + 1) * panels_per_task).min(panels) {
-                let wp = &self.data[panel * kp * NR * 2..(panel + 1) * kp * NR * 2];
-                let cols = (n - panel * NR).min(NR);
-                // Row `r` of strip `s`, at the panel's first column.
-                let out = |s: usize, r: usize| dst.get().wrapping_add(out_row(s * MR + r) * n + panel * NR);
-                if widen {
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `available()` held when this weight was packed; `wp` is one panel
-                    // for `kp` pairs and `wide` holds `2 * kp` rows of `NR`; then each strip is
-                    // `2 * kp` steps of `MR` rows, the widened panel the same steps of `NR`
-                    // f32 (summed in one depth block: the register tile's order, k
-                    // ascending), and the strips' rows go to distinct rows of `y` `[m, n]`,
-                    // columns `panel * NR..+cols`, which no other task writes.
-                    unsafe {
-                        x86::widen_panel(wp, kp, &mut wide);
-                        crate::tile::panel_in_pieces(
-                            strip_range.clone(),
-                            |s| xp.strip(s, kp),
-                            rows_of,
-                            &wide,
-                            2 * kp,
-                            2 * kp,
-                            cols,
-                            out,
-                            &mut parked,
-                        )
-                    };
-                    continue;
+        // SAFETY: each task runs a tile over every strip of its block and every panel of its
+        // group, which writes each strip's real rows through `out`, all the panel's columns up
+        // to `n` (`cols`), and nothing else.
+        unsafe {
+            crate::tile::packed_output(m, n, selected, |strips, panels, out| {
+                let widen = strips.len() >= WIDEN_FROM_STRIPS;
+                let mut wide = if widen { vec![0f32; 2 * kp * NR] } else { Vec::new() };
+                let mut parked = Vec::new();
+                for panel in panels {
+                    let wp = &self.data[panel * kp * NR * 2..(panel + 1) * kp * NR * 2];
+                    let cols = (n - panel * NR).min(NR);
+                    if widen {
+                        // `available()` held when this weight was packed; `wp` is one panel for
+                        // `kp` pairs and `wide` holds `2 * kp` rows of `NR`; then each strip is
+                        // `2 * kp` steps of `MR` rows, the widened panel the same steps of `NR`
+                        // f32 (summed in one depth block: the register tile's order, k
+                        // ascending), and `out` gives each strip's rows.
+                        #[cfg(target_arch = "x86_64")]
+                        {
+                            x86::widen_panel(wp, kp, &mut wide);
+                            crate::tile::panel_in_pieces(
+                                strips.clone(),
+                                |s| xp.strip(s, kp),
+                                |s| out.rows(s),
+                                &wide,
+                                2 * kp,
+                                2 * kp,
+                                cols,
+                                |s, r| out.at(s, r, panel),
+                                &mut parked,
+                            );
+                        }
+                        continue;
+                    }
+                    for strip in strips.clone() {
+                        let rows = out.rows(strip);
+                        let ys = std::array::from_fn(|r| {
+                            if r < rows {
+                                out.at(strip, r, panel)
+                            } else {
+                                std::ptr::null_mut()
+                            }
+                        });
+                        // `available()` held when this weight was packed; the strip is packed for
+                        // `kp` pairs, `wp` is one panel for `kp` pairs, and the tile writes the
+                        // strip's `rows` rows, columns up to `cols`.
+                        #[cfg(target_arch = "x86_64")]
+                        x86::tile_dispatch(rows, xp.strip(strip, kp), wp, kp, ys, cols);
+                        #[cfg(not(target_arch = "x86_64"))]
+                        unreachable!("nothing is packed off x86_64 ({rows} rows, {cols} columns, {wp:?} {ys:?} {wide:?} {parked:?})");
+                    }
                 }
-                for strip in strip_range.clone() {
-                    let rows = rows_of(strip);
-                    let xs = xp.strip(strip, kp);
-                    let ys = std::array::from_fn(|r| if r < rows { out(strip, r) } else { std::ptr::null_mut() });
-                    #[cfg(target_arch = "x86_64")]
-                    // SAFETY: `available()` held when this weight was packed; `xs` is one strip
-                    // packed for `kp` pairs, `wp` one panel for `kp` pairs; the tile writes the
-                    // strip's `rows` rows (distinct rows of `y` `[m, n]`), columns
-                    // `panel * NR..+cols`, which no other task writes, and `y` outlives the
-                    // pool call.
-                    unsafe {
-                        x86::tile_dispatch(rows, xs, wp, kp, ys, cols)
-                    };
-                    #[cfg(not(target_arch = "x86_64"))]
-                    unreachable!(
-                        "nothing is packed off x86_64 ({rows} rows, {cols} columns, {wp:?} {ys:?} {wide:?} {parked:?})"
-                    );
-                }
-            }
-        });
-        // SAFETY: `y` has capacity `m * n`.
-        unsafe { crate::tile::zero_unselected(dst, m, n, selected) };
-        // SAFETY: the tasks cover every strip of the packed rows and every panel of columns,
-        // and each tile stored all of its rows and columns; the rows not selected are zeroed.
-        unsafe { y.set_len(m * n) };
-        y
+            })
+        }
     }
 }
 

@@ -9,9 +9,9 @@
 //! At inference a weight is packed once instead ([`PackedF32Weight`]) and multiplied by a
 //! register tile that sums in `gemm`'s order: the same bits, without repacking per call.
 
-use crate::bf16::{pack_activations, Bf16Compute, STRIPS_PER_BLOCK};
+use crate::bf16::{pack_activations, Bf16Compute};
 use crate::parallel::SendPtr;
-use crate::tile::{MR, PANEL};
+use crate::tile::PANEL;
 
 /// Output columns per block are a multiple of this (the kernel's register tile width).
 const ALIGN: usize = 16;
@@ -224,60 +224,39 @@ impl PackedF32Weight {
     pub fn matmul_t_rows(&self, x: &[f32], m: usize, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "packed f32 matmul: activations are not [{m}, {k}]");
-        crate::tile::check_selection(selected, m);
         let packed_rows = selected.map_or(m, <[usize]>::len);
-        let mut y = Vec::<f32>::with_capacity(m * n);
-        if packed_rows == 0 {
-            y.resize(m * n, 0.0);
-            return y;
-        }
         let kp = k.div_ceil(2);
         let xp = pack_activations(x, packed_rows, k, Bf16Compute::Exact, selected);
         let depth = gemm_depth_block(k);
-        let strips = packed_rows.div_ceil(MR);
-        let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
-        let panels = n.div_ceil(PANEL);
-        let panels_per_task = (panels * blocks / 16).clamp(1, 4);
-        let groups = panels.div_ceil(panels_per_task);
-        let dst = SendPtr(y.as_mut_ptr());
-        let out_row = |packed: usize| selected.map_or(packed, |rows| rows[packed]);
-        crate::parallel::in_parallel(blocks * groups, |task| {
-            let (block, group) = (task / groups, task % groups);
-            let strip_range = block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips);
-            let mut parked = Vec::new();
-            for panel in group * panels_per_task..((group + 1) * panels_per_task).min(panels) {
-                let wp = &self.data[panel * k * PANEL..(panel + 1) * k * PANEL];
-                let cols = (n - panel * PANEL).min(PANEL);
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: `packed_available()` held when this weight was packed; each strip of
-                // `xp` is `k` steps and `wp` one panel of `k` steps; a strip's rows go to
-                // distinct rows of `y` `[m, n]` (the selected ones ascending), columns
-                // `panel * PANEL..+cols`, which no other task writes, and `y` outlives the
-                // pool call.
-                unsafe {
+        // SAFETY: each task runs the tile over every strip of its block and every panel of its
+        // group, which writes each strip's real rows through `out`, all the panel's columns
+        // up to `n` (`cols`), and nothing else.
+        unsafe {
+            crate::tile::packed_output(m, n, selected, |strips, panels, out| {
+                let mut parked = Vec::new();
+                for panel in panels {
+                    let wp = &self.data[panel * k * PANEL..(panel + 1) * k * PANEL];
+                    let cols = (n - panel * PANEL).min(PANEL);
+                    #[cfg(target_arch = "x86_64")]
+                    // `packed_available()` held when this weight was packed; each strip of `xp`
+                    // is `k` steps and `wp` one panel of `k` steps; `out` gives each strip's
+                    // rows (distinct rows of the output), which no other task writes.
                     crate::tile::panel_in_pieces(
-                        strip_range.clone(),
+                        strips.clone(),
                         |s| xp.strip(s, kp),
-                        |s| (packed_rows - s * MR).min(MR),
+                        |s| out.rows(s),
                         wp,
                         k,
                         depth,
                         cols,
-                        |s, r| dst.get().wrapping_add(out_row(s * MR + r) * n + panel * PANEL),
+                        |s, r| out.at(s, r, panel),
                         &mut parked,
-                    )
-                };
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("nothing is packed off x86_64 ({cols} columns, {wp:?}, {parked:?}, {depth})");
-            }
-        });
-        // SAFETY: `y` has capacity `m * n`.
-        unsafe { crate::tile::zero_unselected(dst, m, n, selected) };
-        // SAFETY: the tasks cover every strip of the packed rows and every panel of columns,
-        // and each tile stored all of its rows and columns at the first depth block; the rows
-        // not selected were zeroed above.
-        unsafe { y.set_len(m * n) };
-        y
+                    );
+                    #[cfg(not(target_arch = "x86_64"))]
+                    unreachable!("nothing is packed off x86_64 ({cols} columns, {wp:?}, {parked:?}, {depth})");
+                }
+            })
+        }
     }
 }
 

@@ -113,29 +113,88 @@ pub(crate) unsafe fn panel_in_pieces<'a>(
     }
 }
 
-/// Panics unless `selected` (if any) is strictly ascending rows below `m`.
-pub(crate) fn check_selection(selected: Option<&[usize]>, m: usize) {
+/// Strips per block of rows: a block's packed activations and one weight panel stay in L2
+/// together while the block's strips pass over the panel.
+pub(crate) const STRIPS_PER_BLOCK: usize = 16;
+
+/// Where a packed product's strips of rows go in its `[m, n]` output: packed row `i` is output
+/// row `selected[i]` (row `i` with no selection).
+pub(crate) struct OutputRows<'a> {
+    y: crate::parallel::SendPtr,
+    n: usize,
+    selected: Option<&'a [usize]>,
+    packed_rows: usize,
+}
+
+impl OutputRows<'_> {
+    /// The real rows of strip `s` (1 to [`MR`]).
+    pub(crate) fn rows(&self, s: usize) -> usize {
+        (self.packed_rows - s * MR).min(MR)
+    }
+
+    /// Where row `r` of strip `s` goes, at panel `panel`'s first column (inside the output
+    /// for `r < self.rows(s)` and `panel` one of the product's).
+    pub(crate) fn at(&self, s: usize, r: usize, panel: usize) -> *mut f32 {
+        let packed = s * MR + r;
+        let row = self.selected.map_or(packed, |rows| rows[packed]);
+        self.y.get().wrapping_add(row * self.n + panel * PANEL)
+    }
+}
+
+/// The `[m, n]` output of a packed product of `packed_rows` rows (the rows `selected` of `m`,
+/// strictly ascending; all `m` with `None`) and a weight in panels of [`PANEL`] columns.
+/// `task(strips, panels, out)` runs on the pool for each block of [`STRIPS_PER_BLOCK`] strips
+/// and each group of panels (enough tasks that the threads finish together, few enough that
+/// each covers whole panels for a whole block); the rows not selected come out zero.
+///
+/// # Safety
+/// `task` must write, through `out`, every real row of each of its strips, each of its panels'
+/// columns (`PANEL`, fewer in a last panel past `n`), and nothing else.
+pub(crate) unsafe fn packed_output(
+    m: usize,
+    n: usize,
+    selected: Option<&[usize]>,
+    task: impl Fn(std::ops::Range<usize>, std::ops::Range<usize>, &OutputRows) + Sync,
+) -> Vec<f32> {
     if let Some(rows) = selected {
         assert!(
             rows.windows(2).all(|w| w[0] < w[1]) && rows.last().is_none_or(|&r| r < m),
             "packed matmul: the selected rows are not ascending rows of the {m}"
         );
     }
-}
-
-/// Zeroes the rows of `y` `[m, n]` that `selected` leaves out (the tiles wrote the others).
-///
-/// # Safety
-/// `y` must point at room for `m * n` floats that may be written.
-pub(crate) unsafe fn zero_unselected(y: crate::parallel::SendPtr, m: usize, n: usize, selected: Option<&[usize]>) {
-    let Some(rows) = selected else { return };
-    let mut next = rows.iter().peekable();
-    for row in 0..m {
-        if next.next_if_eq(&&row).is_none() {
-            // SAFETY: `y` has room for `m * n` floats (the caller's contract), and `row < m`.
-            unsafe { std::ptr::write_bytes(y.get().add(row * n), 0, n) };
+    let mut y = Vec::<f32>::with_capacity(m * n);
+    let out = OutputRows {
+        y: crate::parallel::SendPtr(y.as_mut_ptr()),
+        n,
+        selected,
+        packed_rows: selected.map_or(m, <[usize]>::len),
+    };
+    let strips = out.packed_rows.div_ceil(MR);
+    let blocks = strips.div_ceil(STRIPS_PER_BLOCK);
+    let panels = n.div_ceil(PANEL);
+    let panels_per_task = (panels * blocks / 16).clamp(1, 4);
+    let groups = panels.div_ceil(panels_per_task);
+    crate::parallel::in_parallel(blocks * groups, |t| {
+        let (block, group) = (t / groups, t % groups);
+        task(
+            block * STRIPS_PER_BLOCK..((block + 1) * STRIPS_PER_BLOCK).min(strips),
+            group * panels_per_task..((group + 1) * panels_per_task).min(panels),
+            &out,
+        );
+    });
+    if let Some(rows) = selected {
+        let mut next = rows.iter().peekable();
+        for row in 0..m {
+            if next.next_if_eq(&&row).is_none() {
+                // SAFETY: `y` has room for `m * n` floats, and `row < m`.
+                unsafe { std::ptr::write_bytes(out.y.get().add(row * n), 0, n) };
+            }
         }
     }
+    // SAFETY: the tasks cover every block of strips and every panel, and wrote all real rows
+    // and columns of them (the caller's contract); the rows not selected were zeroed above.
+    unsafe { y.set_len(m * n) };
+    y
 }
 
 #[cfg(target_arch = "x86_64")]
