@@ -100,15 +100,7 @@ mod tests {
     #[test]
     fn products_are_candles_matmul_to_the_bit() {
         let dev = Device::Cpu;
-        let bits = |t: &Tensor| {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|f| f.to_bits())
-                .collect::<Vec<_>>()
-        };
+        let bits = crate::testing::tensor_bits;
         let q = Tensor::randn(0f32, 1.0, (3, 4, 2 * 37, 64), &dev).unwrap();
         let cache = Tensor::randn(0f32, 1.0, (3, 4, 50, 64), &dev).unwrap();
         let k = cache.narrow(2, 0, 37).unwrap();

@@ -564,6 +564,7 @@ mod x86 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::{assert_selected_rows, bits};
 
     #[test]
     fn matches_the_f32_product_of_the_same_bf16_weights() {
@@ -683,7 +684,6 @@ mod tests {
         let packed = PackedWeight::pack(&w, n, k).expect("available");
         for compute in [Bf16Compute::Native, Bf16Compute::Exact] {
             let batched = packed.matmul_t(&x, m, compute);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             for r in 0..m {
                 let alone = packed.matmul_t(&x[r * k..(r + 1) * k], 1, compute);
                 assert_eq!(bits(&alone), bits(&batched[r * n..(r + 1) * n]), "row {r} {compute:?}");
@@ -693,18 +693,7 @@ mod tests {
             let many: Vec<usize> = (0..m).filter(|r| r % 4 != 1).collect();
             for selected in [many, vec![2, 17, 39]] {
                 let some = packed.matmul_t_rows(&x, m, compute, Some(&selected));
-                for r in 0..m {
-                    let expected = if selected.contains(&r) {
-                        bits(&batched[r * n..(r + 1) * n])
-                    } else {
-                        vec![0; n]
-                    };
-                    assert_eq!(
-                        bits(&some[r * n..(r + 1) * n]),
-                        expected,
-                        "selected row {r} {compute:?}"
-                    );
-                }
+                assert_selected_rows(&some, &batched, &selected, n, &format!("{compute:?}"));
             }
         }
     }

@@ -310,6 +310,7 @@ mod tests {
 #[cfg(test)]
 mod packed {
     use super::*;
+    use crate::testing::{assert_selected_rows, bits};
 
     /// The packed product is gemm's to the bit from two rows on (capture, prefill, batched
     /// decoding), on the shapes of real models and on ragged ones; a row is the same bits
@@ -337,7 +338,6 @@ mod packed {
             assert_eq!(packed.unpack(), w);
             let ours = packed.matmul_t(&x, m);
             let gemm = matmul_t(&x, m, k, &w, n);
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
             if bitwise {
                 assert_eq!(bits(&ours), bits(&gemm), "{m} x {k} x {n}");
             } else {
@@ -347,18 +347,7 @@ mod packed {
             // Every third row and the last: those rows' bits, zeros elsewhere.
             let selected: Vec<usize> = (0..m).filter(|r| r % 3 == 0 || *r == m - 1).collect();
             let some = packed.matmul_t_rows(&x, m, Some(&selected));
-            for r in 0..m {
-                let expected = if selected.contains(&r) {
-                    bits(&ours[r * n..(r + 1) * n])
-                } else {
-                    vec![0; n]
-                };
-                assert_eq!(
-                    bits(&some[r * n..(r + 1) * n]),
-                    expected,
-                    "selected row {r} of {m} x {k} x {n}"
-                );
-            }
+            assert_selected_rows(&some, &ours, &selected, n, &format!("{m} x {k} x {n}"));
             assert_eq!(packed.matmul_t_rows(&x, m, Some(&[])), vec![0.0; m * n]);
             for r in [0, m - 1] {
                 let alone = packed.matmul_t(&x[r * k..(r + 1) * k], 1);

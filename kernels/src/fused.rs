@@ -684,15 +684,7 @@ mod tests {
     /// `Autograd::Off` forward was made of the composed ops, and its outputs must not move).
     #[test]
     fn forwards_are_the_composed_ops_to_the_bit() {
-        let bits = |t: &Tensor| -> Vec<u32> {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_bits())
-                .collect()
-        };
+        let bits = crate::testing::tensor_bits;
         // Widths with every remainder of candle's vector sums (16 lanes x its unroll), and the
         // shapes of a real forward.
         for (rows, d) in [(7usize, 768usize), (3, 576), (5, 37), (2, 4096), (1, 1)] {

@@ -31,4 +31,6 @@ pub mod fused;
 pub mod lat;
 pub mod parallel;
 pub mod pooled;
+#[cfg(test)]
+mod testing;
 mod tile;

@@ -77,15 +77,7 @@ mod tests {
     #[test]
     fn moves_are_candles_to_the_bit() {
         let dev = Device::Cpu;
-        let bits = |t: &Tensor| {
-            t.flatten_all()
-                .unwrap()
-                .to_vec1::<f32>()
-                .unwrap()
-                .iter()
-                .map(|f| f.to_bits())
-                .collect::<Vec<_>>()
-        };
+        let bits = crate::testing::tensor_bits;
         for shape in [(3usize, 37usize, 4usize, 64usize), (1, 1, 1, 5), (2, 300, 12, 64)] {
             let x = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
             let y = Tensor::randn(0f32, 1.0, shape, &dev).unwrap();
