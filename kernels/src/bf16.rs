@@ -177,6 +177,10 @@ impl PackedWeight {
     /// [`PackedWeight::matmul_t`] for the rows `selected` of `x` alone (strictly ascending,
     /// each below `m`; `None`: all of them): each of those output rows is the same bits as in
     /// the whole product, and every other row is zero.
+    ///
+    /// # Panics
+    /// If `x` is not `[m, k]` or `selected` is not strictly ascending rows below `m` (the
+    /// candle op, `crate::frozen::PackedBf16Matmul`, refuses those with an error first).
     pub fn matmul_t_rows(&self, x: &[f32], m: usize, compute: Bf16Compute, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "bf16 matmul: activations are not [{m}, {k}]");

@@ -221,6 +221,10 @@ impl PackedF32Weight {
     /// each below `m`; `None`: all of them): each of those output rows is the same bits as in
     /// the whole product, and every other row is zero. For right-padded batches, whose padding
     /// no one reads.
+    ///
+    /// # Panics
+    /// If `x` is not `[m, k]` or `selected` is not strictly ascending rows below `m` (the
+    /// candle op, `crate::frozen::PackedF32Matmul`, refuses those with an error first).
     pub fn matmul_t_rows(&self, x: &[f32], m: usize, selected: Option<&[usize]>) -> Vec<f32> {
         let (n, k) = (self.n, self.k);
         assert_eq!(x.len(), m * k, "packed f32 matmul: activations are not [{m}, {k}]");

@@ -197,9 +197,10 @@ impl Positions {
     /// right padding whose activations no one reads (causal attention keeps the real tokens'
     /// activations those of the row alone).
     pub fn right_padded(lens: Vec<usize>, width: usize, device: &Device) -> Result<Self> {
+        let rows = lens.len();
         Ok(Self {
-            real_lens: Some(lens.clone()),
-            ..Self::contiguous(lens.len(), width, 0, device)?
+            real_lens: Some(lens),
+            ..Self::contiguous(rows, width, 0, device)?
         })
     }
 
